@@ -1,0 +1,262 @@
+"""Reading a user's CSV into a validated, typed :class:`Dataset`.
+
+Everything a user can get wrong about a table is caught here, with one line that says what is wrong and how to
+fix it: the file, its encoding and separator, the target, junk in numeric columns, ID columns, duplicated or
+empty columns. Nothing is dropped silently: an ID-like column is excluded with a warning that names it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from objectives.errors import DataError
+
+log = logging.getLogger(__name__)
+
+ENCODINGS = ("utf-8", "utf-8-sig", "cp932")
+SEPARATORS = (",", ";", "\t", "|")
+# a column counts as "numeric with junk" when at least this share of its non-missing values parse as numbers
+NUMERIC_SHARE = 0.9
+
+
+class DataSpec(BaseModel):
+    """Where the table is and how to read it; the ``data:`` block of a study file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: Path
+    target: str
+    positive: str | None = None
+    sep: str | None = None
+    encoding: str | None = None
+    drop: tuple[str, ...] = ()
+    na_values: tuple[str, ...] = ()
+
+
+@dataclass
+class Dataset:
+    """Features, a 0/1 target and what is needed to reproduce and explain them."""
+
+    features: pd.DataFrame
+    y: np.ndarray  # int8, 1 = positive
+    positive_label: str
+    negative_label: str
+    numeric_columns: list[str]
+    categorical_columns: list[str]
+    fingerprint: str
+    source: Path
+    excluded_columns: list[str] = field(default_factory=list)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.y)
+
+    @property
+    def positive_rate(self) -> float:
+        return float(self.y.mean())
+
+
+def fingerprint_bytes(raw: bytes) -> str:
+    """Content hash of the file as read: any edit to the data changes it."""
+    return "sha256:" + hashlib.sha256(raw).hexdigest()[:16]
+
+
+def _read_bytes(path: Path) -> bytes:
+    if not path.exists():
+        raise DataError(f"data file not found: {path} (check the path; in a study file it is relative to the study)")
+    if path.is_dir():
+        raise DataError(f"data path is a directory, not a CSV file: {path}")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataError(f"data file is empty: {path}")
+    return raw
+
+
+def _decode(raw: bytes, encoding: str | None, path: Path) -> str:
+    if encoding is not None:
+        try:
+            return raw.decode(encoding)
+        except LookupError:
+            raise DataError(f"unknown encoding {encoding!r}; use one of {', '.join(ENCODINGS)}") from None
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path} is not valid {encoding} (byte {exc.start}); try --encoding cp932 or utf-8") from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        return raw.decode("utf-8-sig")
+    for candidate in ("utf-8", "cp932"):
+        try:
+            return raw.decode(candidate)
+        except UnicodeDecodeError:
+            continue
+    raise DataError(f"cannot detect the encoding of {path} (tried {', '.join(ENCODINGS)}); give it with --encoding")
+
+
+def _detect_sep(text: str) -> str:
+    head = "\n".join(text.splitlines()[:50])
+    try:
+        return csv.Sniffer().sniff(head, delimiters="".join(SEPARATORS)).delimiter
+    except csv.Error:
+        return ","
+
+
+def _header(text: str, sep: str) -> list[str]:
+    first = next(csv.reader(io.StringIO(text), delimiter=sep), [])
+    return [c.strip() for c in first]
+
+
+def _blank_to_missing(df: pd.DataFrame) -> pd.DataFrame:
+    """Blank and whitespace-only cells are missing values; surrounding spaces are not part of a category."""
+    for col in df.columns:
+        if not _is_numeric(df[col]):
+            s = df[col].astype("object")
+            stripped = s.map(lambda v: v.strip() if isinstance(v, str) else v)
+            df[col] = stripped.where(~stripped.isin([""]), np.nan)
+    return df
+
+
+def _is_numeric(s: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)
+
+
+def _coerce_numeric_or_explain(df: pd.DataFrame, exclude: set[str]) -> pd.DataFrame:
+    """Turn text columns that hold numbers into numbers; refuse ones that are numbers plus a few junk strings."""
+    for col in df.columns:
+        if col in exclude or _is_numeric(df[col]):
+            continue
+        present = df[col].dropna()
+        if present.empty:
+            continue
+        parsed = pd.to_numeric(present, errors="coerce")
+        bad = parsed.isna()
+        if not bad.any():
+            df[col] = pd.to_numeric(df[col])
+        elif (~bad).mean() >= NUMERIC_SHARE:
+            junk = present[bad]
+            rows = ", ".join(f"line {i + 2}: {v!r}" for i, v in junk.head(3).items())  # +2: header, 1-based
+            values = sorted({str(v) for v in junk.unique()})[:5]
+            raise DataError(
+                f"column {col!r} is numeric except {len(junk)} value(s) ({rows}); if they mean 'missing', declare "
+                f"them with " + " ".join(f"--na-value {v!r}" for v in values) + " (na_values in a study file)"
+            )
+    return df
+
+
+def read_table(spec: DataSpec) -> tuple[pd.DataFrame, str]:
+    """The raw table (blanks as NaN) and its fingerprint, or a :class:`DataError` that says what is wrong."""
+    raw = _read_bytes(spec.path)
+    text = _decode(raw, spec.encoding, spec.path)
+    sep = spec.sep or _detect_sep(text)
+    header = _header(text, sep)
+    dupes = sorted({c for c in header if header.count(c) > 1})
+    if dupes:
+        raise DataError(f"duplicate column name(s) {dupes} in {spec.path}: rename them so each column is unique")
+    try:
+        df = pd.read_csv(
+            io.StringIO(text), sep=sep, na_values=list(spec.na_values), keep_default_na=True, low_memory=False
+        )
+    except pd.errors.EmptyDataError:
+        raise DataError(f"data file has no columns: {spec.path}") from None
+    except pd.errors.ParserError as exc:
+        raise DataError(f"cannot parse {spec.path} as CSV with separator {sep!r}: {exc}".splitlines()[0]) from None
+    df.columns = [str(c).strip() for c in df.columns]
+    if df.empty:
+        raise DataError(f"data file has a header but no rows: {spec.path}")
+    return _blank_to_missing(df), fingerprint_bytes(raw)
+
+
+def _target_labels(y_raw: pd.Series, spec: DataSpec) -> tuple[np.ndarray, str, str]:
+    if y_raw.isna().any():
+        rows = ", ".join(str(i + 2) for i in y_raw.index[y_raw.isna()][:5])
+        raise DataError(
+            f"target column {spec.target!r} has {int(y_raw.isna().sum())} missing value(s) (line {rows}): "
+            "remove those rows or fill in their labels"
+        )
+    labels = y_raw.map(lambda v: str(int(v)) if isinstance(v, float) and float(v).is_integer() else str(v))
+    counts = labels.value_counts()
+    if len(counts) != 2:
+        shown = ", ".join(f"{k!r} ({v})" for k, v in counts.head(5).items())
+        raise DataError(
+            f"target column {spec.target!r} must have exactly 2 classes, found {len(counts)}: {shown}"
+            + (" (is this the right column?)" if len(counts) > 2 else "")
+        )
+    if spec.positive is None:
+        # minority class; on an exact tie the larger label (so 1 over 0, "yes" over "no")
+        positive = sorted(counts.index, key=lambda k: (-counts[k], k))[-1]
+    else:
+        positive = str(spec.positive)
+        if positive not in counts.index:
+            raise DataError(
+                f"positive label {positive!r} is not in target column {spec.target!r} "
+                f"(its values are {sorted(counts.index)})"
+            )
+    negative = next(k for k in counts.index if k != positive)
+    return (labels == positive).to_numpy(dtype=np.int8), positive, negative
+
+
+def load_dataset(spec: DataSpec) -> Dataset:
+    """Read, validate and split a CSV into features and a 0/1 target."""
+    df, fingerprint = read_table(spec)
+    if spec.target not in df.columns:
+        raise DataError(
+            f"target column {spec.target!r} not found in {spec.path.name}; columns are: {', '.join(df.columns[:30])}"
+        )
+    missing_drop = [c for c in spec.drop if c not in df.columns]
+    if missing_drop:
+        raise DataError(f"--drop column(s) {missing_drop} not found in {spec.path.name}")
+    if spec.target in spec.drop:
+        raise DataError(f"cannot drop the target column {spec.target!r}")
+    y, positive, negative = _target_labels(df[spec.target], spec)
+    features = df.drop(columns=[spec.target, *spec.drop])
+    if features.shape[1] == 0:
+        raise DataError("no feature columns left after removing the target and the dropped columns")
+
+    empty = [c for c in features.columns if features[c].isna().all()]
+    if empty:
+        raise DataError(f"column(s) {empty} have no values at all: drop them with " + " ".join(f"--drop {c!r}" for c in empty))
+
+    features = _coerce_numeric_or_explain(features, exclude=set())
+    numeric = [c for c in features.columns if _is_numeric(features[c])]
+    text_cols = [c for c in features.columns if c not in numeric]
+    excluded = [c for c in text_cols if len(features) > 1 and features[c].nunique(dropna=False) == len(features)]
+    for col in excluded:
+        log.warning("column %r has a distinct value in every row (an ID?): excluded from the features", col)
+    features = features.drop(columns=excluded)
+    categorical = [c for c in text_cols if c not in excluded]
+    if not numeric and not categorical:
+        raise DataError("no usable feature columns: every column was an ID or was dropped")
+    for col in numeric:
+        features[col] = features[col].astype(np.float64)
+    for col in categorical:
+        features[col] = features[col].astype("object")
+    return Dataset(
+        features=features,
+        y=y,
+        positive_label=positive,
+        negative_label=negative,
+        numeric_columns=numeric,
+        categorical_columns=categorical,
+        fingerprint=fingerprint,
+        source=spec.path,
+        excluded_columns=excluded,
+    )
+
+
+def check_folds(dataset: Dataset, folds: int) -> None:
+    """Stratified K-fold needs at least ``folds`` rows of each class."""
+    n_pos = int(dataset.y.sum())
+    n_neg = dataset.n_rows - n_pos
+    for name, label, count in (("positive", dataset.positive_label, n_pos), ("negative", dataset.negative_label, n_neg)):
+        if count < folds:
+            raise DataError(
+                f"only {count} {name} row(s) (label {label!r}) for {folds} folds: every fold needs at least one; "
+                f"use --folds {max(2, count)} or more data" if count >= 2 else
+                f"only {count} {name} row(s) (label {label!r}): cross-validation needs at least 2 of each class"
+            )

@@ -1,0 +1,133 @@
+"""The training engine: K fold models trained together, vectorised over folds.
+
+Read top to bottom: per epoch, every fold draws its own permutation of its own training rows; each step takes
+the next ``batch_size`` rows of every fold at once (``[K, B, D]``), runs the K MLPs with batched matmuls, and
+takes one Adam step on the stacked weights. Adam and L2 weight decay act element-wise, and each fold's loss only
+reaches its own weights, so this is K independent trainings run in lock-step. Folds differ in size by a row or
+two; the shorter ones are padded and the padding is masked out of the loss.
+
+No early stopping: the fold being scored must not choose the number of epochs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from objectives.config import LossConfig, ModelConfig, TrainConfig
+from objectives.errors import TrainingDiverged
+from objectives.losses import combined_terms
+from objectives.model import FoldMLP
+
+
+@dataclass
+class FoldTraining:
+    """What training K models returns: their weights, validation logits and learning curves."""
+
+    model: FoldMLP
+    val_logits: list[np.ndarray]  # per fold, in the order of that fold's validation rows
+    train_loss: np.ndarray  # [K, epochs], mean loss over each epoch's batches
+    val_loss: np.ndarray  # [K, epochs], loss on the validation rows after each epoch (NaN without them)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def _padded(rows: list[np.ndarray], device: torch.device) -> tuple[Tensor, Tensor]:
+    """Ragged row lists as a ``[K, max_len]`` index tensor (padding points at row 0) and its 0/1 mask."""
+    width = max(len(r) for r in rows)
+    index = np.zeros((len(rows), width), dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.float32)
+    for k, r in enumerate(rows):
+        index[k, : len(r)] = r
+        mask[k, : len(r)] = 1.0
+    return torch.from_numpy(index).to(device), torch.from_numpy(mask).to(device)
+
+
+def _gather(x: Tensor, index: Tensor) -> Tensor:
+    """``x[k, index[k]]`` for every fold k: ``[K, N, D]`` and ``[K, M]`` give ``[K, M, D]``."""
+    return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def _masked_fold_means(terms: Tensor, mask: Tensor) -> Tensor:
+    return (terms * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
+def train_folds(
+    x: np.ndarray,
+    y: np.ndarray,
+    train_rows: list[np.ndarray],
+    val_rows: list[np.ndarray] | None,
+    loss_cfg: LossConfig,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    fold_seeds: list[int],
+) -> FoldTraining:
+    """Train one MLP per fold. ``x`` is ``[K, N, D]`` (fold k's preprocessing of every row), ``y`` is ``[N]``.
+
+    Fold k trains on ``train_rows[k]`` and is validated on ``val_rows[k]``; its randomness (init, batch order,
+    dropout) comes from ``fold_seeds[k]`` alone, so a fold trained here and alone gives the same weights.
+    """
+    device = resolve_device(train_cfg.device)
+    n_folds = x.shape[0]
+    gens = [torch.Generator().manual_seed(int(s)) for s in fold_seeds]
+    # Dropout masks for all folds come from one extra stream (one call per layer per step, not K); so with
+    # dropout > 0 a fold is reproducible for a given set of folds but not bit-equal to the same fold trained alone.
+    dropout_gen = torch.Generator().manual_seed(int(fold_seeds[0]) + 7919) if model_cfg.dropout else None
+    model = FoldMLP(x.shape[2], model_cfg, gens, device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+
+    x_t = torch.from_numpy(x).to(device)
+    y_t = torch.from_numpy(np.asarray(y, dtype=np.float32)).to(device)
+    sizes = [len(r) for r in train_rows]
+    batch = min(train_cfg.batch_size, max(sizes))
+    steps = math.ceil(max(sizes) / batch)
+    has_val = bool(val_rows) and all(len(r) for r in val_rows)
+    if has_val:
+        val_index, val_mask = _padded(val_rows, device)
+        x_val, y_val = _gather(x_t, val_index), y_t[val_index]
+    train_curve = torch.zeros(n_folds, train_cfg.epochs, device=device)
+    val_curve = torch.full((n_folds, train_cfg.epochs), float("nan"), device=device)
+
+    for epoch in range(train_cfg.epochs):
+        order = [torch.from_numpy(r)[torch.randperm(len(r), generator=g)] for r, g in zip(train_rows, gens)]
+        index, mask = _padded(order, device)
+        pad = steps * batch - index.shape[1]
+        index, mask = torch.nn.functional.pad(index, (0, pad)), torch.nn.functional.pad(mask, (0, pad))
+        x_epoch, y_epoch = _gather(x_t, index), y_t[index]  # one gather per epoch; steps slice views
+        running = torch.zeros(n_folds, device=device)
+        for step in range(steps):
+            s = slice(step * batch, (step + 1) * batch)
+            logits = model.forward(x_epoch[:, s], dropout_generator=dropout_gen)
+            fold_losses = _masked_fold_means(combined_terms(logits, y_epoch[:, s], loss_cfg), mask[:, s])
+            optimizer.zero_grad(set_to_none=True)
+            fold_losses.sum().backward()  # sum over folds: each fold's gradient is its own loss's
+            optimizer.step()
+            running += fold_losses.detach() * mask[:, s].sum(1)
+        train_curve[:, epoch] = running / torch.tensor(sizes, device=device, dtype=torch.float32)
+        if not torch.isfinite(train_curve[:, epoch]).all():
+            bad = [k for k in range(n_folds) if not math.isfinite(float(train_curve[k, epoch]))]
+            raise TrainingDiverged(
+                f"training diverged at epoch {epoch + 1} (loss is NaN/inf in fold(s) {bad}); "
+                f"lower the learning rate (lr={train_cfg.lr:g})"
+            )
+        if has_val:
+            with torch.no_grad():
+                val_logits_t = model.forward(x_val)
+                val_curve[:, epoch] = _masked_fold_means(combined_terms(val_logits_t, y_val, loss_cfg), val_mask)
+
+    val_logits: list[np.ndarray] = []
+    if has_val:
+        with torch.no_grad():
+            final = model.forward(x_val).double().cpu().numpy()
+        val_logits = [final[k, : len(r)] for k, r in enumerate(val_rows)]
+    return FoldTraining(model, val_logits, train_curve.cpu().numpy(), val_curve.cpu().numpy())

@@ -1,0 +1,102 @@
+r"""The losses a trial tunes: focal loss and the BCE + focal combination, both computed from logits.
+
+For a logit :math:`z` and a label :math:`y \in \{0, 1\}`, write :math:`s = 2y - 1` and
+:math:`p_t = \sigma(s z)` (the probability given to the true class). Then
+
+.. math::
+
+    \mathrm{BCE}(z, y)   &= -\log p_t = \operatorname{softplus}(-s z) \\
+    \mathrm{Focal}(z, y) &= \alpha_t \, (1 - p_t)^{\gamma} \, (-\log p_t), \qquad
+        \alpha_t = \begin{cases} \alpha & y = 1 \\ 1 - \alpha & y = 0 \end{cases} \\
+    \mathrm{Combined}    &= w_{\mathrm{bce}} \, \mathrm{BCE} + w_{\mathrm{focal}} \, \mathrm{Focal}
+
+``alpha`` is the RetinaNet / torchvision weight: ``alpha`` on positives, ``1 - alpha`` on negatives;
+``alpha=None`` means :math:`\alpha_t = 1` (no class weighting). With ``gamma=0`` and ``alpha=None`` the focal
+term *is* BCE, bit for bit.
+
+Stability: nothing here forms a probability and takes its log. :math:`-\log p_t` is ``softplus(-s z)`` and
+:math:`(1 - p_t)^\gamma = \exp(\gamma \log\sigma(-s z))`, so logits of :math:`\pm 100` (or :math:`\pm 10^4`)
+give finite values and finite gradients. (BCE on probabilities clamps at :math:`\log 10^{-12}` and has a zero
+gradient there.)
+
+A configuration in which one class gets no loss at all (``bce_weight=0`` with ``alpha`` 0 or 1) is refused by
+:class:`objectives.config.LossConfig`, not merely warned about.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from objectives.config import LossConfig
+
+
+def focal_terms(logits: Tensor, targets: Tensor, alpha: float | None, gamma: float) -> Tensor:
+    """Element-wise focal loss (no reduction). ``targets`` holds 0/1 as a float tensor."""
+    signed = logits * (2.0 * targets - 1.0)
+    ce = F.softplus(-signed)  # -log p_t
+    if gamma == 0.0:
+        modulated = ce
+    else:
+        modulated = torch.exp(gamma * F.logsigmoid(-signed)) * ce  # (1 - p_t)^gamma * ce
+    if alpha is None:
+        return modulated
+    alpha_t = (1.0 - alpha) + (2.0 * alpha - 1.0) * targets  # alpha on positives, 1 - alpha on negatives
+    return alpha_t * modulated
+
+
+def combined_terms(logits: Tensor, targets: Tensor, cfg: LossConfig) -> Tensor:
+    """Element-wise ``bce_weight * BCE + focal_weight * Focal(alpha, gamma)`` (no reduction)."""
+    total = torch.zeros_like(logits)
+    if cfg.bce_weight:
+        total = total + cfg.bce_weight * F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    if cfg.focal_weight:
+        total = total + cfg.focal_weight * focal_terms(logits, targets, cfg.alpha, cfg.gamma)
+    return total
+
+
+def _reduce(terms: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return terms.mean()
+    if reduction == "sum":
+        return terms.sum()
+    if reduction == "none":
+        return terms
+    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+class FocalLoss(nn.Module):
+    """Focal loss from logits, :math:`\\alpha_t (1 - p_t)^\\gamma (-\\log p_t)`; see the module docstring."""
+
+    def __init__(self, alpha: float | None = None, gamma: float = 2.0, reduction: str = "mean") -> None:
+        super().__init__()
+        # Validation lives in LossConfig; focal_weight=1, bce_weight=0 is the pure focal loss.
+        self.cfg = LossConfig(alpha=alpha, gamma=gamma, bce_weight=0.0, focal_weight=1.0)
+        self.reduction = reduction
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return _reduce(focal_terms(logits, targets.to(logits.dtype), self.cfg.alpha, self.cfg.gamma), self.reduction)
+
+
+class CombinedLoss(nn.Module):
+    """``bce_weight * BCE + focal_weight * Focal(alpha, gamma)`` from logits; see the module docstring."""
+
+    def __init__(
+        self,
+        alpha: float | None = None,
+        gamma: float = 2.0,
+        bce_weight: float = 0.5,
+        focal_weight: float = 0.5,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        self.cfg = LossConfig(alpha=alpha, gamma=gamma, bce_weight=bce_weight, focal_weight=focal_weight)
+        self.reduction = reduction
+
+    @classmethod
+    def from_config(cls, cfg: LossConfig, reduction: str = "mean") -> "CombinedLoss":
+        return cls(**cfg.model_dump(), reduction=reduction)
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return _reduce(combined_terms(logits, targets.to(logits.dtype), self.cfg), self.reduction)
