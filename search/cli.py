@@ -1,0 +1,166 @@
+"""The ``losstune`` command.
+
+Subcommands import what they need when they run: ``losstune evaluate`` never imports Optuna or MLflow, so it
+starts fast. A :class:`~objectives.errors.LosstuneError` (bad input) is printed as one line on stderr with exit
+status 2, and no traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from objectives.errors import LosstuneError
+
+log = logging.getLogger("losstune")
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, help="CSV file")
+    p.add_argument("--target", help="target column")
+    p.add_argument("--positive", help="positive label (default: the minority class)")
+    p.add_argument("--sep", help="field separator (default: detected)")
+    p.add_argument("--encoding", help="utf-8, utf-8-sig or cp932 (default: detected)")
+    p.add_argument("--drop", action="append", default=[], metavar="COL", help="column to leave out (repeatable)")
+    p.add_argument("--na-value", action="append", default=[], metavar="V", help="string meaning missing (repeatable)")
+
+
+def _add_trial_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("loss")
+    g.add_argument("--alpha", type=_optional_float, help="positive-class weight in [0, 1], or 'none' (default)")
+    g.add_argument("--gamma", type=float)
+    g.add_argument("--bce-weight", type=float)
+    g.add_argument("--focal-weight", type=float)
+    g = p.add_argument_group("model and training")
+    g.add_argument("--hidden", type=lambda s: tuple(int(v) for v in s.split(",")), help="e.g. 128,64")
+    g.add_argument("--dropout", type=float)
+    g.add_argument("--folds", type=int)
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--lr", type=float)
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    g.add_argument("--metric", choices=["f1", "macro_f1", "fbeta"])
+    g.add_argument("--beta", type=float, help="beta of the fbeta metric")
+
+
+def _optional_float(text: str) -> float | None:
+    return None if text.lower() in {"none", "null"} else float(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="losstune", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("evaluate", help="cross-validate one loss configuration and pick its threshold")
+    _add_data_args(p)
+    _add_trial_args(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
+    p.add_argument("--oof-out", type=Path, help="write OOF probabilities (row, fold, y_true, proba) to this CSV")
+    p.set_defaults(run=_cmd_evaluate)
+    return parser
+
+
+def _trial_overrides(args: argparse.Namespace) -> dict:
+    """Only the options given on the command line, as a nested dict for TrialConfig."""
+    groups = {
+        "loss": {"alpha": "alpha", "gamma": "gamma", "bce_weight": "bce_weight", "focal_weight": "focal_weight"},
+        "model": {"hidden": "hidden", "dropout": "dropout"},
+        "train": {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
+                  "device": "device"},
+        "cv": {"folds": "folds", "seed": "seed"},
+        "metric": {"metric": "name", "beta": "beta"},
+    }
+    given = vars(args)
+    out: dict = {}
+    for section, fields in groups.items():
+        values = {field: given[opt] for opt, field in fields.items() if given.get(opt) is not None}
+        if section == "loss" and "alpha" in given and given["alpha"] is None and "--alpha" in sys.argv:
+            values["alpha"] = None
+        if values:
+            out[section] = values
+    return out
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from objectives.config import TrialConfig
+    from objectives.data import DataSpec, load_dataset
+    from objectives.evaluate import evaluate
+    from search.validation import validated
+
+    if args.data is None or args.target is None:
+        raise LosstuneError("evaluate needs --data FILE.csv and --target COLUMN")
+    spec = validated(DataSpec, "data", dict(
+        path=args.data, target=args.target, positive=args.positive, sep=args.sep, encoding=args.encoding,
+        drop=tuple(args.drop), na_values=tuple(args.na_value),
+    ))  # fmt: skip
+    config = validated(TrialConfig, "options", _trial_overrides(args))
+    dataset = load_dataset(spec)
+    result = evaluate(dataset, config)
+    if args.oof_out:
+        _write_oof(args.oof_out, result)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print(format_summary(result, config, dataset.positive_label))
+    return 0
+
+
+def _write_oof(path: Path, result) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {"row": range(len(result.oof_proba)), "fold": result.fold_of_row, "y_true": result.y_true,
+         "proba": result.oof_proba}
+    )  # fmt: skip
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)  # atomic: an interrupted write never leaves a half file under the real name
+
+
+def format_summary(result, config, positive_label: str) -> str:
+    m = result.metric
+    tn, fp = result.confusion_matrix[0]
+    fn, tp = result.confusion_matrix[1]
+    lines = [
+        f"{config.loss}",
+        f"rows {result.n_rows}  positives {result.positive_rate:.2%} (label {positive_label!r})  "
+        f"{config.cv.folds} folds x {config.train.epochs} epochs  {result.seconds:.1f}s",
+        f"threshold        {result.threshold:.4f}",
+        f"OOF {m:<12} {result.oof_score:.4f}   (threshold chosen on these rows: optimistic)",
+        f"honest {m:<9} {result.honest_score_mean:.4f} +- {result.honest_score_std:.4f}   (cross-fitted threshold)",
+        f"per-fold {m:<7} " + " ".join(f"{s:.4f}" for s in result.fold_scores),
+        f"F1 at 0.5        {result.f1_at_0_5:.4f}",
+        f"precision/recall {result.precision:.4f} / {result.recall:.4f}",
+        f"ROC-AUC {result.roc_auc:.4f}  PR-AUC {result.pr_auc:.4f}  log loss {result.log_loss:.4f}",
+        f"confusion        tn {tn}  fp {fp}  fn {fn}  tp {tp}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return args.run(args)
+    except LosstuneError as exc:
+        print(f"losstune {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"losstune {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
