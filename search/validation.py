@@ -11,18 +11,34 @@ from objectives.errors import LosstuneError
 M = TypeVar("M", bound=BaseModel)
 
 
+def _is_type_tag(part: object) -> bool:
+    # pydantic names union branches in the location, e.g. "literal['default']" or "list[function-after[...]]"
+    return isinstance(part, str) and ("[" in part or part.startswith("function-"))
+
+
+def _field(where: str, loc: tuple) -> str:
+    out = where
+    for part in loc:
+        if _is_type_tag(part):
+            continue
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
 def one_line(exc: ValidationError, where: str) -> str:
+    errors = exc.errors()
+    # For "default or a list" unions, the branch the user clearly meant (the structured one) explains best.
+    structured = [e for e in errors if not any(isinstance(p, str) and p.startswith("literal[") for p in e["loc"])]
+    errors = structured or errors
     parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int) or True)
-        field = f"{where}.{loc}" if loc else where
+    for err in errors:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         got = err.get("input")
-        shown = "" if err["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {got!r})"
-        parts.append(f"{field}: {msg}{shown}")
-    return "; ".join(parts)
+        shown = "" if err["type"] in ("extra_forbidden", "missing") or isinstance(got, (dict, list)) else f" (got {got!r})"
+        parts.append(f"{_field(where, err['loc'])}: {msg}{shown}")
+    return "; ".join(dict.fromkeys(parts))
 
 
 def validated(model: type[M], where: str, data: Any) -> M:
