@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from objectives.config import MetricConfig, TrialConfig
+from objectives.config import CVConfig, MetricConfig, TrialConfig
 from objectives.data import Dataset, check_folds
 from objectives.engine import train_folds
 from objectives.preprocess import fit_fold_preprocessors
@@ -76,15 +76,37 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # exact sigmoid without overflow for large |z|
 
 
-def evaluate(dataset: Dataset, config: TrialConfig) -> EvaluationResult:
-    start = time.perf_counter()
-    check_folds(dataset, config.cv.folds)
-    splits = stratified_folds(dataset.y, config.cv.folds, config.cv.seed)
+@dataclass(frozen=True)
+class PreparedFolds:
+    """The CV split and each fold's preprocessed rows. They depend only on the data and ``cv``, not on the loss,
+    so a search prepares them once and every trial reuses them."""
+
+    fingerprint: str
+    cv: CVConfig
+    train_rows: list[np.ndarray]
+    val_rows: list[np.ndarray]
+    x: np.ndarray  # [folds, rows, features], fold k's preprocessing of every row
+
+
+def prepare_folds(dataset: Dataset, cv: CVConfig) -> PreparedFolds:
+    check_folds(dataset, cv.folds)
+    splits = stratified_folds(dataset.y, cv.folds, cv.seed)
     train_rows = [tr for tr, _ in splits]
-    val_rows = [va for _, va in splits]
     _, x = fit_fold_preprocessors(dataset.features, dataset.numeric_columns, dataset.categorical_columns, train_rows)
+    return PreparedFolds(dataset.fingerprint, cv, train_rows, [va for _, va in splits], x)
+
+
+def evaluate(dataset: Dataset, config: TrialConfig, prepared: PreparedFolds | None = None) -> EvaluationResult:
+    """Cross-validate ``config`` on ``dataset``; ``prepared`` (from :func:`prepare_folds`) skips re-splitting
+    and re-fitting the preprocessing when several configurations share the data and the CV settings."""
+    start = time.perf_counter()
+    if prepared is None:
+        prepared = prepare_folds(dataset, config.cv)
+    elif prepared.fingerprint != dataset.fingerprint or prepared.cv != config.cv:
+        raise ValueError("prepared folds were made for other data or other CV settings")
+    val_rows = prepared.val_rows
     trained = train_folds(
-        x, dataset.y, train_rows, val_rows, config.loss, config.model, config.train,
+        prepared.x, dataset.y, prepared.train_rows, val_rows, config.loss, config.model, config.train,
         fold_seeds(config.cv.seed, config.cv.folds),
     )  # fmt: skip
 

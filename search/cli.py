@@ -66,7 +66,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     p.add_argument("--oof-out", type=Path, help="write OOF probabilities (row, fold, y_true, proba) to this CSV")
     p.set_defaults(run=_cmd_evaluate)
+
+    p = sub.add_parser("search", help="spend this week's trial budget on the study's phased plan")
+    p.add_argument("study", type=Path, help="study file (YAML)")
+    p.add_argument("--budget", type=_non_negative_int, help="this week's budget, instead of budget.trials_per_week")
+    p.add_argument("--workers", type=_positive_int, default=1, help="worker processes on this machine (default 1)")
+    p.add_argument("--timeout", type=float, help="start no trial after this many seconds")
+    p.add_argument("--allow-data-change", action="store_true",
+                   help="continue although the data file changed since the study started (trials are tagged)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_cmd_search)
+
+    p = sub.add_parser("status", help="results table, best trial, current phase and budget left this week")
+    p.add_argument("study", type=Path, help="study file (YAML)")
+    p.add_argument("--budget", type=_non_negative_int, help="this week's budget, instead of budget.trials_per_week")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=_cmd_status)
     return parser
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
 
 def _trial_overrides(args: argparse.Namespace) -> dict:
@@ -111,6 +141,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict()))
     else:
         print(format_summary(result, config, dataset.positive_label))
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from search.runner import SearchOptions, run_search
+
+    options = SearchOptions(
+        budget=args.budget, workers=args.workers, timeout=args.timeout,
+        allow_data_change=args.allow_data_change, progress=not args.no_progress and sys.stderr.isatty(),
+    )  # fmt: skip
+    return run_search(args.study, options)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from search.status import study_status, format_status
+
+    status = study_status(args.study, args.budget)
+    print(json.dumps(status, default=str) if args.json else format_status(status))
     return 0
 
 

@@ -19,9 +19,9 @@ def make(n: int = 4000, seed: int = 7) -> pd.DataFrame:
     calls = rng.poisson(1.5, n)
     age = rng.integers(18, 80, n).astype(float)
     logit = (
-        -3.2 - 0.035 * tenure + 0.018 * (monthly - 70) + 0.45 * calls
-        + np.where(plan == "basic", 0.6, 0.0) + np.where(payment == "konbini", 0.7, 0.0)
-        + rng.normal(0, 0.8, n)
+        -2.6 - 0.06 * tenure + 0.03 * (monthly - 70) + 0.7 * calls
+        + np.where(plan == "basic", 0.9, 0.0) + np.where(payment == "konbini", 1.0, 0.0)
+        + rng.normal(0, 0.5, n)
     )  # fmt: skip
     churn = rng.random(n) < 1 / (1 + np.exp(-logit))
     age[rng.random(n) < 0.03] = np.nan
