@@ -200,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    # MLflow announces its database migrations at INFO on its own handler; keep the CLI's output to ours.
+    logging.getLogger("mlflow").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return args.run(args)
     except LosstuneError as exc:

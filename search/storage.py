@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -49,13 +50,27 @@ def open_engine(url: str) -> sa.Engine:
     return engine
 
 
+@contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Silence Optuna's warnings about features we use on purpose: heartbeats, PartialFixedSampler and
+    fail_stale_trials are marked experimental, and heartbeats are 'supposed' to go with ``optimize`` (we beat
+    them ourselves, see :func:`heartbeat`)."""
+    from optuna.exceptions import ExperimentalWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        yield
+
+
 def open_optuna_storage(url: str):
     import optuna
 
     open_engine(url).dispose()  # a clear error for an unreachable server or an unwritable file
-    return optuna.storages.RDBStorage(
-        url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
-    )
+    with quiet_optuna():
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
+        )
 
 
 @contextmanager
