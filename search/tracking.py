@@ -1,0 +1,479 @@
+"""MLflow logging of one study: an experiment per study, a parent run for the study, a child run per trial.
+
+Everything goes through one explicit :class:`mlflow.MlflowClient` and run ids: no ``mlflow.start_run``, no
+active-run globals, so a tracker can be used from any thread and never writes to a store other than its own.
+Every trial is one child run with the same params (``TrialConfig.flat_params()``), the same metric keys and the
+same tags, so the trials of all weeks form one comparable table in the MLflow UI.
+
+Metrics, params and tags of a step go in one ``log_batch`` call (the client splits it under MLflow's per-request
+limits); a trial's report files are uploaded with one ``log_artifacts`` call.
+
+Tags written (all strings):
+
+- parent run: ``losstune.role=study``, ``losstune.study``
+- trial run: ``mlflow.parentRunId``, ``losstune.role=trial``, ``losstune.phase``, ``losstune.week``,
+  ``losstune.trial`` (the Optuna trial number), ``losstune.state`` (RUNNING / COMPLETE / FAIL),
+  ``losstune.data_fingerprint``, ``losstune.failure_reason`` (failed trials only), plus any ``extra_tags``.
+
+Optuna is imported only by :meth:`StudyTracker.log_study_summary` (for its plots), MLflow by this module.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import shlex
+import sys
+import tempfile
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+from urllib.parse import urlparse
+
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS, MLFLOW_PARENT_RUN_ID
+from sqlalchemy.exc import SQLAlchemyError
+
+from objectives.config import LossConfig, TrialConfig
+from objectives.data import Dataset
+from objectives.errors import LosstuneError
+from objectives.evaluate import EvaluationResult
+from search.reports import write_trial_reports
+
+if TYPE_CHECKING:
+    import optuna
+    import pandas
+
+log = logging.getLogger(__name__)
+
+TAG_ROLE = "losstune.role"
+TAG_STUDY = "losstune.study"
+TAG_PHASE = "losstune.phase"
+TAG_WEEK = "losstune.week"
+TAG_TRIAL = "losstune.trial"
+TAG_STATE = "losstune.state"
+TAG_FINGERPRINT = "losstune.data_fingerprint"
+TAG_FAILURE = "losstune.failure_reason"
+
+STATE_RUNNING = "RUNNING"
+STATE_COMPLETE = "COMPLETE"
+STATE_FAIL = "FAIL"
+
+MAX_REASON_CHARS = 500
+RESULTS_TABLE_JSON = "results_table.json"
+RESULTS_TABLE_CSV = "results_table.csv"
+OPTIMIZATION_HISTORY_PNG = "optimization_history.png"
+PARAM_IMPORTANCES_PNG = "param_importances.png"
+# the artifact folder created beside a sqlite database when no artifact location is given
+DEFAULT_ARTIFACT_DIR = "mlartifacts"
+
+# failures of the tracking store itself (cannot open, cannot write), turned into one readable line
+_STORE_ERRORS = (MlflowException, SQLAlchemyError, OSError)
+
+
+class StudyTracker:
+    """MLflow logging of one study: an experiment per study, a parent run for the study, a child run per trial."""
+
+    def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None = None):
+        """Open the tracking store and create the experiment if missing (or reuse it).
+
+        ``artifact_location`` (a path or a URI) is used only when the experiment is created; MLflow cannot
+        change it afterwards. When it is not given and the store is a sqlite file, artifacts go to
+        ``mlartifacts/<experiment>`` beside the database (MLflow's own default would be ``./mlruns`` under
+        whatever directory the process happens to start in).
+
+        Raises :class:`LosstuneError` (one line, naming the URI) when the store cannot be opened or written.
+        """
+        self.tracking_uri = _normalise_tracking_uri(tracking_uri)
+        self.experiment_name = experiment
+        self.artifact_location = _artifact_uri(artifact_location, self.tracking_uri, experiment)
+        with _store_errors(f"cannot open the MLflow tracking store {self.tracking_uri}"):
+            self.client = MlflowClient(tracking_uri=self.tracking_uri)
+            found = self.client.get_experiment_by_name(experiment)
+        if found is not None and found.lifecycle_stage != "active":
+            raise LosstuneError(
+                f"MLflow experiment {experiment!r} in {self.tracking_uri} was deleted: restore it with "
+                f"`MLFLOW_TRACKING_URI={shlex.quote(self.tracking_uri)} mlflow experiments restore "
+                f"-x {found.experiment_id}` or use another experiment name"
+            )
+        if found is None:
+            if self.artifact_location is not None:
+                _make_local_artifact_dir(self.artifact_location)
+            with _store_errors(f"cannot write to the MLflow tracking store {self.tracking_uri}"):
+                self.experiment_id: str = self.client.create_experiment(
+                    experiment, artifact_location=self.artifact_location
+                )
+            log.info(
+                "created MLflow experiment %r (id %s) in %s, artifacts in %s", experiment, self.experiment_id,
+                self.tracking_uri, self.client.get_experiment(self.experiment_id).artifact_location,
+            )  # fmt: skip
+        else:
+            self.experiment_id = found.experiment_id
+            if artifact_location is not None and not _same_location(found.artifact_location, self.artifact_location):
+                log.warning(
+                    "MLflow experiment %r already exists with artifacts in %s (not %s): keeping its location",
+                    experiment, found.artifact_location, self.artifact_location,
+                )  # fmt: skip
+            log.debug("reusing MLflow experiment %r (id %s)", experiment, self.experiment_id)
+
+    # ------------------------------------------------------------------------------------------- study run
+
+    def ensure_parent_run(self, study_name: str, parent_run_id: str | None) -> str:
+        """The study's parent run: ``parent_run_id`` re-attached (status RUNNING) if it is a study run of this
+        experiment, otherwise a new run named after the study. Store failures raise :class:`LosstuneError`."""
+        with _store_errors(f"cannot write to the MLflow tracking store {self.tracking_uri}"):
+            if parent_run_id:
+                run = self._find_run(parent_run_id)
+                why_not = self._why_not_parent(run, study_name)
+                if why_not is None:
+                    self.client.update_run(parent_run_id, status="RUNNING")
+                    log.info("re-attached to MLflow parent run %s of study %r", parent_run_id, study_name)
+                    return parent_run_id
+                log.warning("MLflow parent run %s %s: starting a new parent run", parent_run_id, why_not)
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=study_name,
+                tags={TAG_ROLE: "study", TAG_STUDY: study_name},
+            )
+        log.info("started MLflow parent run %s for study %r", run.info.run_id, study_name)
+        return run.info.run_id
+
+    def _find_run(self, run_id: str):
+        """The run, or None when the store has no run with this id."""
+        try:
+            return self.client.get_run(run_id)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+
+    def _why_not_parent(self, run, study_name: str) -> str | None:
+        if run is None:
+            return "is not in the tracking store"
+        if run.info.experiment_id != self.experiment_id:
+            return f"belongs to another experiment (id {run.info.experiment_id})"
+        if run.info.lifecycle_stage != "active":
+            return "was deleted"
+        if run.data.tags.get(TAG_ROLE) != "study":
+            return "is not a study run"
+        if run.data.tags.get(TAG_STUDY) != study_name:
+            return f"belongs to study {run.data.tags.get(TAG_STUDY)!r}, not {study_name!r}"
+        return None
+
+    def set_parent_finished(self, parent_run_id: str) -> None:
+        """Status FINISHED on the parent run, at the end of a search run (it is RUNNING again on the next)."""
+        self.client.set_terminated(parent_run_id, "FINISHED")
+
+    # ------------------------------------------------------------------------------------------ trial runs
+
+    def start_trial(
+        self,
+        parent_run_id: str,
+        trial_number: int,
+        phase: str,
+        week: str,
+        config: TrialConfig,
+        fingerprint: str,
+        extra_tags: dict[str, str] | None = None,
+        label: str | None = None,
+    ) -> str:
+        """A RUNNING child run of the parent for one trial, with its params and tags; returns the run id.
+
+        The run is named ``t{trial_number:03d} {phase} {label}``; ``label`` defaults to a compact summary of the
+        loss parameters (``g=2 a=0.25 w=0.5/0.5``); pass the parameters the phase varies for a shorter one.
+        """
+        tags = {
+            MLFLOW_PARENT_RUN_ID: parent_run_id,
+            TAG_ROLE: "trial",
+            TAG_PHASE: phase,
+            TAG_WEEK: week,
+            TAG_TRIAL: str(trial_number),
+            TAG_STATE: STATE_RUNNING,
+            TAG_FINGERPRINT: fingerprint,
+            **{k: str(v) for k, v in (extra_tags or {}).items()},
+        }
+        name = f"t{trial_number:03d} {phase} {label if label is not None else loss_label(config.loss)}"
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        run_id = run.info.run_id
+        # params right away, so a trial that fails or is killed still shows what it was running
+        params = [Param(key, "None" if value is None else str(value)) for key, value in config.flat_params().items()]
+        self.client.log_batch(run_id, params=params)
+        log.debug("started MLflow run %s (%s)", run_id, name)
+        return run_id
+
+    def finish_trial(self, run_id: str, result: EvaluationResult, dataset: Dataset, config: TrialConfig) -> None:
+        """Metrics and the COMPLETE state in one batch, the report files in one upload, then FINISHED."""
+        self.client.log_batch(run_id, metrics=trial_metrics(result), tags=[RunTag(TAG_STATE, STATE_COMPLETE)])
+        with tempfile.TemporaryDirectory(prefix="losstune-trial-") as tmp:
+            write_trial_reports(Path(tmp), result, dataset, config)
+            self.client.log_artifacts(run_id, tmp)
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def fail_trial(self, run_id: str, reason: str, status: str = "FAILED") -> None:
+        """Tags ``losstune.state=FAIL`` and the reason (at most 500 characters); the run ends FAILED or KILLED."""
+        if status not in ("FAILED", "KILLED"):
+            raise ValueError(f"status must be 'FAILED' or 'KILLED', got {status!r}")
+        self.client.log_batch(
+            run_id, tags=[RunTag(TAG_STATE, STATE_FAIL), RunTag(TAG_FAILURE, _truncate(reason, MAX_REASON_CHARS))]
+        )
+        self.client.set_terminated(run_id, status)
+
+    def fail_stale_runs(self, run_ids: list[str], reason: str) -> int:
+        """Mark FAILED (with ``reason``) those of ``run_ids`` still RUNNING, e.g. left by a killed search.
+
+        Returns how many were changed; runs already terminated, and ids not in this experiment, are left alone.
+        """
+        wanted = set(run_ids)
+        if not wanted:
+            return 0
+        running = [run_id for run_id in self._running_run_ids() if run_id in wanted]
+        for run_id in running:
+            self.fail_trial(run_id, reason)
+        if running:
+            log.info("marked %d stale MLflow run(s) FAILED: %s", len(running), reason)
+        return len(running)
+
+    def _running_run_ids(self) -> Iterator[str]:
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000,
+                page_token=token,
+            )  # fmt: skip
+            yield from (run.info.run_id for run in page)
+            token = page.token
+            if not token:
+                return
+
+    # ---------------------------------------------------------------------------------------- study summary
+
+    def log_study_summary(
+        self, parent_run_id: str, table: "pandas.DataFrame", study: "optuna.Study | None" = None
+    ) -> None:
+        """The study's results table on the parent run (replaced each time), its best score, and Optuna's plots.
+
+        ``table`` needs a ``cv_score`` column (NaN for trials without a score); a ``state`` column, when
+        present, decides which rows count as complete (``COMPLETE``), otherwise every row with a ``cv_score``
+        does. Logged: ``results_table.json`` (the ``mlflow.log_table`` format, so the UI shows it as a table)
+        and ``results_table.csv``; metrics ``best_cv_score`` and ``n_complete`` (step = rows in the table);
+        with ``study``, ``optimization_history.png`` and, when it can be computed, ``param_importances.png``.
+        """
+        if "cv_score" not in table.columns:
+            raise ValueError(f"the results table needs a 'cv_score' column; it has {list(table.columns)}")
+        scores = table["cv_score"].astype("float64")
+        complete = table["state"].astype(str).eq(STATE_COMPLETE) if "state" in table.columns else scores.notna()
+        finite = scores[complete & np.isfinite(scores)]
+
+        now = _now_ms()
+        step = len(table)
+        metrics = [Metric("n_complete", float(complete.sum()), now, step)]
+        if len(finite):
+            metrics.append(Metric("best_cv_score", float(finite.max()), now, step))
+
+        with tempfile.TemporaryDirectory(prefix="losstune-study-") as tmp:
+            directory = Path(tmp)
+            # mlflow.log_table / MlflowClient.log_table *append* to an existing table file, which would repeat
+            # every trial on each summary; the same JSON (orient="split", as log_table writes it) is written
+            # here and uploaded, replacing the previous one
+            table.to_json(directory / RESULTS_TABLE_JSON, orient="split", index=False, date_format="iso")
+            table.to_csv(directory / RESULTS_TABLE_CSV, index=False)
+            if study is not None:
+                _optuna_plots(study, directory)
+            self.client.log_artifacts(parent_run_id, tmp)
+
+        tags = []
+        logged = json.loads(self.client.get_run(parent_run_id).data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
+        entry = {"path": RESULTS_TABLE_JSON, "type": "table"}
+        if entry not in logged:  # what log_table records, so the UI lists the file among the run's tables
+            tags.append(RunTag(MLFLOW_LOGGED_ARTIFACTS, json.dumps([*logged, entry])))
+        self.client.log_batch(parent_run_id, metrics=metrics, tags=tags)
+
+    # --------------------------------------------------------------------------------------------- helpers
+
+    def ui_command(self) -> str:
+        """The command that opens this store in the MLflow UI."""
+        return f"mlflow ui --backend-store-uri {shlex.quote(self.tracking_uri)}"
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+
+
+def trial_metrics(result: EvaluationResult, timestamp: int | None = None) -> list[Metric]:
+    """Every metric of a finished trial: the scores (step 0) and the fold-mean loss curves (step = epoch, from 1)."""
+    ts = _now_ms() if timestamp is None else timestamp
+    scalars: dict[str, float] = {
+        "cv_score": result.oof_score,
+        "honest_score": result.honest_score_mean,
+        "honest_score_std": result.honest_score_std,
+        "threshold": result.threshold,
+        **{f"fold_score_{k}": s for k, s in enumerate(result.fold_scores)},
+        **{f"honest_fold_score_{k}": s for k, s in enumerate(result.honest_fold_scores)},
+        "f1_at_0_5": result.f1_at_0_5,
+        "precision": result.precision,
+        "recall": result.recall,
+        "roc_auc": result.roc_auc,
+        "pr_auc": result.pr_auc,
+        "log_loss": result.log_loss,
+        "seconds": result.seconds,
+    }
+    metrics = [Metric(key, float(value), ts, 0) for key, value in scalars.items()]
+    for key, curves in (("train_loss", result.train_loss), ("val_loss", result.val_loss)):
+        curves = np.atleast_2d(np.asarray(curves, dtype=np.float64))
+        if curves.size == 0:
+            continue
+        with warnings.catch_warnings():  # an all-NaN epoch (no validation rows) is skipped below, not warned about
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(curves, axis=0)
+        metrics.extend(Metric(key, float(v), ts, epoch) for epoch, v in enumerate(mean, start=1) if math.isfinite(v))
+    return metrics
+
+
+def loss_label(loss: LossConfig) -> str:
+    """A short run-name part for a loss configuration: ``g=2 a=0.25 w=0.5/0.5`` (weights bce/focal)."""
+    alpha = "none" if loss.alpha is None else f"{loss.alpha:g}"
+    return f"g={loss.gamma:g} a={alpha} w={loss.bce_weight:g}/{loss.focal_weight:g}"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@contextmanager
+def _store_errors(what: str) -> Iterator[None]:
+    """Turn a failure of the tracking store into one line: ``what: <first line of the cause>``."""
+    try:
+        yield
+    except _STORE_ERRORS as exc:
+        cause = str(getattr(exc, "message", None) or exc).strip().splitlines()
+        first = cause[0] if cause else type(exc).__name__
+        raise LosstuneError(f"{what}: {type(exc).__name__}: {first}"[:1000]) from exc
+
+
+# -------------------------------------------------------------------------------------- URIs and locations
+
+
+def _normalise_tracking_uri(uri: str) -> str:
+    """A sqlite URI with a relative path made absolute (so the UI command works from any directory)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix):
+        path, sep, query = uri[len(prefix) :].partition("?")
+        if path and path != ":memory:":
+            return f"{prefix}{Path(path).expanduser().resolve()}{sep}{query}"
+    return uri
+
+
+def _sqlite_path(tracking_uri: str) -> Path | None:
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    path = tracking_uri[len(prefix) :].partition("?")[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def _artifact_uri(location: str | None, tracking_uri: str, experiment: str) -> str | None:
+    """A URI for MLflow: a plain path becomes an absolute ``file://`` URI; None becomes
+    ``mlartifacts/<experiment>`` beside a sqlite database (None for other stores: the store's own default)."""
+    if location is None:
+        db = _sqlite_path(tracking_uri)
+        if db is None:
+            return None
+        folder = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment).strip("._") or "experiment"
+        return (db.parent / DEFAULT_ARTIFACT_DIR / folder).as_uri()
+    location = str(location)
+    if "://" in location or location.startswith("file:"):
+        return location
+    return Path(location).expanduser().resolve().as_uri()
+
+
+def _local_path(uri: str) -> Path | None:
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(parsed.path)
+    return None
+
+
+def _make_local_artifact_dir(uri: str) -> None:
+    path = _local_path(uri)
+    if path is None:
+        return
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LosstuneError(f"cannot create the MLflow artifact directory {path}: {exc.strerror or exc}") from exc
+
+
+def _same_location(existing: str, wanted: str) -> bool:
+    a, b = _local_path(existing), _local_path(wanted)
+    if a is not None and b is not None:
+        return a.resolve() == b.resolve()
+    return existing.rstrip("/") == wanted.rstrip("/")
+
+
+# ----------------------------------------------------------------------------------------------- plots
+
+
+def _optuna_plots(study: "optuna.Study", directory: Path) -> list[Path]:
+    """Optuna's optimisation history and parameter importances as PNGs; skipped (log.info) when not computable.
+
+    Optuna draws through pyplot and sets the ``ggplot`` style globally; both are contained here: the Agg
+    backend is chosen when pyplot was not imported yet (a headless search), the style change is undone by
+    ``rc_context``, and every figure is closed.
+    """
+    import matplotlib
+
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.trial import TrialState
+    from optuna.visualization import matplotlib as optuna_plots
+
+    trials = [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None and math.isfinite(t.value)
+    ]  # fmt: skip
+    varying = sorted(
+        name for name in {n for t in trials for n in t.params}
+        if len({repr(t.params.get(name)) for t in trials}) > 1
+    )  # fmt: skip
+    wanted: list[tuple[str, object]] = []
+    if trials:
+        wanted.append((OPTIMIZATION_HISTORY_PNG, optuna_plots.plot_optimization_history))
+    else:
+        log.info("no complete trial yet: no optimisation history plot")
+    if len(trials) >= 2 and len(varying) >= 2:
+        wanted.append((PARAM_IMPORTANCES_PNG, optuna_plots.plot_param_importances))
+    else:
+        log.info(
+            "parameter importances need >= 2 complete trials and >= 2 parameters that vary "
+            "(have %d and %d): no importance plot", len(trials), len(varying),
+        )  # fmt: skip
+
+    written = []
+    with warnings.catch_warnings(), matplotlib.rc_context():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        for filename, plot in wanted:
+            ax = plot(study)
+            fig = ax.figure
+            try:
+                fig.set_size_inches(7, 4.5)
+                fig.tight_layout()
+                fig.savefig(directory / filename, dpi=100)
+            finally:
+                plt.close(fig)
+            written.append(directory / filename)
+    return written
+
+
+__all__ = ["StudyTracker", "trial_metrics", "loss_label"]
