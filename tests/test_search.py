@@ -1,0 +1,180 @@
+"""The weekly search end to end: a whole 10-trial default plan on small data, budgets across weeks, resume."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from search.plan import config_key
+from search.results import trial_records
+from search.runner import SearchOptions, StudySession, run_search
+from tests.conftest import synthetic_frame
+
+WEEK1 = "2026-11-18T10:00:00"  # ISO week 2026-W47
+WEEK2 = "2026-11-25T10:00:00"  # 2026-W48
+
+STUDY = """\
+name: {name}
+data: {{path: data.csv, target: label, positive: "yes"}}
+cv: {{folds: 3, seed: 0}}
+model: {{hidden: [8], dropout: 0.0}}
+train: {{epochs: 2, batch_size: 64, lr: 0.01}}
+budget: {{trials_per_week: {budget}}}
+plan: default
+"""
+
+
+def make_study(tmp_path: Path, name: str = "wk", budget: int = 10) -> Path:
+    synthetic_frame(n=240, seed=3, missing=False).to_csv(tmp_path / "data.csv", index=False)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(STUDY.format(name=name, budget=budget))
+    return path
+
+
+def search(path: Path, lines: list[str] | None = None, **options) -> int:
+    sink = lines if lines is not None else []
+    return run_search(path, SearchOptions(progress=False, **options), echo=sink.append)
+
+
+def load(path: Path) -> StudySession:
+    return StudySession(path, with_data=False)
+
+
+@pytest.fixture
+def week1(monkeypatch):
+    monkeypatch.setenv("LOSSTUNE_NOW", WEEK1)
+
+
+def test_whole_default_plan_in_one_week(tmp_path, week1, monkeypatch):
+    path = make_study(tmp_path)
+    assert search(path) == 0
+    session = load(path)
+    records = trial_records(session.study)
+    assert Counter(r.phase for r in records) == {"balance": 4, "gamma": 4, "alpha": 2}
+    assert all(r.state == "COMPLETE" for r in records)
+
+    balance = [r for r in records if r.phase == "balance"]
+    assert {(r.loss["bce_weight"], r.loss["focal_weight"]) for r in balance} == {
+        (0.5, 0.5), (0.2, 0.8), (0.8, 0.2), (0.0, 1.0)
+    }  # fmt: skip
+    assert all(r.loss["gamma"] == 3.0 and r.loss["alpha"] is None for r in balance)
+    best_balance = max(balance, key=lambda r: (r.value, -r.number))
+    gamma = [r for r in records if r.phase == "gamma"]
+    assert sorted(r.loss["gamma"] for r in gamma) == [1.0, 2.0, 4.0, 5.0]
+    for r in gamma:  # phase 2 keeps the best phase-1 balance
+        assert (r.loss["bce_weight"], r.loss["focal_weight"]) == (
+            best_balance.loss["bce_weight"], best_balance.loss["focal_weight"]
+        )  # fmt: skip
+    best_so_far = max([*balance, *gamma], key=lambda r: (r.value, -r.number))
+    alpha = [r for r in records if r.phase == "alpha"]
+    assert sorted(r.loss["alpha"] for r in alpha) == [0.25, 0.75]
+    assert all(r.loss["gamma"] == best_so_far.loss["gamma"] for r in alpha)
+    assert len({config_key(r.loss) for r in records}) == 10
+
+    # MLflow: one parent, ten children, each a comparable row
+    client = MlflowClient(session.file.tracking_uri)
+    exp = client.get_experiment_by_name("wk")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    parents = [r for r in runs if r.data.tags.get("losstune.role") == "study"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 10
+    parent_id = parents[0].info.run_id
+    assert session.study.user_attrs["mlflow_parent_run_id"] == parent_id
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent_id
+        assert child.info.status == "FINISHED"
+        tags = child.data.tags
+        assert tags["losstune.week"] == "2026-W47"
+        assert tags["losstune.phase"] in {"balance", "gamma", "alpha"}
+        assert tags["losstune.data_fingerprint"].startswith("sha256:")
+        trial = session.study.trials[int(tags["losstune.trial"])]
+        assert trial.user_attrs["mlflow_run_id"] == child.info.run_id
+        assert child.data.metrics["cv_score"] == pytest.approx(trial.value)
+        for key in ("honest_score", "threshold", "fold_score_0", "f1_at_0_5", "roc_auc", "pr_auc", "log_loss", "seconds"):
+            assert key in child.data.metrics
+        for key in ("alpha", "gamma", "bce_weight", "focal_weight", "epochs", "lr", "hidden"):
+            assert key in child.data.params
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"learning_curves.png", "threshold_curves.png", "confusion_matrix.json", "misclassified.csv"} <= artifacts
+
+    table_path = client.download_artifacts(parent_id, "results_table.csv", str(tmp_path / "dl"))
+    table = pd.read_csv(table_path)
+    assert len(table) == 10
+    assert list(table.columns[:6]) == ["trial", "phase", "alpha", "gamma", "bce_weight", "focal_weight"]
+    assert (table["state"] == "COMPLETE").all()
+
+    # second run in the same week: nothing trains
+    lines: list[str] = []
+    assert search(path, lines) == 0
+    assert lines == ["budget for 2026-W47 spent: 10/10"]
+    assert len(load(path).study.trials) == 10
+
+    # next week continues with refine
+    monkeypatch.setenv("LOSSTUNE_NOW", WEEK2)
+    assert search(path, budget=2) == 0
+    records = trial_records(load(path).study)
+    assert [r.phase for r in records[10:]] == ["refine", "refine"]
+    assert all(r.loss["alpha"] is not None for r in records[10:])
+
+
+def test_stopped_run_resumes_without_duplicates(tmp_path, week1):
+    path = make_study(tmp_path, name="resume")
+    assert search(path, budget=6) == 0  # stops after trial 6 (this week's budget, given on the command line)
+    first = trial_records(load(path).study)
+    assert len(first) == 6
+    assert search(path) == 0  # budget.trials_per_week = 10: four more
+    records = trial_records(load(path).study)
+    assert len(records) == 10
+    assert Counter(r.phase for r in records) == {"balance": 4, "gamma": 4, "alpha": 2}
+    keys = [config_key(r.loss) for r in records]
+    assert len(set(keys)) == len(keys)
+
+
+def test_status_reports_table_phase_and_budget(tmp_path, week1, capsys):
+    from search.cli import main
+
+    path = make_study(tmp_path, name="st", budget=3)
+    assert main(["search", str(path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("balance") >= 3 and "mlflow ui --backend-store-uri sqlite:///" in out
+    assert main(["status", str(path), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["week"] == "2026-W47"
+    assert (status["spent"], status["budget"], status["left"]) == (3, 3, 0)
+    assert status["phase"] == "balance"
+    assert len(status["trials"]) == 3
+    assert status["best"]["score"] == max(t["cv_score"] for t in status["trials"])
+
+
+def test_budget_slots_are_never_overspent_by_racing_reservations(tmp_path, week1):
+    from concurrent.futures import ThreadPoolExecutor
+
+    session = load(make_study(tmp_path, name="race"))
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        slots = list(pool.map(lambda _: session.ledger.reserve("2026-W47", 5), range(20)))
+    got = [s for s in slots if s is not None]
+    assert sorted(got) == [0, 1, 2, 3, 4]
+    assert session.ledger.spent("2026-W47") == 5
+
+
+def test_changed_data_is_refused_unless_allowed(tmp_path, week1):
+    from objectives.errors import LosstuneError
+
+    path = make_study(tmp_path, name="dc", budget=1)
+    assert search(path) == 0
+    df = pd.read_csv(tmp_path / "data.csv")
+    df.loc[0, "num1"] = 123.0
+    df.to_csv(tmp_path / "data.csv", index=False)
+    with pytest.raises(LosstuneError, match="changed since this study started"):
+        search(path, budget=2)
+    assert len(load(path).study.trials) == 1
+    assert search(path, budget=2, allow_data_change=True) == 0
+    study = load(path).study
+    assert len(study.trials) == 2
+    assert study.trials[1].user_attrs["data_fingerprint"] != study.trials[0].user_attrs["data_fingerprint"]
