@@ -234,6 +234,13 @@ def load_dataset(spec: DataSpec) -> Dataset:
         raise DataError("no usable feature columns: every column was an ID or was dropped")
     for col in numeric:
         features[col] = features[col].astype(np.float64)
+        infinite = np.isinf(features[col].to_numpy())
+        if infinite.any():  # "inf", "-inf" or an overflowing number such as 1e400: scaling would fail much later
+            lines = ", ".join(str(i + 2) for i in features.index[infinite][:5])
+            raise DataError(
+                f"column {col!r} has {int(infinite.sum())} infinite value(s) (line {lines}): replace them with finite "
+                "numbers, or declare their text missing with --na-value (na_values in a study file)"
+            )
     for col in categorical:
         features[col] = features[col].astype("object")
     return Dataset(

@@ -35,7 +35,8 @@ from objectives.config import LossConfig
 def focal_terms(logits: Tensor, targets: Tensor, alpha: float | None, gamma: float) -> Tensor:
     """Element-wise focal loss (no reduction). ``targets`` holds 0/1 as a float tensor."""
     signed = logits * (2.0 * targets - 1.0)
-    ce = F.softplus(-signed)  # -log p_t
+    # -log p_t; not F.softplus(-signed), which returns its input unchanged above 20 (off by up to 2e-9)
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     if gamma == 0.0:
         modulated = ce
     else:

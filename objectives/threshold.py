@@ -71,7 +71,9 @@ def best_threshold(y_true: np.ndarray, proba: np.ndarray, metric: MetricConfig) 
     """The threshold maximising ``metric`` on ``(y_true, proba)``, exactly."""
     cuts = _cuts(y_true, proba)
     scores = score_from_counts(cuts.tp, cuts.fp, cuts.fn, cuts.tn, metric)
-    best = int(np.argmax(scores))  # first maximum = highest threshold among ties
+    # first maximum = highest threshold among ties, ties up to rounding: an exact tie reached from different counts
+    # (macro F1 of 11/21 at two cuts, say) can differ in the last bit, and argmax alone would then pick either cut
+    best = int(np.flatnonzero(scores >= scores.max() * (1.0 - 1e-12))[0])
     return ThresholdChoice(threshold=float(cuts.thresholds[best]), score=float(scores[best]))
 
 

@@ -133,6 +133,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         drop=tuple(args.drop), na_values=tuple(args.na_value),
     ))  # fmt: skip
     config = validated(TrialConfig, "options", _trial_overrides(args))
+    if args.oof_out and not args.oof_out.parent.is_dir():  # checked before training, not after it
+        raise LosstuneError(f"--oof-out directory does not exist: {args.oof_out.parent}")
     dataset = load_dataset(spec)
     result = evaluate(dataset, config)
     if args.oof_out:

@@ -1,0 +1,260 @@
+"""Per-fold preprocessing without leakage, reproducible evaluation, vectorised = one-by-one training, divergence."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from objectives.config import CVConfig, LossConfig, MetricConfig, ModelConfig, TrainConfig
+from objectives.data import DataSpec, load_dataset
+from objectives.engine import train_folds
+from objectives.errors import LosstuneError, TrainingDiverged
+from objectives.evaluate import evaluate, fold_seeds, stratified_folds
+from objectives.model import MLP
+from objectives.preprocess import fit_fold_preprocessors
+from objectives.threshold import best_threshold, cross_fitted_scores
+
+
+def _fitted_state(ct) -> dict[str, object]:
+    numeric = ct.named_transformers_["numeric"]
+    categorical = ct.named_transformers_["categorical"]
+    return {
+        "num_impute": numeric.named_steps["impute"].statistics_,
+        "scale_mean": numeric.named_steps["scale"].mean_,
+        "scale_scale": numeric.named_steps["scale"].scale_,
+        "scale_var": numeric.named_steps["scale"].var_,
+        "cat_impute": categorical.named_steps["impute"].statistics_,
+        "categories": categorical.named_steps["onehot"].categories_,
+    }
+
+
+def _same_state(a: dict, b: dict) -> bool:
+    for key in a:
+        if key == "categories":
+            if len(a[key]) != len(b[key]) or not all(np.array_equal(x, y) for x, y in zip(a[key], b[key])):
+                return False
+        elif not np.array_equal(a[key], b[key]):
+            return False
+    return True
+
+
+# --- preprocessing -------------------------------------------------------------------------------------------
+
+
+def test_validation_rows_never_reach_fit(small_dataset):
+    ds = small_dataset
+    splits = stratified_folds(ds.y, 3, seed=0)
+    train_rows = [tr for tr, _ in splits]
+    val0 = splits[0][1]
+    fitted, x = fit_fold_preprocessors(ds.features, ds.numeric_columns, ds.categorical_columns, train_rows)
+
+    poisoned = ds.features.copy()
+    for col in ds.numeric_columns:
+        poisoned.iloc[val0, poisoned.columns.get_loc(col)] = 1e9
+    poisoned.iloc[val0, poisoned.columns.get_loc("color")] = "POISON"
+    fitted_p, x_p = fit_fold_preprocessors(poisoned, ds.numeric_columns, ds.categorical_columns, train_rows)
+
+    # fold 0 trains without its validation rows: every fitted statistic is identical
+    assert _same_state(_fitted_state(fitted[0]), _fitted_state(fitted_p[0]))
+    width = x.shape[2]
+    np.testing.assert_array_equal(x[0][train_rows[0]], x_p[0][train_rows[0], :width])
+    # the poisoned validation rows are only transformed: huge standardised values, an all-zero one-hot block
+    n_num = len(ds.numeric_columns)
+    assert np.all(x_p[0][val0, :n_num] > 1e6)
+    assert np.all(x_p[0][val0, n_num:] == 0.0)
+
+    # folds 1 and 2 train on those rows, so the poison does reach them: the check above can fail
+    for k in (1, 2):
+        state = _fitted_state(fitted_p[k])
+        assert not _same_state(_fitted_state(fitted[k]), state)
+        assert np.all(state["scale_mean"] > 1e7)
+        assert "POISON" in state["categories"][0]
+
+
+def test_fold_widths_differ_and_are_zero_padded(small_dataset):
+    ds = small_dataset
+    splits = stratified_folds(ds.y, 3, seed=0)
+    train_rows = [tr for tr, _ in splits]
+    features = ds.features.copy()
+    rare = splits[2][1][:2]  # a category seen only in fold 2's validation rows: folds 0 and 1 train on it
+    features.iloc[rare, features.columns.get_loc("color")] = "violet"
+    fitted, x = fit_fold_preprocessors(features, ds.numeric_columns, ds.categorical_columns, train_rows)
+    widths = [len(ct.get_feature_names_out()) for ct in fitted]
+    assert widths == [6, 6, 5]  # 2 numeric + red/green/blue (+ violet)
+    assert x.shape == (3, ds.n_rows, 6) and x.dtype == np.float32
+    assert np.all(x[2][:, 5] == 0.0)  # fold 2's padding column
+    assert np.all(x[2][rare, 2:] == 0.0)  # unknown to fold 2: all-zero block
+    # standardisation inside each fold: training rows have mean 0 (missing values imputed by the median)
+    for k in range(3):
+        np.testing.assert_allclose(x[k][train_rows[k], :2].mean(axis=0), 0.0, atol=1e-5)
+
+
+# --- evaluate: reproducibility and bookkeeping ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_same_seed_same_result_different_seed_different_result(small_dataset, fast_config, dropout):
+    cfg = fast_config.model_copy(update={"model": ModelConfig(hidden=(8,), dropout=dropout)})
+    a = evaluate(small_dataset, cfg)
+    b = evaluate(small_dataset, cfg)
+    assert np.array_equal(a.oof_proba, b.oof_proba)  # bitwise
+    assert np.array_equal(a.fold_of_row, b.fold_of_row)
+    assert np.array_equal(a.train_loss, b.train_loss)
+    assert a.threshold == b.threshold
+    da, db = a.to_dict(), b.to_dict()
+    da.pop("seconds"), db.pop("seconds")
+    assert da == db
+
+    c = evaluate(small_dataset, cfg.model_copy(update={"cv": CVConfig(folds=3, seed=1)}))
+    assert not np.array_equal(a.fold_of_row, c.fold_of_row)
+    assert not np.array_equal(a.oof_proba, c.oof_proba)
+
+
+def test_evaluation_result_is_consistent(small_dataset, fast_config):
+    r = evaluate(small_dataset, fast_config)
+    n = small_dataset.n_rows
+    assert r.oof_proba.shape == (n,) and np.all((r.oof_proba >= 0) & (r.oof_proba <= 1))
+    assert sorted(np.bincount(r.fold_of_row).tolist()) == [40, 40, 40]
+    assert np.array_equal(r.y_true, small_dataset.y)
+    assert r.train_loss.shape == (3, fast_config.train.epochs) and np.isfinite(r.val_loss).all()
+    choice = best_threshold(r.y_true, r.oof_proba, fast_config.metric)
+    assert (r.threshold, r.oof_score) == (choice.threshold, choice.score)
+    honest = cross_fitted_scores(r.y_true, r.oof_proba, r.fold_of_row, fast_config.metric)
+    assert r.honest_fold_scores == honest.tolist()
+    assert r.honest_score_mean == pytest.approx(honest.mean())
+    (tn, fp), (fn, tp) = r.confusion_matrix
+    assert tn + fp + fn + tp == n and tp + fn == small_dataset.y.sum()
+    assert tp + fp == int(np.sum(r.oof_proba >= r.threshold))
+    assert r.n_rows == n and r.fingerprint == small_dataset.fingerprint
+    # the MLP learns something on this easy synthetic target
+    assert r.roc_auc > 0.75
+
+    # the OOF probabilities are the sigmoid of each fold model's logits on its own validation rows
+    ds, cfg = small_dataset, fast_config
+    splits = stratified_folds(ds.y, cfg.cv.folds, cfg.cv.seed)
+    train_rows, val_rows = [tr for tr, _ in splits], [va for _, va in splits]
+    _, x = fit_fold_preprocessors(ds.features, ds.numeric_columns, ds.categorical_columns, train_rows)
+    trained = train_folds(
+        x, ds.y, train_rows, val_rows, cfg.loss, cfg.model, cfg.train, fold_seeds(cfg.cv.seed, cfg.cv.folds)
+    )
+    for k, (rows, logits) in enumerate(zip(val_rows, trained.val_logits)):
+        assert np.all(r.fold_of_row[rows] == k)
+        np.testing.assert_allclose(r.oof_proba[rows], 1.0 / (1.0 + np.exp(-logits)), rtol=1e-12, atol=0)
+
+
+def test_fold_seeds_are_distinct_and_deterministic():
+    assert fold_seeds(0, 5) == fold_seeds(0, 5)
+    assert len(set(fold_seeds(0, 5))) == 5
+    assert fold_seeds(0, 5) != fold_seeds(1, 5)
+
+
+# --- vectorised training equals one fold at a time --------------------------------------------------------------
+
+LOSS = LossConfig(alpha=0.25, gamma=2.0, bce_weight=0.5, focal_weight=0.5)
+MODEL = ModelConfig(hidden=(16, 8), dropout=0.0)
+
+
+@pytest.fixture
+def fold_inputs(write_csv):
+    """102 rows in 4 folds: training sets of 76-77 rows, all 5 steps per epoch at batch size 16."""
+    ds = load_dataset(DataSpec(path=write_csv(n=102, seed=3), target="label"))
+    splits = stratified_folds(ds.y, 4, seed=0)
+    train_rows = [tr for tr, _ in splits]
+    val_rows = [va for _, va in splits]
+    _, x = fit_fold_preprocessors(ds.features, ds.numeric_columns, ds.categorical_columns, train_rows)
+    return ds.y, x, train_rows, val_rows, fold_seeds(0, 4)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+def test_vectorised_training_matches_one_fold_at_a_time(fold_inputs, weight_decay):
+    y, x, train_rows, val_rows, seeds = fold_inputs
+    train = TrainConfig(epochs=4, batch_size=16, lr=1e-2, weight_decay=weight_decay, device="cpu")
+    sizes = [len(r) for r in train_rows]
+    assert len(set(sizes)) > 1, "the folds should differ in size, so that padding is exercised"
+    assert len({math.ceil(s / train.batch_size) for s in sizes}) == 1, "precondition: same steps per epoch"
+
+    together = train_folds(x, y, train_rows, val_rows, LOSS, MODEL, train, seeds)
+    for k in range(len(train_rows)):
+        alone = train_folds(x[k : k + 1], y, [train_rows[k]], [val_rows[k]], LOSS, MODEL, train, seeds[k : k + 1])
+        assert together.val_logits[k].shape == (len(val_rows[k]),)
+        np.testing.assert_allclose(together.val_logits[k], alone.val_logits[0], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(together.train_loss[k], alone.train_loss[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(together.val_loss[k], alone.val_loss[0], rtol=1e-5, atol=1e-6)
+    # the folds really are different models (not one model broadcast K times), and they learn
+    assert not np.allclose(together.val_logits[0][:5], together.val_logits[1][:5])
+    assert together.train_loss.shape == (4, 4)
+    assert np.all(together.train_loss[:, -1] < together.train_loss[:, 0])
+
+
+def test_exported_fold_weights_reproduce_the_fold_logits(fold_inputs):
+    y, x, train_rows, val_rows, seeds = fold_inputs
+    train = TrainConfig(epochs=2, batch_size=16, lr=1e-2, device="cpu")
+    trained = train_folds(x, y, train_rows, val_rows, LOSS, MODEL, train, seeds)
+    for k in (0, 3):
+        mlp = MLP(x.shape[2], MODEL)
+        mlp.load_state_dict(trained.model.state_dict_of_fold(k))
+        with torch.no_grad():
+            logits = mlp(torch.from_numpy(x[k][val_rows[k]])).double().numpy()
+        np.testing.assert_allclose(logits, trained.val_logits[k], rtol=0, atol=1e-5)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine bug: when folds need different numbers of steps per epoch, the shorter fold's all-padding "
+    "step still gets an Adam update (zero gradient, but momentum moves the weights), so it is not the fold "
+    "trained alone, contrary to train_folds' docstring",
+)
+def test_fold_with_fewer_steps_trained_together_matches_alone():
+    rng = np.random.default_rng(0)
+    n = 121
+    features = rng.normal(size=(n, 4)).astype(np.float32)
+    y = (features[:, 0] + rng.normal(scale=0.5, size=n) > 0.5).astype(np.int8)
+    train_rows = [np.arange(0, 80), np.arange(40, 121)]  # 80 and 81 rows: 5 and 6 steps at batch size 16
+    val_rows = [np.arange(80, 121), np.arange(0, 40)]
+    x = np.stack([features, features])
+    train = TrainConfig(epochs=3, batch_size=16, lr=1e-2, device="cpu")
+    together = train_folds(x, y, train_rows, val_rows, LOSS, MODEL, train, [11, 12])
+    alone = train_folds(x[:1], y, train_rows[:1], val_rows[:1], LOSS, MODEL, train, [11])
+    np.testing.assert_allclose(together.val_logits[0], alone.val_logits[0], rtol=0, atol=1e-5)
+
+
+# --- divergence ---------------------------------------------------------------------------------------------
+
+
+def _scaled_inputs(scale: float):
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(64, 4)).astype(np.float32)
+    y = (features[:, 0] > 0.5).astype(np.int8)
+    return (features * np.float32(scale))[None], y, [np.arange(48)], [np.arange(48, 64)]
+
+
+def test_training_diverged_is_raised_when_the_loss_overflows():
+    x, y, tr, va = _scaled_inputs(1e18)
+    train = TrainConfig(epochs=5, batch_size=16, lr=1e6, device="cpu")
+    with pytest.raises(TrainingDiverged, match=r"lower the learning rate \(lr=1e\+06\)") as exc:
+        train_folds(x, y, tr, va, LossConfig(), ModelConfig(hidden=(16, 16)), train, [1])
+    assert isinstance(exc.value, LosstuneError)  # so the CLI prints one line
+    assert "fold(s) [0]" in str(exc.value)
+
+
+def test_same_inputs_with_a_sane_learning_rate_do_not_diverge():
+    x, y, tr, va = _scaled_inputs(1e18)
+    train = TrainConfig(epochs=5, batch_size=16, lr=1e-3, device="cpu")
+    trained = train_folds(x, y, tr, va, LossConfig(), ModelConfig(hidden=(16, 16)), train, [1])
+    assert np.isfinite(trained.train_loss).all()
+
+
+def test_evaluate_raises_training_diverged_for_an_absurd_learning_rate(small_dataset, fast_config):
+    cfg = fast_config.model_copy(update={"train": TrainConfig(epochs=2, batch_size=32, lr=1e20, device="cpu")})
+    with pytest.raises(TrainingDiverged, match="epoch 1"):
+        evaluate(small_dataset, cfg)
+
+
+def test_metric_config_reaches_the_threshold(small_dataset, fast_config):
+    cfg = fast_config.model_copy(update={"metric": MetricConfig(name="fbeta", beta=2.0)})
+    r = evaluate(small_dataset, cfg)
+    assert r.metric == "f2"
+    assert r.oof_score == best_threshold(r.y_true, r.oof_proba, cfg.metric).score
