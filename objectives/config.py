@@ -52,6 +52,9 @@ class TrainConfig(_Strict):
     lr: Annotated[float, Field(gt=0.0)] = 1e-3
     weight_decay: NonNegative = 0.0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # bf16 runs the MLP's matmuls under autocast (the loss stays fp32): about 1.5x faster on CPUs with bf16
+    # instructions (AVX512-BF16, AMX) and on GPUs; fp32 is the default because it is exact and reproducible.
+    precision: Literal["fp32", "bf16"] = "fp32"
 
 
 class CVConfig(_Strict):

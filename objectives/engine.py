@@ -19,9 +19,10 @@ import torch
 from torch import Tensor
 
 from objectives.config import LossConfig, ModelConfig, TrainConfig
-from objectives.errors import TrainingDiverged
+from objectives.errors import LosstuneError, TrainingDiverged
 from objectives.losses import combined_terms
 from objectives.model import FoldMLP
+from objectives.optim import FoldAdam
 
 
 @dataclass
@@ -38,7 +39,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+        raise LosstuneError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
     return torch.device(name)
 
 
@@ -84,13 +85,19 @@ def train_folds(
     # dropout > 0 a fold is reproducible for a given set of folds but not bit-equal to the same fold trained alone.
     dropout_gen = torch.Generator().manual_seed(int(fold_seeds[0]) + 7919) if model_cfg.dropout else None
     model = FoldMLP(x.shape[2], model_cfg, gens, device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    optimizer = FoldAdam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    low_precision = train_cfg.precision == "bf16"
 
     x_t = torch.from_numpy(x).to(device)
     y_t = torch.from_numpy(np.asarray(y, dtype=np.float32)).to(device)
     sizes = [len(r) for r in train_rows]
     batch = min(train_cfg.batch_size, max(sizes))
     steps = math.ceil(max(sizes) / batch)
+    # folds with no rows left in a step (known in advance from the sizes) must not be updated in it
+    partial_steps = {
+        step: torch.tensor([float(step * batch < n) for n in sizes], device=device)
+        for step in range(steps) if any(step * batch >= n for n in sizes)
+    }  # fmt: skip
     has_val = bool(val_rows) and all(len(r) for r in val_rows)
     if has_val:
         val_index, val_mask = _padded(val_rows, device)
@@ -107,11 +114,12 @@ def train_folds(
         running = torch.zeros(n_folds, device=device)
         for step in range(steps):
             s = slice(step * batch, (step + 1) * batch)
-            logits = model.forward(x_epoch[:, s], dropout_generator=dropout_gen)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=low_precision):
+                logits = model.forward(x_epoch[:, s], dropout_generator=dropout_gen).float()
             fold_losses = _masked_fold_means(combined_terms(logits, y_epoch[:, s], loss_cfg), mask[:, s])
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             fold_losses.sum().backward()  # sum over folds: each fold's gradient is its own loss's
-            optimizer.step()
+            optimizer.step(partial_steps.get(step))
             running += fold_losses.detach() * mask[:, s].sum(1)
         train_curve[:, epoch] = running / torch.tensor(sizes, device=device, dtype=torch.float32)
         if not torch.isfinite(train_curve[:, epoch]).all():
@@ -121,13 +129,13 @@ def train_folds(
                 f"lower the learning rate (lr={train_cfg.lr:g})"
             )
         if has_val:
-            with torch.no_grad():
-                val_logits_t = model.forward(x_val)
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=low_precision):
+                val_logits_t = model.forward(x_val).float()
                 val_curve[:, epoch] = _masked_fold_means(combined_terms(val_logits_t, y_val, loss_cfg), val_mask)
 
     val_logits: list[np.ndarray] = []
     if has_val:
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=low_precision):
             final = model.forward(x_val).double().cpu().numpy()
         val_logits = [final[k, : len(r)] for k, r in enumerate(val_rows)]
     return FoldTraining(model, val_logits, train_curve.cpu().numpy(), val_curve.cpu().numpy())

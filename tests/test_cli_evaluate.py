@@ -138,10 +138,6 @@ def test_argparse_errors_also_exit_2(capsys):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine.resolve_device raises a plain ValueError, not a LosstuneError, so the CLI shows a traceback",
-)
 def test_device_cuda_without_cuda_is_bad_input(write_csv, capsys):
     rc = main(["evaluate", "--data", str(write_csv()), "--target", "label", "--device", "cuda", "--epochs", "1"])
     assert rc == 2

@@ -201,12 +201,6 @@ def test_exported_fold_weights_reproduce_the_fold_logits(fold_inputs):
         np.testing.assert_allclose(logits, trained.val_logits[k], rtol=0, atol=1e-5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: when folds need different numbers of steps per epoch, the shorter fold's all-padding "
-    "step still gets an Adam update (zero gradient, but momentum moves the weights), so it is not the fold "
-    "trained alone, contrary to train_folds' docstring",
-)
 def test_fold_with_fewer_steps_trained_together_matches_alone():
     rng = np.random.default_rng(0)
     n = 121
