@@ -83,7 +83,9 @@ def train_folds(
     gens = [torch.Generator().manual_seed(int(s)) for s in fold_seeds]
     # Dropout masks for all folds come from one extra stream (one call per layer per step, not K); so with
     # dropout > 0 a fold is reproducible for a given set of folds but not bit-equal to the same fold trained alone.
-    dropout_gen = torch.Generator().manual_seed(int(fold_seeds[0]) + 7919) if model_cfg.dropout else None
+    dropout_gen = None
+    if model_cfg.dropout:
+        dropout_gen = torch.Generator(device=device).manual_seed(int(fold_seeds[0]) + 7919)
     model = FoldMLP(x.shape[2], model_cfg, gens, device)
     optimizer = FoldAdam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     low_precision = train_cfg.precision == "bf16"
