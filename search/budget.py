@@ -7,12 +7,17 @@ machines sharing one PostgreSQL. Slots are never given back once a trial has sta
 cost compute and count. The same database holds the grid-point claims (one row per point and attempt), so two
 workers never run the same configuration.
 
+A claim records the trial that ran its point. A worker killed between claiming a point and asking Optuna for the
+trial leaves a claim without a trial; once it is older than the grace period (``LOSSTUNE_GRACE_SECONDS``, by the
+wall clock, not ``LOSSTUNE_NOW``) another worker may take it over, so no point is stuck forever.
+
 The clock is ``LOSSTUNE_NOW`` (an ISO date-time) when set, for tests and back-fills; otherwise local time.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import socket
 
@@ -20,6 +25,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from objectives.errors import LosstuneError
+
+log = logging.getLogger(__name__)
 
 _metadata = sa.MetaData()
 slots_table = sa.Table(
@@ -38,7 +45,8 @@ claims_table = sa.Table(
     sa.Column("study", sa.String(256), primary_key=True),
     sa.Column("claim", sa.String(512), primary_key=True),
     sa.Column("worker", sa.String(256), nullable=False),
-    sa.Column("claimed_at", sa.String(40), nullable=False),
+    sa.Column("claimed_at", sa.String(40), nullable=False),  # wall-clock UTC, ISO
+    sa.Column("trial_number", sa.Integer, nullable=True),  # added later: created by ALTER TABLE on older ledgers
 )
 
 
@@ -61,6 +69,21 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _wall_clock() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _age_seconds(stamp: str) -> float:
+    """Seconds since an ISO time stamp (a naive one is local time); unreadable stamps count as very old."""
+    try:
+        when = dt.datetime.fromisoformat(stamp)
+    except (TypeError, ValueError):
+        return float("inf")
+    if when.tzinfo is None:
+        when = when.astimezone()
+    return (_wall_clock() - when).total_seconds()
+
+
 class BudgetLedger:
     """Reserve and count a study's trial slots per ISO week, in the study's own database."""
 
@@ -68,6 +91,20 @@ class BudgetLedger:
         self.engine = engine
         self.study = study
         _metadata.create_all(engine, checkfirst=True)
+        self._add_claim_trial_column()
+
+    def _add_claim_trial_column(self) -> None:
+        """Ledgers made before claims recorded their trial get the column (nullable: old claims have none)."""
+        columns = {c["name"] for c in sa.inspect(self.engine).get_columns(claims_table.name)}
+        if "trial_number" in columns:
+            return
+        try:
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql(f"ALTER TABLE {claims_table.name} ADD COLUMN trial_number INTEGER")
+        except sa.exc.SQLAlchemyError:  # another worker added it at the same moment
+            columns = {c["name"] for c in sa.inspect(self.engine).get_columns(claims_table.name)}
+            if "trial_number" not in columns:
+                raise
 
     def spent(self, week: str) -> int:
         with self.engine.connect() as conn:
@@ -88,13 +125,20 @@ class BudgetLedger:
                 continue  # another worker took this slot first; try the next one
         return None
 
-    def attach(self, week: str, slot: int, trial_number: int) -> None:
+    def attach(self, week: str, slot: int, trial_number: int, claim: str | None = None) -> None:
+        """Record the trial a slot (and, for a grid point, a claim) was spent on."""
         with self.engine.begin() as conn:
             conn.execute(
                 slots_table.update()
                 .where(slots_table.c.study == self.study, slots_table.c.week == week, slots_table.c.slot == slot)
                 .values(trial_number=trial_number)
             )
+            if claim is not None:
+                conn.execute(
+                    claims_table.update()
+                    .where(claims_table.c.study == self.study, claims_table.c.claim == claim)
+                    .values(trial_number=trial_number)
+                )
 
     def release(self, week: str, slot: int) -> None:
         """Give back a slot whose trial never started (nothing ran, so nothing is spent)."""
@@ -106,13 +150,36 @@ class BudgetLedger:
                 )
             )  # fmt: skip
 
-    def claim(self, key: str) -> bool:
-        """True if this worker now owns grid point ``key`` (point and attempt); False if another worker does."""
+    def claim(self, key: str, grace_seconds: float | None = None) -> bool:
+        """True if this worker now owns grid point ``key`` (point and attempt); False if another worker does.
+
+        A claim that never got its trial (its worker died before asking Optuna for one) is taken over once it
+        is older than ``grace_seconds`` (default: the heartbeat grace period)."""
+        me, stamp = worker_id(), _wall_clock().isoformat()
         try:
             with self.engine.begin() as conn:
-                conn.execute(
-                    claims_table.insert().values(study=self.study, claim=key, worker=worker_id(), claimed_at=now().isoformat())
-                )
+                conn.execute(claims_table.insert().values(study=self.study, claim=key, worker=me, claimed_at=stamp))
             return True
         except IntegrityError:
+            pass
+        if grace_seconds is None:
+            from search.storage import grace_seconds as default_grace
+
+            grace_seconds = default_grace()
+        mine = (claims_table.c.study == self.study) & (claims_table.c.claim == key)
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(claims_table).where(mine)).mappings().first()
+        if row is None or row["trial_number"] is not None or _age_seconds(row["claimed_at"]) <= grace_seconds:
             return False
+        # compare-and-swap on the row as read: of two workers taking over at once, one wins
+        with self.engine.begin() as conn:
+            taken = conn.execute(
+                claims_table.update()
+                .where(mine, claims_table.c.worker == row["worker"], claims_table.c.claimed_at == row["claimed_at"],
+                       claims_table.c.trial_number.is_(None))
+                .values(worker=me, claimed_at=stamp)
+            ).rowcount  # fmt: skip
+        if taken == 1:
+            log.warning("took over grid point %s: claimed by %s at %s, which never started its trial",
+                        key, row["worker"], row["claimed_at"])  # fmt: skip
+        return taken == 1
