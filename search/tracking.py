@@ -92,27 +92,38 @@ class StudyTracker:
         Raises :class:`LosstuneError` (one line, naming the URI) when the store cannot be opened or written.
         """
         self.tracking_uri = _normalise_tracking_uri(tracking_uri)
+        # what messages, logs and the UI command show: the URI without its password, if it has one
+        self.display_uri = redact_uri(self.tracking_uri)
         self.experiment_name = experiment
         self.artifact_location = _artifact_uri(artifact_location, self.tracking_uri, experiment)
-        with _store_errors(f"cannot open the MLflow tracking store {self.tracking_uri}"):
+        with _store_errors(f"cannot open the MLflow tracking store {self.display_uri}"):
             self.client = MlflowClient(tracking_uri=self.tracking_uri)
             found = self.client.get_experiment_by_name(experiment)
         if found is not None and found.lifecycle_stage != "active":
             raise LosstuneError(
-                f"MLflow experiment {experiment!r} in {self.tracking_uri} was deleted: restore it with "
-                f"`MLFLOW_TRACKING_URI={shlex.quote(self.tracking_uri)} mlflow experiments restore "
+                f"MLflow experiment {experiment!r} in {self.display_uri} was deleted: restore it with "
+                f"`MLFLOW_TRACKING_URI={shlex.quote(self.display_uri)} mlflow experiments restore "
                 f"-x {found.experiment_id}` or use another experiment name"
             )
         if found is None:
             if self.artifact_location is not None:
                 _make_local_artifact_dir(self.artifact_location)
-            with _store_errors(f"cannot write to the MLflow tracking store {self.tracking_uri}"):
-                self.experiment_id: str = self.client.create_experiment(
-                    experiment, artifact_location=self.artifact_location
-                )
+            with _store_errors(f"cannot write to the MLflow tracking store {self.display_uri}"):
+                try:
+                    self.experiment_id: str = self.client.create_experiment(
+                        experiment, artifact_location=self.artifact_location
+                    )
+                except MlflowException as exc:
+                    # another worker created it between our look-up and here: use theirs
+                    if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                        raise
+                    found = self.client.get_experiment_by_name(experiment)
+                    if found is None:
+                        raise
+                    self.experiment_id = found.experiment_id
             log.info(
-                "created MLflow experiment %r (id %s) in %s, artifacts in %s", experiment, self.experiment_id,
-                self.tracking_uri, self.client.get_experiment(self.experiment_id).artifact_location,
+                "MLflow experiment %r (id %s) in %s, artifacts in %s", experiment, self.experiment_id,
+                self.display_uri, self.client.get_experiment(self.experiment_id).artifact_location,
             )  # fmt: skip
         else:
             self.experiment_id = found.experiment_id
@@ -128,7 +139,7 @@ class StudyTracker:
     def ensure_parent_run(self, study_name: str, parent_run_id: str | None) -> str:
         """The study's parent run: ``parent_run_id`` re-attached (status RUNNING) if it is a study run of this
         experiment, otherwise a new run named after the study. Store failures raise :class:`LosstuneError`."""
-        with _store_errors(f"cannot write to the MLflow tracking store {self.tracking_uri}"):
+        with _store_errors(f"cannot write to the MLflow tracking store {self.display_uri}"):
             if parent_run_id:
                 run = self._find_run(parent_run_id)
                 why_not = self._why_not_parent(run, study_name)
@@ -167,9 +178,10 @@ class StudyTracker:
             return f"belongs to study {run.data.tags.get(TAG_STUDY)!r}, not {study_name!r}"
         return None
 
-    def set_parent_finished(self, parent_run_id: str) -> None:
-        """Status FINISHED on the parent run, at the end of a search run (it is RUNNING again on the next)."""
-        self.client.set_terminated(parent_run_id, "FINISHED")
+    def set_parent_finished(self, parent_run_id: str, status: str = "FINISHED") -> None:
+        """Status FINISHED on the parent run, at the end of a search run (it is RUNNING again on the next);
+        KILLED after Ctrl-C, FAILED after an error."""
+        self.client.set_terminated(parent_run_id, status)
 
     # ------------------------------------------------------------------------------------------ trial runs
 
@@ -210,10 +222,21 @@ class StudyTracker:
 
     def finish_trial(self, run_id: str, result: EvaluationResult, dataset: Dataset, config: TrialConfig) -> None:
         """Metrics and the COMPLETE state in one batch, the report files in one upload, then FINISHED."""
+        self.log_trial_result(run_id, result, dataset, config)
+        self.mark_finished(run_id)
+
+    def log_trial_result(self, run_id: str, result: EvaluationResult, dataset: Dataset, config: TrialConfig) -> None:
+        """:meth:`finish_trial` without the final status: the run stays RUNNING until :meth:`mark_finished`.
+
+        A search logs the result, then tells Optuna, then marks the run FINISHED, so that a worker killed in
+        between leaves either a FAIL trial (its run is then failed too) or a COMPLETE trial whose run has every
+        metric (it is then marked FINISHED); never a COMPLETE trial with an empty run."""
         self.client.log_batch(run_id, metrics=trial_metrics(result), tags=[RunTag(TAG_STATE, STATE_COMPLETE)])
         with tempfile.TemporaryDirectory(prefix="losstune-trial-") as tmp:
             write_trial_reports(Path(tmp), result, dataset, config)
             self.client.log_artifacts(run_id, tmp)
+
+    def mark_finished(self, run_id: str) -> None:
         self.client.set_terminated(run_id, "FINISHED")
 
     def fail_trial(self, run_id: str, reason: str, status: str = "FAILED") -> None:
@@ -241,13 +264,17 @@ class StudyTracker:
         return len(running)
 
     def _running_run_ids(self) -> Iterator[str]:
+        yield from (run.info.run_id for run in self.running_runs())
+
+    def running_runs(self) -> Iterator:
+        """Every run of the experiment whose status is RUNNING (MLflow ``Run`` objects, with their tags)."""
         token = None
         while True:
             page = self.client.search_runs(
                 [self.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000,
                 page_token=token,
             )  # fmt: skip
-            yield from (run.info.run_id for run in page)
+            yield from page
             token = page.token
             if not token:
                 return
@@ -298,8 +325,9 @@ class StudyTracker:
     # --------------------------------------------------------------------------------------------- helpers
 
     def ui_command(self) -> str:
-        """The command that opens this store in the MLflow UI."""
-        return f"mlflow ui --backend-store-uri {shlex.quote(self.tracking_uri)}"
+        """The command that opens this store in the MLflow UI (a password in the URI is shown as ***)."""
+        command = f"mlflow ui --backend-store-uri {shlex.quote(self.display_uri)}"
+        return command if self.display_uri == self.tracking_uri else command + "  (with the password for ***)"
 
 
 # ------------------------------------------------------------------------------------------------ metrics
@@ -357,10 +385,16 @@ def _store_errors(what: str) -> Iterator[None]:
     except _STORE_ERRORS as exc:
         cause = str(getattr(exc, "message", None) or exc).strip().splitlines()
         first = cause[0] if cause else type(exc).__name__
-        raise LosstuneError(f"{what}: {type(exc).__name__}: {first}"[:1000]) from exc
+        raise LosstuneError(redact_uri(f"{what}: {type(exc).__name__}: {first}")[:1000]) from exc
 
 
 # -------------------------------------------------------------------------------------- URIs and locations
+
+
+def redact_uri(uri: str) -> str:
+    """``scheme://user:secret@host/...`` as ``scheme://user:***@host/...``, wherever such a URI appears in the
+    text; text without one is returned unchanged."""
+    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*):[^/@\s]*@", r"\1:***@", uri)
 
 
 def _normalise_tracking_uri(uri: str) -> str:
