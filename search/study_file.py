@@ -47,6 +47,12 @@ def _check_value(name: str, value: float | None) -> float | None:
     return float(value)
 
 
+def _check_weights(where: str, values: dict[str, float | None]) -> None:
+    """A point (or fixed values) that sets both loss weights to 0 would make every such trial invalid."""
+    if values.get("bce_weight") == 0 and values.get("focal_weight") == 0:
+        raise ValueError(f"{where}: bce_weight and focal_weight are both 0: the loss would be identically zero")
+
+
 class Phase(_Strict):
     """One step of the plan. A grid phase runs each point over the best configuration of the earlier phases;
     a TPE phase samples ``space`` (the others fixed at that best), for ``trials`` trials or, last, for the rest
@@ -63,6 +69,7 @@ class Phase(_Strict):
     def _shape(self) -> "Phase":
         for k, v in self.fixed.items():
             _check_value(k, v)
+        _check_weights(f"phase {self.name!r} fixed", self.fixed)
         kind = self.sampler or ("tpe" if self.space is not None else "grid")
         if kind == "grid":
             if not self.grid:
@@ -74,6 +81,7 @@ class Phase(_Strict):
                     raise ValueError(f"phase {self.name!r}: empty grid point")
                 for k, v in point.items():
                     _check_value(k, v)
+                _check_weights(f"phase {self.name!r} grid point {point}", {**self.fixed, **point})
         else:
             if not self.space:
                 raise ValueError(f"phase {self.name!r}: a tpe phase needs a non-empty 'space'")
