@@ -2,40 +2,58 @@
 
 One worker's loop, top to bottom: find where the plan stands from the stored trials; reserve a budget slot (and,
 for a grid point, claim it); ask Optuna for a trial with the step's parameters fixed or sampled; evaluate it
-while beating a heartbeat; tell Optuna; log it to MLflow. Several workers (processes here, or machines on one
+while beating a heartbeat; log it to MLflow; tell Optuna. Several workers (processes here, or machines on one
 PostgreSQL) run the same loop; the ledger and the claims keep them from overspending or duplicating.
+
+A trial never stays RUNNING for good: a diverging loss, Ctrl-C (or SIGTERM) and errors mark it FAIL with the reason
+(see :meth:`Worker.run_trial`); a worker killed outright stops beating its heartbeat, and every run (and every
+worker before each trial) fails such stale trials and closes their MLflow runs (:meth:`StudySession.reconcile_stale`).
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import signal
+import socket
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import optuna
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from optuna.samplers import PartialFixedSampler, RandomSampler, TPESampler
 from optuna.trial import TrialState
 from pydantic import ValidationError
 
 from objectives.config import LossConfig, TrialConfig
-from objectives.data import Dataset, load_dataset
+from objectives.data import Dataset, check_folds, load_dataset
 from objectives.errors import LosstuneError, TrainingDiverged
 from objectives.evaluate import EvaluationResult, PreparedFolds, evaluate, prepare_folds
 from search.budget import BudgetLedger, iso_week, worker_id
 from search.plan import Step, Wait, distribution_bounds, next_step
 from search.results import results_table, trial_records
-from search.storage import heartbeat, open_engine, open_optuna_storage, quiet_optuna, redact
+from search.storage import (
+    adopt_silent_trials, check_directory_target, check_sqlite_target, heartbeat, init_lock, open_engine,
+    open_optuna_storage, quiet_optuna, redact,
+)  # fmt: skip
 from search.study_file import LOSS_PARAMS, StudyFile, load_study_file
-from search.tracking import StudyTracker
+from search.tracking import TAG_TRIAL, StudyTracker
 
 log = logging.getLogger(__name__)
 
 TPE_STARTUP_TRIALS = 2  # TPE's default of 10 random trials would spend a whole week's budget at random
-WAIT_POLL_SECONDS = 5.0
+WAIT_POLL_SECONDS = 2.0  # a worker waiting for another's trial (the next phase needs it) looks again this often
+CLAIM_RETRY_SECONDS = 0.2
+WORKER_STOP_SECONDS = 120.0  # after Ctrl-C, how long a worker process may take to mark its trial
 STALE_REASON = "worker stopped without finishing the trial (no heartbeat): retried"
+EXIT_INTERRUPTED = 130
+EXIT_ERROR = 2
 
 
 @dataclass(frozen=True)
@@ -48,26 +66,36 @@ class SearchOptions:
 
 
 class StudySession:
-    """A study file opened for work: its data, Optuna study, budget ledger and MLflow tracker."""
+    """A study file opened for work: its data, Optuna study, budget ledger and MLflow tracker.
+
+    Everything that can be checked without writing is checked first: the study file, the data and its folds, that
+    the storage (and, for a search, the MLflow store and artifact directory) can be reached or created. Bad input
+    therefore fails before anything is written; only then are the study and the ledger created or opened, under
+    :func:`~search.storage.init_lock` so that workers started at once do not create them twice."""
 
     def __init__(self, study_path: Path, *, allow_data_change: bool = False, with_data: bool = True) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.path = Path(study_path)
         self.file: StudyFile = load_study_file(self.path)
-        # Data first: bad input fails before any storage or tracking is touched.
-        self.dataset: Dataset | None = load_dataset(self.file.data_spec) if with_data else None
-        url = self.file.storage_url
-        self.storage = open_optuna_storage(url)
-        self.study = optuna.create_study(
-            study_name=self.file.name, storage=self.storage, direction="maximize", load_if_exists=True
-        )
-        self.ledger = BudgetLedger(open_engine(url), self.file.name)
-        self.storage_display = redact(url)
+        self.dataset: Dataset | None = None
+        if with_data:
+            self.dataset = load_dataset(self.file.data_spec)
+            check_folds(self.dataset, self.file.cv.folds)
+        self.url = self.file.storage_url  # may hold a password: never shown, see storage_display
+        self.storage_display = redact(self.url)
+        check_sqlite_target(self.url, "storage")
+        if with_data:  # a search: it will write to MLflow too
+            check_sqlite_target(self.file.tracking_uri, "the MLflow tracking store")
+            check_directory_target(Path(unquote(urlparse(self.file.artifact_location).path)), "the MLflow artifact directory")
+        with init_lock(self.url):
+            self.storage = open_optuna_storage(self.url)
+            self.study = _load_or_create_study(self.file.name, self.storage)
+            self.ledger = BudgetLedger(open_engine(self.url), self.file.name)
+            if self.dataset is not None:
+                self._check_fingerprint(allow_data_change)
         self.phases = self.file.phases
         self.bounds = distribution_bounds(self.phases)
         self._prepared: PreparedFolds | None = None
-        if self.dataset is not None:
-            self._check_fingerprint(allow_data_change)
 
     @property
     def prepared(self) -> PreparedFolds:
@@ -100,16 +128,49 @@ class StudySession:
         return self.file.budget.trials_per_week if override is None else override
 
     def reconcile_stale(self, tracker: StudyTracker | None) -> int:
-        """Trials of dead workers: FAIL them in Optuna (heartbeat) and their MLflow runs too."""
+        """Trials of dead workers: FAIL them in Optuna (no heartbeat for the grace period) and close their
+        MLflow runs. Returns how many MLflow runs were closed."""
         with quiet_optuna():
+            adopt_silent_trials(self.storage, self.study._study_id)
             optuna.storages.fail_stale_trials(self.study)
         if tracker is None:
             return 0
-        run_ids = [
-            t.user_attrs["mlflow_run_id"] for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-            if "mlflow_run_id" in t.user_attrs
-        ]  # fmt: skip
-        return tracker.fail_stale_runs(run_ids, STALE_REASON)
+        return close_orphan_runs(self.study, tracker)
+
+
+def _load_or_create_study(name: str, storage) -> optuna.Study:
+    """Load the study; create it only when it does not exist yet (loading first writes nothing)."""
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
+
+
+def close_orphan_runs(study: optuna.Study, tracker: StudyTracker) -> int:
+    """Close the MLflow runs left RUNNING by workers that died: the run of a FAIL trial ends FAILED (with the
+    trial's reason, or that its worker stopped), the run of a COMPLETE trial (killed after telling Optuna, its
+    metrics already logged) ends FINISHED. A run is matched to its trial by the trial's ``mlflow_run_id``, or,
+    for a worker killed before recording that, by the run's trial number under this study's parent run."""
+    trials = study.get_trials(deepcopy=False)
+    linked = {t.user_attrs["mlflow_run_id"]: t for t in trials if "mlflow_run_id" in t.user_attrs}
+    by_number = {t.number: t for t in trials}
+    parent = study.user_attrs.get("mlflow_parent_run_id")
+    closed = 0
+    for run in tracker.running_runs():
+        tags = run.data.tags
+        trial = linked.get(run.info.run_id)
+        if trial is None and parent and tags.get(MLFLOW_PARENT_RUN_ID) == parent and tags.get(TAG_TRIAL, "").isdigit():
+            trial = by_number.get(int(tags[TAG_TRIAL]))
+        if trial is None or trial.state not in (TrialState.FAIL, TrialState.COMPLETE):
+            continue
+        if trial.state == TrialState.FAIL:
+            tracker.fail_trial(run.info.run_id, trial.user_attrs.get("failure_reason") or STALE_REASON)
+        else:
+            tracker.mark_finished(run.info.run_id)
+        closed += 1
+    if closed:
+        log.info("closed %d MLflow run(s) left RUNNING by stopped workers", closed)
+    return closed
 
 
 @dataclass
@@ -134,12 +195,12 @@ class Worker:
         self.tracker = session.tracker()
         self.echo = echo
         self.deadline = None if options.timeout is None else time.monotonic() + options.timeout
+        self.outcomes: list[TrialOutcome] = []  # this worker's trials so far, also when it is interrupted
 
     def _out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
     def run(self, on_trial=None) -> list[TrialOutcome]:
-        outcomes = []
         while not self._out_of_time():
             step = self._next_step()
             if step is None:
@@ -149,16 +210,17 @@ class Worker:
                 break
             if step.claim is not None and not self.s.ledger.claim(step.claim):
                 self.s.ledger.release(self.week, slot)  # another worker is on this point; look again
-                time.sleep(0.2)
+                time.sleep(CLAIM_RETRY_SECONDS)
                 continue
             outcome = self.run_trial(step, slot)
-            outcomes.append(outcome)
+            self.outcomes.append(outcome)
             if on_trial:
                 on_trial(outcome)
-        return outcomes
+        return self.outcomes
 
     def _next_step(self) -> Step | None:
         while True:
+            self.s.reconcile_stale(self.tracker)  # a dead worker's trial is failed (and retried) as soon as it is stale
             step = next_step(self.s.phases, trial_records(self.s.study))
             if not isinstance(step, Wait):
                 return step
@@ -166,7 +228,6 @@ class Worker:
                 return None
             log.info("phase %s: waiting for trial(s) %s running elsewhere", step.phase.name, step.running)
             time.sleep(WAIT_POLL_SECONDS)
-            self.s.reconcile_stale(self.tracker)
 
     def _sampler(self, step: Step, n_trials: int):
         fixed = {k: v for k, v in step.fixed.items() if v is not None}
@@ -189,63 +250,109 @@ class Worker:
         return loss
 
     def run_trial(self, step: Step, slot: int) -> TrialOutcome:
+        """One trial from ``ask`` to ``tell`` and its MLflow run. Whatever stops it, it does not stay RUNNING:
+
+        * the loss diverges (NaN/inf): FAIL with ``failure=diverged`` (the plan does not retry it), the search
+          goes on;
+        * Ctrl-C: FAIL with ``failure=interrupted``, MLflow run KILLED, then the interrupt goes on up;
+        * any other error: FAIL with ``failure=error``, MLflow run FAILED, then the error goes on up;
+        * ``kill -9``: nothing can run, but the heartbeat stops; any later run fails the trial once it is stale.
+        """
         study = self.s.study
         with quiet_optuna():
             study.sampler = self._sampler(step, len(study.get_trials(deepcopy=False)))
             trial = study.ask()
-        self.s.ledger.attach(self.week, slot, trial.number)
+        state = _TrialProgress(trial, step)
+        try:
+            with heartbeat(self.s.storage, trial._trial_id):
+                return self._run_asked(state, slot)
+        except BaseException as exc:
+            if not state.told:
+                try:
+                    with _sigint_ignored():  # a second Ctrl-C must not leave the trial half-marked
+                        if isinstance(exc, KeyboardInterrupt):
+                            self._fail(state, "interrupted", "interrupted (Ctrl-C)", status="KILLED")
+                        else:
+                            self._fail(state, "error", f"{type(exc).__name__}: {exc}")
+                except Exception:  # noqa: BLE001 - the store itself may be what failed; the trial goes stale
+                    log.warning("could not mark trial %d FAILED; it is failed once its heartbeat is stale", trial.number)
+            raise
+
+    def _run_asked(self, state: "_TrialProgress", slot: int) -> TrialOutcome:
+        study, trial, step = self.s.study, state.trial, state.step
+        self.s.ledger.attach(self.week, slot, trial.number, claim=step.claim)
         with quiet_optuna():
-            loss = self._suggest(trial, step)
+            state.loss = self._suggest(trial, step)
         attrs = {
-            "phase": step.phase.name, "phase_index": step.phase_index, "week": self.week, "loss": loss,
+            "phase": step.phase.name, "phase_index": step.phase_index, "week": self.week, "loss": state.loss,
             "slot": slot, "worker": worker_id(), "data_fingerprint": self.s.dataset.fingerprint,
         }  # fmt: skip
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         try:
-            config = self.s.file.trial_config(LossConfig(**loss))
+            config = self.s.file.trial_config(LossConfig(**state.loss))
         except ValidationError as exc:
             reason = f"invalid configuration: {exc.errors()[0]['msg'].removeprefix('Value error, ')}"
-            trial.set_user_attr("failure", "invalid")
-            trial.set_user_attr("failure_reason", reason)
-            study.tell(trial, state=TrialState.FAIL)
-            return TrialOutcome(trial.number, step.phase.name, loss, "FAIL", reason=reason)
+            return self._fail(state, "invalid", reason)
 
-        run_id = self.tracker.start_trial(
+        state.run_id = self.tracker.start_trial(
             self.parent_run_id, trial.number, step.phase.name, self.week, config, self.s.dataset.fingerprint,
             extra_tags=self._data_change_tags(),
         )  # fmt: skip
-        trial.set_user_attr("mlflow_run_id", run_id)
+        trial.set_user_attr("mlflow_run_id", state.run_id)
         try:
-            with heartbeat(self.s.storage, trial._trial_id):
-                result = evaluate(self.s.dataset, config, self.s.prepared)
+            result = evaluate(self.s.dataset, config, self.s.prepared)
         except TrainingDiverged as exc:
-            return self._fail(trial, run_id, step, loss, "diverged", str(exc))
-        except KeyboardInterrupt:
-            self._fail(trial, run_id, step, loss, "interrupted", "interrupted (Ctrl-C)", status="KILLED")
-            raise
-        except BaseException as exc:
-            self._fail(trial, run_id, step, loss, "error", f"{type(exc).__name__}: {exc}")
-            raise
+            return self._fail(state, "diverged", str(exc))
         for key, value in {"honest_score": result.honest_score_mean, "threshold": result.threshold,
                            "seconds": result.seconds, "honest_score_std": result.honest_score_std}.items():
             trial.set_user_attr(key, value)
+        # MLflow first, then Optuna, then the run's final status: see StudyTracker.log_trial_result
+        self.tracker.log_trial_result(state.run_id, result, self.s.dataset, config)
         study.tell(trial, result.oof_score)
-        self.tracker.finish_trial(run_id, result, self.s.dataset, config)
+        state.told = True
+        self.tracker.mark_finished(state.run_id)
         self.tracker.log_study_summary(self.parent_run_id, results_table(study), study)
-        return TrialOutcome(trial.number, step.phase.name, loss, "COMPLETE", result=result)
+        return TrialOutcome(trial.number, step.phase.name, state.loss, "COMPLETE", result=result)
 
-    def _fail(self, trial, run_id, step, loss, kind, reason, status="FAILED") -> TrialOutcome:
+    def _fail(self, state: "_TrialProgress", kind: str, reason: str, status: str = "FAILED") -> TrialOutcome:
+        trial = state.trial
         trial.set_user_attr("failure", kind)
         trial.set_user_attr("failure_reason", reason)
         self.s.study.tell(trial, state=TrialState.FAIL)
-        self.tracker.fail_trial(run_id, reason, status=status)
+        state.told = True
+        if state.run_id is not None:
+            self.tracker.fail_trial(state.run_id, reason, status=status)
         self.tracker.log_study_summary(self.parent_run_id, results_table(self.s.study), self.s.study)
-        return TrialOutcome(trial.number, step.phase.name, loss, "FAIL", reason=reason)
+        return TrialOutcome(trial.number, state.step.phase.name, state.loss, "FAIL", reason=reason)
 
     def _data_change_tags(self) -> dict[str, str]:
         history = self.s.study.user_attrs.get("data_fingerprint_history")
         return {"losstune.data_changed": "true", "losstune.data_previous": history[-2]} if history else {}
+
+
+@dataclass
+class _TrialProgress:
+    """How far one trial got: what its failure handler needs to mark it."""
+
+    trial: optuna.Trial
+    step: Step
+    loss: dict = field(default_factory=dict)
+    run_id: str | None = None
+    told: bool = False
+
+
+@contextmanager
+def _sigint_ignored():
+    """Ignore Ctrl-C for the block (main thread only: elsewhere signals cannot be changed, nor delivered)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def format_outcome(o: TrialOutcome, metric: str) -> str:
@@ -259,41 +366,84 @@ def format_outcome(o: TrialOutcome, metric: str) -> str:
     )
 
 
+def _raise_interrupt(signum, _frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """``kill PID`` (SIGTERM) stops a search like Ctrl-C: the current trial is marked, nothing is left RUNNING."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _worker_process(study_path: str, options: SearchOptions, week: str, parent_run_id: str) -> None:
+    # Ctrl-C in a terminal reaches the whole process group; the parent forwards it once, as SIGTERM, so that a
+    # second signal cannot interrupt a worker while it marks its trial
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    session = StudySession(Path(study_path), allow_data_change=options.allow_data_change)
-    worker = Worker(session, options, week, parent_run_id, echo=print)
-    metric = session.file.trial_config().metric.label
-    worker.run(on_trial=lambda o: print(format_outcome(o, metric), flush=True))
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    try:
+        session = StudySession(Path(study_path), allow_data_change=options.allow_data_change)
+        worker = Worker(session, options, week, parent_run_id, echo=print)
+        metric = session.file.trial_config().metric.label
+        worker.run(on_trial=lambda o: print(format_outcome(o, metric), flush=True))
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+    except LosstuneError as exc:
+        print(f"losstune search: error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_ERROR)
 
 
 def run_search(study_path: Path, options: SearchOptions, echo=print) -> int:
     session = StudySession(study_path, allow_data_change=options.allow_data_change)
     week = iso_week()
     budget = session.budget_for_week(options.budget)
-    tracker = session.tracker()
-    stale = session.reconcile_stale(tracker)
-    if stale:
-        echo(f"marked {stale} MLflow run(s) of stopped workers FAILED")
-    spent = session.ledger.spent(week)
-    if spent >= budget:
-        echo(f"budget for {week} spent: {spent}/{budget}")
-        return 0
-    if next_step(session.phases, trial_records(session.study)) is None:
-        echo("the plan is complete: every phase has run (add a phase, or a tpe phase without 'trials')")
-        return 0
-    parent = tracker.ensure_parent_run(session.file.name, session.study.user_attrs.get("mlflow_parent_run_id"))
-    session.study.set_user_attr("mlflow_parent_run_id", parent)
+    with init_lock(session.url):  # one parent run, even when several workers start at once on a new study
+        tracker = session.tracker()
+        stale = session.reconcile_stale(tracker)
+        if stale:
+            echo(f"closed {stale} MLflow run(s) left RUNNING by stopped workers")
+        spent = session.ledger.spent(week)
+        if spent >= budget:
+            echo(f"budget for {week} spent: {spent}/{budget}")
+            return 0
+        if next_step(session.phases, trial_records(session.study)) is None:
+            echo("the plan is complete: every phase has run (add a phase, or a tpe phase without 'trials')")
+            return 0
+        parent = tracker.ensure_parent_run(session.file.name, session.study.user_attrs.get("mlflow_parent_run_id"))
+        session.study.set_user_attr("mlflow_parent_run_id", parent)
     metric = session.file.trial_config().metric.label
     echo(f"study {session.file.name}: {session.dataset.n_rows} rows, week {week}, budget {spent}/{budget} used, "
          f"storage {session.storage_display}")  # fmt: skip
+    first_trial = len(session.study.get_trials(deepcopy=False))
+    workers: set[str] = set()  # the worker ids of this run, for the report after an interrupt
+    status = "FAILED"
     try:
-        if options.workers <= 1:
-            _run_in_process(session, options, week, parent, budget - spent, metric, echo)
-        else:
-            _run_workers(study_path, options, week, parent)
+        with _sigterm_as_interrupt():
+            if options.workers <= 1:
+                workers.add(worker_id())
+                _run_in_process(session, options, week, parent, budget - spent, metric, echo)
+            else:
+                _run_workers(study_path, options, week, parent, workers)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        with _sigint_ignored():
+            _print_interrupted(session, week, budget, first_trial, workers, echo)
+        raise
     finally:
-        tracker.set_parent_finished(parent)
+        try:
+            tracker.set_parent_finished(parent, status)
+        except Exception:  # noqa: BLE001 - do not hide the error that got us here
+            log.warning("could not set the MLflow parent run %s to %s", parent, status)
     _print_summary(session, tracker, week, budget, echo)
     return 0
 
@@ -305,18 +455,19 @@ def _run_in_process(session, options, week, parent, remaining, metric, echo) -> 
     with tqdm(total=remaining, unit="trial", disable=not options.progress, file=sys.stderr, leave=False) as bar:
         def on_trial(o: TrialOutcome) -> None:
             bar.update(1)
-            bar.write(format_outcome(o, metric))
+            if options.progress:
+                bar.write(format_outcome(o, metric))  # above the bar
+            else:
+                echo(format_outcome(o, metric))
 
         try:
             worker.run(on_trial=on_trial)
         except KeyboardInterrupt:
             bar.close()
-            done = session.ledger.spent(week)
-            echo(f"interrupted: the current trial is marked FAILED (it will be retried); {done} slot(s) used in {week}")
             raise
 
 
-def _run_workers(study_path: Path, options: SearchOptions, week: str, parent: str) -> None:
+def _run_workers(study_path: Path, options: SearchOptions, week: str, parent: str, worker_ids: set[str]) -> None:
     ctx = multiprocessing.get_context("spawn")
     procs = [
         ctx.Process(target=_worker_process, args=(str(study_path), options, week, parent), name=f"losstune-worker-{i}")
@@ -324,11 +475,47 @@ def _run_workers(study_path: Path, options: SearchOptions, week: str, parent: st
     ]
     for p in procs:
         p.start()
-    for p in procs:
-        p.join()
-    failed = [p.name for p in procs if p.exitcode != 0]
+        worker_ids.add(f"{socket.gethostname()}:{p.pid}")
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        with _sigint_ignored():
+            for p in procs:
+                if p.is_alive():
+                    os.kill(p.pid, signal.SIGTERM)  # each marks its current trial, then stops
+            for p in procs:
+                p.join(WORKER_STOP_SECONDS)
+                if p.is_alive():  # stuck: its trial goes stale and is failed by the next run
+                    p.kill()
+        raise
+    codes = {p.name: p.exitcode for p in procs}
+    if any(code == EXIT_INTERRUPTED for code in codes.values()):
+        raise KeyboardInterrupt  # a worker was stopped (kill -TERM): report like Ctrl-C
+    failed = [name for name, code in codes.items() if code != 0]
     if failed:
-        raise RuntimeError(f"worker process(es) {failed} exited with an error (see their output above)")
+        raise LosstuneError(f"worker process(es) {', '.join(failed)} stopped with an error (see their output above)")
+
+
+def _print_interrupted(session, week: str, budget: int, first_trial: int, workers: set[str], echo) -> None:
+    """What an interrupted run did: its trials (complete, failed, interrupted) and the budget used."""
+    try:
+        mine = [
+            t for t in session.study.get_trials(deepcopy=False)
+            if t.number >= first_trial and t.user_attrs.get("worker") in workers
+        ]  # fmt: skip
+        complete = sum(1 for t in mine if t.state == TrialState.COMPLETE)
+        stopped = [t.number for t in mine if t.user_attrs.get("failure") == "interrupted"]
+        failed = sum(1 for t in mine if t.state == TrialState.FAIL) - len(stopped)
+        where = f"budget {session.ledger.spent(week)}/{budget} used in {week}"
+    except Exception:  # noqa: BLE001 - report what we can; the interrupt matters more
+        echo("interrupted")
+        return
+    marked = (
+        f"trial(s) {', '.join(map(str, stopped))} marked FAILED (interrupted) and will be retried"
+        if stopped else "no trial was running"
+    )  # fmt: skip
+    echo(f"interrupted: {complete} trial(s) complete and {failed} failed in this run; {marked}; {where}")
 
 
 def _print_summary(session: StudySession, tracker: StudyTracker, week: str, budget: int, echo) -> None:

@@ -1,0 +1,303 @@
+"""Nothing lost, nobody confused: kill -9 and resume, Ctrl-C, a diverging loss, two searches at once on one
+SQLite study, and the pieces that make them safe (abandoned grid claims, trials that never beat a heartbeat).
+
+The subprocess tests run the real ``losstune search`` command, with the heartbeat at 1 s and the grace period at
+3 s (``LOSSTUNE_HEARTBEAT_SECONDS`` / ``LOSSTUNE_GRACE_SECONDS``) so that a killed trial goes stale quickly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from search.plan import config_key, next_step
+from search.results import trial_records
+from search.runner import STALE_REASON, SearchOptions, StudySession, run_search
+from search.storage import quiet_optuna
+from tests.conftest import synthetic_frame
+
+WEEK = "2026-11-18T10:00:00"  # ISO week 2026-W47
+HEARTBEAT, GRACE = 1, 3
+
+STUDY = """\
+name: {name}
+data: {{path: data.csv, target: label, positive: "yes"}}
+cv: {{folds: 3, seed: 0}}
+model: {{hidden: [16], dropout: 0.0}}
+train: {{epochs: {epochs}, batch_size: 64, lr: {lr}}}
+budget: {{trials_per_week: {budget}}}
+plan: default
+"""
+
+
+def make_study(tmp_path: Path, name: str, budget: int, rows: int = 240, epochs: int = 2, lr: float = 0.01) -> Path:
+    synthetic_frame(n=rows, seed=3, missing=False).to_csv(tmp_path / "data.csv", index=False)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(STUDY.format(name=name, budget=budget, epochs=epochs, lr=lr))
+    return path
+
+
+def losstune_command() -> list[str]:
+    script = Path(sys.executable).with_name("losstune")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "search.cli"]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        LOSSTUNE_NOW=WEEK, LOSSTUNE_HEARTBEAT_SECONDS=str(HEARTBEAT), LOSSTUNE_GRACE_SECONDS=str(GRACE),
+        PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", **extra,
+    )  # fmt: skip
+    return env
+
+
+def start_search(path: Path, *args: str, **env: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*losstune_command(), "search", str(path), "--no-progress", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(**env), cwd=path.parent,
+    )  # fmt: skip
+
+
+def optuna_db(path: Path) -> Path:
+    return path.parent / f"{path.stem}.optuna.db"
+
+
+def running_trial_with_run(path: Path, number: int) -> bool:
+    """Trial ``number`` is RUNNING and has its MLflow run (read straight from the SQLite file)."""
+    db = optuna_db(path)
+    if not db.exists():
+        return False
+    try:
+        with sqlite3.connect(db, timeout=10) as conn:
+            row = conn.execute(
+                "SELECT t.state FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
+                "WHERE t.number = ? AND a.key = 'mlflow_run_id'", (number,)
+            ).fetchone()  # fmt: skip
+    except sqlite3.OperationalError:  # tables not created yet
+        return False
+    return row is not None and row[0] == "RUNNING"
+
+
+def wait_for(condition, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"losstune search exited ({proc.returncode}) before the condition held:\n{out}\n{err}")
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail("timed out waiting for a running trial")
+
+
+def ledger_rows(path: Path) -> list[tuple[int, int | None]]:
+    with sqlite3.connect(optuna_db(path)) as conn:
+        return conn.execute("SELECT slot, trial_number FROM losstune_budget_slots ORDER BY slot").fetchall()
+
+
+def trial_runs(session: StudySession) -> tuple[MlflowClient, dict[int, object]]:
+    client = MlflowClient(session.file.tracking_uri)
+    exp = client.get_experiment_by_name(session.file.experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return client, {int(r.data.tags["losstune.trial"]): r for r in runs if r.data.tags.get("losstune.role") == "trial"}
+
+
+def load(path: Path) -> StudySession:
+    return StudySession(path, with_data=False)
+
+
+@pytest.fixture
+def fast_stale(monkeypatch):
+    monkeypatch.setenv("LOSSTUNE_NOW", WEEK)
+    monkeypatch.setenv("LOSSTUNE_HEARTBEAT_SECONDS", str(HEARTBEAT))
+    monkeypatch.setenv("LOSSTUNE_GRACE_SECONDS", str(GRACE))
+
+
+@pytest.mark.slow
+def test_kill_9_mid_trial_then_rerun_retries_that_configuration(tmp_path, fast_stale):
+    path = make_study(tmp_path, "crash", budget=3, rows=2000, epochs=60)
+    proc = start_search(path)
+    wait_for(lambda: running_trial_with_run(path, 1), proc)  # trial 0 complete, trial 1 in the middle
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+
+    session = load(path)
+    before = {t.number: t for t in session.study.trials}
+    assert before[0].state.name == "COMPLETE" and before[1].state.name == "RUNNING"
+    killed_config = before[1].user_attrs["loss"]
+    time.sleep(GRACE + 0.5)  # the killed trial's heartbeat is now stale
+
+    rerun = start_search(path)
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, out + err
+    assert "Traceback" not in err
+    assert "closed 1 MLflow run(s) left RUNNING by stopped workers" in out
+
+    session = load(path)
+    trials = session.study.trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert trials[0].value == before[0].value and trials[0].params == before[0].params  # untouched
+    assert "failure" not in trials[1].user_attrs  # lost to a crash, not a repeatable failure: retried
+    assert trials[2].user_attrs["loss"] == killed_config  # the same configuration, retried first
+    complete = [config_key(t.user_attrs["loss"]) for t in trials if t.state.name == "COMPLETE"]
+    assert len(set(complete)) == len(complete)
+
+    # the ledger counts the killed trial once, and the retry has its own slot
+    assert ledger_rows(path) == [(0, 0), (1, 1), (2, 2)]
+
+    client, runs = trial_runs(session)
+    assert sorted(runs) == [0, 1, 2]
+    for number in (0, 2):
+        assert runs[number].info.status == "FINISHED"
+        assert runs[number].data.metrics["cv_score"] == pytest.approx(trials[number].value)
+        assert runs[number].info.run_id == trials[number].user_attrs["mlflow_run_id"]
+    killed = runs[1]
+    assert killed.info.status == "FAILED"
+    assert killed.data.tags["losstune.state"] == "FAIL"
+    assert killed.data.tags["losstune.failure_reason"] == STALE_REASON
+    assert killed.info.run_id == before[1].user_attrs["mlflow_run_id"]
+    parent = client.get_run(session.study.user_attrs["mlflow_parent_run_id"])
+    assert parent.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_ctrl_c_marks_the_current_trial_and_exits_130(tmp_path, fast_stale):
+    path = make_study(tmp_path, "ctrlc", budget=3, rows=2000, epochs=60)
+    proc = start_search(path)
+    wait_for(lambda: running_trial_with_run(path, 0), proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "losstune search: interrupted"
+    assert "interrupted: 0 trial(s) complete and 0 failed in this run; trial(s) 0 marked FAILED (interrupted)" in out
+    assert "budget 1/3 used in 2026-W47" in out
+
+    session = load(path)
+    (trial,) = session.study.trials
+    assert trial.state.name == "FAIL"
+    assert trial.user_attrs["failure"] == "interrupted"
+    client, runs = trial_runs(session)
+    assert runs[0].info.status == "KILLED"
+    assert runs[0].data.tags["losstune.failure_reason"] == "interrupted (Ctrl-C)"
+    assert client.get_run(session.study.user_attrs["mlflow_parent_run_id"]).info.status == "KILLED"
+    # the next run retries the same configuration (second attempt of the same grid point)
+    step = next_step(session.phases, trial_records(session.study))
+    assert step.loss == trial.user_attrs["loss"] and step.attempt == 1
+
+
+def test_diverging_trials_fail_with_the_reason_and_the_search_goes_on(tmp_path, fast_stale):
+    path = make_study(tmp_path, "nan", budget=2, lr=1e30)  # Adam steps of 1e30: the loss is inf/NaN at once
+    lines: list[str] = []
+    assert run_search(path, SearchOptions(progress=False), echo=lines.append) == 0
+    session = load(path)
+    trials = session.study.trials
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"]  # the search went on after the first
+    for t in trials:
+        assert t.user_attrs["failure"] == "diverged"
+        assert "training diverged" in t.user_attrs["failure_reason"]
+    _, runs = trial_runs(session)
+    for number, run in runs.items():
+        assert run.info.status == "FAILED"
+        assert run.data.tags["losstune.failure_reason"] == trials[number].user_attrs["failure_reason"]
+    assert sum("FAILED: training diverged" in line for line in lines) == 2
+    # a diverged point is a finished outcome: the plan moves on to the third point, it does not retry
+    step = next_step(session.phases, trial_records(session.study))
+    assert step.attempt == 0 and config_key(step.loss) not in {config_key(t.user_attrs["loss"]) for t in trials}
+
+
+@pytest.mark.slow
+def test_two_searches_at_once_on_one_sqlite_study(tmp_path, fast_stale):
+    path = make_study(tmp_path, "twice", budget=6)
+    procs = [start_search(path), start_search(path)]
+    results = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, results):
+        assert p.returncode == 0, out + err
+        assert "Traceback" not in err and "locked" not in err + out
+
+    session = load(path)
+    trials = session.study.trials
+    assert len(trials) == 6  # the week's budget, not 2 x 6
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    keys = [config_key(t.user_attrs["loss"]) for t in trials]
+    assert len(set(keys)) == 6  # no configuration run twice
+    assert Counter(t.user_attrs["phase"] for t in trials) == {"balance": 4, "gamma": 2}
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both really worked
+    assert sorted(n for _, n in ledger_rows(path)) == list(range(6))
+
+    client, runs = trial_runs(session)
+    assert sorted(runs) == list(range(6))
+    parents = {r.data.tags["mlflow.parentRunId"] for r in runs.values()}
+    assert parents == {session.study.user_attrs["mlflow_parent_run_id"]}  # one parent run, not one per process
+    assert all(r.info.status == "FINISHED" for r in runs.values())
+
+
+def test_an_abandoned_grid_claim_is_taken_over_after_the_grace_period(tmp_path, fast_stale):
+    path = make_study(tmp_path, "claim", budget=1)
+    session = StudySession(path)
+    step = next_step(session.phases, trial_records(session.study))
+    ledger = session.ledger
+    assert ledger.claim(step.claim)  # a worker claims the point, then dies before asking Optuna for the trial
+    assert not ledger.claim(step.claim)  # while it is fresh, nobody else may take it
+    with ledger.engine.begin() as conn:  # ... GRACE seconds later
+        conn.exec_driver_sql(
+            "UPDATE losstune_grid_claims SET claimed_at = '2000-01-01T00:00:00+00:00', worker = 'gone:1'"
+        )
+    assert run_search(path, SearchOptions(progress=False, timeout=60), echo=lambda _: None) == 0
+    session = load(path)
+    (trial,) = session.study.trials
+    assert trial.state.name == "COMPLETE" and trial.user_attrs["loss"] == step.loss
+    with ledger.engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT claim, trial_number FROM losstune_grid_claims").fetchall()
+    assert rows == [(step.claim, 0)]  # the claim now records the trial that ran the point
+    # a claim with its trial is never taken over, however old
+    with ledger.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE losstune_grid_claims SET claimed_at = '2000-01-01T00:00:00+00:00'")
+    assert not ledger.claim(step.claim)
+
+
+def test_a_trial_that_never_beat_and_its_unlinked_run_are_failed(tmp_path, fast_stale):
+    """A worker killed right after ``ask`` (no heartbeat yet) and after creating its MLflow run, before linking
+    it to the trial: both are still closed once stale."""
+    path = make_study(tmp_path, "silent", budget=2)
+    assert run_search(path, SearchOptions(progress=False, budget=1), echo=lambda _: None) == 0
+    session = StudySession(path)
+    tracker = session.tracker()
+    with quiet_optuna():
+        trial = session.study.ask()  # RUNNING, no heartbeat
+    config = session.file.trial_config()
+    parent = session.study.user_attrs["mlflow_parent_run_id"]
+    run_id = tracker.start_trial(parent, trial.number, "balance", "2026-W47", config, "sha256:x")
+    assert session.reconcile_stale(tracker) == 0  # first sighting: its grace period starts now
+    assert session.study.trials[trial.number].state.name == "RUNNING"
+    time.sleep(GRACE + 0.5)
+    assert session.reconcile_stale(tracker) == 1
+    assert session.study.trials[trial.number].state.name == "FAIL"
+    run = tracker.client.get_run(run_id)
+    assert run.info.status == "FAILED" and run.data.tags["losstune.failure_reason"] == STALE_REASON
+
+
+def test_heartbeat_settings_are_checked(monkeypatch):
+    from objectives.errors import LosstuneError
+    from search.storage import grace_seconds, heartbeat_seconds
+
+    monkeypatch.setenv("LOSSTUNE_HEARTBEAT_SECONDS", "2")
+    monkeypatch.setenv("LOSSTUNE_GRACE_SECONDS", "5")
+    assert (heartbeat_seconds(), grace_seconds()) == (2, 5)
+    monkeypatch.setenv("LOSSTUNE_GRACE_SECONDS", "2")
+    with pytest.raises(LosstuneError, match="must be longer than the heartbeat"):
+        grace_seconds()
+    monkeypatch.setenv("LOSSTUNE_HEARTBEAT_SECONDS", "soon")
+    with pytest.raises(LosstuneError, match="not a number"):
+        heartbeat_seconds()
