@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("evaluate", help="cross-validate one loss configuration and pick its threshold")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="an exported configuration (losstune export): its settings and data; options given override")
     _add_data_args(p)
     _add_trial_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
@@ -82,6 +84,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=_non_negative_int, help="this week's budget, instead of budget.trials_per_week")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=_cmd_status)
+
+    p = sub.add_parser("export", help="write a trial's configuration (best by default) as one self-contained file")
+    p.add_argument("study", type=Path, help="study file (YAML)")
+    p.add_argument("-o", "--output", type=Path, help="output file (default best.yaml, or best.json)")
+    p.add_argument("--by", choices=["oof", "honest"], default="oof",
+                   help="best by OOF score (the study's objective, default) or by honest cross-fitted score")
+    p.add_argument("--trial", type=_non_negative_int, metavar="N", help="export trial N instead of the best")
+    p.add_argument("--format", choices=["yaml", "json"], default="yaml")
+    p.set_defaults(run=_cmd_export)
+
+    p = sub.add_parser("train", help="fit an exported configuration on all rows; save an MLflow (pyfunc) model")
+    p.add_argument("config", type=Path, help="exported configuration (losstune export)")
+    p.add_argument("--data", type=Path, help="CSV to train on (default: the config's data), e.g. the full set")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="MODEL_DIR", help="new model directory")
+    p.add_argument("--register", metavar="NAME", help="also register the model in the MLflow registry as NAME")
+    p.add_argument("--no-track", action="store_true", help="do not log the model to the study's MLflow experiment")
+    p.set_defaults(run=_cmd_train)
+
+    p = sub.add_parser("predict", help="apply a model directory to a CSV and write labels")
+    p.add_argument("model_dir", type=Path, help="model directory (losstune train)")
+    p.add_argument("test", type=Path, help="CSV with the feature columns")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output CSV")
+    p.add_argument("--id-col", metavar="COL", help="column to copy to the output (default: the ID-like column)")
+    p.add_argument("--proba", action="store_true", help="also write the probability of the positive class")
+    p.add_argument("--labels", choices=["01", "original"], default="01", help="0/1 (default) or the original labels")
+    p.set_defaults(run=_cmd_predict)
     return parser
 
 
@@ -126,13 +154,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from objectives.evaluate import evaluate
     from search.validation import validated
 
-    if args.data is None or args.target is None:
-        raise LosstuneError("evaluate needs --data FILE.csv and --target COLUMN")
-    spec = validated(DataSpec, "data", dict(
-        path=args.data, target=args.target, positive=args.positive, sep=args.sep, encoding=args.encoding,
-        drop=tuple(args.drop), na_values=tuple(args.na_value),
-    ))  # fmt: skip
-    config = validated(TrialConfig, "options", _trial_overrides(args))
+    exported = None
+    if args.config is not None:
+        from search.exported import load_exported
+
+        exported = load_exported(args.config)
+        spec, config = _config_with_overrides(exported, args)
+    else:
+        if args.data is None or args.target is None:
+            raise LosstuneError("evaluate needs --data FILE.csv and --target COLUMN (or --config FILE)")
+        spec = validated(DataSpec, "data", dict(
+            path=args.data, target=args.target, positive=args.positive, sep=args.sep, encoding=args.encoding,
+            drop=tuple(args.drop), na_values=tuple(args.na_value),
+        ))  # fmt: skip
+        config = validated(TrialConfig, "options", _trial_overrides(args))
     if args.oof_out and not args.oof_out.parent.is_dir():  # checked before training, not after it
         raise LosstuneError(f"--oof-out directory does not exist: {args.oof_out.parent}")
     dataset = load_dataset(spec)
@@ -143,7 +178,29 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict()))
     else:
         print(format_summary(result, config, dataset.positive_label))
+        if exported is not None:
+            p = exported.provenance
+            honest = "n/a" if p.honest_score is None else f"{p.honest_score:.4f}"
+            data = "same data" if p.data_fingerprint == dataset.fingerprint else "OTHER data"
+            print(f"exported trial {p.trial} of {p.study!r}: OOF {p.cv_score:.4f}  honest {honest}  "
+                  f"threshold {exported.threshold:.4f}  ({data})")  # fmt: skip
     return 0
+
+
+def _config_with_overrides(exported, args: argparse.Namespace):
+    """The exported data spec and trial config, with the options given on the command line replacing theirs."""
+    from objectives.config import TrialConfig
+    from objectives.data import DataSpec
+    from search.validation import validated
+
+    data = exported.data.model_dump()
+    given = {"path": args.data, "target": args.target, "positive": args.positive, "sep": args.sep,
+             "encoding": args.encoding, "drop": tuple(args.drop) or None, "na_values": tuple(args.na_value) or None}
+    data.update({k: v for k, v in given.items() if v is not None})
+    trial = exported.trial_config.model_dump()
+    for section, values in _trial_overrides(args).items():
+        trial[section] = {**trial[section], **values}
+    return validated(DataSpec, "data", data), validated(TrialConfig, "options", trial)
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -161,6 +218,32 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     status = study_status(args.study, args.budget)
     print(json.dumps(status, default=str) if args.json else format_status(status))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from search.export import export_trial, format_export
+
+    out = args.output or Path(f"best.{args.format}")
+    exported, run_id = export_trial(args.study, out, by=args.by, number=args.trial, fmt=args.format)
+    print(format_export(exported, out, run_id))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from search.train import format_train, train_model
+
+    outcome = train_model(args.config, args.output, data=args.data, register=args.register, track=not args.no_track)
+    print(format_train(outcome))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from search.predict import format_predict, predict_file
+
+    outcome = predict_file(args.model_dir, args.test, args.output, id_col=args.id_col, proba=args.proba,
+                           labels=args.labels)  # fmt: skip
+    print(format_predict(outcome))
     return 0
 
 

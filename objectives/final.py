@@ -1,0 +1,167 @@
+"""The final model: the preprocessing and one MLP fitted on every row with a trial's settings, and inference.
+
+Cross-validation measures a configuration; this fits it once for use. The preprocessing is fitted on all rows
+(there is no held-out fold left to leak into), and the MLP is trained by the same engine as the CV folds, as a
+single fold (``K=1``) whose training rows are all rows and which has no validation rows. Its seed is the one
+fold 0 gets in CV (``fold_seeds(cv.seed, ...)[0]``), so the final model is reproducible from the config.
+The number of epochs is the trial's: with all rows an epoch has a few more steps than a CV fold's.
+
+:func:`check_features` turns a raw table (a test CSV, a serving request) into the columns the model was fitted
+on, or says in one line what is missing; unseen categories are counted, not refused (the one-hot encoder
+ignores them: an all-zero block).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.compose import ColumnTransformer
+
+from objectives.config import ModelConfig, TrialConfig
+from objectives.data import Dataset
+from objectives.engine import train_folds
+from objectives.errors import DataError
+from objectives.evaluate import fold_seeds
+from objectives.model import MLP
+from objectives.preprocess import make_preprocessor
+
+
+@dataclass
+class FinalModel:
+    """A fitted preprocessing and the MLP's weights, with the columns and labels they were fitted on."""
+
+    preprocessor: ColumnTransformer
+    state_dict: dict[str, torch.Tensor]
+    model_config: ModelConfig
+    n_inputs: int  # width of the preprocessed features
+    numeric_columns: list[str]
+    categorical_columns: list[str]
+    positive_label: str
+    negative_label: str
+    train_loss: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per epoch
+    _net: MLP | None = field(default=None, repr=False)
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return [*self.numeric_columns, *self.categorical_columns]
+
+    @property
+    def categories(self) -> dict[str, list[str]]:
+        """The categories seen in training, per categorical column (what the one-hot encoder knows)."""
+        if not self.categorical_columns:
+            return {}
+        onehot = self.preprocessor.named_transformers_["categorical"].named_steps["onehot"]
+        return {col: [str(c) for c in cats] for col, cats in zip(self.categorical_columns, onehot.categories_)}
+
+    def network(self) -> MLP:
+        if self._net is None:
+            self._net = build_network(self.n_inputs, self.model_config, self.state_dict)
+        return self._net
+
+    def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
+        """Probability of the positive class per row; ``features`` as returned by :func:`check_features`."""
+        x = np.asarray(self.preprocessor.transform(features), dtype=np.float32)
+        if x.shape[1] != self.n_inputs:
+            raise DataError(f"the preprocessing gives {x.shape[1]} inputs but the network expects {self.n_inputs}")
+        with torch.no_grad():
+            logits = self.network()(torch.from_numpy(x)).double().numpy()
+        return 0.5 * (1.0 + np.tanh(0.5 * logits))  # exact sigmoid without overflow, as in evaluate
+
+
+def build_network(n_inputs: int, cfg: ModelConfig, state_dict: dict[str, torch.Tensor]) -> MLP:
+    """An :class:`MLP` in eval mode holding ``state_dict``; a shape mismatch is a :class:`DataError`."""
+    net = MLP(n_inputs, cfg)
+    try:
+        net.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise DataError(f"the weights do not fit the configured network {cfg.hidden}: {first[0] if first else exc}")
+    return net.eval()
+
+
+def fit_final_model(dataset: Dataset, config: TrialConfig) -> FinalModel:
+    """Fit the preprocessing on all rows, then train one MLP on all rows with ``config``'s settings."""
+    pre = make_preprocessor(dataset.numeric_columns, dataset.categorical_columns).fit(dataset.features)
+    x = np.asarray(pre.transform(dataset.features), dtype=np.float32)
+    all_rows = np.arange(dataset.n_rows, dtype=np.int64)
+    trained = train_folds(
+        x[np.newaxis], dataset.y, [all_rows], None, config.loss, config.model, config.train,
+        fold_seeds(config.cv.seed, 1),
+    )  # fmt: skip
+    return FinalModel(
+        preprocessor=pre,
+        state_dict=trained.model.state_dict_of_fold(0),
+        model_config=config.model,
+        n_inputs=x.shape[1],
+        numeric_columns=list(dataset.numeric_columns),
+        categorical_columns=list(dataset.categorical_columns),
+        positive_label=dataset.positive_label,
+        negative_label=dataset.negative_label,
+        train_loss=trained.train_loss[0],
+    )
+
+
+@dataclass
+class CheckedFeatures:
+    """The model's columns taken from a raw table, and what was unusual about them."""
+
+    features: pd.DataFrame
+    unseen: dict[str, int]  # categorical column -> rows with a category not seen in training
+    unseen_examples: dict[str, list[str]]
+    empty: list[str]  # model columns with no value at all in this table (imputed)
+
+
+def check_features(
+    frame: pd.DataFrame, numeric: list[str], categorical: list[str], categories: dict[str, list[str]],
+    source: str = "the input",
+) -> CheckedFeatures:  # fmt: skip
+    """Select and type the model's columns from ``frame``.
+
+    Raises :class:`DataError` naming every missing column, or a numeric column holding text. Other columns
+    (an id, the target) are ignored.
+    """
+    missing = [c for c in [*numeric, *categorical] if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{source} lacks {len(missing)} column(s) the model needs: {', '.join(map(repr, missing))} "
+            f"(it was trained on {', '.join(map(repr, [*numeric, *categorical]))})"
+        )
+    out = pd.DataFrame(index=frame.index)
+    for col in numeric:
+        values = frame[col]
+        parsed = pd.to_numeric(values, errors="coerce")
+        bad = parsed.isna() & values.notna()
+        if bad.any():
+            shown = ", ".join(repr(v) for v in values[bad].astype(str).unique()[:3])
+            raise DataError(
+                f"column {col!r} of {source} must be numeric but has {int(bad.sum())} non-numeric value(s) ({shown}); "
+                "declare text meaning 'missing' with na_values in the config"
+            )
+        parsed = parsed.astype(np.float64)
+        if np.isinf(parsed.to_numpy()).any():
+            raise DataError(f"column {col!r} of {source} has infinite value(s): replace them with finite numbers")
+        out[col] = parsed
+    unseen, examples = {}, {}
+    for col in categorical:
+        values = frame[col].map(_category_text).astype("object")
+        out[col] = values
+        known = set(categories.get(col, []))
+        new = values.notna() & ~values.isin(known)
+        if new.any():
+            unseen[col] = int(new.sum())
+            examples[col] = [str(v) for v in values[new].unique()[:3]]
+    # a whole column blank in a table (not one request row with a missing value) is worth a warning
+    empty = [c for c in [*numeric, *categorical] if len(out) > 1 and out[c].isna().all()]
+    return CheckedFeatures(out, unseen, examples, empty)
+
+
+def _category_text(value: object) -> object:
+    """A category as the training data had it: text (3.0 read as a number becomes "3"); missing stays NaN."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return np.nan
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

@@ -1,0 +1,38 @@
+"""The MLflow pyfunc model of a losstune model directory (see :mod:`search.model_package`).
+
+``mlflow.pyfunc.load_model(MODEL_DIR)`` builds it from ``losstune_pyfunc.py`` (a model from code, no pickle)
+and calls :meth:`LosstunePyfunc.load_context`, which loads the directory through the same checked loader as
+``losstune predict`` (:func:`search.model_package.load_model_dir`). ``predict`` takes a DataFrame of raw
+feature columns (other columns, such as an id, are ignored) and returns a DataFrame with ``proba`` (positive
+class) and ``label`` (0/1 at the saved threshold); a missing or non-numeric column is an ``MlflowException``
+(INVALID_PARAMETER_VALUE: HTTP 400 when served) that names it.
+"""
+# no `from __future__ import annotations`: MLflow reads predict's type hint (pd.DataFrame: no input conversion,
+# and no warning asking for one)
+from pathlib import Path
+
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.pyfunc import PythonModel
+
+from objectives.errors import LosstuneError
+from search.model_package import MANIFEST, PackagedModel, load_model_dir
+
+
+class LosstunePyfunc(PythonModel):
+    def __init__(self) -> None:
+        self.model: "PackagedModel | None" = None
+
+    def load_context(self, context) -> None:
+        # MLflow hands over the artifacts' paths in the (local or downloaded) model directory:
+        # MODEL_DIR/artifacts/losstune_model.json; the directory is loaded through the checked loader
+        self.model = load_model_dir(Path(context.artifacts[MANIFEST]).parent.parent)
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        if self.model is None:
+            self.load_context(context)
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        try:
+            return self.model.predict(frame.reset_index(drop=True), source="the model input")
+        except LosstuneError as exc:  # bad input: MLflow's scoring server answers 400 with this message
+            raise MlflowException.invalid_parameter_value(str(exc)) from None
