@@ -47,6 +47,7 @@ def _add_trial_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--seed", type=int)
     g.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    g.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: faster matmuls where supported")
     g.add_argument("--metric", choices=["f1", "macro_f1", "fbeta"])
     g.add_argument("--beta", type=float, help="beta of the fbeta metric")
 
@@ -133,7 +134,7 @@ def _trial_overrides(args: argparse.Namespace) -> dict:
         "loss": {"alpha": "alpha", "gamma": "gamma", "bce_weight": "bce_weight", "focal_weight": "focal_weight"},
         "model": {"hidden": "hidden", "dropout": "dropout"},
         "train": {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
-                  "device": "device"},
+                  "device": "device", "precision": "precision"},
         "cv": {"folds": "folds", "seed": "seed"},
         "metric": {"metric": "name", "beta": "beta"},
     }
