@@ -121,7 +121,7 @@ def export_trial(
         provenance=Provenance(
             study=file.name, trial=trial.number, phase=attrs.get("phase"),
             selected_by="trial" if number is not None else by, mlflow_run_id=run_id,
-            tracking_uri=tracker.tracking_uri, experiment=file.experiment, metric=config.metric.label,
+            tracking_uri=tracker.display_uri, experiment=file.experiment, metric=config.metric.label,
             cv_score=float(trial.value), honest_score=attrs.get("honest_score"),
             honest_score_std=attrs.get("honest_score_std"), data_fingerprint=attrs.get("data_fingerprint"),
             week=attrs.get("week"), exported_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -132,7 +132,7 @@ def export_trial(
     if not log_to_mlflow:
         return exported, None
     if run is None:
-        log.warning("trial %d has no MLflow run in %s: %s not logged there", trial.number, tracker.tracking_uri, out)
+        log.warning("trial %d has no MLflow run in %s: %s not logged there", trial.number, tracker.display_uri, out)
         return exported, None
     tracker.client.log_artifact(run_id, str(out), artifact_path=EXPORT_ARTIFACT_DIR)
     tracker.client.set_tag(run_id, TAG_EXPORTED, "true")
