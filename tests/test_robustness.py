@@ -60,9 +60,10 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def start_search(path: Path, *args: str, **env: str) -> subprocess.Popen:
+def start_search(path: Path, *args: str, flags: tuple[str, ...] = (), **env: str) -> subprocess.Popen:
+    """``losstune [flags] search PATH --no-progress [args]`` in the background, output captured."""
     return subprocess.Popen(
-        [*losstune_command(), "search", str(path), "--no-progress", *args],
+        [*losstune_command(), *flags, "search", str(path), "--no-progress", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(**env), cwd=path.parent,
     )  # fmt: skip
 
