@@ -114,8 +114,15 @@ class BudgetLedger:
             return int(conn.execute(q).scalar_one())
 
     def reserve(self, week: str, budget: int) -> int | None:
-        """The slot number reserved for this worker, or None when the week's budget is spent."""
-        for slot in range(self.spent(week), budget):
+        """The slot number reserved for this worker, or None when the week's budget is spent.
+
+        Slots are numbered ``0 .. budget-1``, so at most ``budget`` can exist; the lowest free one is taken, which
+        also reuses a number given back by :meth:`release` while another worker held a higher one."""
+        with self.engine.connect() as conn:
+            taken = set(conn.execute(sa.select(slots_table.c.slot).where(
+                slots_table.c.study == self.study, slots_table.c.week == week
+            )).scalars())  # fmt: skip
+        for slot in (n for n in range(budget) if n not in taken):
             row = dict(study=self.study, week=week, slot=slot, worker=worker_id(), reserved_at=now().isoformat())
             try:
                 with self.engine.begin() as conn:

@@ -302,3 +302,14 @@ def test_heartbeat_settings_are_checked(monkeypatch):
     monkeypatch.setenv("LOSSTUNE_HEARTBEAT_SECONDS", "soon")
     with pytest.raises(LosstuneError, match="not a number"):
         heartbeat_seconds()
+
+
+def test_a_slot_given_back_below_another_is_reused(tmp_path, fast_stale):
+    """Worker A reserves slot 0, worker B slot 1, A's claim fails and it gives slot 0 back: the budget of 3 still
+    allows three trials (slots 0, 1, 2), not two."""
+    session = load(make_study(tmp_path, "gap", budget=3))
+    ledger = session.ledger
+    assert [ledger.reserve("2026-W47", 3), ledger.reserve("2026-W47", 3)] == [0, 1]
+    ledger.release("2026-W47", 0)
+    assert [ledger.reserve("2026-W47", 3), ledger.reserve("2026-W47", 3), ledger.reserve("2026-W47", 3)] == [0, 2, None]
+    assert ledger.spent("2026-W47") == 3
