@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -54,11 +55,6 @@ def _padded(rows: list[np.ndarray], device: torch.device) -> tuple[Tensor, Tenso
     return torch.from_numpy(index).to(device), torch.from_numpy(mask).to(device)
 
 
-def _gather(x: Tensor, index: Tensor) -> Tensor:
-    """``x[k, index[k]]`` for every fold k: ``[K, N, D]`` and ``[K, M]`` give ``[K, M, D]``."""
-    return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-
-
 def _masked_fold_means(terms: Tensor, mask: Tensor) -> Tensor:
     return (terms * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
@@ -95,34 +91,44 @@ def train_folds(
     sizes = [len(r) for r in train_rows]
     batch = min(train_cfg.batch_size, max(sizes))
     steps = math.ceil(max(sizes) / batch)
-    # folds with no rows left in a step (known in advance from the sizes) must not be updated in it
-    partial_steps = {
-        step: torch.tensor([float(step * batch < n) for n in sizes], device=device)
-        for step in range(steps) if any(step * batch >= n for n in sizes)
-    }  # fmt: skip
+    # rows of each fold in each step, the same every epoch: [steps, K]
+    counts = torch.tensor(
+        [[min(max(n - step * batch, 0), batch) for n in sizes] for step in range(steps)], dtype=torch.float32
+    ).to(device)
+    # a fold with no rows left in a step (the last one of an epoch, folds differing by a row) is not updated in it
+    partial_steps = {step: [step * batch < n for n in sizes] for step in range(steps) if any(step * batch >= n for n in sizes)}
+    # rows are picked from the flattened [K*N, D] table with index_select (far cheaper than 2-d fancy indexing)
+    x_flat = x_t.reshape(n_folds * x_t.shape[1], x_t.shape[2])
+    fold_offset = torch.arange(n_folds, device=device).unsqueeze(1) * x_t.shape[1]
+
+    def pick(rows: Tensor) -> Tensor:
+        return x_flat.index_select(0, (rows + fold_offset).reshape(-1)).view(*rows.shape, x_t.shape[2])
+
     has_val = bool(val_rows) and all(len(r) for r in val_rows)
     if has_val:
         val_index, val_mask = _padded(val_rows, device)
-        x_val, y_val = _gather(x_t, val_index), y_t[val_index]
+        x_val, y_val = pick(val_index), y_t[val_index]
     train_curve = torch.zeros(n_folds, train_cfg.epochs, device=device)
     val_curve = torch.full((n_folds, train_cfg.epochs), float("nan"), device=device)
+    autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=low_precision)
 
     for epoch in range(train_cfg.epochs):
         order = [torch.from_numpy(r)[torch.randperm(len(r), generator=g)] for r, g in zip(train_rows, gens)]
         index, mask = _padded(order, device)
         pad = steps * batch - index.shape[1]
         index, mask = torch.nn.functional.pad(index, (0, pad)), torch.nn.functional.pad(mask, (0, pad))
-        x_epoch, y_epoch = _gather(x_t, index), y_t[index]  # one gather per epoch; steps slice views
         running = torch.zeros(n_folds, device=device)
         for step in range(steps):
             s = slice(step * batch, (step + 1) * batch)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=low_precision):
-                logits = model.forward(x_epoch[:, s], dropout_generator=dropout_gen).float()
-            fold_losses = _masked_fold_means(combined_terms(logits, y_epoch[:, s], loss_cfg), mask[:, s])
+            rows = index[:, s]
+            with autocast():
+                logits = model.forward(pick(rows), dropout_generator=dropout_gen).float()
+            terms = combined_terms(logits, y_t.take(rows), loss_cfg) * mask[:, s]
+            fold_losses = terms.sum(1) / counts[step].clamp_min(1.0)
             optimizer.zero_grad()
             fold_losses.sum().backward()  # sum over folds: each fold's gradient is its own loss's
             optimizer.step(partial_steps.get(step))
-            running += fold_losses.detach() * mask[:, s].sum(1)
+            running += terms.detach().sum(1)
         train_curve[:, epoch] = running / torch.tensor(sizes, device=device, dtype=torch.float32)
         if not torch.isfinite(train_curve[:, epoch]).all():
             bad = [k for k in range(n_folds) if not math.isfinite(float(train_curve[k, epoch]))]
@@ -131,13 +137,13 @@ def train_folds(
                 f"lower the learning rate (lr={train_cfg.lr:g})"
             )
         if has_val:
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=low_precision):
+            with torch.no_grad(), autocast():
                 val_logits_t = model.forward(x_val).float()
                 val_curve[:, epoch] = _masked_fold_means(combined_terms(val_logits_t, y_val, loss_cfg), val_mask)
 
     val_logits: list[np.ndarray] = []
     if has_val:
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=low_precision):
+        with torch.no_grad(), autocast():
             final = model.forward(x_val).double().cpu().numpy()
         val_logits = [final[k, : len(r)] for k, r in enumerate(val_rows)]
     return FoldTraining(model, val_logits, train_curve.cpu().numpy(), val_curve.cpu().numpy())
