@@ -126,7 +126,7 @@ def fast_stale(monkeypatch):
 
 @pytest.mark.slow
 def test_kill_9_mid_trial_then_rerun_retries_that_configuration(tmp_path, fast_stale):
-    path = make_study(tmp_path, "crash", budget=3, rows=2000, epochs=60)
+    path = make_study(tmp_path, "crash", budget=3, rows=1000, epochs=30)
     proc = start_search(path)
     wait_for(lambda: running_trial_with_run(path, 1), proc)  # trial 0 complete, trial 1 in the middle
     proc.send_signal(signal.SIGKILL)
@@ -173,7 +173,7 @@ def test_kill_9_mid_trial_then_rerun_retries_that_configuration(tmp_path, fast_s
 
 @pytest.mark.slow
 def test_ctrl_c_marks_the_current_trial_and_exits_130(tmp_path, fast_stale):
-    path = make_study(tmp_path, "ctrlc", budget=3, rows=2000, epochs=60)
+    path = make_study(tmp_path, "ctrlc", budget=3, rows=1000, epochs=30)
     proc = start_search(path)
     wait_for(lambda: running_trial_with_run(path, 0), proc)
     proc.send_signal(signal.SIGINT)
