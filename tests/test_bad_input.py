@@ -257,3 +257,18 @@ def test_japanese_columns_work_through_search_and_evaluate(tmp_path, capsys, wee
     code, out, err = run_cli(["evaluate", "--data", str(tmp_path / "顧客.csv"), "--target", "解約", "--folds", "3",
                               "--epochs", "2", "--json"], capsys)  # fmt: skip
     assert code == 0, err
+
+
+def test_changed_data_is_refused_without_writing(study_dir, capsys, week):
+    """The one refusal that has to open the existing study (to read its fingerprint) leaves it intact too."""
+    changed = pd.read_csv(study_dir / "data.csv")
+    changed.loc[0, "num1"] += 1.0
+    changed.to_csv(study_dir / "changed.csv", index=False)
+    study = study_dir / "changed.yaml"
+    study.write_text(study_text("changed.csv"))
+    before = tree_hashes(study_dir)
+    code, out, err = run_cli(["search", str(study), "--no-progress"], capsys)
+    assert_one_error_line(code, err, "search", "changed since this study started")
+    code, out, err = run_cli(["status", str(study)], capsys)
+    assert code == 0, err
+    assert tree_hashes(study_dir) == before
