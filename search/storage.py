@@ -23,7 +23,7 @@ from typing import Iterator
 import sqlalchemy as sa
 from sqlalchemy import orm
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from objectives.errors import LosstuneError
 
