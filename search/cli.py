@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -287,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     # MLflow announces its database migrations at INFO on its own handler; keep the CLI's output to ours.
+    # (MLflow sets its logger's level when it is imported, which happens later, from this variable)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if args.verbose else "WARNING")
     logging.getLogger("mlflow").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return args.run(args)

@@ -497,6 +497,9 @@ def _optuna_plots(study: "optuna.Study", directory: Path) -> list[Path]:
     written = []
     with warnings.catch_warnings(), matplotlib.rc_context():
         warnings.simplefilter("ignore", ExperimentalWarning)
+        # PED-ANOVA's caveat for early, small studies; the plot is still drawn and the table says how many trials
+        warnings.filterwarnings("ignore", message="Some regimes for parameter")
+        warnings.filterwarnings("ignore", message="Target and region quantiles select the same set")
         for filename, plot in wanted:
             ax = plot(study)
             fig = ax.figure
