@@ -32,7 +32,7 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 from mlflow import MlflowClient
@@ -433,7 +433,7 @@ def _artifact_uri(location: str | None, tracking_uri: str, experiment: str) -> s
 def _local_path(uri: str) -> Path | None:
     parsed = urlparse(uri)
     if parsed.scheme == "file":
-        return Path(parsed.path)
+        return Path(unquote(parsed.path))  # file URIs percent-encode non-ASCII names (a directory named 日本)
     return None
 
 

@@ -239,7 +239,9 @@ JAPANESE = pd.DataFrame(
 
 
 @pytest.mark.parametrize("encoding", ["utf-8", "cp932"])
-def test_japanese_columns_work_through_search_and_evaluate(tmp_path, capsys, week, encoding):
+def test_japanese_columns_work_through_search_and_evaluate(tmp_path_factory, capsys, week, encoding):
+    tmp_path = tmp_path_factory.mktemp("jp") / "調査"  # a Japanese directory name too
+    tmp_path.mkdir()
     (tmp_path / "顧客.csv").write_bytes(csv_bytes(JAPANESE, encoding))
     study = tmp_path / "study.yaml"
     study.write_text(study_text("顧客.csv", name="jp", target="解約", data_extra=', positive: "はい"'), encoding="utf-8")
@@ -253,6 +255,7 @@ def test_japanese_columns_work_through_search_and_evaluate(tmp_path, capsys, wee
     assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
     misclassified = client.download_artifacts(trials[0].info.run_id, "misclassified.csv", str(tmp_path / "dl"))
     assert "地域" in Path(misclassified).read_text(encoding="utf-8")
+    assert not [p for p in tmp_path.parent.rglob("*") if "%" in p.name]  # no percent-encoded twin directory
 
     code, out, err = run_cli(["evaluate", "--data", str(tmp_path / "顧客.csv"), "--target", "解約", "--folds", "3",
                               "--epochs", "2", "--json"], capsys)  # fmt: skip
