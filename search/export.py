@@ -92,11 +92,12 @@ def export_trial(
     Returns the configuration and the id of the run it was logged on (None when it was not logged)."""
     import optuna
 
-    from search.storage import open_optuna_storage, quiet_optuna
+    from search.storage import open_optuna_storage, quiet_optuna, require_existing_study_file
     from search.tracking import StudyTracker
 
     file = load_study_file(study_path)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    require_existing_study_file(file.storage_url, file.name)
     storage = open_optuna_storage(file.storage_url)
     try:
         with quiet_optuna():

@@ -224,7 +224,9 @@ def _confusion_matrix(directory: Path, result: EvaluationResult, negative: str, 
                 j, i, f"{counts[i, j]:,}\n({shares[i, j]:.1%})", ha="center", va="center",
                 color="white" if shares[i, j] > 0.6 else "black", fontsize=11,
             )  # fmt: skip
-    ticks = [f"{negative} (neg)", f"{positive} (pos)"]
+    # matplotlib's bundled font has no Japanese glyphs: such labels would be boxes (and a warning per glyph);
+    # the JSON and the classification report keep the real labels
+    ticks = [f"{negative} (neg)" if negative.isascii() else "negative", f"{positive} (pos)" if positive.isascii() else "positive"]
     ax.set_xticks([0, 1], ticks)
     ax.set_yticks([0, 1], ticks)
     ax.set_xlabel("predicted")

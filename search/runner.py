@@ -40,7 +40,7 @@ from search.plan import Step, Wait, distribution_bounds, next_step
 from search.results import results_table, trial_records
 from search.storage import (
     adopt_silent_trials, check_directory_target, check_sqlite_target, heartbeat, init_lock, open_engine,
-    open_optuna_storage, quiet_optuna, redact,
+    open_optuna_storage, quiet_optuna, redact, require_existing_study_file,
 )  # fmt: skip
 from search.study_file import LOSS_PARAMS, StudyFile, load_study_file
 from search.tracking import TAG_TRIAL, StudyTracker
@@ -73,7 +73,9 @@ class StudySession:
     therefore fails before anything is written; only then are the study and the ledger created or opened, under
     :func:`~search.storage.init_lock` so that workers started at once do not create them twice."""
 
-    def __init__(self, study_path: Path, *, allow_data_change: bool = False, with_data: bool = True) -> None:
+    def __init__(
+        self, study_path: Path, *, allow_data_change: bool = False, with_data: bool = True, create: bool = True
+    ) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.path = Path(study_path)
         self.file: StudyFile = load_study_file(self.path)
@@ -84,12 +86,14 @@ class StudySession:
         self.url = self.file.storage_url  # may hold a password: never shown, see storage_display
         self.storage_display = redact(self.url)
         check_sqlite_target(self.url, "storage")
+        if not create:
+            require_existing_study_file(self.url, self.file.name)
         if with_data:  # a search: it will write to MLflow too
             check_sqlite_target(self.file.tracking_uri, "the MLflow tracking store")
             check_directory_target(Path(unquote(urlparse(self.file.artifact_location).path)), "the MLflow artifact directory")
         with init_lock(self.url):
             self.storage = open_optuna_storage(self.url)
-            self.study = _load_or_create_study(self.file.name, self.storage)
+            self.study = _load_or_create_study(self.file.name, self.storage, create)
             self.ledger = BudgetLedger(open_engine(self.url), self.file.name)
             if self.dataset is not None:
                 self._check_fingerprint(allow_data_change)
@@ -138,11 +142,13 @@ class StudySession:
         return close_orphan_runs(self.study, tracker)
 
 
-def _load_or_create_study(name: str, storage) -> optuna.Study:
+def _load_or_create_study(name: str, storage, create: bool = True) -> optuna.Study:
     """Load the study; create it only when it does not exist yet (loading first writes nothing)."""
     try:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
+        if not create:
+            raise LosstuneError(f"study {name!r} is not in its storage yet: run `losstune search` first") from None
         return optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
 
 
@@ -383,10 +389,22 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+def _share_cores(workers: int) -> None:
+    """Give each of ``workers`` processes its share of this machine's cores for torch's intra-op threads: left
+    alone, every worker starts one thread per core, and spinning threads on oversubscribed cores slow all workers
+    several times over. An explicit ``OMP_NUM_THREADS`` is respected."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
 def _worker_process(study_path: str, options: SearchOptions, week: str, parent_run_id: str) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the parent forwards it once, as SIGTERM, so that a
     # second signal cannot interrupt a worker while it marks its trial
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _share_cores(options.workers)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("mlflow").setLevel(logging.WARNING)

@@ -11,7 +11,7 @@ from search.runner import StudySession
 
 
 def study_status(study_path: Path, budget_override: int | None = None) -> dict:
-    session = StudySession(study_path, with_data=False)
+    session = StudySession(study_path, with_data=False, create=False)
     week = iso_week()
     budget = session.budget_for_week(budget_override)
     spent = session.ledger.spent(week)

@@ -118,6 +118,14 @@ def check_sqlite_target(url: str, what: str = "storage") -> None:
         raise LosstuneError(f"cannot open {what} {shown}: directory {parent} is not writable")
 
 
+def require_existing_study_file(url: str, study: str) -> None:
+    """For commands that only read a study (status, export): a SQLite file that does not exist yet means there is
+    no study, and opening it would create an empty database."""
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
+        raise LosstuneError(f"study {study!r} has no storage yet ({path} does not exist): run `losstune search` first")
+
+
 def check_directory_target(path: Path, what: str) -> None:
     """Refuse, before anything is written, a directory that does not exist and cannot be created, or that
     cannot be written."""

@@ -138,3 +138,24 @@ def test_refuses_a_result_of_another_dataset(tmp_path: Path, trial) -> None:
     _, other = make_trial(n=50)
     with pytest.raises(ValueError, match="do not belong together"):
         write_trial_reports(tmp_path, result, other, TrialConfig())
+
+
+def test_japanese_labels_draw_without_missing_glyph_warnings(tmp_path):
+    import warnings
+
+    from objectives.config import TrainConfig, TrialConfig
+    from objectives.data import DataSpec, load_dataset
+    from objectives.evaluate import evaluate
+    from tests.conftest import synthetic_frame
+
+    frame = synthetic_frame(n=150).rename(columns={"num1": "年齢"})
+    frame["label"] = frame["label"].map({"yes": "はい", "no": "いいえ"})
+    frame.to_csv(tmp_path / "jp.csv", index=False)
+    dataset = load_dataset(DataSpec(path=tmp_path / "jp.csv", target="label"))
+    config = TrialConfig(train=TrainConfig(epochs=1))
+    result = evaluate(dataset, config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Glyph ... missing from font" would be a UserWarning
+        write_trial_reports(tmp_path / "out", result, dataset, config)
+    report = (tmp_path / "out" / "classification_report.txt").read_text()
+    assert "はい" in report and "いいえ" in report

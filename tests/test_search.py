@@ -178,3 +178,15 @@ def test_changed_data_is_refused_unless_allowed(tmp_path, week1):
     study = load(path).study
     assert len(study.trials) == 2
     assert study.trials[1].user_attrs["data_fingerprint"] != study.trials[0].user_attrs["data_fingerprint"]
+
+
+def test_status_and_export_of_a_study_never_run_create_nothing(tmp_path, capsys):
+    from search.cli import main
+
+    path = make_study(tmp_path, name="never")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for command in (["status", str(path)], ["export", str(path), "-o", str(tmp_path / "best.yaml")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "run `losstune search` first" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
