@@ -206,7 +206,8 @@ def _config_with_overrides(exported, args: argparse.Namespace):
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from search.runner import SearchOptions, run_search
+    from search.runner import run_search
+    from search.worker import SearchOptions
 
     options = SearchOptions(
         budget=args.budget, workers=args.workers, timeout=args.timeout,
@@ -216,7 +217,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from search.status import study_status, format_status
+    from search.status import format_status, study_status
 
     status = study_status(args.study, args.budget)
     print(json.dumps(status, default=str) if args.json else format_status(status))

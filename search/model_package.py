@@ -42,7 +42,7 @@ import torch
 import yaml
 
 from objectives.errors import LosstuneError
-from objectives.final import CheckedFeatures, FinalModel, build_network, check_features
+from objectives.final import CheckedFeatures, FinalModel, check_features
 from search.exported import ExportedConfig, parse_exported
 
 log = logging.getLogger(__name__)

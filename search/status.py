@@ -7,7 +7,7 @@ from pathlib import Path
 from search.budget import iso_week
 from search.plan import next_step
 from search.results import format_table, results_table, trial_records
-from search.runner import StudySession
+from search.session import StudySession
 
 
 def study_status(study_path: Path, budget_override: int | None = None) -> dict:

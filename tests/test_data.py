@@ -8,7 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from objectives.data import Dataset, DataSpec, check_folds, fingerprint_bytes, load_dataset, read_table
+from objectives.data import (
+    Dataset,
+    DataSpec,
+    check_folds,
+    fingerprint_bytes,
+    load_dataset,
+    read_table,
+)
 from objectives.errors import DataError, LosstuneError
 
 

@@ -60,8 +60,8 @@ def flow(tmp_path_factory) -> dict:
     paths = {name: root / name for name in ("study.yaml", "best.yaml", "model", "submission.csv", "test.csv")}
 
     def cli(*argv: str) -> str:
-        from io import StringIO
         from contextlib import redirect_stdout
+        from io import StringIO
 
         buf = StringIO()
         with redirect_stdout(buf):

@@ -84,7 +84,7 @@ def test_three_workers_on_one_postgresql_study(tmp_path: Path, databases, monkey
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("LOSSTUNE_NOW", WEEK)
 
-    from search.runner import StudySession
+    from search.session import StudySession
 
     session = StudySession(study_path, with_data=False)
     trials = session.study.trials

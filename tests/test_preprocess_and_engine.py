@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from objectives.config import CVConfig, LossConfig, MetricConfig, ModelConfig, TrainConfig
+from objectives.config import (
+    CVConfig,
+    LossConfig,
+    MetricConfig,
+    ModelConfig,
+    TrainConfig,
+)
 from objectives.data import DataSpec, load_dataset
 from objectives.engine import train_folds
 from objectives.errors import LosstuneError, TrainingDiverged

@@ -21,8 +21,10 @@ from mlflow import MlflowClient
 
 from search.plan import config_key, next_step
 from search.results import trial_records
-from search.runner import STALE_REASON, SearchOptions, StudySession, run_search
+from search.runner import run_search
+from search.session import STALE_REASON, StudySession
 from search.storage import quiet_optuna
+from search.worker import SearchOptions
 from tests.conftest import synthetic_frame
 
 WEEK = "2026-11-18T10:00:00"  # ISO week 2026-W47

@@ -6,14 +6,15 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import optuna
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
 from search.plan import config_key
 from search.results import trial_records
-from search.runner import SearchOptions, StudySession, run_search
+from search.runner import run_search
+from search.session import StudySession
+from search.worker import SearchOptions
 from tests.conftest import synthetic_frame
 
 WEEK1 = "2026-11-18T10:00:00"  # ISO week 2026-W47

@@ -10,7 +10,12 @@ from sklearn.metrics import f1_score, fbeta_score
 
 from objectives.config import MetricConfig
 from objectives.metrics import score_from_counts
-from objectives.threshold import best_threshold, cross_fitted_scores, metric_curve, score_at
+from objectives.threshold import (
+    best_threshold,
+    cross_fitted_scores,
+    metric_curve,
+    score_at,
+)
 
 METRICS = {
     "f1": (MetricConfig(name="f1"), lambda y, pred: f1_score(y, pred, zero_division=0)),

@@ -256,13 +256,13 @@ def timed(cmd: list[str]) -> tuple[float, dict, float | None]:
     return wall, json.loads(proc.stdout.strip().splitlines()[-1]), others
 
 
-def losstune_cmd(ds: dict, epochs: int) -> list[str]:
+def losstune_cmd(ds: dict, epochs: int, precision: str = "fp32") -> list[str]:
     cmd = [losstune_exe(), "evaluate", "--data", ds["path"], "--target", ds["target"], "--positive", ds["positive"],
            "--sep", ds["sep"]]  # fmt: skip
     for col in ds["drop"]:
         cmd += ["--drop", col]
     return cmd + ["--folds", str(FOLDS), "--epochs", str(epochs), "--batch-size", str(BATCH), "--lr", f"{LR:g}",
-                  "--seed", str(SEED), "--json"]  # fmt: skip
+                  "--seed", str(SEED), "--precision", precision, "--json"]  # fmt: skip
 
 
 def reference_cmd(ds: dict, epochs: int) -> list[str]:
@@ -329,6 +329,8 @@ def main() -> int:
                         help="run only this dataset (repeatable; default: both)")  # fmt: skip
     parser.add_argument("--threads", type=int,
                         help="OMP_NUM_THREADS/MKL_NUM_THREADS for both timed processes (default: torch's own choice)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="losstune's --precision (the reference always trains in fp32)")
     parser.add_argument("--reference", metavar="SPEC", help=argparse.SUPPRESS)  # internal: the child process
     args = parser.parse_args()
 
@@ -354,7 +356,7 @@ def main() -> int:
             lt_runs, ref_runs = [], []
             for r in range(args.repeat):
                 print(f"[{ds['name']}] run {r + 1}/{args.repeat}: losstune evaluate ...", flush=True)
-                lt_runs.append(timed(losstune_cmd(ds, epochs)))
+                lt_runs.append(timed(losstune_cmd(ds, epochs, args.precision)))
                 w, j, o = lt_runs[-1]
                 print(f"[{ds['name']}]   losstune  {w:8.1f}s  F1 {j['oof_score']:.4f}  ({j['seconds']:.1f}s in "
                       f"evaluate(); other processes {_pct(o)} of the CPU)", flush=True)  # fmt: skip
@@ -383,8 +385,8 @@ def main() -> int:
         print("no dataset to run")
         return 1
     lines = [
-        f"| dataset | rows | losstune s | reference s | speed-up | losstune OOF F1 | reference OOF F1 | abs F1 diff | "
-        f"pass |",
+        "| dataset | rows | losstune s | reference s | speed-up | losstune OOF F1 | reference OOF F1 | abs F1 diff | "
+        "pass |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     all_pass = True
@@ -399,7 +401,8 @@ def main() -> int:
         "",
         f"Seconds: wall clock of the whole process (start-up and imports included), median of {args.repeat} "
         f"run(s). Trial: {FOLDS} folds x {epochs} epochs, batch {BATCH}, lr {LR:g}, seed {SEED}, hidden "
-        f"{','.join(map(str, HIDDEN))}, CombinedLoss(alpha=None, gamma=2, bce_weight=0.5, focal_weight=0.5).",
+        f"{','.join(map(str, HIDDEN))}, CombinedLoss(alpha=None, gamma=2, bce_weight=0.5, focal_weight=0.5); "
+        f"losstune --precision {args.precision}, reference fp32.",
         f"Target: speed-up >= {TARGET_SPEEDUP:g}x and abs F1 diff <= {TARGET_F1_DIFF:g}: "
         f"**{'PASS' if all_pass else 'FAIL'}**" + (" (quick smoke run: not a measurement of the target)"
                                                     if args.quick else ""),

@@ -1,0 +1,146 @@
+"""A study opened for work: the study file, its data, the Optuna study, the budget ledger and MLflow.
+
+Everything that can be checked without writing is checked before anything is written, and the pieces a dead
+worker leaves behind (RUNNING trials without a heartbeat, RUNNING MLflow runs) are reconciled here.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import optuna
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from optuna.trial import TrialState
+
+from objectives.data import Dataset, check_folds, load_dataset
+from objectives.errors import LosstuneError
+from objectives.evaluate import PreparedFolds, prepare_folds
+from search.budget import BudgetLedger
+from search.plan import distribution_bounds
+from search.storage import (
+    adopt_silent_trials, check_directory_target, check_sqlite_target, init_lock, open_engine,
+    open_optuna_storage, quiet_optuna, redact, require_existing_study_file,
+)  # fmt: skip
+from search.study_file import StudyFile, load_study_file
+from search.tracking import TAG_TRIAL, StudyTracker
+
+
+log = logging.getLogger(__name__)
+
+STALE_REASON = "worker stopped without finishing the trial (no heartbeat): retried"
+
+
+class StudySession:
+    """A study file opened for work: its data, Optuna study, budget ledger and MLflow tracker.
+
+    Everything that can be checked without writing is checked first: the study file, the data and its folds, that
+    the storage (and, for a search, the MLflow store and artifact directory) can be reached or created. Bad input
+    therefore fails before anything is written; only then are the study and the ledger created or opened, under
+    :func:`~search.storage.init_lock` so that workers started at once do not create them twice."""
+
+    def __init__(
+        self, study_path: Path, *, allow_data_change: bool = False, with_data: bool = True, create: bool = True
+    ) -> None:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.path = Path(study_path)
+        self.file: StudyFile = load_study_file(self.path)
+        self.dataset: Dataset | None = None
+        if with_data:
+            self.dataset = load_dataset(self.file.data_spec)
+            check_folds(self.dataset, self.file.cv.folds)
+        self.url = self.file.storage_url  # may hold a password: never shown, see storage_display
+        self.storage_display = redact(self.url)
+        check_sqlite_target(self.url, "storage")
+        if not create:
+            require_existing_study_file(self.url, self.file.name)
+        if with_data:  # a search: it will write to MLflow too
+            check_sqlite_target(self.file.tracking_uri, "the MLflow tracking store")
+            check_directory_target(Path(unquote(urlparse(self.file.artifact_location).path)), "the MLflow artifact directory")
+        with init_lock(self.url):
+            self.storage = open_optuna_storage(self.url)
+            self.study = _load_or_create_study(self.file.name, self.storage, create)
+            self.ledger = BudgetLedger(open_engine(self.url), self.file.name)
+            if self.dataset is not None:
+                self._check_fingerprint(allow_data_change)
+        self.phases = self.file.phases
+        self.bounds = distribution_bounds(self.phases)
+        self._prepared: PreparedFolds | None = None
+
+    @property
+    def prepared(self) -> PreparedFolds:
+        """Folds and their preprocessing, made once per process: every trial of the study shares them."""
+        if self._prepared is None:
+            self._prepared = prepare_folds(self.dataset, self.file.cv)
+        return self._prepared
+
+    def _check_fingerprint(self, allow_change: bool) -> None:
+        recorded = self.study.user_attrs.get("data_fingerprint")
+        current = self.dataset.fingerprint
+        if recorded is None:
+            self.study.set_user_attr("data_fingerprint", current)
+        elif recorded != current:
+            if not allow_change:
+                raise LosstuneError(
+                    f"{self.file.data_spec.path.name} changed since this study started (fingerprint {current}, "
+                    f"study has {recorded}): trials on different data are not comparable. Start a new study "
+                    "(another name:), or pass --allow-data-change to continue and tag the following trials"
+                )
+            log.warning("data changed (%s -> %s): continuing, following trials are tagged", recorded, current)
+            history = list(self.study.user_attrs.get("data_fingerprint_history", [recorded]))
+            self.study.set_user_attr("data_fingerprint_history", [*history, current])
+            self.study.set_user_attr("data_fingerprint", current)
+
+    def tracker(self) -> StudyTracker:
+        return StudyTracker(self.file.tracking_uri, self.file.experiment, artifact_location=self.file.artifact_location)
+
+    def budget_for_week(self, override: int | None) -> int:
+        return self.file.budget.trials_per_week if override is None else override
+
+    def reconcile_stale(self, tracker: StudyTracker | None) -> int:
+        """Trials of dead workers: FAIL them in Optuna (no heartbeat for the grace period) and close their
+        MLflow runs. Returns how many MLflow runs were closed."""
+        with quiet_optuna():
+            adopt_silent_trials(self.storage, self.study._study_id)
+            optuna.storages.fail_stale_trials(self.study)
+        if tracker is None:
+            return 0
+        return close_orphan_runs(self.study, tracker)
+
+
+def _load_or_create_study(name: str, storage, create: bool = True) -> optuna.Study:
+    """Load the study; create it only when it does not exist yet (loading first writes nothing)."""
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        if not create:
+            raise LosstuneError(f"study {name!r} is not in its storage yet: run `losstune search` first") from None
+        return optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
+
+
+def close_orphan_runs(study: optuna.Study, tracker: StudyTracker) -> int:
+    """Close the MLflow runs left RUNNING by workers that died: the run of a FAIL trial ends FAILED (with the
+    trial's reason, or that its worker stopped), the run of a COMPLETE trial (killed after telling Optuna, its
+    metrics already logged) ends FINISHED. A run is matched to its trial by the trial's ``mlflow_run_id``, or,
+    for a worker killed before recording that, by the run's trial number under this study's parent run."""
+    trials = study.get_trials(deepcopy=False)
+    linked = {t.user_attrs["mlflow_run_id"]: t for t in trials if "mlflow_run_id" in t.user_attrs}
+    by_number = {t.number: t for t in trials}
+    parent = study.user_attrs.get("mlflow_parent_run_id")
+    closed = 0
+    for run in tracker.running_runs():
+        tags = run.data.tags
+        trial = linked.get(run.info.run_id)
+        if trial is None and parent and tags.get(MLFLOW_PARENT_RUN_ID) == parent and tags.get(TAG_TRIAL, "").isdigit():
+            trial = by_number.get(int(tags[TAG_TRIAL]))
+        if trial is None or trial.state not in (TrialState.FAIL, TrialState.COMPLETE):
+            continue
+        if trial.state == TrialState.FAIL:
+            tracker.fail_trial(run.info.run_id, trial.user_attrs.get("failure_reason") or STALE_REASON)
+        else:
+            tracker.mark_finished(run.info.run_id)
+        closed += 1
+    if closed:
+        log.info("closed %d MLflow run(s) left RUNNING by stopped workers", closed)
+    return closed
