@@ -8,7 +8,6 @@ report both the optimistic OOF score at that threshold and the honest cross-fitt
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 
