@@ -21,7 +21,7 @@ from torch import Tensor
 
 from objectives.config import LossConfig, ModelConfig, TrainConfig
 from objectives.errors import LosstuneError, TrainingDiverged
-from objectives.losses import combined_terms
+from objectives.losses import combined_terms, combined_terms_fast
 from objectives.model import FoldMLP
 from objectives.optim import FoldAdam
 
@@ -96,6 +96,7 @@ def train_folds(
         [[min(max(n - step * batch, 0), batch) for n in sizes] for step in range(steps)], dtype=torch.float32
     ).to(device)
     # a fold with no rows left in a step (the last one of an epoch, folds differing by a row) is not updated in it
+    full_steps = {step for step in range(steps) if all((step + 1) * batch <= n for n in sizes)}
     partial_steps = {step: [step * batch < n for n in sizes] for step in range(steps) if any(step * batch >= n for n in sizes)}
     # rows are picked from the flattened [K*N, D] table with index_select (far cheaper than 2-d fancy indexing)
     x_flat = x_t.reshape(n_folds * x_t.shape[1], x_t.shape[2])
@@ -123,8 +124,12 @@ def train_folds(
             rows = index[:, s]
             with autocast():
                 logits = model.forward(pick(rows), dropout_generator=dropout_gen).float()
-            terms = combined_terms(logits, y_t.take(rows), loss_cfg) * mask[:, s]
-            fold_losses = terms.sum(1) / counts[step].clamp_min(1.0)
+            terms = combined_terms_fast(logits, y_t.take(rows), loss_cfg)
+            if step in full_steps:  # every fold has a whole batch: no padding to mask out
+                fold_losses = terms.mean(1)
+            else:
+                terms = terms * mask[:, s]
+                fold_losses = terms.sum(1) / counts[step].clamp_min(1.0)
             optimizer.zero_grad()
             fold_losses.sum().backward()  # sum over folds: each fold's gradient is its own loss's
             optimizer.step(partial_steps.get(step))

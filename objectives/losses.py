@@ -19,6 +19,14 @@ Stability: nothing here forms a probability and takes its log. :math:`-\log p_t`
 give finite values and finite gradients. (BCE on probabilities clamps at :math:`\log 10^{-12}` and has a zero
 gradient there.)
 
+The training loop uses :func:`combined_terms_fast`, the same values with the derivative computed in the forward
+pass (one autograd node instead of a dozen). With :math:`q = 1 - p_t = \sigma(-s z)`:
+
+.. math::
+
+    \frac{\partial\,\mathrm{BCE}}{\partial z} = -s\,q, \qquad
+    \frac{\partial\,\mathrm{Focal}}{\partial z} = -s\,\alpha_t\,q^{\gamma}\left(\gamma\,p_t\,(-\log p_t) + q\right)
+
 A configuration in which one class gets no loss at all (``bce_weight=0`` with ``alpha`` 0 or 1) is refused by
 :class:`objectives.config.LossConfig`, not merely warned about.
 """
@@ -55,6 +63,42 @@ def combined_terms(logits: Tensor, targets: Tensor, cfg: LossConfig) -> Tensor:
     if cfg.focal_weight:
         total = total + cfg.focal_weight * focal_terms(logits, targets, cfg.alpha, cfg.gamma)
     return total
+
+
+class _CombinedTermsFast(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits: Tensor, targets: Tensor, cfg: LossConfig) -> Tensor:  # type: ignore[override]
+        sign = 2.0 * targets - 1.0
+        signed = logits * sign
+        ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")  # -log p_t, as combined_terms
+        q = torch.sigmoid(-signed)  # 1 - p_t
+        total = torch.zeros_like(logits)
+        slope = torch.zeros_like(logits)  # d total / d z, divided by -sign
+        if cfg.bce_weight:
+            total += cfg.bce_weight * ce
+            slope += cfg.bce_weight * q
+        if cfg.focal_weight:
+            weight = cfg.focal_weight if cfg.alpha is None else cfg.focal_weight * ((1.0 - cfg.alpha) + (2.0 * cfg.alpha - 1.0) * targets)
+            if cfg.gamma == 0.0:
+                total += weight * ce
+                slope += weight * q
+            else:
+                modulating = torch.exp(cfg.gamma * F.logsigmoid(-signed))  # q ** gamma
+                total += weight * modulating * ce
+                slope += weight * modulating * (cfg.gamma * torch.sigmoid(signed) * ce + q)
+        ctx.save_for_backward(slope.mul_(-sign))
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):  # type: ignore[override]
+        (slope,) = ctx.saved_tensors
+        return grad_output * slope, None, None
+
+
+def combined_terms_fast(logits: Tensor, targets: Tensor, cfg: LossConfig) -> Tensor:
+    """:func:`combined_terms` with an analytic derivative (see the module docstring): the training loop's loss.
+    ``targets`` holds 0/1 as a float tensor; no gradient flows to it."""
+    return _CombinedTermsFast.apply(logits, targets, cfg)
 
 
 def _reduce(terms: Tensor, reduction: str) -> Tensor:

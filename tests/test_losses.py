@@ -212,3 +212,29 @@ def test_loss_config_refuses_negative_weights_and_unknown_keys(weight):
 def test_loss_config_accepts_the_edges():
     assert LossConfig(alpha=0.0, gamma=0.0).gamma == 0.0
     assert LossConfig(alpha=1.0).alpha == 1.0
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        LossConfig(),
+        LossConfig(alpha=0.25, gamma=2.0),
+        LossConfig(alpha=0.9, gamma=0.5, bce_weight=0.2, focal_weight=0.8),
+        LossConfig(alpha=None, gamma=0.0, bce_weight=0.0, focal_weight=1.0),
+        LossConfig(alpha=0.3, gamma=5.0, bce_weight=1.0, focal_weight=0.0),
+    ],
+)
+def test_training_loss_with_analytic_gradient_matches_autograd(cfg):
+    from objectives.losses import combined_terms, combined_terms_fast
+
+    gen = torch.Generator().manual_seed(0)
+    z = torch.cat([torch.randn(300, generator=gen, dtype=torch.float64) * 6,
+                   torch.tensor([100.0, -100.0, 1e4, -1e4, 0.0], dtype=torch.float64)]).requires_grad_()  # fmt: skip
+    y = (torch.rand(305, generator=gen, dtype=torch.float64) < 0.3).double()
+    reference = combined_terms(z, y, cfg)
+    (ref_grad,) = torch.autograd.grad(reference.sum(), z)
+    fast = combined_terms_fast(z, y, cfg)
+    (fast_grad,) = torch.autograd.grad(fast.sum(), z)
+    torch.testing.assert_close(fast, reference, rtol=0, atol=1e-12)
+    torch.testing.assert_close(fast_grad, ref_grad, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda t: combined_terms_fast(t, y[:12], cfg), (z[:12].detach().clone().requires_grad_(),))
