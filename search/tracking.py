@@ -23,16 +23,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import shlex
-import sys
 import tempfile
 import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 from mlflow import MlflowClient
@@ -45,7 +42,10 @@ from objectives.config import LossConfig, TrialConfig
 from objectives.data import Dataset
 from objectives.errors import LosstuneError
 from objectives.evaluate import EvaluationResult
-from search.reports import write_trial_reports
+from search.mlflow_locations import (
+    _artifact_uri, _make_local_artifact_dir, _normalise_tracking_uri, _same_location, redact_uri,
+)
+from search.reports import write_study_plots, write_trial_reports
 
 if TYPE_CHECKING:
     import optuna
@@ -69,10 +69,6 @@ STATE_FAIL = "FAIL"
 MAX_REASON_CHARS = 500
 RESULTS_TABLE_JSON = "results_table.json"
 RESULTS_TABLE_CSV = "results_table.csv"
-OPTIMIZATION_HISTORY_PNG = "optimization_history.png"
-PARAM_IMPORTANCES_PNG = "param_importances.png"
-# the artifact folder created beside a sqlite database when no artifact location is given
-DEFAULT_ARTIFACT_DIR = "mlartifacts"
 
 # failures of the tracking store itself (cannot open, cannot write), turned into one readable line
 _STORE_ERRORS = (MlflowException, SQLAlchemyError, OSError)
@@ -312,7 +308,7 @@ class StudyTracker:
             table.to_json(directory / RESULTS_TABLE_JSON, orient="split", index=False, date_format="iso")
             table.to_csv(directory / RESULTS_TABLE_CSV, index=False)
             if study is not None:
-                _optuna_plots(study, directory)
+                write_study_plots(study, directory)
             self.client.log_artifacts(parent_run_id, tmp)
 
         tags = []
@@ -386,131 +382,6 @@ def _store_errors(what: str) -> Iterator[None]:
         cause = str(getattr(exc, "message", None) or exc).strip().splitlines()
         first = cause[0] if cause else type(exc).__name__
         raise LosstuneError(redact_uri(f"{what}: {type(exc).__name__}: {first}")[:1000]) from exc
-
-
-# -------------------------------------------------------------------------------------- URIs and locations
-
-
-def redact_uri(uri: str) -> str:
-    """``scheme://user:secret@host/...`` as ``scheme://user:***@host/...``, wherever such a URI appears in the
-    text; text without one is returned unchanged."""
-    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*):[^/@\s]*@", r"\1:***@", uri)
-
-
-def _normalise_tracking_uri(uri: str) -> str:
-    """A sqlite URI with a relative path made absolute (so the UI command works from any directory)."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix):
-        path, sep, query = uri[len(prefix) :].partition("?")
-        if path and path != ":memory:":
-            return f"{prefix}{Path(path).expanduser().resolve()}{sep}{query}"
-    return uri
-
-
-def _sqlite_path(tracking_uri: str) -> Path | None:
-    prefix = "sqlite:///"
-    if not tracking_uri.startswith(prefix):
-        return None
-    path = tracking_uri[len(prefix) :].partition("?")[0]
-    return Path(path) if path and path != ":memory:" else None
-
-
-def _artifact_uri(location: str | None, tracking_uri: str, experiment: str) -> str | None:
-    """A URI for MLflow: a plain path becomes an absolute ``file://`` URI; None becomes
-    ``mlartifacts/<experiment>`` beside a sqlite database (None for other stores: the store's own default)."""
-    if location is None:
-        db = _sqlite_path(tracking_uri)
-        if db is None:
-            return None
-        folder = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment).strip("._") or "experiment"
-        return (db.parent / DEFAULT_ARTIFACT_DIR / folder).as_uri()
-    location = str(location)
-    if "://" in location or location.startswith("file:"):
-        return location
-    return Path(location).expanduser().resolve().as_uri()
-
-
-def _local_path(uri: str) -> Path | None:
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        return Path(unquote(parsed.path))  # file URIs percent-encode non-ASCII names (a directory named 日本)
-    return None
-
-
-def _make_local_artifact_dir(uri: str) -> None:
-    path = _local_path(uri)
-    if path is None:
-        return
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LosstuneError(f"cannot create the MLflow artifact directory {path}: {exc.strerror or exc}") from exc
-
-
-def _same_location(existing: str, wanted: str) -> bool:
-    a, b = _local_path(existing), _local_path(wanted)
-    if a is not None and b is not None:
-        return a.resolve() == b.resolve()
-    return existing.rstrip("/") == wanted.rstrip("/")
-
-
-# ----------------------------------------------------------------------------------------------- plots
-
-
-def _optuna_plots(study: "optuna.Study", directory: Path) -> list[Path]:
-    """Optuna's optimisation history and parameter importances as PNGs; skipped (log.info) when not computable.
-
-    Optuna draws through pyplot and sets the ``ggplot`` style globally; both are contained here: the Agg
-    backend is chosen when pyplot was not imported yet (a headless search), the style change is undone by
-    ``rc_context``, and every figure is closed.
-    """
-    import matplotlib
-
-    if "matplotlib.pyplot" not in sys.modules:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.exceptions import ExperimentalWarning
-    from optuna.trial import TrialState
-    from optuna.visualization import matplotlib as optuna_plots
-
-    trials = [
-        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.value is not None and math.isfinite(t.value)
-    ]  # fmt: skip
-    varying = sorted(
-        name for name in {n for t in trials for n in t.params}
-        if len({repr(t.params.get(name)) for t in trials}) > 1
-    )  # fmt: skip
-    wanted: list[tuple[str, object]] = []
-    if trials:
-        wanted.append((OPTIMIZATION_HISTORY_PNG, optuna_plots.plot_optimization_history))
-    else:
-        log.info("no complete trial yet: no optimisation history plot")
-    if len(trials) >= 2 and len(varying) >= 2:
-        wanted.append((PARAM_IMPORTANCES_PNG, optuna_plots.plot_param_importances))
-    else:
-        log.info(
-            "parameter importances need >= 2 complete trials and >= 2 parameters that vary "
-            "(have %d and %d): no importance plot", len(trials), len(varying),
-        )  # fmt: skip
-
-    written = []
-    with warnings.catch_warnings(), matplotlib.rc_context():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        # PED-ANOVA's caveat for early, small studies; the plot is still drawn and the table says how many trials
-        warnings.filterwarnings("ignore", message="Some regimes for parameter")
-        warnings.filterwarnings("ignore", message="Target and region quantiles select the same set")
-        for filename, plot in wanted:
-            ax = plot(study)
-            fig = ax.figure
-            try:
-                fig.set_size_inches(7, 4.5)
-                fig.tight_layout()
-                fig.savefig(directory / filename, dpi=100)
-            finally:
-                plt.close(fig)
-            written.append(directory / filename)
-    return written
 
 
 __all__ = ["StudyTracker", "trial_metrics", "loss_label"]

@@ -22,7 +22,8 @@ from objectives.data import DataSpec, load_dataset  # noqa: E402
 from objectives.errors import LosstuneError  # noqa: E402
 from objectives.evaluate import evaluate  # noqa: E402
 from search.reports import REPORT_FILES  # noqa: E402
-from search.tracking import MAX_REASON_CHARS, StudyTracker, _normalise_tracking_uri  # noqa: E402
+from search.mlflow_locations import _normalise_tracking_uri  # noqa: E402
+from search.tracking import MAX_REASON_CHARS, StudyTracker  # noqa: E402
 
 _names = itertools.count()
 
@@ -206,7 +207,7 @@ def test_log_study_summary(tracker: StudyTracker) -> None:
 
 def test_study_summary_skips_importances_it_cannot_compute(tracker: StudyTracker, caplog) -> None:
     parent = tracker.ensure_parent_run("weekly", None)
-    with caplog.at_level("INFO", logger="search.tracking"):
+    with caplog.at_level("INFO", logger="search.reports"):
         tracker.log_study_summary(parent, pd.DataFrame({"cv_score": [0.4]}), _study(1))
     names = {a.path for a in tracker.client.list_artifacts(parent)}
     assert "optimization_history.png" in names and "param_importances.png" not in names
