@@ -235,6 +235,13 @@ def load_dataset(spec: DataSpec) -> Dataset:
     for col in excluded:
         log.warning("column %r has a distinct value in every row (an ID?): excluded from the features", col)
     features = features.drop(columns=excluded)
+    for col in numeric:
+        if _looks_like_row_counter(features[col]):
+            # kept (a number can be a real feature), but an ID used as a feature leaks row order into the model
+            log.warning(
+                "column %r counts the rows (distinct consecutive integers, an ID?): kept as a feature; "
+                "leave it out with --drop %s (drop: [%s] in a study file)", col, col, col,
+            )  # fmt: skip
     categorical = [c for c in text_cols if c not in excluded]
     if not numeric and not categorical:
         raise DataError("no usable feature columns: every column was an ID or was dropped")
@@ -260,6 +267,14 @@ def load_dataset(spec: DataSpec) -> Dataset:
         source=spec.path,
         excluded_columns=excluded,
     )
+
+
+def _looks_like_row_counter(s: pd.Series) -> bool:
+    """Integers, all distinct, covering a consecutive range: 1..n or 0..n-1, in any order."""
+    values = s.to_numpy(dtype=np.float64, na_value=np.nan)
+    if len(values) < 3 or np.isnan(values).any() or not np.all(values == np.round(values)):
+        return False
+    return len(np.unique(values)) == len(values) and values.max() - values.min() == len(values) - 1
 
 
 def check_folds(dataset: Dataset, folds: int) -> None:

@@ -17,6 +17,7 @@ from objectives.data import (
     read_table,
 )
 from objectives.errors import DataError, LosstuneError
+from tests.conftest import synthetic_frame
 
 
 def load(path, **kw) -> Dataset:
@@ -366,3 +367,14 @@ def test_infinite_numbers_are_refused_not_passed_to_training(write_text, text):
     assert "'x'" in msg and "infinite" in msg and "line 5" in msg and "--na-value" in msg
     ds = load(write_text(csv, name="ok.csv"), na_values=(text,))
     assert ds.features["x"].isna().tolist() == [i == 3 for i in range(12)]
+
+
+def test_integer_row_counter_is_kept_with_a_warning_naming_it(write_csv, caplog):
+    frame = synthetic_frame(n=60, missing=False)
+    frame.insert(0, "ID", range(1, 61))
+    frame["count"] = [i % 7 for i in range(60)]  # integers, not distinct: no warning
+    with caplog.at_level("WARNING", logger="objectives.data"):
+        ds = load_dataset(DataSpec(path=write_csv(frame), target="label"))
+    assert "ID" in ds.numeric_columns and "count" in ds.numeric_columns
+    warned = [r.getMessage() for r in caplog.records if "counts the rows" in r.getMessage()]
+    assert len(warned) == 1 and "'ID'" in warned[0] and "--drop ID" in warned[0]
