@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from objectives.config import CVConfig, LossConfig, MetricConfig, ModelConfig, TrainConfig, TrialConfig
 from objectives.data import DataSpec
 from objectives.errors import LosstuneError
-from search.validation import validated
+from search.validation import read_yaml, validated
 
 FORMAT_VERSION = 1
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
@@ -130,12 +130,5 @@ def parse_exported(raw: object, where: str, base_dir: Path) -> ExportedConfig:
 def load_exported(path: Path) -> ExportedConfig:
     """Read an exported YAML or JSON file (JSON is read as YAML), or raise one-line :class:`LosstuneError`."""
     path = Path(path)
-    if not path.is_file():
-        raise LosstuneError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise LosstuneError(f"{path.name} is not valid YAML/JSON{where}: {getattr(exc, 'problem', exc)}") from None
+    raw = read_yaml(path, "config file")
     return parse_exported(raw, path.name, path.resolve().parent)

@@ -11,13 +11,12 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from objectives.config import CVConfig, LossConfig, MetricConfig, ModelConfig, TrainConfig, TrialConfig
 from objectives.data import DataSpec
 from objectives.errors import LosstuneError
-from search.validation import validated
+from search.validation import read_yaml, validated
 
 LossParam = Literal["alpha", "gamma", "bce_weight", "focal_weight"]
 LOSS_PARAMS: tuple[str, ...] = ("alpha", "gamma", "bce_weight", "focal_weight")
@@ -223,14 +222,7 @@ def _expand_env(text: str) -> str:
 
 def load_study_file(path: Path) -> StudyFile:
     path = Path(path)
-    if not path.is_file():
-        raise LosstuneError(f"study file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise LosstuneError(f"{path.name} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    raw = read_yaml(path, "study file")
     if not isinstance(raw, dict):
         raise LosstuneError(f"{path.name} must be a YAML mapping (name:, data:, ...), got {type(raw).__name__}")
     return validated(StudyFile, path.name, {**raw, "base_dir": path.resolve().parent})

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, TypeVar
+
+import yaml
 
 from pydantic import BaseModel, ValidationError
 
@@ -46,3 +49,16 @@ def validated(model: type[M], where: str, data: Any) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise LosstuneError(one_line(exc, where)) from None
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """The parsed content of a YAML (or JSON) file, or one-line :class:`LosstuneError` naming ``what`` it is."""
+    path = Path(path)
+    if not path.is_file():
+        raise LosstuneError(f"{what} not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise LosstuneError(f"{path.name} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None

@@ -182,22 +182,22 @@ def test_unreachable_storage_is_one_line_without_the_password(study_dir, capsys,
     assert tree_hashes(study_dir) == before
 
 
-def test_storage_in_a_missing_directory_is_one_line(study_dir, capsys, week):
-    study = study_dir / "bad_storage_dir.yaml"
-    study.write_text(study_text("data.csv", extra=f"storage: sqlite:///{study_dir / 'no' / 'such' / 'x.db'}\n"))
-    before = tree_hashes(study_dir)
-    code, out, err = run_cli(["search", str(study), "--no-progress"], capsys)
-    assert_one_error_line(code, err, "search", "does not exist")
-    assert tree_hashes(study_dir) == before
-
-
-def test_unwritable_mlflow_directory_is_one_line(study_dir, capsys, week):
+@pytest.mark.parametrize(
+    ("name", "key", "target", "message"),
+    [
+        ("bad_storage_dir", "storage", ("no", "such", "x.db"), "does not exist"),
+        ("bad_tracking", "tracking", ("blocker", "mlflow.db"), "is not a directory"),  # a file where a folder should be
+    ],
+)
+def test_unusable_store_location_is_one_line(study_dir, capsys, week, name, key, target, message):
     (study_dir / "blocker").write_text("a file where the MLflow directory should be\n")
-    study = study_dir / "bad_tracking.yaml"
-    study.write_text(study_text("data.csv", extra=f"tracking: {{uri: 'sqlite:///{study_dir / 'blocker' / 'mlflow.db'}'}}\n"))
+    url = f"sqlite:///{study_dir.joinpath(*target)}"
+    extra = f"storage: {url}\n" if key == "storage" else f"tracking: {{uri: '{url}'}}\n"
+    study = study_dir / f"{name}.yaml"
+    study.write_text(study_text("data.csv", extra=extra))
     before = tree_hashes(study_dir)
     code, out, err = run_cli(["search", str(study), "--no-progress"], capsys)
-    assert_one_error_line(code, err, "search", "is not a directory")
+    assert_one_error_line(code, err, "search", message)
     assert tree_hashes(study_dir) == before
 
 
