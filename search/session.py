@@ -20,8 +20,7 @@ from objectives.evaluate import PreparedFolds, prepare_folds
 from search.budget import BudgetLedger
 from search.plan import distribution_bounds
 from search.storage import (
-    adopt_silent_trials, check_directory_target, check_sqlite_target, init_lock, open_engine,
-    open_optuna_storage, quiet_optuna, redact, require_existing_study_file,
+    adopt_silent_trials, check_directory_target, check_sqlite_target, init_lock, open_optuna_storage, quiet_optuna, redact, require_existing_study_file,
 )  # fmt: skip
 from search.study_file import StudyFile, load_study_file
 from search.tracking import TAG_TRIAL, StudyTracker
@@ -61,7 +60,7 @@ class StudySession:
         with init_lock(self.url):
             self.storage = open_optuna_storage(self.url)
             self.study = _load_or_create_study(self.file.name, self.storage, create)
-            self.ledger = BudgetLedger(open_engine(self.url), self.file.name)
+            self.ledger = BudgetLedger(self.storage.engine, self.file.name)  # the study's own database and pool
             if self.dataset is not None:
                 self._check_fingerprint(allow_data_change)
         self.phases = self.file.phases
