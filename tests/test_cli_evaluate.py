@@ -164,3 +164,14 @@ print("RESULT", rc, leaked)
     )
     assert proc.returncode == 0, proc.stderr
     assert "RESULT 0 []" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_only_options_given_override_the_config_and_alpha_none_counts():
+    from search.cli import build_parser
+    from search.evaluate_command import trial_overrides
+
+    parser = build_parser()
+    assert trial_overrides(parser.parse_args(["evaluate"])) == {}
+    assert trial_overrides(parser.parse_args(["evaluate", "--alpha", "none", "--epochs", "3"])) == {
+        "loss": {"alpha": None}, "train": {"epochs": 3}
+    }  # fmt: skip
