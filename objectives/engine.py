@@ -6,6 +6,10 @@ takes one Adam step on the stacked weights. Adam and L2 weight decay act element
 reaches its own weights, so this is K independent trainings run in lock-step. Folds differ in size by a row or
 two; the shorter ones are padded and the padding is masked out of the loss.
 
+A step is: pick the rows, forward (keeping the activations), the loss and its derivative in one pass, the
+hand-written backward into the gradient buffer, the fused Adam kernel. No autograd graph is built; at these sizes
+its bookkeeping cost as much as the arithmetic.
+
 No early stopping: the fold being scored must not choose the number of epochs.
 """
 
@@ -13,7 +17,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 import torch
@@ -21,8 +24,8 @@ from torch import Tensor
 
 from objectives.config import LossConfig, ModelConfig, TrainConfig
 from objectives.errors import LosstuneError, TrainingDiverged
-from objectives.losses import combined_terms, combined_terms_fast
-from objectives.model import FoldMLP
+from objectives.losses import combined_terms, combined_terms_and_grad
+from objectives.model import Activations, FoldMLP
 from objectives.optim import FoldAdam
 
 
@@ -82,11 +85,11 @@ def train_folds(
     dropout_gen = None
     if model_cfg.dropout:
         dropout_gen = torch.Generator(device=device).manual_seed(int(fold_seeds[0]) + 7919)
-    model = FoldMLP(x.shape[2], model_cfg, gens, device)
-    optimizer = FoldAdam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     low_precision = train_cfg.precision == "bf16"
+    model = FoldMLP(x.shape[2], model_cfg, gens, device, compute_dtype=torch.bfloat16 if low_precision else None)
+    optimizer = FoldAdam(model.params, model.grad, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
 
-    x_t = torch.from_numpy(x).to(device)
+    x_t = torch.from_numpy(x).to(device, model.compute_dtype)  # cast once, not per batch
     y_t = torch.from_numpy(np.asarray(y, dtype=np.float32)).to(device)
     sizes = [len(r) for r in train_rows]
     batch = min(train_cfg.batch_size, max(sizes))
@@ -111,7 +114,6 @@ def train_folds(
         x_val, y_val = pick(val_index), y_t[val_index]
     train_curve = torch.zeros(n_folds, train_cfg.epochs, device=device)
     val_curve = torch.full((n_folds, train_cfg.epochs), float("nan"), device=device)
-    autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=low_precision)
 
     for epoch in range(train_cfg.epochs):
         order = [torch.from_numpy(r)[torch.randperm(len(r), generator=g)] for r, g in zip(train_rows, gens)]
@@ -122,18 +124,18 @@ def train_folds(
         for step in range(steps):
             s = slice(step * batch, (step + 1) * batch)
             rows = index[:, s]
-            with autocast():
-                logits = model.forward(pick(rows), dropout_generator=dropout_gen).float()
-            terms = combined_terms_fast(logits, y_t.take(rows), loss_cfg)
-            if step in full_steps:  # every fold has a whole batch: no padding to mask out
-                fold_losses = terms.mean(1)
+            acts = Activations()
+            logits = model.forward(pick(rows), dropout_generator=dropout_gen, keep=acts)
+            terms, dterms = combined_terms_and_grad(logits, y_t.take(rows), loss_cfg)
+            # each fold's loss is the mean over its rows in this step; the padding rows count for nothing
+            if step in full_steps:
+                dlogits = dterms.mul_(1.0 / batch)
             else:
-                terms = terms * mask[:, s]
-                fold_losses = terms.sum(1) / counts[step].clamp_min(1.0)
-            optimizer.zero_grad()
-            fold_losses.sum().backward()  # sum over folds: each fold's gradient is its own loss's
+                weight = mask[:, s] / counts[step].clamp_min(1.0).unsqueeze(1)
+                terms, dlogits = terms * mask[:, s], dterms * weight
+            model.backward(acts, dlogits)
             optimizer.step(partial_steps.get(step))
-            running += terms.detach().sum(1)
+            running += terms.sum(1)
         train_curve[:, epoch] = running / torch.tensor(sizes, device=device, dtype=torch.float32)
         if not torch.isfinite(train_curve[:, epoch]).all():
             bad = [k for k in range(n_folds) if not math.isfinite(float(train_curve[k, epoch]))]
@@ -142,13 +144,11 @@ def train_folds(
                 f"lower the learning rate (lr={train_cfg.lr:g})"
             )
         if has_val:
-            with torch.no_grad(), autocast():
-                val_logits_t = model.forward(x_val).float()
-                val_curve[:, epoch] = _masked_fold_means(combined_terms(val_logits_t, y_val, loss_cfg), val_mask)
+            val_logits_t = model.forward(x_val)
+            val_curve[:, epoch] = _masked_fold_means(combined_terms(val_logits_t, y_val, loss_cfg), val_mask)
 
     val_logits: list[np.ndarray] = []
     if has_val:
-        with torch.no_grad(), autocast():
-            final = model.forward(x_val).double().cpu().numpy()
+        final = model.forward(x_val).double().cpu().numpy()
         val_logits = [final[k, : len(r)] for k, r in enumerate(val_rows)]
     return FoldTraining(model, val_logits, train_curve.cpu().numpy(), val_curve.cpu().numpy())

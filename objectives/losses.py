@@ -19,8 +19,8 @@ Stability: nothing here forms a probability and takes its log. :math:`-\log p_t`
 give finite values and finite gradients. (BCE on probabilities clamps at :math:`\log 10^{-12}` and has a zero
 gradient there.)
 
-The training loop uses :func:`combined_terms_fast`, the same values with the derivative computed in the forward
-pass (one autograd node instead of a dozen). With :math:`q = 1 - p_t = \sigma(-s z)`:
+The training loop uses :func:`combined_terms_and_grad`: the same values and their derivative, computed together
+(the network is differentiated by hand, see :mod:`objectives.model`). With :math:`q = 1 - p_t = \sigma(-s z)`:
 
 .. math::
 
@@ -65,40 +65,28 @@ def combined_terms(logits: Tensor, targets: Tensor, cfg: LossConfig) -> Tensor:
     return total
 
 
-class _CombinedTermsFast(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, logits: Tensor, targets: Tensor, cfg: LossConfig) -> Tensor:  # type: ignore[override]
-        sign = 2.0 * targets - 1.0
-        signed = logits * sign
-        ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")  # -log p_t, as combined_terms
-        q = torch.sigmoid(-signed)  # 1 - p_t
-        total = torch.zeros_like(logits)
-        slope = torch.zeros_like(logits)  # d total / d z, divided by -sign
-        if cfg.bce_weight:
-            total += cfg.bce_weight * ce
-            slope += cfg.bce_weight * q
-        if cfg.focal_weight:
-            weight = cfg.focal_weight if cfg.alpha is None else cfg.focal_weight * ((1.0 - cfg.alpha) + (2.0 * cfg.alpha - 1.0) * targets)
-            if cfg.gamma == 0.0:
-                total += weight * ce
-                slope += weight * q
-            else:
-                modulating = torch.exp(cfg.gamma * F.logsigmoid(-signed))  # q ** gamma
-                total += weight * modulating * ce
-                slope += weight * modulating * (cfg.gamma * torch.sigmoid(signed) * ce + q)
-        ctx.save_for_backward(slope.mul_(-sign))
-        return total
-
-    @staticmethod
-    def backward(ctx, grad_output: Tensor):  # type: ignore[override]
-        (slope,) = ctx.saved_tensors
-        return grad_output * slope, None, None
-
-
-def combined_terms_fast(logits: Tensor, targets: Tensor, cfg: LossConfig) -> Tensor:
-    """:func:`combined_terms` with an analytic derivative (see the module docstring): the training loop's loss.
-    ``targets`` holds 0/1 as a float tensor; no gradient flows to it."""
-    return _CombinedTermsFast.apply(logits, targets, cfg)
+def combined_terms_and_grad(logits: Tensor, targets: Tensor, cfg: LossConfig) -> tuple[Tensor, Tensor]:
+    """:func:`combined_terms` and its derivative with respect to ``logits`` (see the module docstring), in one
+    pass: the training loop's loss, which differentiates the network by hand. ``targets`` holds 0/1 as floats."""
+    sign = 2.0 * targets - 1.0
+    signed = logits * sign
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")  # -log p_t, as combined_terms
+    q = torch.sigmoid(-signed)  # 1 - p_t
+    total = torch.zeros_like(logits)
+    slope = torch.zeros_like(logits)  # d total / d z, divided by -sign
+    if cfg.bce_weight:
+        total += cfg.bce_weight * ce
+        slope += cfg.bce_weight * q
+    if cfg.focal_weight:
+        weight = cfg.focal_weight if cfg.alpha is None else cfg.focal_weight * ((1.0 - cfg.alpha) + (2.0 * cfg.alpha - 1.0) * targets)
+        if cfg.gamma == 0.0:
+            total += weight * ce
+            slope += weight * q
+        else:
+            modulating = torch.exp(cfg.gamma * F.logsigmoid(-signed))  # q ** gamma
+            total += weight * modulating * ce
+            slope += weight * modulating * (cfg.gamma * torch.sigmoid(signed) * ce + q)
+    return total, slope.mul_(-sign)
 
 
 def _reduce(terms: Tensor, reduction: str) -> Tensor:
