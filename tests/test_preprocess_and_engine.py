@@ -20,20 +20,24 @@ from objectives.engine import train_folds
 from objectives.errors import LosstuneError, TrainingDiverged
 from objectives.evaluate import evaluate, fold_seeds, stratified_folds
 from objectives.model import MLP
-from objectives.preprocess import fit_fold_preprocessors
+import pandas as pd
+
+from objectives.preprocess import category_codes, fit_fold_preprocessors, make_preprocessor
 from objectives.threshold import best_threshold, cross_fitted_scores
 
 
-def _fitted_state(ct) -> dict[str, object]:
+def _fitted_state(ct, vocabulary: dict[str, np.ndarray]) -> dict[str, object]:
+    """The fitted statistics, with the categorical codes translated back to the values they stand for."""
     numeric = ct.named_transformers_["numeric"]
     categorical = ct.named_transformers_["categorical"]
+    names = list(vocabulary)
     return {
         "num_impute": numeric.named_steps["impute"].statistics_,
         "scale_mean": numeric.named_steps["scale"].mean_,
         "scale_scale": numeric.named_steps["scale"].scale_,
         "scale_var": numeric.named_steps["scale"].var_,
-        "cat_impute": categorical.named_steps["impute"].statistics_,
-        "categories": categorical.named_steps["onehot"].categories_,
+        "cat_impute": [vocabulary[c][int(v)] for c, v in zip(names, categorical.named_steps["impute"].statistics_)],
+        "categories": [vocabulary[c][cats.astype(int)] for c, cats in zip(names, categorical.named_steps["onehot"].categories_)],
     }
 
 
@@ -64,7 +68,8 @@ def test_validation_rows_never_reach_fit(small_dataset):
     fitted_p, x_p = fit_fold_preprocessors(poisoned, ds.numeric_columns, ds.categorical_columns, train_rows)
 
     # fold 0 trains without its validation rows: every fitted statistic is identical
-    assert _same_state(_fitted_state(fitted[0]), _fitted_state(fitted_p[0]))
+    vocab, vocab_p = (category_codes(f, ds.categorical_columns)[1] for f in (ds.features, poisoned))
+    assert _same_state(_fitted_state(fitted[0], vocab), _fitted_state(fitted_p[0], vocab_p))
     width = x.shape[2]
     np.testing.assert_array_equal(x[0][train_rows[0]], x_p[0][train_rows[0], :width])
     # the poisoned validation rows are only transformed: huge standardised values, an all-zero one-hot block
@@ -74,10 +79,34 @@ def test_validation_rows_never_reach_fit(small_dataset):
 
     # folds 1 and 2 train on those rows, so the poison does reach them: the check above can fail
     for k in (1, 2):
-        state = _fitted_state(fitted_p[k])
-        assert not _same_state(_fitted_state(fitted[k]), state)
+        state = _fitted_state(fitted_p[k], vocab_p)
+        assert not _same_state(_fitted_state(fitted[k], vocab), state)
         assert np.all(state["scale_mean"] > 1e7)
         assert "POISON" in state["categories"][0]
+
+
+def test_coded_categories_give_the_matrix_the_strings_give():
+    """Codes are only faster: ties in the most-frequent value, missing cells, Japanese values and a value seen only
+    in one fold's validation rows give exactly what fitting on the strings gives."""
+    rng = np.random.default_rng(5)
+    n = 400
+    features = pd.DataFrame({
+        "x": rng.normal(size=n),
+        "地域": rng.choice(np.array(["東京", "大阪", "名古屋", "Osaka"], dtype=object), size=n),
+        "plan": np.array(["b", "a"] * (n // 2), dtype=object),  # a tie: most-frequent must pick "a"
+    })  # fmt: skip
+    features.loc[rng.choice(n, 30, replace=False), "地域"] = np.nan
+    features.loc[rng.choice(n, 25, replace=False), "plan"] = np.nan
+    features.loc[rng.choice(n, 20, replace=False), "x"] = np.nan
+    train_rows = [np.arange(0, 300), np.arange(100, 400), np.r_[0:100, 200:400]]
+    features.loc[[310, 320], "地域"] = "札幌"  # only in fold 0's validation rows
+    numeric, categorical = ["x"], ["地域", "plan"]
+    _, x = fit_fold_preprocessors(features, numeric, categorical, train_rows)
+    for k, rows in enumerate(train_rows):
+        expected = make_preprocessor(numeric, categorical).fit(features.iloc[rows]).transform(features)
+        np.testing.assert_array_equal(x[k][:, : expected.shape[1]], np.asarray(expected, dtype=np.float32))
+        assert np.all(x[k][:, expected.shape[1] :] == 0.0)
+    assert x.shape[2] == 1 + 5 + 2  # fold 1 and 2 know 札幌
 
 
 def test_fold_widths_differ_and_are_zero_padded(small_dataset):
