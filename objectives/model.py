@@ -48,11 +48,12 @@ class MLP(nn.Module):
 
 @dataclass
 class Activations:
-    """What :meth:`FoldMLP.backward` needs from a training forward pass: each layer's input, and the dropout
-    multipliers (``mask / keep``) applied to each hidden layer's output."""
+    """What :meth:`FoldMLP.backward` needs from a training forward pass: each layer's input, the dropout
+    multipliers (``mask / keep``) applied to each hidden layer's output, and the weights as multiplied."""
 
     inputs: list[Tensor] = field(default_factory=list)
     dropout: list[Tensor | None] = field(default_factory=list)
+    weights: list[Tensor] = field(default_factory=list)  # the hidden layers' weights in the compute dtype
 
 
 class FoldMLP:
@@ -105,10 +106,12 @@ class FoldMLP:
         """Logits ``[K, B]``. Dropout only with a generator (training); ``keep`` collects what backward needs."""
         h = x.to(self.compute_dtype)
         for w, b in zip(self.weights[:-1], self.biases[:-1]):
+            w = w.to(h.dtype)  # cast once per step (bf16), reused by backward
             if keep is not None:
                 keep.inputs.append(h)
+                keep.weights.append(w)
             # bmm then add: baddbmm would first copy the broadcast bias into the whole output
-            h = torch.bmm(h, w.to(h.dtype)).add_(b).relu_()
+            h = torch.bmm(h, w).add_(b.to(h.dtype)).relu_()
             multiplier = None
             if dropout_generator is not None and self.cfg.dropout:
                 p_keep = 1.0 - self.cfg.dropout
@@ -139,7 +142,7 @@ class FoldMLP:
             if i == last:
                 delta = delta * self.weights[i].transpose(1, 2)
             else:
-                delta = torch.bmm(delta, self.weights[i].to(delta.dtype).transpose(1, 2))
+                delta = torch.bmm(delta, acts.weights[i].transpose(1, 2))
             if acts.dropout[i - 1] is not None:
                 delta = delta * acts.dropout[i - 1]
             # relu's derivative; a (the layer's input) is zero exactly where the relu (or dropout) zeroed it
