@@ -52,8 +52,9 @@ class TrainConfig(_Strict):
     lr: Annotated[float, Field(gt=0.0)] = 1e-3
     weight_decay: NonNegative = 0.0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # bf16 runs the MLP's matmuls under autocast (the loss stays fp32): about 1.5x faster on CPUs with bf16
-    # instructions (AVX512-BF16, AMX) and on GPUs; fp32 is the default because it is exact and reproducible.
+    # bf16 runs the hidden layers' matmuls in bfloat16 (parameters, gradients, Adam and the loss stay fp32):
+    # faster on CPUs with bf16 instructions (AVX512-BF16, AMX) and on GPUs; fp32 is the default because it is
+    # exact (and on other CPUs bf16 is emulated, so slower).
     precision: Literal["fp32", "bf16"] = "fp32"
 
 

@@ -11,6 +11,10 @@ most-frequent tie-break: the smallest value), five to ten times faster, because 
 columns with a Python dictionary lookup per cell. A code is a name, not a statistic: numbering the values of
 every row tells a fold nothing it could fit on, and a value absent from a fold's training rows is still unknown
 to that fold's encoder. The final model is fitted on the strings themselves, so it reads raw tables.
+
+Two more shortcuts with the same output: the folds get a plain float array rather than a DataFrame, and a numeric
+column with no missing value in any row skips the median imputer, which would change nothing in it (scikit-learn
+computes medians with a masked-array sort, the slowest statistic here). Its columns are put back in order.
 """
 
 from __future__ import annotations
@@ -23,24 +27,46 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 
-def make_preprocessor(numeric: list[str], categorical: list[str]) -> ColumnTransformer:
-    return ColumnTransformer(
+def _categorical_pipeline() -> Pipeline:
+    return Pipeline(
         [
-            ("numeric", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), numeric),
-            (
-                "categorical",
-                Pipeline(
-                    [
-                        ("impute", SimpleImputer(strategy="most_frequent")),
-                        ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype=np.float32)),
-                    ]
-                ),
-                categorical,
-            ),
+            ("impute", SimpleImputer(strategy="most_frequent")),
+            ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype=np.float32)),
+        ]
+    )
+
+
+def _numeric_pipeline() -> Pipeline:
+    return Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
+
+
+def make_preprocessor(numeric: list[str], categorical: list[str]) -> ColumnTransformer:
+    """The preprocessing of the final model, on the raw table (numeric columns first, then the one-hot blocks)."""
+    return ColumnTransformer(
+        [("numeric", _numeric_pipeline(), numeric), ("categorical", _categorical_pipeline(), categorical)],
+        remainder="drop",
+        sparse_threshold=0.0,
+    )
+
+
+def _fold_preprocessor(has_missing: list[bool], n_categorical: int) -> tuple[ColumnTransformer, np.ndarray]:
+    """:func:`make_preprocessor` for a float array of numeric columns then category codes, with the numeric
+    columns that have no missing value given to a scaler alone; and the column order that restores
+    :func:`make_preprocessor`'s layout from its output."""
+    n_numeric = len(has_missing)
+    with_missing = [i for i in range(n_numeric) if has_missing[i]]
+    complete = [i for i in range(n_numeric) if not has_missing[i]]
+    pre = ColumnTransformer(
+        [
+            ("numeric", _numeric_pipeline(), with_missing),
+            ("numeric_complete", StandardScaler(), complete),
+            ("categorical", _categorical_pipeline(), list(range(n_numeric, n_numeric + n_categorical))),
         ],
         remainder="drop",
         sparse_threshold=0.0,
     )
+    numeric_order = np.argsort(np.array(with_missing + complete, dtype=np.int64), kind="stable")
+    return pre, numeric_order
 
 
 def category_codes(features: pd.DataFrame, categorical: list[str]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
@@ -65,21 +91,26 @@ def fit_fold_preprocessors(
     narrower ones are padded with zero columns, which are zero for training and validation rows alike and so
     change nothing.
     """
-    coded, _ = category_codes(features, categorical)
-    fitted, blocks = [], []
-    for rows in train_rows:
-        pre = make_preprocessor(numeric, categorical)
+    coded, vocabulary = category_codes(features, categorical)
+    table = coded[list(numeric) + list(categorical)].to_numpy(dtype=np.float64)
+    has_missing = np.isnan(table[:, : len(numeric)]).any(axis=0).tolist()
+    n_rows, n_numeric = len(features), len(numeric)
+    # the widest a fold can be: every value of every categorical column known to it
+    stacked = np.zeros((len(train_rows), n_rows, n_numeric + sum(map(len, vocabulary.values()))), dtype=np.float32)
+    fitted, width = [], 0
+    for k, rows in enumerate(train_rows):
+        pre, numeric_order = _fold_preprocessor(has_missing, len(categorical))
         # fit_transform on the training rows, then only the other rows: fitting already transformed the former
-        train_block = pre.fit_transform(coded.iloc[rows])
-        others = np.setdiff1d(np.arange(len(features)), rows, assume_unique=True)
-        block = np.empty((len(features), train_block.shape[1]), dtype=np.float32)
-        block[rows] = train_block
+        train_block = pre.fit_transform(table[rows])
+        fold_width = train_block.shape[1]
+        stacked[k, rows, :fold_width] = train_block
+        others = np.setdiff1d(np.arange(n_rows), rows, assume_unique=True)
         if len(others):
-            block[others] = pre.transform(coded.iloc[others])
+            stacked[k, others, :fold_width] = pre.transform(table[others])
+        if np.any(numeric_order != np.arange(n_numeric)):
+            stacked[k, :, :n_numeric] = stacked[k][:, numeric_order]
         fitted.append(pre)
-        blocks.append(block)
-    width = max(b.shape[1] for b in blocks)
-    stacked = np.zeros((len(blocks), len(features), width), dtype=np.float32)
-    for k, block in enumerate(blocks):
-        stacked[k, :, : block.shape[1]] = block
+        width = max(width, fold_width)
+    if width < stacked.shape[2]:  # a value in none of the folds' training rows
+        stacked = np.ascontiguousarray(stacked[:, :, :width])
     return fitted, stacked

@@ -28,14 +28,16 @@ from objectives.threshold import best_threshold, cross_fitted_scores
 
 def _fitted_state(ct, vocabulary: dict[str, np.ndarray]) -> dict[str, object]:
     """The fitted statistics, with the categorical codes translated back to the values they stand for."""
-    numeric = ct.named_transformers_["numeric"]
+    numeric = ct.named_transformers_["numeric"]  # the columns with missing values
+    complete = ct.named_transformers_["numeric_complete"]  # those without: a scaler alone
     categorical = ct.named_transformers_["categorical"]
     names = list(vocabulary)
+    scalers = [numeric.named_steps["scale"], complete]
     return {
         "num_impute": numeric.named_steps["impute"].statistics_,
-        "scale_mean": numeric.named_steps["scale"].mean_,
-        "scale_scale": numeric.named_steps["scale"].scale_,
-        "scale_var": numeric.named_steps["scale"].var_,
+        "scale_mean": np.concatenate([sc.mean_ for sc in scalers]),
+        "scale_scale": np.concatenate([sc.scale_ for sc in scalers]),
+        "scale_var": np.concatenate([sc.var_ for sc in scalers]),
         "cat_impute": [vocabulary[c][int(v)] for c, v in zip(names, categorical.named_steps["impute"].statistics_)],
         "categories": [vocabulary[c][cats.astype(int)] for c, cats in zip(names, categorical.named_steps["onehot"].categories_)],
     }
@@ -86,12 +88,15 @@ def test_validation_rows_never_reach_fit(small_dataset):
 
 
 def test_coded_categories_give_the_matrix_the_strings_give():
-    """Codes are only faster: ties in the most-frequent value, missing cells, Japanese values and a value seen only
-    in one fold's validation rows give exactly what fitting on the strings gives."""
+    """The shortcuts are only faster: ties in the most-frequent value, missing cells, complete numeric columns,
+    Japanese values and a value seen only in one fold's validation rows give exactly what make_preprocessor
+    fitted on the raw strings gives."""
     rng = np.random.default_rng(5)
     n = 400
     features = pd.DataFrame({
+        "z": rng.normal(loc=3.0, size=n),  # no missing value: skips the imputer, and must come back in place
         "x": rng.normal(size=n),
+        "w": rng.integers(0, 9, size=n),
         "地域": rng.choice(np.array(["東京", "大阪", "名古屋", "Osaka"], dtype=object), size=n),
         "plan": np.array(["b", "a"] * (n // 2), dtype=object),  # a tie: most-frequent must pick "a"
     })  # fmt: skip
@@ -100,13 +105,13 @@ def test_coded_categories_give_the_matrix_the_strings_give():
     features.loc[rng.choice(n, 20, replace=False), "x"] = np.nan
     train_rows = [np.arange(0, 300), np.arange(100, 400), np.r_[0:100, 200:400]]
     features.loc[[310, 320], "地域"] = "札幌"  # only in fold 0's validation rows
-    numeric, categorical = ["x"], ["地域", "plan"]
+    numeric, categorical = ["z", "x", "w"], ["地域", "plan"]
     _, x = fit_fold_preprocessors(features, numeric, categorical, train_rows)
     for k, rows in enumerate(train_rows):
         expected = make_preprocessor(numeric, categorical).fit(features.iloc[rows]).transform(features)
         np.testing.assert_array_equal(x[k][:, : expected.shape[1]], np.asarray(expected, dtype=np.float32))
         assert np.all(x[k][:, expected.shape[1] :] == 0.0)
-    assert x.shape[2] == 1 + 5 + 2  # fold 1 and 2 know 札幌
+    assert x.shape[2] == 3 + 5 + 2  # fold 1 and 2 know 札幌
 
 
 def test_fold_widths_differ_and_are_zero_padded(small_dataset):
