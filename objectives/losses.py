@@ -66,27 +66,29 @@ def combined_terms(logits: Tensor, targets: Tensor, cfg: LossConfig) -> Tensor:
 
 
 def combined_terms_and_grad(logits: Tensor, targets: Tensor, cfg: LossConfig) -> tuple[Tensor, Tensor]:
-    """:func:`combined_terms` and its derivative with respect to ``logits`` (see the module docstring), in one
-    pass: the training loop's loss, which differentiates the network by hand. ``targets`` holds 0/1 as floats."""
-    sign = 2.0 * targets - 1.0
-    signed = logits * sign
-    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")  # -log p_t, as combined_terms
-    q = torch.sigmoid(-signed)  # 1 - p_t
-    total = torch.zeros_like(logits)
-    slope = torch.zeros_like(logits)  # d total / d z, divided by -sign
-    if cfg.bce_weight:
-        total += cfg.bce_weight * ce
-        slope += cfg.bce_weight * q
+    r""":func:`combined_terms` and its derivative with respect to ``logits`` (see the module docstring), in one
+    pass: the training loop's loss, which differentiates the network by hand. ``targets`` holds 0/1 as floats.
+
+    Written for few kernels (it runs once per training step): with :math:`u = -s z`, :math:`-\log p_t =
+    \log(1 + e^u)` and :math:`q = 1 - p_t = \sigma(u)`; tests hold it to :func:`combined_terms` and autograd.
+    """
+    neg_sign = 1.0 - 2.0 * targets  # -s
+    u = logits * neg_sign
+    ce = torch.logaddexp(u.new_zeros(()), u)  # -log p_t, exact for any u
+    q = torch.sigmoid(u)
+    total = ce * cfg.bce_weight
+    slope = q * cfg.bce_weight  # d total / d z, divided by -s
     if cfg.focal_weight:
         weight = cfg.focal_weight if cfg.alpha is None else cfg.focal_weight * ((1.0 - cfg.alpha) + (2.0 * cfg.alpha - 1.0) * targets)
         if cfg.gamma == 0.0:
-            total += weight * ce
-            slope += weight * q
+            total.add_(ce * weight)
+            slope.add_(q * weight)
         else:
-            modulating = torch.exp(cfg.gamma * F.logsigmoid(-signed))  # q ** gamma
-            total += weight * modulating * ce
-            slope += weight * modulating * (cfg.gamma * torch.sigmoid(signed) * ce + q)
-    return total, slope.mul_(-sign)
+            weighted = q.pow(cfg.gamma).mul_(weight)  # alpha_t q^gamma
+            total.addcmul_(weighted, ce)
+            # d/dz of q^gamma (-log p_t), over -s: q^gamma (gamma p_t (-log p_t) + q)
+            slope.addcmul_(weighted, torch.add(q, torch.sigmoid(-u).mul_(ce), alpha=cfg.gamma))
+    return total, slope.mul_(neg_sign)
 
 
 def _reduce(terms: Tensor, reduction: str) -> Tensor:
