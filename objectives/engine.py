@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -56,6 +57,11 @@ def _padded(rows: list[np.ndarray], device: torch.device) -> tuple[Tensor, Tenso
         index[k, : len(r)] = r
         mask[k, : len(r)] = 1.0
     return torch.from_numpy(index).to(device), torch.from_numpy(mask).to(device)
+
+
+def _by_step(t: Tensor, steps: int, batch: int) -> Tensor:
+    """``[K, steps * batch]`` as ``[steps, K, batch]``, contiguous."""
+    return t.view(t.shape[0], steps, batch).transpose(0, 1).contiguous()
 
 
 def _masked_fold_means(terms: Tensor, mask: Tensor) -> Tensor:
@@ -105,34 +111,34 @@ def train_folds(
     x_flat = x_t.reshape(n_folds * x_t.shape[1], x_t.shape[2])
     fold_offset = torch.arange(n_folds, device=device).unsqueeze(1) * x_t.shape[1]
 
-    def pick(rows: Tensor) -> Tensor:
-        return x_flat.index_select(0, (rows + fold_offset).reshape(-1)).view(*rows.shape, x_t.shape[2])
-
     has_val = bool(val_rows) and all(len(r) for r in val_rows)
     if has_val:
         val_index, val_mask = _padded(val_rows, device)
-        x_val, y_val = pick(val_index), y_t[val_index]
+        x_val = x_flat[(val_index + fold_offset).reshape(-1)].view(*val_index.shape, -1)
+        y_val = y_t[val_index]
     train_curve = torch.zeros(n_folds, train_cfg.epochs, device=device)
     val_curve = torch.full((n_folds, train_cfg.epochs), float("nan"), device=device)
 
+    by_step = partial(_by_step, steps=steps, batch=batch)
     for epoch in range(train_cfg.epochs):
         order = [torch.from_numpy(r)[torch.randperm(len(r), generator=g)] for r, g in zip(train_rows, gens)]
         index, mask = _padded(order, device)
         pad = steps * batch - index.shape[1]
         index, mask = torch.nn.functional.pad(index, (0, pad)), torch.nn.functional.pad(mask, (0, pad))
+        # this epoch's batches as [steps, K, batch], each step a contiguous slice: no per-step indexing work
+        flat_rows, targets, mask = by_step(index + fold_offset), by_step(y_t[index]), by_step(mask)
         running = torch.zeros(n_folds, device=device)
         for step in range(steps):
-            s = slice(step * batch, (step + 1) * batch)
-            rows = index[:, s]
             acts = Activations()
-            logits = model.forward(pick(rows), dropout_generator=dropout_gen, keep=acts)
-            terms, dterms = combined_terms_and_grad(logits, y_t.take(rows), loss_cfg)
+            x_batch = x_flat.index_select(0, flat_rows[step].view(-1)).view(n_folds, batch, -1)
+            logits = model.forward(x_batch, dropout_generator=dropout_gen, keep=acts)
+            terms, dterms = combined_terms_and_grad(logits, targets[step], loss_cfg)
             # each fold's loss is the mean over its rows in this step; the padding rows count for nothing
             if step in full_steps:
                 dlogits = dterms.mul_(1.0 / batch)
             else:
-                weight = mask[:, s] / counts[step].clamp_min(1.0).unsqueeze(1)
-                terms, dlogits = terms * mask[:, s], dterms * weight
+                weight = mask[step] / counts[step].clamp_min(1.0).unsqueeze(1)
+                terms, dlogits = terms * mask[step], dterms * weight
             model.backward(acts, dlogits)
             optimizer.step(partial_steps.get(step))
             running += terms.sum(1)
