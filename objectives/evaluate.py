@@ -71,7 +71,7 @@ def fold_seeds(seed: int, folds: int) -> list[int]:
     return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(folds)]
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
+def sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # exact sigmoid without overflow for large |z|
 
 
@@ -112,7 +112,7 @@ def evaluate(dataset: Dataset, config: TrialConfig, prepared: PreparedFolds | No
     oof = np.empty(dataset.n_rows, dtype=np.float64)
     fold_of_row = np.empty(dataset.n_rows, dtype=np.int64)
     for k, (rows, logits) in enumerate(zip(val_rows, trained.val_logits)):
-        oof[rows] = _sigmoid(logits)
+        oof[rows] = sigmoid(logits)
         fold_of_row[rows] = k
     result = score_oof(dataset.y, oof, fold_of_row, config.metric)
     result.update(train_loss=trained.train_loss, val_loss=trained.val_loss)

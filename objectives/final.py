@@ -24,7 +24,7 @@ from objectives.config import ModelConfig, TrialConfig
 from objectives.data import Dataset
 from objectives.engine import train_folds
 from objectives.errors import DataError
-from objectives.evaluate import fold_seeds
+from objectives.evaluate import fold_seeds, sigmoid
 from objectives.model import MLP
 from objectives.preprocess import make_preprocessor
 
@@ -68,7 +68,7 @@ class FinalModel:
             raise DataError(f"the preprocessing gives {x.shape[1]} inputs but the network expects {self.n_inputs}")
         with torch.no_grad():
             logits = self.network()(torch.from_numpy(x)).double().numpy()
-        return 0.5 * (1.0 + np.tanh(0.5 * logits))  # exact sigmoid without overflow, as in evaluate
+        return sigmoid(logits)
 
 
 def build_network(n_inputs: int, cfg: ModelConfig, state_dict: dict[str, torch.Tensor]) -> MLP:

@@ -40,6 +40,11 @@ from torch import Tensor, nn
 from objectives.config import LossConfig
 
 
+def alpha_weights(alpha: float, targets: Tensor) -> Tensor:
+    r""":math:`\alpha_t`: ``alpha`` on positives, ``1 - alpha`` on negatives."""
+    return (1.0 - alpha) + (2.0 * alpha - 1.0) * targets
+
+
 def focal_terms(logits: Tensor, targets: Tensor, alpha: float | None, gamma: float) -> Tensor:
     """Element-wise focal loss (no reduction). ``targets`` holds 0/1 as a float tensor."""
     signed = logits * (2.0 * targets - 1.0)
@@ -51,8 +56,7 @@ def focal_terms(logits: Tensor, targets: Tensor, alpha: float | None, gamma: flo
         modulated = torch.exp(gamma * F.logsigmoid(-signed)) * ce  # (1 - p_t)^gamma * ce
     if alpha is None:
         return modulated
-    alpha_t = (1.0 - alpha) + (2.0 * alpha - 1.0) * targets  # alpha on positives, 1 - alpha on negatives
-    return alpha_t * modulated
+    return alpha_weights(alpha, targets) * modulated
 
 
 def combined_terms(logits: Tensor, targets: Tensor, cfg: LossConfig) -> Tensor:
@@ -79,7 +83,7 @@ def combined_terms_and_grad(logits: Tensor, targets: Tensor, cfg: LossConfig) ->
     total = ce * cfg.bce_weight
     slope = q * cfg.bce_weight  # d total / d z, divided by -s
     if cfg.focal_weight:
-        weight = cfg.focal_weight if cfg.alpha is None else cfg.focal_weight * ((1.0 - cfg.alpha) + (2.0 * cfg.alpha - 1.0) * targets)
+        weight = cfg.focal_weight if cfg.alpha is None else cfg.focal_weight * alpha_weights(cfg.alpha, targets)
         if cfg.gamma == 0.0:
             total.add_(ce * weight)
             slope.add_(q * weight)
