@@ -11,19 +11,25 @@ import csv
 import hashlib
 import io
 import logging
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
+from objectives.encoding import SUPPORTED as ENCODINGS
+from objectives.encoding import decode, detect_file
 from objectives.errors import DataError
 
 log = logging.getLogger(__name__)
 
-ENCODINGS = ("utf-8", "utf-8-sig", "cp932")
 SEPARATORS = (",", ";", "\t", "|")
+# float32's range: the features reach the network as float32, and wider numbers overflow to inf there (and their
+# squares overflow the float64 variance of the scaler first)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 # a column counts as "numeric with junk" when at least this share of its non-missing values parse as numbers
 NUMERIC_SHARE = 0.9
 
@@ -70,33 +76,26 @@ def fingerprint_bytes(raw: bytes) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()[:16]
 
 
-def _read_bytes(path: Path) -> bytes:
-    if not path.exists():
-        raise DataError(f"data file not found: {path} (check the path; in a study file it is relative to the study)")
-    if path.is_dir():
+def check_regular_file(path: Path) -> None:
+    """Refuse what is not a regular file before opening it: a directory, ``/dev/zero`` (read forever), a FIFO."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DataError(f"data file not found: {path} (check the path; in a study file it is relative to the study)") from None
+    except OSError as exc:
+        raise DataError(f"cannot read data file {path}: {exc.strerror}") from None
+    if stat.S_ISDIR(mode):
         raise DataError(f"data path is a directory, not a CSV file: {path}")
+    if not stat.S_ISREG(mode):
+        raise DataError(f"data path is not a regular file (a device, a FIFO or a socket): {path}; give a CSV file")
+
+
+def _read_bytes(path: Path) -> bytes:
+    check_regular_file(path)
     raw = path.read_bytes()
     if not raw.strip():
         raise DataError(f"data file is empty: {path}")
     return raw
-
-
-def _decode(raw: bytes, encoding: str | None, path: Path) -> str:
-    if encoding is not None:
-        try:
-            return raw.decode(encoding)
-        except LookupError:
-            raise DataError(f"unknown encoding {encoding!r}; use one of {', '.join(ENCODINGS)}") from None
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path} is not valid {encoding} (byte {exc.start}); try --encoding cp932 or utf-8") from None
-    if raw.startswith(b"\xef\xbb\xbf"):
-        return raw.decode("utf-8-sig")
-    for candidate in ("utf-8", "cp932"):
-        try:
-            return raw.decode(candidate)
-        except UnicodeDecodeError:
-            continue
-    raise DataError(f"cannot detect the encoding of {path} (tried {', '.join(ENCODINGS)}); give it with --encoding")
 
 
 def _detect_sep(text: str) -> str:
@@ -155,27 +154,98 @@ def _coerce_numeric_or_explain(df: pd.DataFrame, exclude: set[str]) -> pd.DataFr
     return df
 
 
-def read_table(spec: DataSpec) -> tuple[pd.DataFrame, str]:
-    """The raw table (blanks as NaN) and its fingerprint, or a :class:`DataError` that says what is wrong."""
-    raw = _read_bytes(spec.path)
-    text = _decode(raw, spec.encoding, spec.path)
-    sep = spec.sep or _detect_sep(text)
-    header = _header(text, sep)
+def normalise_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """A raw table as every reader sees it: column names stripped, blank and whitespace-only cells missing,
+    surrounding spaces not part of a category. One rule for a training file, a test file read in chunks and a
+    served model's input frame."""
+    df.columns = [str(c).strip() for c in df.columns]
+    return _blank_to_missing(df)
+
+
+def _check_header(header: list[str], path: Path) -> None:
     dupes = sorted({c for c in header if header.count(c) > 1})
     if dupes:
-        raise DataError(f"duplicate column name(s) {dupes} in {spec.path}: rename them so each column is unique")
+        raise DataError(f"duplicate column name(s) {dupes} in {path}: rename them so each column is unique")
+
+
+def _csv_error(exc: Exception, path: Path, sep: str) -> DataError:
+    if isinstance(exc, pd.errors.EmptyDataError):
+        return DataError(f"data file has no columns: {path}")
+    return DataError(f"cannot parse {path} as CSV with separator {sep!r}: {exc}".splitlines()[0])
+
+
+def read_table(spec: DataSpec) -> tuple[pd.DataFrame, str]:
+    """The raw table (blanks as NaN) and its fingerprint, or a :class:`DataError` that says what is wrong."""
+    df, fingerprint, _ = _read_table(spec)
+    return df, fingerprint
+
+
+def _read_table(spec: DataSpec) -> tuple[pd.DataFrame, str, str]:
+    raw = _read_bytes(spec.path)
+    text, encoding = decode(raw, spec.encoding, str(spec.path))
+    log.info("read %s as %s", spec.path, encoding)
+    sep = spec.sep or _detect_sep(text)
+    _check_header(_header(text, sep), spec.path)
     try:
         df = pd.read_csv(
             io.StringIO(text), sep=sep, na_values=list(spec.na_values), keep_default_na=True, low_memory=False
         )
-    except pd.errors.EmptyDataError:
-        raise DataError(f"data file has no columns: {spec.path}") from None
-    except pd.errors.ParserError as exc:
-        raise DataError(f"cannot parse {spec.path} as CSV with separator {sep!r}: {exc}".splitlines()[0]) from None
-    df.columns = [str(c).strip() for c in df.columns]
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
+        raise _csv_error(exc, spec.path, sep) from None
     if df.empty:
         raise DataError(f"data file has a header but no rows: {spec.path}")
-    return _blank_to_missing(df), fingerprint_bytes(raw)
+    return normalise_frame(df), fingerprint_bytes(raw), encoding
+
+
+def iter_table(spec: DataSpec, chunksize: int) -> Iterator[pd.DataFrame]:
+    """The raw table in chunks of ``chunksize`` rows, in bounded memory, parsed as :func:`read_table` parses it.
+
+    Every cell is read as text and numbers are parsed later, column by column, with the same function whatever
+    the chunk (:func:`objectives.final.check_features`): pandas' per-chunk type inference would read a column as
+    numbers in one chunk and as text in the next. The index runs on across chunks, so row ``i`` is line ``i + 2``.
+    """
+    check_regular_file(spec.path)
+    encoding = detect_file(spec.path, spec.encoding)
+    log.info("read %s as %s", spec.path, encoding)
+    with open(spec.path, encoding=encoding, newline="") as f:
+        head = f.read(1 << 16)
+    if not head.strip():
+        raise DataError(f"data file is empty: {spec.path}")
+    sep = spec.sep or _detect_sep(head)
+    _check_header(_header(head, sep), spec.path)
+    try:
+        reader = pd.read_csv(
+            spec.path, sep=sep, encoding=encoding, dtype=object, na_values=list(spec.na_values),
+            keep_default_na=True, chunksize=chunksize,
+        )  # fmt: skip
+        rows = 0
+        for chunk in reader:
+            rows += len(chunk)
+            yield normalise_frame(chunk)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
+        raise _csv_error(exc, spec.path, sep) from None
+    if rows == 0:
+        raise DataError(f"data file has a header but no rows: {spec.path}")
+
+
+def rows_text(index: pd.Index, first_line: int | None, limit: int = 5) -> str:
+    """``line 5, line 9`` (a file: index + ``first_line``) or ``row 3, row 7`` (a frame), at most ``limit``."""
+    shown = [f"line {i + first_line}" if first_line is not None else f"row {i}" for i in index[:limit]]
+    return ", ".join(shown) + (", ..." if len(index) > limit else "")
+
+
+def refuse_out_of_range(col: str, values: pd.Series, where: str, first_line: int | None) -> None:
+    """Numbers the network cannot take: inf, or finite but beyond float32 (1e308 would become inf there)."""
+    with np.errstate(invalid="ignore"):
+        bad = np.abs(values.to_numpy(dtype=np.float64)) > FLOAT32_MAX
+    if bad.any():
+        examples = ", ".join(f"{v:g}" for v in values[bad].unique()[:3])
+        raise DataError(
+            f"column {col!r}{where} has {int(bad.sum())} infinite or too large value(s) ({examples}; beyond "
+            f"float32's ±{FLOAT32_MAX:.1e}) at {rows_text(values.index[bad], first_line)}: replace them with "
+            "finite numbers in that range (rescale the column), or declare their text missing with --na-value "
+            "(na_values in a study file)"
+        )
 
 
 def _target_labels(y_raw: pd.Series, spec: DataSpec) -> tuple[np.ndarray, str, str]:
@@ -209,10 +279,11 @@ def _target_labels(y_raw: pd.Series, spec: DataSpec) -> tuple[np.ndarray, str, s
 
 def load_dataset(spec: DataSpec) -> Dataset:
     """Read, validate and split a CSV into features and a 0/1 target."""
-    df, fingerprint = read_table(spec)
+    df, fingerprint, encoding = _read_table(spec)
     if spec.target not in df.columns:
         raise DataError(
-            f"target column {spec.target!r} not found in {spec.path.name}; columns are: {', '.join(df.columns[:30])}"
+            f"target column {spec.target!r} not found in {spec.path.name} (read as {encoding}); columns are: "
+            f"{', '.join(df.columns[:30])}"
         )
     missing_drop = [c for c in spec.drop if c not in df.columns]
     if missing_drop:
@@ -247,13 +318,7 @@ def load_dataset(spec: DataSpec) -> Dataset:
         raise DataError("no usable feature columns: every column was an ID or was dropped")
     for col in numeric:
         features[col] = features[col].astype(np.float64)
-        infinite = np.isinf(features[col].to_numpy())
-        if infinite.any():  # "inf", "-inf" or an overflowing number such as 1e400: scaling would fail much later
-            lines = ", ".join(str(i + 2) for i in features.index[infinite][:5])
-            raise DataError(
-                f"column {col!r} has {int(infinite.sum())} infinite value(s) (line {lines}): replace them with finite "
-                "numbers, or declare their text missing with --na-value (na_values in a study file)"
-            )
+        refuse_out_of_range(col, features[col], "", first_line=2)
     for col in categorical:
         features[col] = features[col].astype("object")
     return Dataset(

@@ -21,7 +21,7 @@ import torch
 from sklearn.compose import ColumnTransformer
 
 from objectives.config import ModelConfig, TrialConfig
-from objectives.data import Dataset
+from objectives.data import Dataset, refuse_out_of_range, rows_text
 from objectives.engine import train_folds
 from objectives.errors import DataError
 from objectives.evaluate import fold_seeds, sigmoid
@@ -61,18 +61,41 @@ class FinalModel:
             self._net = build_network(self.n_inputs, self.model_config, self.state_dict)
         return self._net
 
-    def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
-        """Probability of the positive class per row; ``features`` as returned by :func:`check_features`."""
-        x = np.asarray(self.preprocessor.transform(features), dtype=np.float32)
+    def predict_proba(self, features: pd.DataFrame, first_line: int | None = None) -> np.ndarray:
+        """Probability of the positive class per row; ``features`` as returned by :func:`check_features`.
+
+        Never a NaN: a value that standardises beyond float32 (far outside the training range) or a network
+        whose output is not finite is a :class:`DataError` naming the rows, not a blank probability."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = np.asarray(self.preprocessor.transform(features), dtype=np.float32)
         if x.shape[1] != self.n_inputs:
             raise DataError(f"the preprocessing gives {x.shape[1]} inputs but the network expects {self.n_inputs}")
+        finite = np.isfinite(x)
+        if not finite.all():
+            # the numeric columns come first in the preprocessed matrix, one column each
+            col = int(np.argmin(finite.all(axis=0)))
+            name = self.feature_columns[col] if col < len(self.numeric_columns) else "a categorical column"
+            rows = features.index[~finite[:, col]]
+            raise DataError(
+                f"column {name!r} has value(s) too far outside the training range to be standardised in float32 at "
+                f"{rows_text(rows, first_line)}: check those rows"
+            )
         with torch.no_grad():
             logits = self.network()(torch.from_numpy(x)).double().numpy()
+        bad = ~np.isfinite(logits)
+        if bad.any():
+            raise DataError(
+                f"the model's output is not a number at {rows_text(features.index[bad], first_line)}: the weights "
+                "or the inputs are not finite; check those rows, or train the model again"
+            )
         return sigmoid(logits)
 
 
 def build_network(n_inputs: int, cfg: ModelConfig, state_dict: dict[str, torch.Tensor]) -> MLP:
     """An :class:`MLP` in eval mode holding ``state_dict``; a shape mismatch is a :class:`DataError`."""
+    nonfinite = [name for name, t in state_dict.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if nonfinite:
+        raise DataError(f"the weights hold NaN or infinite values ({', '.join(nonfinite[:3])}): train the model again")
     net = MLP(n_inputs, cfg)
     try:
         net.load_state_dict(state_dict, strict=True)
@@ -116,12 +139,13 @@ class CheckedFeatures:
 
 def check_features(
     frame: pd.DataFrame, numeric: list[str], categorical: list[str], categories: dict[str, list[str]],
-    source: str = "the input",
+    source: str = "the input", first_line: int | None = None,
 ) -> CheckedFeatures:  # fmt: skip
     """Select and type the model's columns from ``frame``.
 
-    Raises :class:`DataError` naming every missing column, or a numeric column holding text. Other columns
-    (an id, the target) are ignored.
+    Raises :class:`DataError` naming every missing column, a numeric column holding text or numbers training
+    would have refused (inf, beyond float32), with the rows: ``line i + first_line`` of a file, or ``row i`` of
+    a frame when ``first_line`` is None. Other columns (an id, the target) are ignored.
     """
     missing = [c for c in [*numeric, *categorical] if c not in frame.columns]
     if missing:
@@ -137,12 +161,12 @@ def check_features(
         if bad.any():
             shown = ", ".join(repr(v) for v in values[bad].astype(str).unique()[:3])
             raise DataError(
-                f"column {col!r} of {source} must be numeric but has {int(bad.sum())} non-numeric value(s) ({shown}); "
-                "declare text meaning 'missing' with na_values in the config"
+                f"column {col!r} of {source} must be numeric but has {int(bad.sum())} non-numeric value(s) ({shown}) "
+                f"at {rows_text(values.index[bad], first_line)}; declare text meaning 'missing' with na_values in "
+                "the config"
             )
         parsed = parsed.astype(np.float64)
-        if np.isinf(parsed.to_numpy()).any():
-            raise DataError(f"column {col!r} of {source} has infinite value(s): replace them with finite numbers")
+        refuse_out_of_range(col, parsed, f" of {source}", first_line)  # the rule training applied
         out[col] = parsed
     unseen, examples = {}, {}
     for col in categorical:

@@ -24,16 +24,18 @@ same checked loader.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Iterator
 
 import numpy as np
@@ -44,10 +46,12 @@ import yaml
 from objectives.errors import LosstuneError
 from objectives.final import CheckedFeatures, FinalModel, check_features
 from search.exported import ExportedConfig, parse_exported
+from search.validation import parse_yaml
 
 log = logging.getLogger(__name__)
 
-MODEL_FORMAT_VERSION = 1
+# 2: the manifest lists the sha256 of every file of the directory, MLmodel included, and checks itself
+MODEL_FORMAT_VERSION = 2
 WEIGHTS, PREPROCESSING, CONFIG, MANIFEST = "weights", "preprocessing", "config", "manifest"
 FILES = {
     WEIGHTS: "weights.pt",
@@ -94,27 +98,35 @@ class PackagedModel:
     def target(self) -> str:
         return self.manifest["target"]
 
-    def check(self, frame: pd.DataFrame, source: str = "the input") -> CheckedFeatures:
-        """The model's columns from ``frame``; a warning per column with categories unseen in training."""
-        checked = check_features(
-            frame, self.final.numeric_columns, self.final.categorical_columns, self.final.categories, source
-        )
-        for col, count in checked.unseen.items():
-            shown = ", ".join(repr(v) for v in checked.unseen_examples[col])
-            log.warning(
-                "column %r: %d row(s) of %s have a category not seen in training (%s): encoded as no category "
-                "(one-hot ignore)", col, count, source, shown,
-            )  # fmt: skip
-        for col in checked.empty:
-            log.warning("column %r has no value in %s: imputed as in training", col, source)
-        return checked
+    def check(self, frame: pd.DataFrame, source: str = "the input", first_line: int | None = None) -> CheckedFeatures:
+        """The model's columns from ``frame`` (see :func:`objectives.final.check_features`)."""
+        return check_features(frame, self.final.numeric_columns, self.final.categorical_columns,
+                              self.final.categories, source, first_line)  # fmt: skip
 
-    def predict(self, frame: pd.DataFrame, source: str = "the input") -> pd.DataFrame:
-        """``proba`` (positive class) and ``label`` (1 when ``proba >= threshold``), one row per input row."""
-        checked = self.check(frame, source)
-        proba = self.final.predict_proba(checked.features) if len(frame) else np.zeros(0)
+    def predict_checked(self, checked: CheckedFeatures, first_line: int | None = None) -> pd.DataFrame:
+        """``proba`` (positive class) and ``label`` (1 when ``proba >= threshold``), one row per checked row."""
+        features = checked.features
+        proba = self.final.predict_proba(features, first_line) if len(features) else np.zeros(0)
         label = (proba >= self.threshold).astype(np.int64)
-        return pd.DataFrame({"proba": proba, "label": label}, index=frame.index)
+        return pd.DataFrame({"proba": proba, "label": label}, index=features.index)
+
+    def predict(self, frame: pd.DataFrame, source: str = "the input", first_line: int | None = None) -> pd.DataFrame:
+        """:meth:`predict_checked` of one frame, warning about unseen categories and empty columns."""
+        checked = self.check(frame, source, first_line)
+        warn_unusual(checked.unseen, checked.unseen_examples, checked.empty, source)
+        return self.predict_checked(checked, first_line)
+
+
+def warn_unusual(unseen: dict[str, int], examples: dict[str, list[str]], empty: list[str], source: str) -> None:
+    """One warning per column with categories not seen in training, and per model column with no value."""
+    for col, count in unseen.items():
+        shown = ", ".join(repr(v) for v in examples[col])
+        log.warning(
+            "column %r: %d row(s) of %s have a category not seen in training (%s): encoded as no category "
+            "(one-hot ignore)", col, count, source, shown,
+        )  # fmt: skip
+    for col in empty:
+        log.warning("column %r has no value in %s: imputed as in training", col, source)
 
 
 # ---------------------------------------------------------------------------------------------------- saving
@@ -158,13 +170,16 @@ def save_model_dir(
         # The input columns are named but typed Any and optional: MLflow's own enforcement would refuse an integer
         # column for a double (a CSV of whole numbers) and report a missing column in its words; check_features
         # converts and explains instead.
+        # The id columns excluded in training and the target are named too (optional), so that MLflow does not
+        # warn about them: the model ignores them, as `losstune predict` does.
+        ignored = [c for c in [*trained_on.get("excluded_columns", []), config.data.target]
+                   if c not in final.feature_columns]  # fmt: skip
         signature = ModelSignature(
-            inputs=Schema([ColSpec(AnyType(), c, required=False) for c in final.feature_columns]),
+            inputs=Schema([ColSpec(AnyType(), c, required=False) for c in [*final.feature_columns, *ignored]]),
             outputs=Schema([ColSpec("double", "proba"), ColSpec("long", "label")]),
         )
         meta = {
             "losstune_format_version": MODEL_FORMAT_VERSION,
-            "losstune_sha256": {**manifest["sha256"], MANIFEST: sha256_of(paths[MANIFEST])},
             "threshold": config.threshold,
             "positive_label": final.positive_label,
             "study": config.provenance.study,
@@ -176,6 +191,20 @@ def save_model_dir(
                 artifacts={key: str(p) for key, p in paths.items()}, code_paths=[str(p) for p in code],
                 pip_requirements=_requirements(), signature=signature, metadata=meta, mlflow_model=mlflow_model,
             )  # fmt: skip
+    return _sign(out, manifest)
+
+
+def _sign(out: Path, manifest: dict) -> dict:
+    """The manifest, rewritten with the sha256 of every other file of the saved directory (MLmodel included)
+    and its own checksum: from here on the directory's content is fixed."""
+    listing = {}
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        rel = path.relative_to(out).as_posix()
+        if rel != f"artifacts/{FILES[MANIFEST]}":
+            listing[rel] = sha256_of(path)
+    manifest = {**manifest, "files": listing}
+    manifest["self_sha256"] = _self_sha256(manifest)
+    (out / "artifacts" / FILES[MANIFEST]).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
 
 
@@ -229,52 +258,149 @@ def _requirements() -> list[str]:
 def load_model_dir(model_dir: Path) -> PackagedModel:
     """Load ``model_dir`` safely (see the module docstring); every problem is one :class:`LosstuneError`.
 
-    The chain of checks starts at ``MLmodel``: its metadata holds the format version and the sha256 of the
-    manifest, which holds the sha256 of the weights, the preprocessing and the config."""
+    Only regular files inside the directory are read, each once, and only those the manifest lists with their
+    sha256: a symbolic link, a device or FIFO, a file the manifest does not list (a stray ``model.pkl``) or an
+    artifact path in ``MLmodel`` that leaves the directory is refused before anything is parsed."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise LosstuneError(f"model directory not found: {model_dir}")
-    mlmodel = model_dir / "MLmodel"
-    if not mlmodel.is_file():
+    where = str(model_dir)
+    files = _inventory(model_dir)
+    if "MLmodel" not in files:
         raise LosstuneError(f"{model_dir} is not an MLflow model directory (no MLmodel file): make one with "
                             "`losstune train`")  # fmt: skip
-    try:
-        descriptor = yaml.safe_load(mlmodel.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError):
-        raise LosstuneError(f"{mlmodel} is corrupted (not valid YAML)") from None
+    raw_mlmodel = (model_dir / "MLmodel").read_bytes()
+    descriptor = parse_yaml(_text(raw_mlmodel, "MLmodel", where), f"MLmodel in {where}")
     meta = (descriptor.get("metadata") if isinstance(descriptor, dict) else None) or {}
-    if meta.get("losstune_format_version") is None:
+    if not isinstance(meta, dict) or meta.get("losstune_format_version") is None:
         raise LosstuneError(f"{model_dir} is an MLflow model but not a losstune one (no losstune_format_version)")
-    _check_version(meta["losstune_format_version"], str(mlmodel))
-    artifacts = ((descriptor.get("flavors") or {}).get("python_function") or {}).get("artifacts") or {}
-    paths = {key: model_dir / str((info or {}).get("path", "")) for key, info in artifacts.items()}
-    return _load_artifacts(paths, str(model_dir), (meta.get("losstune_sha256") or {}).get(MANIFEST))
-
-
-def _load_artifacts(paths: dict[str, Path], where: str, manifest_sha256: str | None) -> PackagedModel:
+    _check_version(meta["losstune_format_version"], f"MLmodel in {where}")
+    paths = _artifact_paths(descriptor, where)
     for key in FILES:
-        if key not in paths or not paths[key].is_file():
+        if key not in paths or paths[key] not in files:
             raise LosstuneError(f"model directory {where} is incomplete: {FILES[key]} is missing")
+    raw_manifest = (model_dir / paths[MANIFEST]).read_bytes()
+    manifest = _read_manifest(raw_manifest, where)
+    listed = manifest["files"]
+    unlisted = sorted(files - set(listed) - {paths[MANIFEST]})
+    if unlisted:
+        raise LosstuneError(
+            f"model directory {where} holds {unlisted[0]!r}, which is not part of the saved model (not in its "
+            f"manifest{f', nor {len(unlisted) - 1} other file(s)' if len(unlisted) > 1 else ''}): remove it"
+        )
+    absent = sorted(set(listed) - files)
+    if absent:
+        raise LosstuneError(f"model directory {where} is incomplete: {absent[0]} is missing")
+    raw = {key: (model_dir / paths[key]).read_bytes() for key in CHECKED}
+    _verify({"MLmodel": raw_mlmodel, **{paths[k]: raw[k] for k in CHECKED}}, listed, where)
+    _verify_rest(model_dir, listed, {"MLmodel", *(paths[k] for k in CHECKED)}, where)
+    return _build(raw, manifest, where)
+
+
+def _inventory(model_dir: Path) -> set[str]:
+    """Every regular file under ``model_dir`` (relative POSIX paths); anything else is refused. Byte-code caches
+    under ``code/`` are left out: Python writes them when MLflow imports the bundled code, and losstune never
+    reads them."""
+    found: set[str] = set()
+    for root, dirs, names in os.walk(model_dir, followlinks=False):
+        rel_root = Path(root).relative_to(model_dir)
+        for name in [*dirs, *names]:
+            rel = (rel_root / name).as_posix()
+            mode = os.lstat(Path(root) / name).st_mode
+            if stat.S_ISLNK(mode):
+                raise LosstuneError(f"model directory {model_dir} holds a symbolic link, {rel!r}: a model directory "
+                                    "holds regular files only (copy the files instead of linking them)")  # fmt: skip
+            if stat.S_ISDIR(mode):
+                continue
+            if not stat.S_ISREG(mode):
+                raise LosstuneError(f"model directory {model_dir} holds {rel!r}, which is not a regular file: remove it")
+            if not (rel.startswith("code/") and "/__pycache__/" in rel and rel.endswith(".pyc")):
+                found.add(rel)
+    return found
+
+
+def _artifact_paths(descriptor: dict, where: str) -> dict[str, str]:
+    """The artifacts' paths as ``MLmodel`` gives them: relative, inside the directory (no ``..``)."""
+    flavors = descriptor.get("flavors") if isinstance(descriptor, dict) else None
+    pyfunc = flavors.get("python_function") if isinstance(flavors, dict) else None
+    artifacts = (pyfunc.get("artifacts") if isinstance(pyfunc, dict) else None) or {}
+    if not isinstance(artifacts, dict):
+        raise LosstuneError(f"MLmodel in {where} is corrupted: its artifacts are not a mapping")
+    paths = {}
+    for key, info in artifacts.items():
+        text = str((info or {}).get("path", "")) if isinstance(info, dict) else ""
+        posix = PurePosixPath(text.replace("\\", "/"))
+        if posix.is_absolute() or PureWindowsPath(text).is_absolute() or ".." in posix.parts:
+            raise LosstuneError(f"MLmodel in {where} points artifact {key!r} outside the model directory ({text!r}): "
+                                "refused")  # fmt: skip
+        paths[str(key)] = posix.as_posix()
+    return paths
+
+
+def _text(raw: bytes, name: str, where: str) -> str:
     try:
-        manifest = json.loads(paths[MANIFEST].read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise LosstuneError(f"model directory {where} is corrupted: {name} is not UTF-8 text") from None
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    keys = [k for k, _ in pairs]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        raise ValueError(f"duplicate key {dupes[0]!r}")
+    return dict(pairs)
+
+
+def _self_sha256(manifest: dict) -> str:
+    body = {k: v for k, v in manifest.items() if k != "self_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def _read_manifest(raw: bytes, where: str) -> dict:
+    try:
+        manifest = json.loads(_text(raw, FILES[MANIFEST], where), object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError):
         manifest = None
     if not isinstance(manifest, dict):
-        raise LosstuneError(f"model directory {where} is corrupted: {FILES[MANIFEST]} is not a JSON object")
+        raise LosstuneError(f"model directory {where} is corrupted: {FILES[MANIFEST]} is not a JSON object "
+                            "(with unique keys)")  # fmt: skip
     _check_version(manifest.get("format_version"), f"{FILES[MANIFEST]} in {where}")
-    recorded = {**(manifest.get("sha256") or {}), MANIFEST: manifest_sha256}
-    for key in (MANIFEST, *CHECKED):
-        if recorded.get(key) != sha256_of(paths[key]):
+    if manifest.get("self_sha256") != _self_sha256(manifest) or not isinstance(manifest.get("files"), dict):
+        raise LosstuneError(
+            f"model directory {where} is corrupted: {FILES[MANIFEST]} does not match the sha256 recorded when it "
+            "was saved (edited or damaged); train the model again"
+        )
+    return manifest
+
+
+def _verify(contents: dict[str, bytes], listed: dict, where: str) -> None:
+    for rel, data in contents.items():
+        if listed.get(rel) != hashlib.sha256(data).hexdigest():
             raise LosstuneError(
-                f"model directory {where} is corrupted: {FILES[key]} does not match the sha256 recorded when it "
-                "was saved (edited or damaged); train the model again"
+                f"model directory {where} is corrupted: {PurePosixPath(rel).name} does not match the sha256 recorded "
+                "when it was saved (edited or damaged); train the model again"
             )
+
+
+def _verify_rest(model_dir: Path, listed: dict, done: set[str], where: str) -> None:
+    """The files losstune does not parse (MLflow's environment files, the bundled code) are checked too: an edit
+    there changes what ``mlflow.pyfunc.load_model`` runs."""
+    for rel in sorted(set(listed) - done):
+        if listed[rel] != sha256_of(model_dir / rel):
+            raise LosstuneError(
+                f"model directory {where} is corrupted: {rel} does not match the sha256 recorded when it was saved "
+                "(edited or damaged); train the model again"
+            )
+
+
+def _build(raw: dict[str, bytes], manifest: dict, where: str) -> PackagedModel:
     try:
-        raw_config = yaml.safe_load(paths[CONFIG].read_text(encoding="utf-8"))
+        raw_config = parse_yaml(_text(raw[CONFIG], FILES[CONFIG], where), FILES[CONFIG])
         config = parse_exported(raw_config, FILES[CONFIG], Path(where))
-        preprocessor = _load_preprocessing(paths[PREPROCESSING])
+        preprocessor = _load_preprocessing(raw[PREPROCESSING])
         try:
-            state = torch.load(paths[WEIGHTS], map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(raw[WEIGHTS]), map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - an unreadable or unsafe file, whatever torch raises
             raise LosstuneError(f"{FILES[WEIGHTS]} cannot be read as torch weights ({_first_line(exc)})") from None
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -285,21 +411,23 @@ def _load_artifacts(paths: dict[str, Path], where: str, manifest_sha256: str | N
             categorical_columns=list(manifest["categorical_columns"]),
             positive_label=str(manifest["positive_label"]), negative_label=str(manifest["negative_label"]),
         )  # fmt: skip
-        final.network()  # shape mismatches surface here, not at the first prediction
+        final.network()  # shape mismatches and non-finite weights surface here, not at the first prediction
         threshold = float(manifest["threshold"])
     except LosstuneError as exc:
         raise LosstuneError(f"cannot load the model in {where}: {exc}") from None
     except (KeyError, TypeError, ValueError) as exc:
         raise LosstuneError(f"cannot load the model in {where}: bad {FILES[MANIFEST]} ({_first_line(exc)})") from None
+    if not np.isfinite(threshold):
+        raise LosstuneError(f"cannot load the model in {where}: its threshold is not a finite number")
     return PackagedModel(final=final, threshold=threshold, config=config, manifest=manifest)
 
 
-def _load_preprocessing(path: Path):
+def _load_preprocessing(data: bytes):
     """The fitted ColumnTransformer from skops, allowing only the types listed in TRUSTED_SKOPS_TYPES."""
     import skops.io as sio
 
     try:
-        untrusted = set(sio.get_untrusted_types(file=path))
+        untrusted = set(sio.get_untrusted_types(data=data))
     except Exception as exc:  # noqa: BLE001 - not a skops file at all
         raise LosstuneError(f"{FILES[PREPROCESSING]} cannot be read as skops ({_first_line(exc)})") from None
     if untrusted - TRUSTED_SKOPS_TYPES:
@@ -308,7 +436,7 @@ def _load_preprocessing(path: Path):
             f"({', '.join(sorted(untrusted - TRUSTED_SKOPS_TYPES))}): refused"
         )
     try:
-        return sio.load(path, trusted=sorted(untrusted))
+        return sio.loads(data, trusted=sorted(untrusted))
     except Exception as exc:  # noqa: BLE001
         raise LosstuneError(f"{FILES[PREPROCESSING]} cannot be loaded ({_first_line(exc)})") from None
 
@@ -320,7 +448,10 @@ def _first_line(exc: BaseException) -> str:
 
 def _check_version(version: object, where: str) -> None:
     if version != MODEL_FORMAT_VERSION:
+        older = isinstance(version, int) and version < MODEL_FORMAT_VERSION
         raise LosstuneError(
             f"{where} has losstune model format version {version!r}; this losstune reads version "
-            f"{MODEL_FORMAT_VERSION}: load it with the losstune that made it, or train it again"
+            f"{MODEL_FORMAT_VERSION}"
+            + (" (version 1 had no checksum of MLmodel and of every file): train it again with this losstune"
+               if older else ": load it with the losstune that made it, or train it again")
         )

@@ -4,22 +4,31 @@ The test file is read like the training data (the config's separator, encoding a
 checked against the columns the model needs, and given one output row per input row: the id column (``--id-col``,
 or by default the ID-like column excluded in training when the file has it), the label named after the target
 (0/1 at the saved threshold, or the original labels) and optionally the probability of the positive class.
+
+The file is streamed in chunks of :data:`CHUNK_ROWS` rows (:func:`objectives.data.iter_table`), so memory stays
+flat with the row count; the output is written to ``OUT.tmp`` and renamed only when every row is written. Any
+refusal (a bad value in the last chunk, a full disk) removes the temporary file and leaves an existing ``OUT``
+as it was.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import pandas as pd
 
-from objectives.data import DataSpec, read_table
+from objectives.data import DataSpec, iter_table
 from objectives.errors import DataError, LosstuneError
-from search.model_package import PackagedModel, load_model_dir
+from objectives.final import CheckedFeatures
+from search.model_package import PackagedModel, load_model_dir, warn_unusual
 
 log = logging.getLogger(__name__)
+
+CHUNK_ROWS = 50_000
+FIRST_LINE = 2  # row i of the file is line i + 2 (the header is line 1)
 
 
 @dataclass
@@ -30,6 +39,27 @@ class PredictOutcome:
     threshold: float
     id_col: str | None
     label_col: str
+
+
+@dataclass
+class _Unusual:
+    """What the chunks had that is worth a warning, gathered so that it is said once for the whole file."""
+
+    unseen: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    has_value: dict[str, bool] = field(default_factory=dict)
+
+    def add(self, checked: CheckedFeatures) -> None:
+        for col, count in checked.unseen.items():
+            self.unseen[col] = self.unseen.get(col, 0) + count
+            shown = self.examples.setdefault(col, [])
+            shown.extend(v for v in checked.unseen_examples[col] if v not in shown and len(shown) < 3)
+        for col in checked.features.columns:
+            self.has_value[col] = self.has_value.get(col, False) or bool(checked.features[col].notna().any())
+
+    def warn(self, n_rows: int, source: str) -> None:
+        empty = [c for c, seen in self.has_value.items() if not seen] if n_rows > 1 else []
+        warn_unusual(self.unseen, self.examples, empty, source)
 
 
 def predict_file(
@@ -43,13 +73,40 @@ def predict_file(
     data = model.config.data
     spec = DataSpec(path=Path(test_path), target=model.target, sep=data.sep, encoding=data.encoding,
                     na_values=data.na_values)  # fmt: skip
-    frame, _ = read_table(spec)
-    id_col = _id_column(model, frame, id_col, Path(test_path).name)
-    pred = model.predict(frame, source=Path(test_path).name)
-    label_col = model.target if model.target != id_col else "label"
-    result = pd.DataFrame(index=frame.index)
+    source = Path(test_path).name
+    tmp = out.with_name(out.name + ".tmp")
+    unusual, n_rows, n_positive = _Unusual(), 0, 0
+    label_col = model.target
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            for chunk in iter_table(spec, CHUNK_ROWS):
+                if n_rows == 0:
+                    id_col = _id_column(model, chunk, id_col, source)
+                    label_col = model.target if model.target != id_col else "label"
+                checked = model.check(chunk, source, FIRST_LINE)
+                unusual.add(checked)
+                pred = model.predict_checked(checked, FIRST_LINE)
+                _result(model, chunk, pred, id_col, label_col, proba, labels).to_csv(
+                    f, index=False, header=n_rows == 0, lineterminator="\n"
+                )
+                n_rows += len(chunk)
+                n_positive += int(pred["label"].sum())
+        tmp.replace(out)  # atomic: an interrupted write never leaves a half file under the real name
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise LosstuneError(f"cannot write {out}: {exc.strerror or exc}; {out} is unchanged") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    unusual.warn(n_rows, source)
+    return PredictOutcome(out, n_rows, n_positive, model.threshold, id_col, label_col)
+
+
+def _result(model: PackagedModel, chunk: pd.DataFrame, pred: pd.DataFrame, id_col: str | None, label_col: str,
+            proba: bool, labels: str) -> pd.DataFrame:  # fmt: skip
+    result = pd.DataFrame(index=chunk.index)
     if id_col is not None:
-        result[id_col] = frame[id_col]
+        result[id_col] = chunk[id_col]
     if labels == "original":
         mapping = {1: model.final.positive_label, 0: model.final.negative_label}
         result[label_col] = pred["label"].map(mapping)
@@ -57,10 +114,7 @@ def predict_file(
         result[label_col] = pred["label"]
     if proba:
         result["proba"] = pred["proba"]
-    tmp = out.with_name(out.name + ".tmp")
-    result.to_csv(tmp, index=False)
-    tmp.replace(out)  # atomic: an interrupted write never leaves a half file under the real name
-    return PredictOutcome(out, len(result), int(pred["label"].sum()), model.threshold, id_col, label_col)
+    return result
 
 
 def _id_column(model: PackagedModel, frame: pd.DataFrame, wanted: str | None, source: str) -> str | None:

@@ -3,7 +3,8 @@
 ``mlflow.pyfunc.load_model(MODEL_DIR)`` builds it from ``losstune_pyfunc.py`` (a model from code, no pickle)
 and calls :meth:`LosstunePyfunc.load_context`, which loads the directory through the same checked loader as
 ``losstune predict`` (:func:`search.model_package.load_model_dir`). ``predict`` takes a DataFrame of raw
-feature columns (other columns, such as an id, are ignored) and returns a DataFrame with ``proba`` (positive
+feature columns, read as ``losstune predict`` reads a file (:func:`objectives.data.normalise_frame`: blank or
+whitespace-only cells are missing); other columns (the id column excluded in training, the target) are ignored and returns a DataFrame with ``proba`` (positive
 class) and ``label`` (0/1 at the saved threshold); a missing or non-numeric column is an ``MlflowException``
 (INVALID_PARAMETER_VALUE: HTTP 400 when served) that names it.
 """
@@ -15,6 +16,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PythonModel
 
+from objectives.data import normalise_frame
 from objectives.errors import LosstuneError
 from search.model_package import MANIFEST, PackagedModel, load_model_dir
 
@@ -32,7 +34,9 @@ class LosstunePyfunc(PythonModel):
         if self.model is None:
             self.load_context(context)
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        # the same rules as `losstune predict` reading a file: blank cells missing, names and categories stripped
+        frame = normalise_frame(frame.reset_index(drop=True).copy())
         try:
-            return self.model.predict(frame.reset_index(drop=True), source="the model input")
+            return self.model.predict(frame, source="the model input")
         except LosstuneError as exc:  # bad input: MLflow's scoring server answers 400 with this message
             raise MlflowException.invalid_parameter_value(str(exc)) from None

@@ -51,14 +51,53 @@ def validated(model: type[M], where: str, data: Any) -> M:
         raise LosstuneError(one_line(exc, where)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last one silently, so
+    a second ``budget:`` would override the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: merged by SafeLoader, not a key
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: SafeLoader's construct_mapping says so
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (line {first} and line {line}): keep one", key_node.start_mark
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, name: str) -> Any:
+    """Parsed YAML (or JSON) text, or one-line :class:`LosstuneError`: the one YAML reader of the project, for
+    study files, exported configurations and a model directory's ``MLmodel`` and ``exported_config.yaml``."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise LosstuneError(f"{name} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    except RecursionError:  # PyYAML composes nested nodes recursively: [[[[...]]]] a few thousand deep
+        raise LosstuneError(f"{name} is not a usable YAML file: nested too deeply") from None
+
+
 def read_yaml(path: Path, what: str) -> Any:
     """The parsed content of a YAML (or JSON) file, or one-line :class:`LosstuneError` naming ``what`` it is."""
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file():  # also refuses a directory, /dev/zero or a FIFO, before opening it
+        if path.exists():
+            raise LosstuneError(f"{what} is not a regular file: {path}")
         raise LosstuneError(f"{what} not found: {path}")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise LosstuneError(f"{path.name} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise LosstuneError(f"{path.name} is not valid YAML: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise LosstuneError(f"cannot read {what} {path}: {exc.strerror}") from None
+    return parse_yaml(text, path.name)

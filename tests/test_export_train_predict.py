@@ -167,7 +167,7 @@ def test_labels_original(flow, capsys, tmp_path):
 
 def test_model_directory_is_a_tracked_registered_mlflow_model(flow):
     mlmodel = yaml.safe_load((flow["model"] / "MLmodel").read_text())
-    assert "python_function" in mlmodel["flavors"] and mlmodel["metadata"]["losstune_format_version"] == 1
+    assert "python_function" in mlmodel["flavors"] and mlmodel["metadata"]["losstune_format_version"] == 2
     assert not list(flow["model"].rglob("*.pkl"))  # nothing pickled: weights, skops, JSON, YAML, code
     manifest = json.loads((flow["model"] / "artifacts" / "losstune_model.json").read_text())
     assert manifest["threshold"] == load_exported(flow["best.yaml"]).threshold
@@ -209,8 +209,9 @@ def test_fresh_process_pyfunc_gives_identical_predictions(flow, tmp_path):
         ("delete_weights", "weights.pt is missing"),
         ("alter_weights", "weights.pt does not match the sha256"),
         ("alter_preprocessing", "preprocessing.skops does not match the sha256"),
-        ("mlmodel_version", "model format version 2"),
-        ("manifest_version", "model format version 2"),
+        ("mlmodel_version", "model format version 3"),
+        ("manifest_version", "model format version 3"),
+        ("mlmodel_old_version", "version 1 had no checksum of MLmodel"),
         ("manifest_threshold", "losstune_model.json does not match the sha256"),
         ("no_mlmodel", "not an MLflow model directory"),
     ],
@@ -228,12 +229,13 @@ def test_corrupted_or_other_version_model_dir_is_one_clear_line(flow, capsys, tm
     elif damage == "alter_preprocessing":
         with open(artifacts / "preprocessing.skops", "ab") as f:
             f.write(b"\0")
-    elif damage == "mlmodel_version":
+    elif damage in ("mlmodel_version", "mlmodel_old_version"):
         text = (model / "MLmodel").read_text()
-        (model / "MLmodel").write_text(text.replace("losstune_format_version: 1", "losstune_format_version: 2"))
+        new = "3" if damage == "mlmodel_version" else "1"
+        (model / "MLmodel").write_text(text.replace("losstune_format_version: 2", f"losstune_format_version: {new}"))
     elif damage in ("manifest_version", "manifest_threshold"):
         manifest = json.loads((artifacts / "losstune_model.json").read_text())
-        change = {"format_version": 2} if damage == "manifest_version" else {"threshold": 0.01}
+        change = {"format_version": 3} if damage == "manifest_version" else {"threshold": 0.01}
         (artifacts / "losstune_model.json").write_text(json.dumps({**manifest, **change}))
     else:
         (model / "MLmodel").unlink()
