@@ -18,6 +18,7 @@ from sklearn.model_selection import StratifiedKFold
 from objectives.config import CVConfig, MetricConfig, TrialConfig
 from objectives.data import Dataset, check_folds
 from objectives.engine import train_folds
+from objectives.memory import check_trial_memory
 from objectives.preprocess import fit_fold_preprocessors
 from objectives.threshold import best_threshold, cross_fitted_scores, score_at
 
@@ -99,6 +100,7 @@ def evaluate(dataset: Dataset, config: TrialConfig, prepared: PreparedFolds | No
     """Cross-validate ``config`` on ``dataset``; ``prepared`` (from :func:`prepare_folds`) skips re-splitting
     and re-fitting the preprocessing when several configurations share the data and the CV settings."""
     start = time.perf_counter()
+    check_trial_memory(dataset, config)  # a network that cannot fit is one line, not a failed allocation
     if prepared is None:
         prepared = prepare_folds(dataset, config.cv)
     elif prepared.fingerprint != dataset.fingerprint or prepared.cv != config.cv:

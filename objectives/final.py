@@ -25,8 +25,12 @@ from objectives.data import Dataset, refuse_out_of_range, rows_text
 from objectives.engine import train_folds
 from objectives.errors import DataError
 from objectives.evaluate import fold_seeds, sigmoid
+from objectives.memory import check_trial_memory
 from objectives.model import MLP
 from objectives.preprocess import make_preprocessor
+
+
+FORWARD_ROWS = 1024
 
 
 @dataclass
@@ -80,8 +84,7 @@ class FinalModel:
                 f"column {name!r} has value(s) too far outside the training range to be standardised in float32 at "
                 f"{rows_text(rows, first_line)}: check those rows"
             )
-        with torch.no_grad():
-            logits = self.network()(torch.from_numpy(x)).double().numpy()
+        logits = self._logits(x)
         bad = ~np.isfinite(logits)
         if bad.any():
             raise DataError(
@@ -89,6 +92,17 @@ class FinalModel:
                 "or the inputs are not finite; check those rows, or train the model again"
             )
         return sigmoid(logits)
+
+
+    def _logits(self, x: np.ndarray) -> np.ndarray:
+        """The network's output in blocks of :data:`FORWARD_ROWS` rows: a float32 matmul's last bits depend on
+        how many rows it is given, so a row gets the same probability whether the table is scored whole, in
+        chunks (a multiple of the block) or through the served model."""
+        net = self.network()
+        with torch.no_grad():
+            blocks = [net(torch.from_numpy(x[i : i + FORWARD_ROWS])).double().numpy()
+                      for i in range(0, len(x), FORWARD_ROWS)]  # fmt: skip
+        return np.concatenate(blocks) if blocks else np.zeros(0)
 
 
 def build_network(n_inputs: int, cfg: ModelConfig, state_dict: dict[str, torch.Tensor]) -> MLP:
@@ -107,6 +121,7 @@ def build_network(n_inputs: int, cfg: ModelConfig, state_dict: dict[str, torch.T
 
 def fit_final_model(dataset: Dataset, config: TrialConfig) -> FinalModel:
     """Fit the preprocessing on all rows, then train one MLP on all rows with ``config``'s settings."""
+    check_trial_memory(dataset, config, final=True)
     pre = make_preprocessor(dataset.numeric_columns, dataset.categorical_columns).fit(dataset.features)
     x = np.asarray(pre.transform(dataset.features), dtype=np.float32)
     all_rows = np.arange(dataset.n_rows, dtype=np.int64)

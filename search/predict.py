@@ -22,12 +22,12 @@ import pandas as pd
 
 from objectives.data import DataSpec, iter_table
 from objectives.errors import DataError, LosstuneError
-from objectives.final import CheckedFeatures
+from objectives.final import FORWARD_ROWS, CheckedFeatures
 from search.model_package import PackagedModel, load_model_dir, warn_unusual
 
 log = logging.getLogger(__name__)
 
-CHUNK_ROWS = 50_000
+CHUNK_ROWS = 48 * FORWARD_ROWS  # a multiple of the forward block: the same probabilities as the whole file at once
 FIRST_LINE = 2  # row i of the file is line i + 2 (the header is line 1)
 
 

@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from objectives.data import Dataset, check_folds, load_dataset
 from objectives.errors import LosstuneError
 from objectives.evaluate import PreparedFolds, prepare_folds
+from objectives.memory import check_trial_memory
 from search.budget import BudgetLedger
 from search.plan import distribution_bounds
 from search.storage import (
@@ -49,6 +50,7 @@ class StudySession:
         if with_data:
             self.dataset = load_dataset(self.file.data_spec)
             check_folds(self.dataset, self.file.cv.folds)
+            check_trial_memory(self.dataset, self.file.trial_config())  # before any store is opened for writing
         self.url = self.file.storage_url  # may hold a password: never shown, see storage_display
         self.storage_display = redact(self.url)
         check_sqlite_target(self.url, "storage")
