@@ -301,8 +301,15 @@ def load_dataset(spec: DataSpec) -> Dataset:
 
     features = _coerce_numeric_or_explain(features, exclude=set())
     numeric = [c for c in features.columns if _is_numeric(features[c])]
+    for col in numeric:
+        features[col] = features[col].astype(np.float64)
+        refuse_out_of_range(col, features[col], "", first_line=2)
     text_cols = [c for c in features.columns if c not in numeric]
     excluded = [c for c in text_cols if len(features) > 1 and features[c].nunique(dropna=False) == len(features)]
+    categorical = [c for c in text_cols if c not in excluded]
+    if not numeric and not categorical:
+        raise DataError("no usable feature columns: every column was an ID or was dropped")
+    # warnings only once every refusal above has passed: a refused table is one line, not a warning and a line
     for col in excluded:
         log.warning("column %r has a distinct value in every row (an ID?): excluded from the features", col)
     features = features.drop(columns=excluded)
@@ -313,12 +320,6 @@ def load_dataset(spec: DataSpec) -> Dataset:
                 "column %r counts the rows (distinct consecutive integers, an ID?): kept as a feature; "
                 "leave it out with --drop %s (drop: [%s] in a study file)", col, col, col,
             )  # fmt: skip
-    categorical = [c for c in text_cols if c not in excluded]
-    if not numeric and not categorical:
-        raise DataError("no usable feature columns: every column was an ID or was dropped")
-    for col in numeric:
-        features[col] = features[col].astype(np.float64)
-        refuse_out_of_range(col, features[col], "", first_line=2)
     for col in categorical:
         features[col] = features[col].astype("object")
     return Dataset(
