@@ -2,23 +2,28 @@
 
 Layout of ``MODEL_DIR``:
 
-- ``MLmodel``: MLflow's descriptor; its metadata holds ``losstune_format_version`` and the sha256 of the four
-  artifacts (the manifest's is checked against it; the manifest holds the other three).
+- ``MLmodel``: MLflow's descriptor; its metadata holds ``losstune_format_version``.
 - ``losstune_pyfunc.py``: the model "from code", three lines that build :class:`LosstunePyfunc` (no pickle).
 - ``code/objectives``, ``code/search``: the losstune modules the model imports, so it loads without losstune.
 - ``artifacts/weights.pt``: the MLP's state_dict (``torch.save``), loaded with ``weights_only=True``.
 - ``artifacts/preprocessing.skops``: the fitted ColumnTransformer in skops format (not pickle), loaded with an
   explicit list of allowed types.
 - ``artifacts/exported_config.yaml``: the exported configuration that was trained.
-- ``artifacts/losstune_model.json``: the manifest (threshold, labels, columns, checksums, what it was trained on).
+- ``artifacts/losstune_model.json``: the manifest (threshold, labels, columns, what it was trained on) and
+  ``files``, the sha256 of every other file of the directory, ``MLmodel`` and the bundled code included; it
+  carries its own checksum (``self_sha256``, over its other keys).
 - ``requirements.txt``, ``python_env.yaml``, ``conda.yaml``: MLflow's environment files.
 
-Trust: :func:`load_model_dir` (what ``losstune predict`` uses) reads only YAML, JSON, skops with an allowlist
-and ``torch.load(weights_only=True)``; it runs no code from the directory and checks every checksum, so a
-corrupted or edited file is one clear error. ``mlflow.pyfunc.load_model`` (and ``mlflow models serve``) is
+Trust: :func:`load_model_dir` (what ``losstune predict`` uses) reads only regular files inside the directory that
+the manifest lists, each once, checking its sha256 on the bytes it then parses; a symbolic link, a device or
+FIFO, a file not in the manifest or an artifact path leaving the directory is refused. It parses only YAML (one
+strict loader), JSON, skops with an allowlist and ``torch.load(weights_only=True)`` and runs no code from the
+directory. The checksums prove the files are those the manifest lists, not who wrote them: anyone who can write
+the directory can rewrite the manifest to match. ``mlflow.pyfunc.load_model`` (and ``mlflow models serve``) is
 MLflow's loader: by MLflow's design it *executes* ``losstune_pyfunc.py`` and imports the bundled ``code/``, so
 load only model directories you trust that way, as with any MLflow model; the artifacts then go through the
-same checked loader.
+same checked loader. (Python may write ``__pycache__`` under ``code/`` then: those files are not read, and not
+refused.)
 """
 
 from __future__ import annotations
