@@ -72,7 +72,11 @@ def decoded_blocks(blocks: Iterable[bytes], encoding: str, name: str) -> Iterato
         try:
             text = decoder.decode(b"" if final else block, final=final)
         except UnicodeDecodeError as exc:
-            reason = f"byte {offset + exc.start} (0x{exc.object[exc.start]:02x}) on line {line} cannot be decoded"
+            # exc.start counts from the bytes this call was given: the decoder's carried-over bytes first
+            pending = len(exc.object) - len(block or b"")
+            at = line + exc.object[: exc.start].count(b"\n")
+            reason = (f"byte {offset - pending + exc.start} (0x{exc.object[exc.start]:02x}) on line {at} cannot be "
+                      "decoded")  # fmt: skip
             raise _Undecodable(f"{name} is not valid {encoding}: {reason}; give the right encoding with --encoding "
                                f"({', '.join(SUPPORTED)})", reason) from None  # fmt: skip
         for pattern, what in ((_NUL, "a NUL byte (binary data, or UTF-16 read as another encoding)"),

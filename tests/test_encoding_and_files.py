@@ -218,3 +218,13 @@ def test_search_refuses_a_too_large_network_before_writing(tmp_path, capsys, wri
 
 def test_an_ordinary_trial_passes_the_memory_check(small_dataset, fast_config):
     assert check_trial_memory(small_dataset, fast_config) < 10e6
+
+
+@pytest.mark.parametrize("block", [1, 5, 1 << 20])
+def test_undecodable_byte_is_named_with_its_offset_and_line_whatever_the_blocks(block):
+    from objectives.encoding import decoded_blocks
+
+    raw = ("a,b\n" * 10 + "é,1\n").encode() + b"x\xffy\n"  # the 0xff: byte 46 (é is 2 bytes), line 12
+    blocks = [raw[i : i + block] for i in range(0, len(raw), block)]
+    with pytest.raises(DataError, match=r"byte 46 \(0xff\) on line 12"):
+        list(decoded_blocks(blocks, "utf-8", "f.csv"))
