@@ -104,8 +104,12 @@ def dump_exported(config: ExportedConfig, path: Path, fmt: Literal["yaml", "json
         )
         text = header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:  # a full disk: no half file under either name, an earlier file kept as it was
+        tmp.unlink(missing_ok=True)
+        raise LosstuneError(f"cannot write {path}: {exc.strerror or exc}; {path} is unchanged") from None
 
 
 def parse_exported(raw: object, where: str, base_dir: Path) -> ExportedConfig:

@@ -228,3 +228,24 @@ def test_undecodable_byte_is_named_with_its_offset_and_line_whatever_the_blocks(
     blocks = [raw[i : i + block] for i in range(0, len(raw), block)]
     with pytest.raises(DataError, match=r"byte 46 \(0xff\) on line 12"):
         list(decoded_blocks(blocks, "utf-8", "f.csv"))
+
+
+def test_exported_config_write_failing_leaves_no_tmp_and_the_old_file(tmp_path, monkeypatch):
+    from pathlib import Path as _Path
+
+    from search.exported import dump_exported, load_exported
+    from tests.model_fixture import make_model_dir
+
+    paths = make_model_dir(tmp_path)
+    config = load_exported(paths["best"])
+    before = paths["best"].read_bytes()
+    real = _Path.write_text
+
+    def full_disk(self, *args, **kwargs):
+        real(self, "partial", encoding="utf-8")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_Path, "write_text", full_disk)
+    with pytest.raises(LosstuneError, match="No space left on device"):
+        dump_exported(config, paths["best"])
+    assert paths["best"].read_bytes() == before and not (tmp_path / "best.yaml.tmp").exists()
