@@ -8,6 +8,7 @@ import os
 import textwrap
 
 import pandas as pd
+import torch
 import pytest
 
 from objectives.config import CVConfig, ModelConfig, TrainConfig, TrialConfig
@@ -249,3 +250,13 @@ def test_exported_config_write_failing_leaves_no_tmp_and_the_old_file(tmp_path, 
     with pytest.raises(LosstuneError, match="No space left on device"):
         dump_exported(config, paths["best"])
     assert paths["best"].read_bytes() == before and not (tmp_path / "best.yaml.tmp").exists()
+
+
+def test_on_a_gpu_the_free_device_memory_is_the_limit(monkeypatch):
+    from objectives.memory import check_fits
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (2 * 10**9, 80 * 10**9))
+    shape = TrialShape(10_000, 20, (8192, 8192), 5, 256)  # about 5.4 GB of parameters and Adam state
+    with pytest.raises(OutOfMemory, match="but 2.0 GB is available on the GPU"):
+        check_fits(shape, "cuda")
+    assert check_fits(TrialShape(10_000, 20, (64,), 5, 256), "cuda") < 2 * 10**9
