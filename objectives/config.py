@@ -61,6 +61,9 @@ class TrainConfig(_Strict):
 class CVConfig(_Strict):
     folds: Annotated[int, Field(ge=2, le=100)] = 5
     seed: Annotated[int, Field(ge=0)] = 0
+    # repeated stratified K-fold: repeat r has its own split and init seeds (objectives.evaluate.repeat_seed);
+    # repeat 0 is the split of `seed` itself, so repeats: 1 is plain K-fold
+    repeats: Annotated[int, Field(ge=1, le=100)] = 1
 
 
 class MetricConfig(_Strict):

@@ -1,8 +1,18 @@
-"""One trial, measured: stratified K-fold CV of the MLP under one loss configuration, then the threshold.
+"""Trials, measured: stratified K-fold CV (repeated ``cv.repeats`` times) of the MLP under a loss configuration,
+then the threshold.
 
-``evaluate(dataset, config)`` is the whole objective: split, fit preprocessing inside each fold, train the K fold
+``evaluate(dataset, config)`` is the whole objective: split, fit preprocessing inside each fold, train the fold
 models together, collect out-of-fold (OOF) probabilities, pick the metric-optimal threshold on them exactly, and
 report both the optimistic OOF score at that threshold and the honest cross-fitted one.
+``evaluate_many(dataset, configs)`` does the same for several loss configurations as one job: every
+(configuration, repeat, fold) model is a row of one stacked training, and each configuration's result is bit for
+bit what ``evaluate`` gives it alone (fp32, no dropout).
+
+With ``cv.repeats`` R > 1, repeat r uses its own stratified split and init seeds (:func:`repeat_seed`; repeat 0
+is exactly the single K-fold of ``cv.seed``), the same for every configuration. The threshold is chosen on the
+pooled OOF predictions of all repeats; ``repeat_scores[r]`` is repeat r's OOF score at that threshold and
+``oof_score`` their mean. ``oof_proba`` and ``fold_of_row`` stay repeat 0's (``[n_rows]``, what reports and
+``--oof-out`` read); ``oof_proba_by_repeat`` and ``fold_of_row_by_repeat`` are ``[R, n_rows]``.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from sklearn.model_selection import StratifiedKFold
 from objectives.config import CVConfig, MetricConfig, TrialConfig
 from objectives.data import Dataset, check_folds
 from objectives.engine import train_folds
+from objectives.errors import TrainingDiverged
 from objectives.memory import check_trial_memory
 from objectives.preprocess import fit_fold_preprocessors
 from objectives.threshold import best_threshold, cross_fitted_scores, score_at
@@ -35,7 +46,9 @@ class EvaluationResult:
     honest_score_mean: float  # cross-fitted: fold k scored at the threshold chosen on the other folds
     honest_score_std: float
     honest_fold_scores: list[float]
-    fold_scores: list[float]  # each fold's metric at the global threshold
+    fold_scores: list[float]  # each fold's metric at the trial's threshold, repeat-major (r * folds + k)
+    repeats: int
+    repeat_scores: list[float]  # repeat r's OOF score at the trial's threshold; oof_score is their mean
     f1_at_0_5: float
     precision: float
     recall: float
@@ -51,12 +64,17 @@ class EvaluationResult:
     oof_proba: np.ndarray = field(repr=False)
     fold_of_row: np.ndarray = field(repr=False)
     y_true: np.ndarray = field(repr=False)
-    train_loss: np.ndarray = field(repr=False)  # [folds, epochs]
-    val_loss: np.ndarray = field(repr=False)  # [folds, epochs]
+    oof_proba_by_repeat: np.ndarray = field(repr=False)  # [repeats, rows]; row 0 is oof_proba
+    fold_of_row_by_repeat: np.ndarray = field(repr=False)  # [repeats, rows]
+    train_loss: np.ndarray = field(repr=False)  # [repeats * folds, epochs], repeat-major
+    val_loss: np.ndarray = field(repr=False)  # [repeats * folds, epochs]
+
+    ARRAYS = ("oof_proba", "fold_of_row", "y_true", "oof_proba_by_repeat", "fold_of_row_by_repeat",
+              "train_loss", "val_loss")  # fmt: skip
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for key in ("oof_proba", "fold_of_row", "y_true", "train_loss", "val_loss"):
+        for key in self.ARRAYS:
             d.pop(key)
         return d
 
@@ -72,89 +90,176 @@ def fold_seeds(seed: int, folds: int) -> list[int]:
     return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(folds)]
 
 
+def repeat_seed(seed: int, repeat: int) -> int:
+    """The split seed of repeat ``repeat`` (its fold seeds are ``fold_seeds(repeat_seed(...), folds)``): repeat 0
+    is ``seed`` itself, so one repeat is plain K-fold; the others are derived from ``seed`` and the repeat."""
+    return seed if repeat == 0 else int(np.random.SeedSequence([seed, repeat]).generate_state(1)[0])
+
+
 def sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # exact sigmoid without overflow for large |z|
 
 
 @dataclass(frozen=True)
 class PreparedFolds:
-    """The CV split and each fold's preprocessed rows. They depend only on the data and ``cv``, not on the loss,
-    so a search prepares them once and every trial reuses them."""
+    """The CV splits of every repeat and each split's preprocessed rows, repeat-major (split ``r * folds + k``).
+    They depend only on the data and ``cv``, not on the loss, so a search prepares them once and every trial
+    reuses them."""
 
     fingerprint: str
     cv: CVConfig
     train_rows: list[np.ndarray]
     val_rows: list[np.ndarray]
-    x: np.ndarray  # [folds, rows, features], fold k's preprocessing of every row
+    x: np.ndarray  # [repeats * folds, rows, features], split s's preprocessing of every row
+    seeds: list[int]  # each split's model seed (init, batch order)
 
 
 def prepare_folds(dataset: Dataset, cv: CVConfig) -> PreparedFolds:
     check_folds(dataset, cv.folds)
-    splits = stratified_folds(dataset.y, cv.folds, cv.seed)
+    splits, seeds = [], []
+    for r in range(cv.repeats):
+        splits += stratified_folds(dataset.y, cv.folds, repeat_seed(cv.seed, r))
+        seeds += fold_seeds(repeat_seed(cv.seed, r), cv.folds)
     train_rows = [tr for tr, _ in splits]
     _, x = fit_fold_preprocessors(dataset.features, dataset.numeric_columns, dataset.categorical_columns, train_rows)
-    return PreparedFolds(dataset.fingerprint, cv, train_rows, [va for _, va in splits], x)
+    return PreparedFolds(dataset.fingerprint, cv, train_rows, [va for _, va in splits], x, seeds)
 
 
 def evaluate(dataset: Dataset, config: TrialConfig, prepared: PreparedFolds | None = None) -> EvaluationResult:
     """Cross-validate ``config`` on ``dataset``; ``prepared`` (from :func:`prepare_folds`) skips re-splitting
-    and re-fitting the preprocessing when several configurations share the data and the CV settings."""
-    start = time.perf_counter()
-    check_trial_memory(dataset, config)  # a network that cannot fit is one line, not a failed allocation
-    if prepared is None:
-        prepared = prepare_folds(dataset, config.cv)
-    elif prepared.fingerprint != dataset.fingerprint or prepared.cv != config.cv:
-        raise ValueError("prepared folds were made for other data or other CV settings")
-    val_rows = prepared.val_rows
-    trained = train_folds(
-        prepared.x, dataset.y, prepared.train_rows, val_rows, config.loss, config.model, config.train,
-        fold_seeds(config.cv.seed, config.cv.folds),
-    )  # fmt: skip
+    and re-fitting the preprocessing when several configurations share the data and the CV settings.
+    Raises :class:`TrainingDiverged` when the loss becomes NaN/inf."""
+    (outcome,) = evaluate_batch(dataset, [config], prepared)
+    if isinstance(outcome, TrainingDiverged):
+        raise outcome
+    return outcome
 
-    oof = np.empty(dataset.n_rows, dtype=np.float64)
-    fold_of_row = np.empty(dataset.n_rows, dtype=np.int64)
-    for k, (rows, logits) in enumerate(zip(val_rows, trained.val_logits)):
-        oof[rows] = sigmoid(logits)
-        fold_of_row[rows] = k
-    result = score_oof(dataset.y, oof, fold_of_row, config.metric)
-    result.update(train_loss=trained.train_loss, val_loss=trained.val_loss)
+
+def evaluate_many(
+    dataset: Dataset, configs: list[TrialConfig], prepared: PreparedFolds | None = None
+) -> list[EvaluationResult]:
+    """:func:`evaluate` of several configurations that differ only in their loss, trained as one job; raises
+    the first configuration's :class:`TrainingDiverged` if any diverges (see :func:`evaluate_batch`, which
+    returns it instead, so that the others' results are kept)."""
+    outcomes = evaluate_batch(dataset, configs, prepared)
+    for outcome in outcomes:
+        if isinstance(outcome, TrainingDiverged):
+            raise outcome
+    return outcomes  # type: ignore[return-value]
+
+
+def evaluate_batch(
+    dataset: Dataset, configs: list[TrialConfig], prepared: PreparedFolds | None = None
+) -> list[EvaluationResult | TrainingDiverged]:
+    """Each configuration's result, or the :class:`TrainingDiverged` that ended it: the models of all
+    configurations are trained together (the rows of one stacked job), and a configuration whose loss becomes
+    NaN/inf fails alone. ``seconds`` of each result is the whole job's time (they ran at once).
+
+    The configurations must agree on everything but the loss (data, ``cv``, model, training, metric):
+    otherwise ``ValueError``, naming the setting."""
+    start = time.perf_counter()
+    base = _common_settings(configs)
+    check_trial_memory(dataset, base, configs=len(configs))  # a network that cannot fit is one line, not a failed allocation
+    if prepared is None:
+        prepared = prepare_folds(dataset, base.cv)
+    elif prepared.fingerprint != dataset.fingerprint or prepared.cv != base.cv:
+        raise ValueError("prepared folds were made for other data or other CV settings")
+    n_splits = len(prepared.train_rows)
+    trained = train_folds(
+        prepared.x, dataset.y, prepared.train_rows * len(configs), prepared.val_rows * len(configs),
+        [c.loss for c in configs for _ in range(n_splits)], base.model, base.train, prepared.seeds * len(configs),
+        blocks=list(range(n_splits)) * len(configs), groups=[i for i in range(len(configs)) for _ in range(n_splits)],
+    )  # fmt: skip
     seconds = time.perf_counter() - start
-    log.info("evaluated %s in %.2fs: oof %s=%.4f", config.loss, seconds, config.metric.label, result["oof_score"])
-    return EvaluationResult(
-        n_rows=dataset.n_rows,
-        positive_rate=dataset.positive_rate,
-        fingerprint=dataset.fingerprint,
-        seconds=seconds,
-        **result,
-    )
+    outcomes: list[EvaluationResult | TrainingDiverged] = []
+    for i, config in enumerate(configs):
+        if i in trained.diverged:
+            outcomes.append(trained.diverged[i])
+            continue
+        models = slice(i * n_splits, (i + 1) * n_splits)
+        oof, fold_of_row = _oof(dataset.n_rows, config.cv, prepared.val_rows, trained.val_logits[models])
+        result = score_oof(dataset.y, oof, fold_of_row, config.metric)
+        result.update(train_loss=trained.train_loss[models], val_loss=trained.val_loss[models])
+        log.info("evaluated %s: oof %s=%.4f", config.loss, config.metric.label, result["oof_score"])
+        outcomes.append(EvaluationResult(
+            n_rows=dataset.n_rows, positive_rate=dataset.positive_rate, fingerprint=dataset.fingerprint,
+            seconds=seconds, **result,
+        ))  # fmt: skip
+    log.info("trained %d configuration(s) x %d split(s) in %.2fs", len(configs), n_splits, seconds)
+    return outcomes
+
+
+def _common_settings(configs: list[TrialConfig]) -> TrialConfig:
+    """The first configuration, once every other agrees with it on everything but the loss."""
+    if not configs:
+        raise ValueError("no configurations to evaluate")
+    first = configs[0]
+    for i, other in enumerate(configs[1:], start=1):
+        for name in ("cv", "model", "train", "metric"):
+            if getattr(other, name) != getattr(first, name):
+                raise ValueError(
+                    f"configurations trained together must differ only in their loss: configuration {i} has "
+                    f"{name} {getattr(other, name)!r}, configuration 0 has {getattr(first, name)!r}; "
+                    "evaluate them in separate calls"
+                )
+    return first
+
+
+def _oof(n_rows: int, cv: CVConfig, val_rows: list[np.ndarray], logits: list[np.ndarray]):
+    """OOF probabilities and fold numbers ``[repeats, n_rows]`` from each split's validation logits."""
+    oof = np.empty((cv.repeats, n_rows), dtype=np.float64)
+    fold_of_row = np.empty((cv.repeats, n_rows), dtype=np.int64)
+    for s, (rows, z) in enumerate(zip(val_rows, logits)):
+        r, k = divmod(s, cv.folds)
+        oof[r, rows] = sigmoid(z)
+        fold_of_row[r, rows] = k
+    return oof, fold_of_row
 
 
 def score_oof(y: np.ndarray, oof: np.ndarray, fold_of_row: np.ndarray, metric: MetricConfig) -> dict:
-    """Threshold and every score, from OOF probabilities alone."""
-    choice = best_threshold(y, oof, metric)
-    honest = cross_fitted_scores(y, oof, fold_of_row, metric)
-    pred = oof >= choice.threshold
-    yb = y.astype(bool)
+    """Threshold and every score, from OOF probabilities alone: ``oof`` and ``fold_of_row`` are ``[n_rows]``
+    (one repeat) or ``[repeats, n_rows]``.
+
+    The threshold is chosen on the pooled predictions of all repeats; each repeat is scored at it
+    (``repeat_scores``, ``oof_score`` their mean) and each of its folds too (``fold_scores``). The honest score
+    of fold k of repeat r uses the threshold chosen on the other folds of the same repeat. Precision, recall,
+    F1 at 0.5, ROC-AUC, PR-AUC, log loss and the confusion matrix are of the pooled predictions (with several
+    repeats the confusion matrix counts each row once per repeat)."""
+    oof, fold_of_row = np.atleast_2d(oof), np.atleast_2d(fold_of_row)
+    repeats = oof.shape[0]
+    y_pooled, p_pooled = np.tile(y, repeats), oof.reshape(-1)
+    choice = best_threshold(y_pooled, p_pooled, metric)
+    t = choice.threshold
+    repeat_scores = [score_at(y, oof[r], t, metric) for r in range(repeats)]
+    honest = np.concatenate([cross_fitted_scores(y, oof[r], fold_of_row[r], metric) for r in range(repeats)])
+    fold_scores = [score_at(y[fold_of_row[r] == k], oof[r][fold_of_row[r] == k], t, metric)
+                   for r in range(repeats) for k in np.unique(fold_of_row[r])]  # fmt: skip
+    pred = p_pooled >= t
+    yb = y_pooled.astype(bool)
     tp, fp = int(np.sum(pred & yb)), int(np.sum(pred & ~yb))
     fn, tn = int(np.sum(~pred & yb)), int(np.sum(~pred & ~yb))
     f1 = MetricConfig(name="f1")
     return dict(
         metric=metric.label,
-        threshold=choice.threshold,
-        oof_score=choice.score,
+        threshold=t,
+        # one repeat: the score found with the threshold, as before; several: the mean of the repeats'
+        oof_score=choice.score if repeats == 1 else float(np.mean(repeat_scores)),
         honest_score_mean=float(honest.mean()),
         honest_score_std=float(honest.std()),
         honest_fold_scores=honest.tolist(),
-        fold_scores=[score_at(y[fold_of_row == k], oof[fold_of_row == k], choice.threshold, metric)
-                     for k in np.unique(fold_of_row)],
-        f1_at_0_5=score_at(y, oof, 0.5, f1),
+        fold_scores=fold_scores,
+        repeats=repeats,
+        repeat_scores=[choice.score] if repeats == 1 else repeat_scores,
+        f1_at_0_5=score_at(y_pooled, p_pooled, 0.5, f1),
         precision=tp / (tp + fp) if tp + fp else 0.0,
         recall=tp / (tp + fn) if tp + fn else 0.0,
-        roc_auc=float(roc_auc_score(y, oof)),
-        pr_auc=float(average_precision_score(y, oof)),
-        log_loss=float(log_loss(y, np.clip(oof, 1e-15, 1 - 1e-15), labels=[0, 1])),
+        roc_auc=float(roc_auc_score(y_pooled, p_pooled)),
+        pr_auc=float(average_precision_score(y_pooled, p_pooled)),
+        log_loss=float(log_loss(y_pooled, np.clip(p_pooled, 1e-15, 1 - 1e-15), labels=[0, 1])),
         confusion_matrix=[[tn, fp], [fn, tp]],
-        oof_proba=oof,
-        fold_of_row=fold_of_row,
+        oof_proba=oof[0],
+        fold_of_row=fold_of_row[0],
         y_true=y,
+        oof_proba_by_repeat=oof,
+        fold_of_row_by_repeat=fold_of_row,
     )

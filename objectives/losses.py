@@ -33,6 +33,8 @@ A configuration in which one class gets no loss at all (``bce_weight=0`` with ``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -69,29 +71,64 @@ def combined_terms(logits: Tensor, targets: Tensor, cfg: LossConfig) -> Tensor:
     return total
 
 
-def combined_terms_and_grad(logits: Tensor, targets: Tensor, cfg: LossConfig) -> tuple[Tensor, Tensor]:
+@dataclass(frozen=True)
+class LossParams:
+    r"""The loss parameters of M models as ``[M, 1]`` float32 columns, broadcast over each model's batch: the
+    training loss of models with different loss configurations, computed in the same kernels.
+
+    :math:`\alpha_t = a_0 + a_1 y` with :math:`(a_0, a_1) = (1 - \alpha, 2\alpha - 1)`, or :math:`(1, 0)` for
+    ``alpha=None``: exactly 1, so an unweighted model's terms are not rounded by a weight. ``gamma`` 0 gives
+    :math:`q^0 = 1` exactly. A single :class:`LossConfig` is :meth:`of` (broadcast over every element)."""
+
+    bce_weight: Tensor
+    focal_weight: Tensor
+    gamma: Tensor
+    alpha_base: Tensor  # a_0
+    alpha_slope: Tensor  # a_1
+
+    @classmethod
+    def stack(
+        cls, configs: "list[LossConfig]", device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    ) -> "LossParams":
+        def column(values: list[float]) -> Tensor:
+            return torch.tensor(values, dtype=dtype, device=device).unsqueeze(1)
+
+        return cls(
+            bce_weight=column([c.bce_weight for c in configs]),
+            focal_weight=column([c.focal_weight for c in configs]),
+            gamma=column([c.gamma for c in configs]),
+            alpha_base=column([1.0 if c.alpha is None else 1.0 - c.alpha for c in configs]),
+            alpha_slope=column([0.0 if c.alpha is None else 2.0 * c.alpha - 1.0 for c in configs]),
+        )
+
+    @classmethod
+    def of(cls, cfg: "LossConfig", like: Tensor) -> "LossParams":
+        """One configuration for every element of ``like`` (0-d tensors, so any shape broadcasts unchanged)."""
+        stacked = cls.stack([cfg], like.device, like.dtype)
+        return cls(**{name: getattr(stacked, name).reshape(()) for name in cls.__dataclass_fields__})
+
+
+def combined_terms_and_grad(logits: Tensor, targets: Tensor, cfg: "LossConfig | LossParams") -> tuple[Tensor, Tensor]:
     r""":func:`combined_terms` and its derivative with respect to ``logits`` (see the module docstring), in one
-    pass: the training loop's loss, which differentiates the network by hand. ``targets`` holds 0/1 as floats.
+    pass: the training loss, which differentiates the network by hand. ``targets`` holds 0/1 as floats.
+    ``cfg`` is one configuration for every row, or :class:`LossParams` with one row per model (``logits`` is
+    then ``[M, B]``): the same kernels either way, so a model's values do not depend on the others'.
 
     Written for few kernels (it runs once per training step): with :math:`u = -s z`, :math:`-\log p_t =
     \log(1 + e^u)` and :math:`q = 1 - p_t = \sigma(u)`; tests hold it to :func:`combined_terms` and autograd.
     """
+    p = cfg if isinstance(cfg, LossParams) else LossParams.of(cfg, logits)
     neg_sign = 1.0 - 2.0 * targets  # -s
     u = logits * neg_sign
     ce = torch.logaddexp(u.new_zeros(()), u)  # -log p_t, exact for any u
     q = torch.sigmoid(u)
-    total = ce * cfg.bce_weight
-    slope = q * cfg.bce_weight  # d total / d z, divided by -s
-    if cfg.focal_weight:
-        weight = cfg.focal_weight if cfg.alpha is None else cfg.focal_weight * alpha_weights(cfg.alpha, targets)
-        if cfg.gamma == 0.0:
-            total.add_(ce * weight)
-            slope.add_(q * weight)
-        else:
-            weighted = q.pow(cfg.gamma).mul_(weight)  # alpha_t q^gamma
-            total.addcmul_(weighted, ce)
-            # d/dz of q^gamma (-log p_t), over -s: q^gamma (gamma p_t (-log p_t) + q)
-            slope.addcmul_(weighted, torch.add(q, torch.sigmoid(-u).mul_(ce), alpha=cfg.gamma))
+    total = ce * p.bce_weight
+    slope = q * p.bce_weight  # d total / d z, divided by -s
+    weight = (targets * p.alpha_slope + p.alpha_base).mul_(p.focal_weight)  # focal_weight * alpha_t
+    weighted = q.pow(p.gamma).mul_(weight)  # focal_weight * alpha_t * q^gamma
+    total.addcmul_(weighted, ce)
+    # d/dz of q^gamma (-log p_t), over -s: q^gamma (gamma p_t (-log p_t) + q)
+    slope.addcmul_(weighted, torch.sigmoid(-u).mul_(ce).mul_(p.gamma).add_(q))
     return total, slope.mul_(neg_sign)
 
 

@@ -98,9 +98,9 @@ def _gb(n: int) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.0f} MB"
 
 
-def check_trial_memory(dataset: "Dataset", config: "TrialConfig", final: bool = False) -> int:
-    """:func:`check_fits` for ``config`` on ``dataset``: its K-fold CV, or with ``final`` the one model fitted
-    on every row (no validation rows)."""
+def check_trial_memory(dataset: "Dataset", config: "TrialConfig", final: bool = False, configs: int = 1) -> int:
+    """:func:`check_fits` for ``config`` on ``dataset``: its repeated K-fold CV (``configs`` configurations trained
+    together), or with ``final`` the one model fitted on every row (no validation rows)."""
     from objectives.engine import resolve_device
 
     n_inputs = len(dataset.numeric_columns) + sum(
@@ -108,7 +108,7 @@ def check_trial_memory(dataset: "Dataset", config: "TrialConfig", final: bool = 
     )
     shape = TrialShape(
         n_rows=dataset.n_rows, n_inputs=n_inputs, hidden=tuple(config.model.hidden),
-        folds=1 if final else config.cv.folds, batch_size=config.train.batch_size, validation=not final,
+        folds=1 if final else configs * config.cv.repeats * config.cv.folds, batch_size=config.train.batch_size, validation=not final,
     )  # fmt: skip
     device = resolve_device(config.train.device).type
-    return check_fits(shape, device, "the final model" if final else f"a trial ({shape.folds} folds trained together)")
+    return check_fits(shape, device, "the final model" if final else f"a trial ({shape.folds} models trained together)")

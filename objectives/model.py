@@ -78,8 +78,8 @@ class FoldMLP:
         self.compute_dtype = compute_dtype or dtype
         sizes = [n_features, *cfg.hidden, 1]
         self.shapes = list(zip(sizes[:-1], sizes[1:]))
-        n_params = sum(fan_in * fan_out + fan_out for fan_in, fan_out in self.shapes)
-        self.params = torch.empty(len(generators), n_params, dtype=dtype, device=device)
+        n_params = self._views(None)
+        self.params = torch.zeros(len(generators), n_params, dtype=dtype, device=device)
         self.grad = torch.zeros_like(self.params)
         self.weights, self.biases = self._views(self.params)
         self.grad_weights, self.grad_biases = self._views(self.grad)
@@ -89,15 +89,21 @@ class FoldMLP:
             w.copy_(torch.stack([_uniform((fan_out, fan_in), bound, g) for g in generators]).transpose(1, 2))
             b.copy_(torch.stack([_uniform((fan_out,), bound, g) for g in generators]).unsqueeze(1))
 
-    def _views(self, flat: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+    def _views(self, flat: Tensor | None) -> tuple[list[Tensor], list[Tensor]] | int:
+        """Each layer's weight and bias as views into the rows of ``flat`` (or, given None, the row length).
+
+        Every block starts at a multiple of 64 bytes, and so does every row: the BLAS kernels take other code
+        paths (other summation orders) for differently aligned operands, so without this a model in row 5
+        would not compute bit for bit what the same model computes alone in row 0. The gaps stay zero."""
         weights, biases, at = [], [], 0
-        n_folds = flat.shape[0]
         for fan_in, fan_out in self.shapes:
-            weights.append(flat[:, at : at + fan_in * fan_out].view(n_folds, fan_in, fan_out))
-            at += fan_in * fan_out
-            biases.append(flat[:, at : at + fan_out].view(n_folds, 1, fan_out))
-            at += fan_out
-        return weights, biases
+            if flat is not None:
+                weights.append(flat[:, at : at + fan_in * fan_out].view(flat.shape[0], fan_in, fan_out))
+            at = aligned(at + fan_in * fan_out)
+            if flat is not None:
+                biases.append(flat[:, at : at + fan_out].view(flat.shape[0], 1, fan_out))
+            at = aligned(at + fan_out)
+        return at if flat is None else (weights, biases)
 
     @torch.no_grad()
     def forward(
@@ -155,6 +161,14 @@ class FoldMLP:
         for w, b in zip(self.weights, self.biases):
             tensors += [w[k].t().contiguous().cpu(), b[k, 0].clone().cpu()]
         return dict(zip(names, tensors))
+
+
+_ALIGN_ELEMENTS = 16  # 64 bytes of fp32: a cache line, the widest vector loads
+
+
+def aligned(n: int) -> int:
+    """``n`` rounded up to a multiple of 16."""
+    return -(-n // _ALIGN_ELEMENTS) * _ALIGN_ELEMENTS
 
 
 def _bmm_into(out: Tensor, a: Tensor, b: Tensor) -> None:

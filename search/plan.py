@@ -155,3 +155,26 @@ def distribution_bounds(phases: tuple[Phase, ...]) -> dict[str, tuple[float, flo
         lo, hi = (min(vs), max(vs)) if vs else PARAM_LIMITS[k]
         out[k] = (lo, hi) if lo < hi else PARAM_LIMITS[k]
     return out
+
+
+def pending_steps(phases: tuple[Phase, ...], records: list[TrialRecord], limit: int) -> list[Step] | Wait | None:
+    """Up to ``limit`` steps of the current phase that can run at once (a batch): every pending grid point, or
+    ``phase.batch`` TPE draws (within the phase's ``trials``). A Wait or None as :func:`next_step` says.
+
+    Found by asking :func:`next_step` again with each step already taken counted as a running trial, so the
+    rules of what is pending stay in one place."""
+    first = next_step(phases, records)
+    if not isinstance(first, Step):
+        return first
+    if first.loss is None:
+        limit = min(limit, first.phase.batch)
+    steps = [first]
+    while len(steps) < limit:
+        taken = steps[-1]
+        records = [*records, TrialRecord(number=-len(steps), phase=taken.phase.name, state="RUNNING",
+                                         loss=dict(taken.loss or taken.base))]  # fmt: skip
+        following = next_step(phases, records)
+        if not isinstance(following, Step) or following.phase_index != first.phase_index:
+            break
+        steps.append(following)
+    return steps

@@ -63,6 +63,9 @@ class Phase(_Strict):
     sampler: Literal["grid", "tpe"] | None = None
     space: dict[LossParam, tuple[float, float]] | None = None
     trials: Annotated[int, Field(ge=1)] | None = None
+    # tpe phases: trials asked at once and trained together (constant_liar); a grid phase runs its pending
+    # points together anyway
+    batch: Annotated[int, Field(ge=1, le=64)] = 1
 
     @model_validator(mode="after")
     def _shape(self) -> "Phase":

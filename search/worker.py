@@ -1,10 +1,17 @@
-"""One worker's loop, top to bottom: find where the plan stands from the stored trials; reserve a budget slot
-(and, for a grid point, claim it); ask Optuna for a trial with the step's parameters fixed or sampled; evaluate
-it while beating a heartbeat; log it to MLflow; tell Optuna.
+"""One worker's loop, top to bottom: find where the plan stands from the stored trials; take the current phase's
+pending steps as a batch (every pending grid point, or a TPE phase's ``batch`` draws); for each, reserve a budget
+slot, claim the grid point and ask Optuna for a trial; train the batch as one job (``evaluate_batch``) while every
+trial beats its heartbeat; then hand each trial to the background recorder (:mod:`search.background`), which
+logs it to MLflow and tells Optuna, while this thread plans and trains the next batch.
 
-A trial never stays RUNNING for good: a diverging loss, Ctrl-C (or SIGTERM) and errors mark it FAIL with the
-reason (see :meth:`Worker.run_trial`); a worker killed outright stops beating its heartbeat, and every worker
-fails such stale trials before each trial (:meth:`~search.session.StudySession.reconcile_stale`).
+Every trial of a batch keeps its own Optuna trial, budget slot, grid claim, heartbeat (beating until it is told)
+and MLflow child run. The next batch is planned from the stored trials plus the results handed over and not yet
+recorded, so the plan does not wait for the recording.
+
+A trial never stays RUNNING for good: a diverging loss fails that trial only, Ctrl-C (or SIGTERM) and errors
+mark the batch's trials FAIL with the reason (see :meth:`Worker._train_batch`); a worker killed outright stops
+beating its heartbeats, and every worker fails such stale trials before each batch
+(:meth:`~search.session.StudySession.reconcile_stale`).
 """
 
 from __future__ import annotations
@@ -15,17 +22,19 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 import optuna
 from optuna.samplers import PartialFixedSampler, RandomSampler, TPESampler
 from optuna.trial import TrialState
 from pydantic import ValidationError
 
-from objectives.config import LossConfig
+from objectives.config import LossConfig, TrialConfig
 from objectives.errors import TrainingDiverged
-from objectives.evaluate import EvaluationResult, evaluate
+from objectives.evaluate import EvaluationResult, evaluate_batch
+from search.background import Recorder
 from search.budget import worker_id
-from search.plan import Step, Wait, next_step
+from search.plan import Step, TrialRecord, Wait, pending_steps
 from search.results import results_table, trial_records
 from search.storage import (
     heartbeat, quiet_optuna,
@@ -39,6 +48,7 @@ log = logging.getLogger(__name__)
 TPE_STARTUP_TRIALS = 2  # TPE's default of 10 random trials would spend a whole week's budget at random
 WAIT_POLL_SECONDS = 2.0  # a worker waiting for another's trial (the next phase needs it) looks again this often
 CLAIM_RETRY_SECONDS = 0.2
+MAX_BATCH = 16  # configurations trained together at most (memory grows with them: 16 x folds models)
 
 
 @dataclass(frozen=True)
@@ -73,38 +83,77 @@ class Worker:
         self.echo = echo
         self.deadline = None if options.timeout is None else time.monotonic() + options.timeout
         self.outcomes: list[TrialOutcome] = []  # this worker's trials so far, also when it is interrupted
+        self.recorder: Recorder | None = None
+        self._on_trial = None
 
     def _out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
     def run(self, on_trial=None) -> list[TrialOutcome]:
-        while not self._out_of_time():
-            step = self._next_step()
-            if step is None:
-                break
-            slot = self.s.ledger.reserve(self.week, self.budget)
-            if slot is None:
-                break
-            if step.claim is not None and not self.s.ledger.claim(step.claim):
-                self.s.ledger.release(self.week, slot)  # another worker is on this point; look again
-                time.sleep(CLAIM_RETRY_SECONDS)
-                continue
-            outcome = self.run_trial(step, slot)
-            self.outcomes.append(outcome)
-            if on_trial:
-                on_trial(outcome)
+        self._on_trial = on_trial
+        self.recorder = Recorder(after_batch=self._log_summary)
+        try:
+            while not self._out_of_time():
+                self.recorder.check()
+                steps = self._next_steps()
+                if steps is None:
+                    break
+                batch = self._start_batch(steps)
+                if batch is None:
+                    break  # the week's budget is spent
+                if batch:
+                    self._train_batch(batch)
+                else:
+                    time.sleep(CLAIM_RETRY_SECONDS)  # other workers hold these points; look again
+        finally:
+            with sigint_ignored():  # every trial that finished training is recorded before we stop
+                self.recorder.close()
+        self.recorder.check()
         return self.outcomes
 
-    def _next_step(self) -> Step | None:
+    def _records(self) -> list:
+        """The stored trials, with those handed to the recorder and not yet told as what they will be told."""
+        pending = self.recorder.pending() if self.recorder else {}
+        stored = trial_records(self.s.study)
+        return [pending.get(r.number, r) if r.state == "RUNNING" else r for r in stored]
+
+    def _next_steps(self) -> list[Step] | None:
         while True:
             self.s.reconcile_stale(self.tracker)  # a dead worker's trial is failed (and retried) as soon as it is stale
-            step = next_step(self.s.phases, trial_records(self.s.study))
-            if not isinstance(step, Wait):
-                return step
+            steps = pending_steps(self.s.phases, self._records(), limit=MAX_BATCH)
+            if not isinstance(steps, Wait):
+                return steps
             if self._out_of_time():
                 return None
-            log.info("phase %s: waiting for trial(s) %s running elsewhere", step.phase.name, step.running)
+            log.info("phase %s: waiting for trial(s) %s running elsewhere", steps.phase.name, steps.running)
             time.sleep(WAIT_POLL_SECONDS)
+
+    def _start_batch(self, steps: list[Step]) -> "list[_TrialProgress] | None":
+        """For each step: a budget slot, the grid claim, an Optuna trial with its heartbeat and MLflow run.
+        None when the budget is spent before the first; steps whose point another worker holds are left out.
+        One step at a time (slot, claim, ask), so that a worker killed here leaves at most one slot unattached."""
+        batch: list[_TrialProgress] = []
+        asked = 0
+        try:
+            for step in steps:
+                slot = self.s.ledger.reserve(self.week, self.budget)
+                if slot is None:
+                    if asked == 0:
+                        return None
+                    break
+                if step.claim is not None and not self.s.ledger.claim(step.claim):
+                    self.s.ledger.release(self.week, slot)
+                    continue
+                state = self._ask(step, slot)
+                asked += 1
+                if state.told:  # an invalid configuration: failed at once, nothing to train
+                    self._finish(state.outcome, summary=True)
+                else:
+                    batch.append(state)
+        except BaseException as exc:
+            self._fail_untold(batch, exc)
+            raise
+        return batch
 
     def _sampler(self, step: Step, n_trials: int):
         fixed = {k: v for k, v in step.fixed.items() if v is not None}
@@ -126,71 +175,105 @@ class Worker:
             loss[name] = trial.suggest_float(name, low, high)
         return loss
 
-    def run_trial(self, step: Step, slot: int) -> TrialOutcome:
-        """One trial from ``ask`` to ``tell`` and its MLflow run. Whatever stops it, it does not stay RUNNING:
-
-        * the loss diverges (NaN/inf): FAIL with ``failure=diverged`` (the plan does not retry it), the search
-          goes on;
-        * Ctrl-C: FAIL with ``failure=interrupted``, MLflow run KILLED, then the interrupt goes on up;
-        * any other error: FAIL with ``failure=error``, MLflow run FAILED, then the error goes on up;
-        * ``kill -9``: nothing can run, but the heartbeat stops; any later run fails the trial once it is stale.
-        """
+    def _ask(self, step: Step, slot: int) -> "_TrialProgress":
+        """An Optuna trial for ``step``, beating its heartbeat, with its attrs and its RUNNING MLflow run."""
         study = self.s.study
         with quiet_optuna():
             study.sampler = self._sampler(step, len(study.get_trials(deepcopy=False)))
             trial = study.ask()
         state = _TrialProgress(trial, step)
+        state.beat = heartbeat(self.s.storage, trial._trial_id)
+        state.beat.__enter__()
         try:
-            with heartbeat(self.s.storage, trial._trial_id):
-                return self._run_asked(state, slot)
+            self.s.ledger.attach(self.week, slot, trial.number, claim=step.claim)
+            with quiet_optuna():
+                state.loss = self._suggest(trial, step)
+            attrs = {
+                "phase": step.phase.name, "phase_index": step.phase_index, "week": self.week, "loss": state.loss,
+                "slot": slot, "worker": worker_id(), "data_fingerprint": self.s.dataset.fingerprint,
+            }  # fmt: skip
+            for key, value in attrs.items():
+                trial.set_user_attr(key, value)
+            try:
+                state.config = self.s.file.trial_config(LossConfig(**state.loss))
+            except ValidationError as exc:
+                reason = f"invalid configuration: {exc.errors()[0]['msg'].removeprefix('Value error, ')}"
+                self._fail(state, "invalid", reason)
+                return state
+            state.run_id = self.tracker.start_trial(
+                self.parent_run_id, trial.number, step.phase.name, self.week, state.config,
+                self.s.dataset.fingerprint, extra_tags=self._data_change_tags(),
+            )  # fmt: skip
+            trial.set_user_attr("mlflow_run_id", state.run_id)
         except BaseException as exc:
-            if not state.told:
-                try:
-                    with sigint_ignored():  # a second Ctrl-C must not leave the trial half-marked
+            self._fail_untold([state], exc)
+            raise
+        return state
+
+    def _train_batch(self, batch: "list[_TrialProgress]") -> None:
+        """Train the batch as one job, then hand each trial to the recorder. Whatever stops the training, no
+        trial of the batch stays RUNNING:
+
+        * a configuration's loss diverges (NaN/inf): that trial FAIL with ``failure=diverged`` (the plan does not
+          retry it); the others are recorded as usual;
+        * Ctrl-C: every trial FAIL with ``failure=interrupted``, MLflow runs KILLED, then the interrupt goes on up;
+        * any other error: every trial FAIL with ``failure=error``, MLflow runs FAILED, then the error goes on up;
+        * ``kill -9``: nothing can run, but the heartbeats stop; any later run fails the trials once stale.
+        """
+        try:
+            outcomes = evaluate_batch(self.s.dataset, [state.config for state in batch], self.s.prepared)
+        except BaseException as exc:
+            self._fail_untold(batch, exc)
+            raise
+        for state, outcome in zip(batch, outcomes):
+            self.recorder.submit(state.trial.number, state.record(outcome), partial(self._record, state, outcome))
+
+    def _record(self, state: "_TrialProgress", outcome: "EvaluationResult | TrainingDiverged") -> None:
+        """In the recorder's thread: one trial written, in the order that loses nothing (see below)."""
+        try:
+            if isinstance(outcome, TrainingDiverged):
+                self._finish(self._fail(state, "diverged", str(outcome)), summary=False)
+                return
+            study, trial, result = self.s.study, state.trial, outcome
+            for key, value in {"honest_score": result.honest_score_mean, "threshold": result.threshold,
+                               "seconds": result.seconds, "honest_score_std": result.honest_score_std}.items():
+                trial.set_user_attr(key, value)
+            # MLflow first, then Optuna, then the run's final status: see StudyTracker.log_trial_result
+            self.tracker.log_trial_result(state.run_id, result, self.s.dataset, state.config)
+            study.tell(trial, result.oof_score)
+            state.told = True
+            self.tracker.mark_finished(state.run_id)
+            self._finish(TrialOutcome(trial.number, state.step.phase.name, state.loss, "COMPLETE", result=result))
+        except BaseException as exc:
+            self._fail_untold([state], exc)
+            raise
+        finally:
+            state.stop_beating()
+
+    def _finish(self, outcome: TrialOutcome, summary: bool = False) -> None:
+        self.outcomes.append(outcome)
+        if summary:
+            self._log_summary()
+        if self._on_trial:
+            self._on_trial(outcome)
+
+    def _log_summary(self) -> None:
+        self.tracker.log_study_summary(self.parent_run_id, results_table(self.s.study), self.s.study)
+
+    def _fail_untold(self, batch: "list[_TrialProgress]", exc: BaseException) -> None:
+        """Mark every trial of ``batch`` not told yet FAIL (interrupted or error) and stop its heartbeat."""
+        with sigint_ignored():  # a second Ctrl-C must not leave a trial half-marked
+            for state in batch:
+                if not state.told:
+                    try:
                         if isinstance(exc, KeyboardInterrupt):
                             self._fail(state, "interrupted", "interrupted (Ctrl-C)", status="KILLED")
                         else:
                             self._fail(state, "error", f"{type(exc).__name__}: {exc}")
-                except Exception:  # noqa: BLE001 - the store itself may be what failed; the trial goes stale
-                    log.warning("could not mark trial %d FAILED; it is failed once its heartbeat is stale", trial.number)
-            raise
-
-    def _run_asked(self, state: "_TrialProgress", slot: int) -> TrialOutcome:
-        study, trial, step = self.s.study, state.trial, state.step
-        self.s.ledger.attach(self.week, slot, trial.number, claim=step.claim)
-        with quiet_optuna():
-            state.loss = self._suggest(trial, step)
-        attrs = {
-            "phase": step.phase.name, "phase_index": step.phase_index, "week": self.week, "loss": state.loss,
-            "slot": slot, "worker": worker_id(), "data_fingerprint": self.s.dataset.fingerprint,
-        }  # fmt: skip
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        try:
-            config = self.s.file.trial_config(LossConfig(**state.loss))
-        except ValidationError as exc:
-            reason = f"invalid configuration: {exc.errors()[0]['msg'].removeprefix('Value error, ')}"
-            return self._fail(state, "invalid", reason)
-
-        state.run_id = self.tracker.start_trial(
-            self.parent_run_id, trial.number, step.phase.name, self.week, config, self.s.dataset.fingerprint,
-            extra_tags=self._data_change_tags(),
-        )  # fmt: skip
-        trial.set_user_attr("mlflow_run_id", state.run_id)
-        try:
-            result = evaluate(self.s.dataset, config, self.s.prepared)
-        except TrainingDiverged as exc:
-            return self._fail(state, "diverged", str(exc))
-        for key, value in {"honest_score": result.honest_score_mean, "threshold": result.threshold,
-                           "seconds": result.seconds, "honest_score_std": result.honest_score_std}.items():
-            trial.set_user_attr(key, value)
-        # MLflow first, then Optuna, then the run's final status: see StudyTracker.log_trial_result
-        self.tracker.log_trial_result(state.run_id, result, self.s.dataset, config)
-        study.tell(trial, result.oof_score)
-        state.told = True
-        self.tracker.mark_finished(state.run_id)
-        self.tracker.log_study_summary(self.parent_run_id, results_table(study), study)
-        return TrialOutcome(trial.number, step.phase.name, state.loss, "COMPLETE", result=result)
+                    except Exception:  # noqa: BLE001 - the store itself may be what failed; the trial goes stale
+                        log.warning("could not mark trial %d FAILED; it is failed once its heartbeat is stale",
+                                    state.trial.number)  # fmt: skip
+                state.stop_beating()
 
     def _fail(self, state: "_TrialProgress", kind: str, reason: str, status: str = "FAILED") -> TrialOutcome:
         trial = state.trial
@@ -200,8 +283,8 @@ class Worker:
         state.told = True
         if state.run_id is not None:
             self.tracker.fail_trial(state.run_id, reason, status=status)
-        self.tracker.log_study_summary(self.parent_run_id, results_table(self.s.study), self.s.study)
-        return TrialOutcome(trial.number, state.step.phase.name, state.loss, "FAIL", reason=reason)
+        state.outcome = TrialOutcome(trial.number, state.step.phase.name, state.loss, "FAIL", reason=reason)
+        return state.outcome
 
     def _data_change_tags(self) -> dict[str, str]:
         history = self.s.study.user_attrs.get("data_fingerprint_history")
@@ -215,8 +298,22 @@ class _TrialProgress:
     trial: optuna.Trial
     step: Step
     loss: dict = field(default_factory=dict)
+    config: TrialConfig | None = None
     run_id: str | None = None
     told: bool = False
+    outcome: TrialOutcome | None = None
+    beat: object = None  # the heartbeat, entered by the worker, left once the trial is told
+
+    def stop_beating(self) -> None:
+        if self.beat is not None:
+            beat, self.beat = self.beat, None
+            beat.__exit__(None, None, None)
+
+    def record(self, outcome: "EvaluationResult | TrainingDiverged") -> TrialRecord:
+        """What the plan will read of this trial once it is told."""
+        if isinstance(outcome, TrainingDiverged):
+            return TrialRecord(self.trial.number, self.step.phase.name, "FAIL", self.loss, failure="diverged")
+        return TrialRecord(self.trial.number, self.step.phase.name, "COMPLETE", self.loss, value=outcome.oof_score)
 
 
 @contextmanager

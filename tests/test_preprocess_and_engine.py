@@ -10,6 +10,7 @@ import torch
 
 from objectives.config import (
     CVConfig,
+    TrialConfig,
     LossConfig,
     MetricConfig,
     ModelConfig,
@@ -18,7 +19,9 @@ from objectives.config import (
 from objectives.data import DataSpec, load_dataset
 from objectives.engine import train_folds
 from objectives.errors import LosstuneError, TrainingDiverged
-from objectives.evaluate import evaluate, fold_seeds, stratified_folds
+from objectives.evaluate import (
+    evaluate, evaluate_batch, evaluate_many, fold_seeds, prepare_folds, repeat_seed, stratified_folds,
+)  # fmt: skip
 from objectives.model import MLP
 import pandas as pd
 
@@ -220,9 +223,10 @@ def test_vectorised_training_matches_one_fold_at_a_time(fold_inputs, weight_deca
     for k in range(len(train_rows)):
         alone = train_folds(x[k : k + 1], y, [train_rows[k]], [val_rows[k]], LOSS, MODEL, train, seeds[k : k + 1])
         assert together.val_logits[k].shape == (len(val_rows[k]),)
-        np.testing.assert_allclose(together.val_logits[k], alone.val_logits[0], rtol=0, atol=1e-5)
-        np.testing.assert_allclose(together.train_loss[k], alone.train_loss[0], rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(together.val_loss[k], alone.val_loss[0], rtol=1e-5, atol=1e-6)
+        # bit for bit (fp32, no dropout), not merely close
+        np.testing.assert_array_equal(together.val_logits[k], alone.val_logits[0])
+        np.testing.assert_array_equal(together.train_loss[k], alone.train_loss[0])
+        np.testing.assert_array_equal(together.val_loss[k], alone.val_loss[0])
     # the folds really are different models (not one model broadcast K times), and they learn
     assert not np.allclose(together.val_logits[0][:5], together.val_logits[1][:5])
     assert together.train_loss.shape == (4, 4)
@@ -252,7 +256,8 @@ def test_fold_with_fewer_steps_trained_together_matches_alone():
     train = TrainConfig(epochs=3, batch_size=16, lr=1e-2, device="cpu")
     together = train_folds(x, y, train_rows, val_rows, LOSS, MODEL, train, [11, 12])
     alone = train_folds(x[:1], y, train_rows[:1], val_rows[:1], LOSS, MODEL, train, [11])
-    np.testing.assert_allclose(together.val_logits[0], alone.val_logits[0], rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(together.val_logits[0], alone.val_logits[0])
+    np.testing.assert_array_equal(together.train_loss[0], alone.train_loss[0])
 
 
 # --- divergence ---------------------------------------------------------------------------------------------
@@ -292,3 +297,116 @@ def test_metric_config_reaches_the_threshold(small_dataset, fast_config):
     r = evaluate(small_dataset, cfg)
     assert r.metric == "f2"
     assert r.oof_score == best_threshold(r.y_true, r.oof_proba, cfg.metric).score
+
+
+# --- many configurations, repeats and folds in one job ---------------------------------------------------------
+
+LOSSES = [
+    LossConfig(alpha=None, gamma=0.0, bce_weight=0.0, focal_weight=1.0),  # plain BCE: alpha_t 1, q^0 = 1
+    LossConfig(alpha=0.25, gamma=2.0, bce_weight=0.5, focal_weight=0.5),
+    LossConfig(alpha=0.8, gamma=3.7, bce_weight=0.9, focal_weight=0.1),
+    LossConfig(alpha=None, gamma=5.0, bce_weight=0.2, focal_weight=0.8),
+]
+
+
+@pytest.fixture
+def uneven_dataset(write_csv):
+    """103 rows in 4 folds: the folds (and so the models' training sets) differ in size."""
+    return load_dataset(DataSpec(path=write_csv(n=103, seed=5), target="label"))
+
+
+def _config(loss: LossConfig, repeats: int = 1, batch_size: int = 20, **train) -> TrialConfig:
+    return TrialConfig(
+        loss=loss, model=ModelConfig(hidden=(13, 7)), cv=CVConfig(folds=4, seed=3, repeats=repeats),
+        train=TrainConfig(epochs=3, batch_size=batch_size, lr=1e-2, device="cpu", **train),
+    )  # fmt: skip
+
+
+def _same_result(a, b) -> None:
+    for key in a.ARRAYS:
+        np.testing.assert_array_equal(getattr(a, key), getattr(b, key), err_msg=key)
+    da, db = a.to_dict(), b.to_dict()
+    da.pop("seconds"), db.pop("seconds")
+    assert da == db
+
+
+@pytest.mark.parametrize("repeats", [1, 2])
+def test_configurations_trained_together_equal_each_trained_alone(uneven_dataset, repeats):
+    ds = uneven_dataset
+    configs = [_config(loss, repeats) for loss in LOSSES]
+    prepared = prepare_folds(ds, configs[0].cv)
+    sizes = {len(r) for r in prepared.train_rows}
+    assert len(sizes) > 1 and 20 % 16, "precondition: uneven folds, a batch that is not a multiple of 16"
+    together = evaluate_many(ds, configs, prepared)
+    for config, result in zip(configs, together):
+        _same_result(result, evaluate(ds, config))  # alone, with its own preparation: bit for bit
+    # the configurations really are different models, and each got every repeat and fold
+    assert len({r.oof_score for r in together}) > 1 or len({r.log_loss for r in together}) == len(configs)
+    assert all(r.train_loss.shape == (repeats * 4, 3) for r in together)
+
+
+def test_repeats_share_splits_across_configurations_and_repeat_0_is_plain_k_fold(uneven_dataset):
+    ds = uneven_dataset
+    three = evaluate_many(ds, [_config(loss, repeats=3) for loss in LOSSES[:2]])
+    one = evaluate(ds, _config(LOSSES[0], repeats=1))
+    first = three[0]
+    # repeat 0 is exactly the single K-fold of cv.seed: the same split, the same seeds, the same predictions
+    assert repeat_seed(3, 0) == 3
+    np.testing.assert_array_equal(first.oof_proba_by_repeat[0], one.oof_proba)
+    np.testing.assert_array_equal(first.fold_of_row, one.fold_of_row)
+    np.testing.assert_array_equal(first.train_loss[:4], one.train_loss)
+    # every configuration sees the same splits; the repeats' splits differ from one another
+    for other in three[1:]:
+        np.testing.assert_array_equal(other.fold_of_row_by_repeat, first.fold_of_row_by_repeat)
+    splits = first.fold_of_row_by_repeat
+    assert splits.shape == (3, ds.n_rows)
+    assert not np.array_equal(splits[0], splits[1]) and not np.array_equal(splits[1], splits[2])
+    # the scores: the threshold on the pooled repeats, each repeat scored at it, the OOF score their mean
+    metric = MetricConfig()
+    pooled = best_threshold(np.tile(ds.y, 3), first.oof_proba_by_repeat.reshape(-1), metric)
+    assert first.threshold == pooled.threshold
+    assert first.repeats == 3 and len(first.repeat_scores) == 3
+    for r in range(3):
+        from objectives.threshold import score_at
+
+        assert first.repeat_scores[r] == score_at(ds.y, first.oof_proba_by_repeat[r], first.threshold, metric)
+    assert first.oof_score == pytest.approx(np.mean(first.repeat_scores))
+    assert len(first.fold_scores) == len(first.honest_fold_scores) == 12
+    honest_r1 = cross_fitted_scores(ds.y, first.oof_proba_by_repeat[1], splits[1], metric)
+    assert first.honest_fold_scores[4:8] == honest_r1.tolist()  # repeat-major
+    assert one.repeats == 1 and one.repeat_scores == [one.oof_score]
+
+
+def test_configurations_that_differ_beyond_the_loss_are_refused(uneven_dataset):
+    configs = [_config(LOSSES[0]), _config(LOSSES[1], batch_size=32)]
+    with pytest.raises(ValueError, match=r"differ only in their loss: configuration 1 has train"):
+        evaluate_many(uneven_dataset, configs)
+
+
+def test_a_diverging_configuration_fails_alone_in_its_batch(uneven_dataset):
+    ds = uneven_dataset
+    # gamma beyond float32's range: q^gamma is 0 but gamma * (...) is inf, so 0 * inf makes the gradient NaN
+    bad = _config(LossConfig(alpha=None, gamma=1e39, bce_weight=0.5, focal_weight=0.5))
+    good = [_config(LOSSES[1]), _config(LOSSES[2])]
+    outcomes = evaluate_batch(ds, [good[0], bad, good[1]])
+    assert isinstance(outcomes[1], TrainingDiverged) and "training diverged at epoch" in str(outcomes[1])
+    for config, outcome in zip(good, (outcomes[0], outcomes[2])):
+        _same_result(outcome, evaluate(ds, config))  # the others are untouched
+    with pytest.raises(TrainingDiverged):
+        evaluate(ds, bad)
+    with pytest.raises(TrainingDiverged):
+        evaluate_many(ds, [good[0], bad])
+
+
+def test_a_diverging_group_leaves_the_other_groups_training():
+    """Engine level: group 0 reads a block that overflows, group 1 a sane one; only group 0 fails."""
+    x, y, tr, va = _scaled_inputs(1e18)
+    sane, _, _, _ = _scaled_inputs(1.0)
+    blocks_x = np.concatenate([x, sane])
+    train = TrainConfig(epochs=4, batch_size=16, lr=1e6, device="cpu")
+    model = ModelConfig(hidden=(16, 16))
+    together = train_folds(blocks_x, y, tr * 2, va * 2, LossConfig(), model, train, [1, 1], blocks=[0, 1], groups=[0, 1])
+    assert list(together.diverged) == [0] and "fold(s) [0]" in str(together.diverged[0])
+    alone_train = TrainConfig(epochs=4, batch_size=16, lr=1e6, device="cpu")
+    alone = train_folds(sane, y, tr, va, LossConfig(), model, alone_train, [1])
+    np.testing.assert_array_equal(together.val_logits[1], alone.val_logits[0])
