@@ -61,6 +61,7 @@ class TrainConfig(_Strict):
 class CVConfig(_Strict):
     folds: Annotated[int, Field(ge=2, le=100)] = 5
     seed: Annotated[int, Field(ge=0)] = 0
+    repeats: Annotated[int, Field(ge=1, le=100)] = 1
 
 
 class MetricConfig(_Strict):

@@ -25,7 +25,8 @@ from objectives.config import LossConfig
 from objectives.errors import TrainingDiverged
 from objectives.evaluate import EvaluationResult, evaluate
 from search.budget import worker_id
-from search.plan import Step, Wait, next_step
+from search.noise import stats_metrics, trial_stats
+from search.plan import Step, TrialRecord, Wait, phase_choices, plan_step, trial_cv
 from search.results import results_table, trial_records
 from search.storage import (
     heartbeat, quiet_optuna,
@@ -58,6 +59,7 @@ class TrialOutcome:
     state: str
     result: EvaluationResult | None = None
     reason: str | None = None
+    stats: dict | None = None  # search.noise.trial_stats: SEs and paired differences
 
 
 class Worker:
@@ -98,7 +100,7 @@ class Worker:
     def _next_step(self) -> Step | None:
         while True:
             self.s.reconcile_stale(self.tracker)  # a dead worker's trial is failed (and retried) as soon as it is stale
-            step = next_step(self.s.phases, trial_records(self.s.study))
+            step = plan_step(self.s.file, trial_records(self.s.study))
             if not isinstance(step, Wait):
                 return step
             if self._out_of_time():
@@ -160,14 +162,16 @@ class Worker:
         self.s.ledger.attach(self.week, slot, trial.number, claim=step.claim)
         with quiet_optuna():
             state.loss = self._suggest(trial, step)
+        cv = trial_cv(self.s.file.cv, step)
         attrs = {
             "phase": step.phase.name, "phase_index": step.phase_index, "week": self.week, "loss": state.loss,
             "slot": slot, "worker": worker_id(), "data_fingerprint": self.s.dataset.fingerprint,
+            "cv_seed": cv.seed, **({"cv": cv.model_dump()} if step.cv is not None else {}),
         }  # fmt: skip
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         try:
-            config = self.s.file.trial_config(LossConfig(**state.loss))
+            config = self.s.file.trial_config(LossConfig(**state.loss), cv=cv)
         except ValidationError as exc:
             reason = f"invalid configuration: {exc.errors()[0]['msg'].removeprefix('Value error, ')}"
             return self._fail(state, "invalid", reason)
@@ -178,19 +182,29 @@ class Worker:
         )  # fmt: skip
         trial.set_user_attr("mlflow_run_id", state.run_id)
         try:
-            result = evaluate(self.s.dataset, config, self.s.prepared)
+            # a confirm trial's own seed splits the rows its own way: its folds are prepared for it alone
+            result = evaluate(self.s.dataset, config, self.s.prepared if cv == self.s.file.cv else None)
         except TrainingDiverged as exc:
             return self._fail(state, "diverged", str(exc))
         for key, value in {"honest_score": result.honest_score_mean, "threshold": result.threshold,
                            "seconds": result.seconds, "honest_score_std": result.honest_score_std}.items():
             trial.set_user_attr(key, value)
+        me = TrialRecord(trial.number, step.phase.name, "RUNNING", state.loss, cv=attrs.get("cv"))
+        stats = trial_stats(trial_records(study), me, result, config, self.s.file.reference_loss)
+        for key, value in stats.items():
+            trial.set_user_attr(key, value)
         # MLflow first, then Optuna, then the run's final status: see StudyTracker.log_trial_result
-        self.tracker.log_trial_result(state.run_id, result, self.s.dataset, config)
+        self.tracker.log_trial_result(state.run_id, result, self.s.dataset, config, extra_metrics=stats_metrics(stats))
         study.tell(trial, result.oof_score)
         state.told = True
         self.tracker.mark_finished(state.run_id)
-        self.tracker.log_study_summary(self.parent_run_id, results_table(study), study)
-        return TrialOutcome(trial.number, step.phase.name, state.loss, "COMPLETE", result=result)
+        self._log_summary()
+        return TrialOutcome(trial.number, step.phase.name, state.loss, "COMPLETE", result=result, stats=stats)
+
+    def _log_summary(self) -> None:
+        study = self.s.study
+        notes = phase_choices(self.s.phases, trial_records(study), self.s.file.reference_loss)
+        self.tracker.log_study_summary(self.parent_run_id, results_table(study), study, notes=notes)
 
     def _fail(self, state: "_TrialProgress", kind: str, reason: str, status: str = "FAILED") -> TrialOutcome:
         trial = state.trial
@@ -200,7 +214,7 @@ class Worker:
         state.told = True
         if state.run_id is not None:
             self.tracker.fail_trial(state.run_id, reason, status=status)
-        self.tracker.log_study_summary(self.parent_run_id, results_table(self.s.study), self.s.study)
+        self._log_summary()
         return TrialOutcome(trial.number, state.step.phase.name, state.loss, "FAIL", reason=reason)
 
     def _data_change_tags(self) -> dict[str, str]:
@@ -238,6 +252,17 @@ def format_outcome(o: TrialOutcome, metric: str) -> str:
         return f"t{o.number:03d} {o.phase:<8} {params}  FAILED: {o.reason}"
     r = o.result
     return (
-        f"t{o.number:03d} {o.phase:<8} {params}  {metric} {r.oof_score:.4f} "
-        f"(honest {r.honest_score_mean:.4f})  threshold {r.threshold:.3f}  {r.seconds:.1f}s"
+        f"t{o.number:03d} {o.phase:<8} {params}  {metric} {_with_noise(r.oof_score, o.stats)} "
+        f"(honest {r.honest_score_mean:.4f})  threshold {r.threshold:.3f}  {r.seconds:.1f}s{_vs_reference(o.stats)}"
     )
+
+
+def _with_noise(score: float, stats: dict | None) -> str:
+    return f"{score:.4f}" if not stats else f"{score:.4f} ± {stats['cv_score_se']:.4f}"
+
+
+def _vs_reference(stats: dict | None) -> str:
+    if not stats or stats.get("diff_vs_reference") is None:
+        return ""
+    return (f"  vs reference t{stats['reference_trial']:03d}: {stats['diff_vs_reference']:+.4f} ± "
+            f"{stats['diff_vs_reference_se']:.4f} {stats['verdict_vs_reference']}")  # fmt: skip
