@@ -34,7 +34,6 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy import stats as _scipy_stats
 
 LEVEL = 0.05  # two-sided significance level of the verdicts
 BETTER, WORSE, SAME = "better", "worse", "not distinguishable"
@@ -129,7 +128,9 @@ def _verdict(diff: float, se: float, df: int, level: float) -> Comparison:
         t = 0.0 if diff == 0 else math.copysign(math.inf, diff)
     else:
         t = diff / se
-    p = float(2.0 * _scipy_stats.t.sf(abs(t), df))
+    from scipy.stats import t as student_t  # here: scipy.stats takes a while to import, and status needs no test
+
+    p = float(2.0 * student_t.sf(abs(t), df))
     verdict = SAME if p >= level else (BETTER if diff > 0 else WORSE)
     return Comparison(diff=diff, se=se, t=t, df=df, p_value=p, verdict=verdict, level=level)
 
