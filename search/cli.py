@@ -91,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write a trial's configuration (best by default) as one self-contained file")
     p.add_argument("study", type=Path, help="study file (YAML)")
     p.add_argument("-o", "--output", type=Path, help="output file (default best.yaml, or best.json)")
-    p.add_argument("--by", choices=["oof", "honest"], default="oof",
-                   help="best by OOF score (the study's objective, default) or by honest cross-fitted score")
+    p.add_argument("--by", choices=["auto", "mean", "honest", "confirmed", "oof"], default="auto",
+                   help="best by mean OOF score (oof: the same), by honest cross-fitted score, or the best of the "
+                        "confirm phase; auto (default): confirmed when a confirm phase has run, else mean")
     p.add_argument("--trial", type=_non_negative_int, metavar="N", help="export trial N instead of the best")
     p.add_argument("--format", choices=["yaml", "json"], default="yaml")
     p.set_defaults(run=_cmd_export)

@@ -1,7 +1,8 @@
 """``losstune export``: one trial of a study as a self-contained configuration file, logged on its MLflow run.
 
-The trial is the best by OOF score (the study's objective), the best by honest (cross-fitted) score, or a given
-number. Its configuration is rebuilt from the study file and the trial's loss parameters, and checked against
+The trial is chosen by a rule of :mod:`search.verdict` (``--by auto|mean|honest|confirmed``; default ``auto``:
+the confirmed best when a confirm phase has run, else the best mean), or given by number; the file's provenance
+says how sure the choice is (score ± SE, difference from the reference ± SE, verdict, estimate for unseen data). Its configuration is rebuilt from the study file and the trial's loss parameters, and checked against
 the params its MLflow run recorded: a study file edited since the trial ran (other epochs, say) would export a
 configuration that never produced the scores beside it, so that is refused.
 """
@@ -15,10 +16,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Literal
 
-from objectives.config import LossConfig, TrialConfig
+from objectives.config import CVConfig, LossConfig, TrialConfig
 from objectives.errors import LosstuneError
 from search.exported import FORMAT_VERSION, ExportedConfig, PreprocessingSpec, Provenance, dump_exported
+from search.plan import config_key
 from search.study_file import StudyFile, load_study_file
+from search.verdict import confidence, format_confidence, resolve_rule, select
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,7 @@ def versions() -> dict[str, str]:
     return out
 
 
-def select_trial(study, by: Literal["oof", "honest"], number: int | None):
+def select_trial(study, by: str, number: int | None):
     """The chosen COMPLETE trial (ties: the earliest); one-line errors for an unknown or unfinished one."""
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
@@ -53,19 +56,18 @@ def select_trial(study, by: Literal["oof", "honest"], number: int | None):
         return found[0]
     if not complete:
         raise LosstuneError(f"study {study.study_name!r} has no complete trial yet: run `losstune search` first")
-    if by == "honest":
-        scored = [t for t in complete if t.user_attrs.get("honest_score") is not None]
-        if not scored:
-            raise LosstuneError("no trial has an honest score recorded: use --by oof")
-        return max(scored, key=lambda t: (t.user_attrs["honest_score"], -t.number))
-    return max(complete, key=lambda t: (t.value, -t.number))
+    chosen = select(trials, resolve_rule(trials, by))
+    if chosen is None:
+        raise LosstuneError(f"study {study.study_name!r} has no complete trial on its own CV seed: use --by confirmed")
+    return chosen
 
 
 def trial_config(file: StudyFile, trial) -> TrialConfig:
     loss = trial.user_attrs.get("loss")
     if not isinstance(loss, dict):
         raise LosstuneError(f"trial {trial.number} has no recorded loss parameters (not a losstune trial?)")
-    return file.trial_config(LossConfig(**loss))
+    cv = trial.user_attrs.get("cv")  # a confirm trial's own CV seed and repeats
+    return file.trial_config(LossConfig(**loss), cv=CVConfig(**cv) if cv else None)
 
 
 def check_against_run(config: TrialConfig, run_params: dict[str, str], trial_number: int) -> None:
@@ -84,7 +86,7 @@ def check_against_run(config: TrialConfig, run_params: dict[str, str], trial_num
 
 
 def export_trial(
-    study_path: Path, out: Path, by: Literal["oof", "honest"] = "oof", number: int | None = None,
+    study_path: Path, out: Path, by: str = "auto", number: int | None = None,
     fmt: Literal["yaml", "json"] = "yaml", log_to_mlflow: bool = True,
 ) -> tuple[ExportedConfig, str | None]:  # fmt: skip
     """Write the exported configuration of the chosen trial to ``out`` and log it on the trial's MLflow run.
@@ -105,6 +107,8 @@ def export_trial(
     except KeyError:
         raise LosstuneError(f"study {file.name!r} is not in its storage yet: run `losstune search` first") from None
     trial = select_trial(study, by, number)
+    rule = "trial" if number is not None else resolve_rule(study.get_trials(deepcopy=False), by)
+    sure = confidence(trial, rule, study.get_trials(deepcopy=False), config_key(file.reference_loss))
     config = trial_config(file, trial)
     attrs = trial.user_attrs
     if attrs.get("threshold") is None:
@@ -121,12 +125,12 @@ def export_trial(
         cv=config.cv, metric=config.metric, preprocessing=PreprocessingSpec(), data=file.data_spec,
         provenance=Provenance(
             study=file.name, trial=trial.number, phase=attrs.get("phase"),
-            selected_by="trial" if number is not None else by, mlflow_run_id=run_id,
+            selected_by="oof" if by == "oof" and number is None else rule, mlflow_run_id=run_id,
             tracking_uri=tracker.display_uri, experiment=file.experiment, metric=config.metric.label,
             cv_score=float(trial.value), honest_score=attrs.get("honest_score"),
             honest_score_std=attrs.get("honest_score_std"), data_fingerprint=attrs.get("data_fingerprint"),
             week=attrs.get("week"), exported_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            versions=versions(),
+            versions=versions(), confidence=sure,
         ),
     )  # fmt: skip
     dump_exported(exported, out, fmt)
@@ -169,6 +173,8 @@ def format_export(exported: ExportedConfig, out: Path, logged_run_id: str | None
         f"{loss}  threshold {exported.threshold:.4f}",
         f"OOF {p.metric} {p.cv_score:.4f}  honest {honest}  data {p.data_fingerprint}",
     ]
+    if p.confidence is not None:
+        lines += format_confidence(p.confidence, p.metric)
     if logged_run_id:
         lines.append(f"logged on MLflow run {logged_run_id} (tagged {TAG_EXPORTED}=true)")
     return "\n".join(lines)

@@ -21,6 +21,7 @@ from objectives.config import CVConfig, LossConfig, MetricConfig, ModelConfig, T
 from objectives.data import DataSpec
 from objectives.errors import LosstuneError
 from search.validation import read_yaml, validated
+from search.verdict import Confidence
 
 FORMAT_VERSION = 1
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
@@ -43,7 +44,7 @@ class Provenance(_Strict):
     study: str
     trial: int
     phase: str | None = None
-    selected_by: Literal["oof", "honest", "trial"]
+    selected_by: Literal["oof", "mean", "honest", "confirmed", "trial"]
     mlflow_run_id: str | None = None
     tracking_uri: str | None = None
     experiment: str | None = None
@@ -55,6 +56,7 @@ class Provenance(_Strict):
     week: str | None = None
     exported_at: str
     versions: dict[str, str]
+    confidence: Confidence | None = None  # score ± SE, verdict against the reference, estimate for unseen data
 
 
 class ExportedConfig(_Strict):

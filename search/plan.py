@@ -8,7 +8,15 @@ loss configuration), so a stopped, crashed or next-week run derives exactly wher
 * a **grid** phase is done when every point (base + point) has a finished outcome: a complete trial with that
   configuration in any phase, or a trial of this phase that failed for a reason that would repeat (divergence,
   an invalid configuration). A trial lost to a crash does not count: the point is retried;
-* a **tpe** phase is done after ``trials`` trials, or never when it is the last, open-ended one.
+* a **tpe** phase is done after ``trials`` trials, or never when it is the last, open-ended one;
+* a **confirm** phase re-runs the study's reference and the ``top`` best configurations of the earlier phases
+  (ranked by their score on the study's own CV seed), each as one trial with ``repeats`` repeats on a CV seed no
+  earlier trial used (the phase's :func:`fresh_seed`, kept in every one of its trials' ``cv``). It is done when
+  each has a finished outcome in this phase. Its scores are unbiased by the selection made on the study's seed,
+  and they are paired with each other (same fresh splits), not with the other phases' trials.
+
+The ranking itself ("the best of the earlier phases") stays the best mean on the study's seed; whether that
+choice was within noise is what :func:`phase_choices` reports.
 """
 
 from __future__ import annotations
@@ -16,11 +24,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from objectives.config import LossConfig
-from search.study_file import LOSS_PARAMS, PARAM_LIMITS, Phase
+from objectives.config import CVConfig, LossConfig
+from objectives.stats import Comparison, compare
+from search.study_file import LOSS_PARAMS, PARAM_LIMITS, Phase, default_reference
 
 # failure kinds recorded in a trial's user attrs; these would fail the same way again
 REPEATABLE_FAILURES = frozenset({"diverged", "invalid"})
+# a confirm phase's seed starts a new block of this many seeds, so that its repeats' split seeds (derived from it)
+# never meet those of an earlier phase
+FRESH_SEED_STRIDE = 1000
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,19 @@ class TrialRecord:
     loss: dict[str, float | None]
     value: float | None = None
     failure: str | None = None
+    cv: dict | None = None  # the trial's own CV settings when not the study's (a confirm trial), else None
+    cv_seed: int | None = None  # the CV seed it ran with (None: not recorded, a trial from before it was)
+    fold_scores: tuple[float, ...] | None = None  # repeats * folds, repeat-major
+    folds: int | None = None
+
+    @property
+    def scored(self) -> bool:
+        return self.state == "COMPLETE" and self.value is not None
+
+    @property
+    def cv_key(self) -> str:
+        """Trials with the same key were evaluated on the same splits and seeds, so they can be paired."""
+        return "study" if self.cv is None else json.dumps(self.cv, sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -45,6 +70,7 @@ class Step:
     loss: dict[str, float | None] | None = None
     space: dict[str, tuple[float, float]] | None = None
     attempt: int = 0
+    cv: dict | None = None  # CV settings replacing the study's for this trial (a confirm trial's fresh seed)
 
     @property
     def claim(self) -> str | None:
@@ -88,7 +114,7 @@ def _phase_index(phases: tuple[Phase, ...], name: str) -> int:
 def best_record(records: list[TrialRecord], before_phase: int | None, phases: tuple[Phase, ...]) -> TrialRecord | None:
     done = [
         r for r in records
-        if r.state == "COMPLETE" and r.value is not None
+        if r.scored and r.cv is None  # scores on other seeds (confirm trials) do not rank against these
         and (before_phase is None or _phase_index(phases, r.phase) < before_phase)
     ]  # fmt: skip
     return max(done, key=lambda r: (r.value, -r.number), default=None)
@@ -100,9 +126,26 @@ def phase_base(records: list[TrialRecord], index: int, phases: tuple[Phase, ...]
     return {**base, **phases[index].fixed}
 
 
-def next_step(phases: tuple[Phase, ...], records: list[TrialRecord]) -> Step | Wait | None:
+def trial_cv(study_cv: CVConfig, step: Step) -> CVConfig:
+    """The CV settings a step's trial runs with: the study's, or a confirm step's fresh seed and repeats."""
+    return study_cv if step.cv is None else CVConfig(**{**study_cv.model_dump(), **step.cv})
+
+
+def plan_step(file, records: list[TrialRecord]) -> Step | Wait | None:
+    """:func:`next_step` for a :class:`~search.study_file.StudyFile`: its phases, reference and CV seed."""
+    return next_step(file.phases, records, reference=file.reference_loss, study_seed=file.cv.seed)
+
+
+def next_step(
+    phases: tuple[Phase, ...], records: list[TrialRecord], reference: dict | None = None, study_seed: int = 0
+) -> Step | Wait | None:
     """Where the plan stands: the next trial to run, a wait for running trials, or None when it is finished."""
     for i, phase in enumerate(phases):
+        if phase.kind == "confirm":
+            found = _confirm_step(i, phase, phases, records, reference or default_reference(phases), study_seed)
+            if found is not None:
+                return found
+            continue
         base = phase_base(records, i, phases)
         if phase.kind == "tpe":
             spent = sum(1 for r in records if r.phase == phase.name and r.state != "WAITING")
@@ -113,9 +156,9 @@ def next_step(phases: tuple[Phase, ...], records: list[TrialRecord]) -> Step | W
         for point in phase.grid or []:
             loss = {**base, **point}
             key = config_key(loss)
-            same = [r for r in records if config_key(r.loss) == key]
+            same = [r for r in records if config_key(r.loss) == key and r.cv is None]  # the study's splits
             finished = any(
-                r.state == "COMPLETE" or (r.phase == phase.name and r.state == "FAIL" and r.failure in REPEATABLE_FAILURES)
+                (r.state == "COMPLETE" and r.cv is None) or (r.phase == phase.name and r.state == "FAIL" and r.failure in REPEATABLE_FAILURES)
                 for r in same
             )  # fmt: skip
             if finished:
@@ -131,6 +174,119 @@ def next_step(phases: tuple[Phase, ...], records: list[TrialRecord]) -> Step | W
         if running:
             return Wait(phase=phase, running=running)
     return None
+
+
+def confirm_candidates(
+    index: int, phase: Phase, phases: tuple[Phase, ...], records: list[TrialRecord], reference: dict
+) -> list[dict[str, float | None]]:
+    """The configurations a confirm phase re-runs: the reference first (so that the others can be compared with
+    it when they finish), then the ``top`` best distinct configurations of the earlier phases."""
+    ranked = sorted(
+        (r for r in records if r.scored and r.cv is None and _phase_index(phases, r.phase) < index),
+        key=lambda r: (-r.value, r.number),
+    )  # fmt: skip
+    chosen: dict[str, dict] = {}
+    if phase.confirm_reference:
+        chosen[config_key(reference)] = dict(reference)
+    top: list[str] = []
+    for r in ranked:
+        key = config_key(r.loss)
+        if key in top:
+            continue
+        top.append(key)
+        chosen.setdefault(key, dict(r.loss))
+        if len(top) == phase.confirm_top:
+            break
+    return list(chosen.values())
+
+
+def fresh_seed(phase: Phase, records: list[TrialRecord], study_seed: int) -> int:
+    """A confirm phase's CV seed: the one its trials already recorded, else the start of the next block of
+    :data:`FRESH_SEED_STRIDE` seeds above every seed used so far (so no earlier trial used it)."""
+    own = [r.cv_seed for r in records if r.phase == phase.name and r.cv is not None and r.cv_seed is not None]
+    if own:
+        return own[0]
+    used = [study_seed, *(r.cv_seed for r in records if r.cv_seed is not None)]
+    return (max(used) // FRESH_SEED_STRIDE + 1) * FRESH_SEED_STRIDE
+
+
+def _confirm_step(
+    index: int, phase: Phase, phases: tuple[Phase, ...], records: list[TrialRecord], reference: dict,
+    study_seed: int,
+) -> Step | Wait | None:  # fmt: skip
+    cv = {"seed": fresh_seed(phase, records, study_seed), "repeats": phase.confirm_repeats}
+    mine = [r for r in records if r.phase == phase.name]
+    pending, running = [], []
+    for loss in confirm_candidates(index, phase, phases, records, reference):
+        same = [r for r in mine if config_key(r.loss) == config_key(loss)]
+        if any(r.state == "COMPLETE" or (r.state == "FAIL" and r.failure in REPEATABLE_FAILURES) for r in same):
+            continue
+        in_flight = [r.number for r in same if r.state in ("RUNNING", "WAITING")]
+        if in_flight:
+            running += in_flight
+            continue
+        crashes = sum(1 for r in same if r.state == "FAIL")
+        pending.append(Step(phase_index=index, phase=phase, base=loss, loss=loss, attempt=crashes, cv=cv))
+    if pending:
+        return pending[0]
+    if running:
+        return Wait(phase=phase, running=running)
+    return None
+
+
+def loss_text(loss: dict[str, float | None]) -> str:
+    """``g=3 a=none w=0.8/0.2`` (weights bce/focal)."""
+    alpha = "none" if loss.get("alpha") is None else f"{loss['alpha']:g}"
+    return f"g={loss['gamma']:g} a={alpha} w={loss['bce_weight']:g}/{loss['focal_weight']:g}"
+
+
+def paired(a: TrialRecord, b: TrialRecord) -> Comparison | None:
+    """A minus B on their shared splits, or None when they cannot be paired (other splits, no fold scores)."""
+    if not (a.scored and b.scored and a.cv_key == b.cv_key and a.fold_scores and b.fold_scores and a.folds):
+        return None
+    if len(a.fold_scores) != len(b.fold_scores):
+        return None
+    return compare(a.fold_scores, b.fold_scores, a.folds, diff=a.value - b.value)
+
+
+def phase_choices(phases: tuple[Phase, ...], records: list[TrialRecord], reference: dict | None = None) -> list[str]:
+    """One line per phase with a result: what it chose and whether that choice was within noise, e.g.
+    ``balance: g=3 a=none w=0.8/0.2 chosen (trial 2), +0.002 ± 0.003 over g=3 a=none w=0.5/0.5 (trial 0), not
+    distinguishable``. For a grid or tpe phase, the best configuration so far against the runner-up among the
+    phase's trials and the earlier best; for a confirm phase, its best against the reference on the fresh seed."""
+    reference = reference or default_reference(phases)
+    lines = []
+    for i, phase in enumerate(phases):
+        mine = [r for r in records if r.phase == phase.name and r.scored]
+        if not mine:
+            continue
+        if phase.kind == "confirm":
+            best = max(mine, key=lambda r: (r.value, -r.number))
+            ref = next((r for r in mine if config_key(r.loss) == config_key(reference)), None)
+            if ref is None or ref.number == best.number:
+                lines.append(f"{phase.name}: {loss_text(best.loss)} confirmed best (trial {best.number}, "
+                             f"{best.value:.4f}){', the reference itself' if ref is not None else ''}")  # fmt: skip
+                continue
+            lines.append(_choice_line(phase.name, "confirmed best", best, ref, "the reference "))
+            continue
+        chosen = best_record(records, i + 1, phases)
+        earlier = best_record(records, i, phases)
+        rivals = [r for r in [*mine, *([earlier] if earlier else [])] if r.number != chosen.number]
+        rivals = [r for r in rivals if config_key(r.loss) != config_key(chosen.loss)]
+        if not rivals:
+            lines.append(f"{phase.name}: {loss_text(chosen.loss)} chosen (trial {chosen.number}), no rival")
+            continue
+        runner_up = max(rivals, key=lambda r: (r.value, -r.number))
+        lines.append(_choice_line(phase.name, "chosen", chosen, runner_up, ""))
+    return lines
+
+
+def _choice_line(phase: str, what: str, a: TrialRecord, b: TrialRecord, b_role: str) -> str:
+    c = paired(a, b)
+    head = f"{phase}: {loss_text(a.loss)} {what} (trial {a.number})"
+    if c is None:
+        return f"{head}, {a.value - b.value:+.4f} over {b_role}{loss_text(b.loss)} (trial {b.number}), no paired folds"
+    return f"{head}, {c.diff:+.4f} ± {c.se:.4f} over {b_role}{loss_text(b.loss)} (trial {b.number}), {c.verdict}"
 
 
 def distribution_bounds(phases: tuple[Phase, ...]) -> dict[str, tuple[float, float]]:
@@ -157,13 +313,16 @@ def distribution_bounds(phases: tuple[Phase, ...]) -> dict[str, tuple[float, flo
     return out
 
 
-def pending_steps(phases: tuple[Phase, ...], records: list[TrialRecord], limit: int) -> list[Step] | Wait | None:
+def pending_steps(
+    phases: tuple[Phase, ...], records: list[TrialRecord], limit: int, reference: dict | None = None,
+    study_seed: int = 0,
+) -> list[Step] | Wait | None:
     """Up to ``limit`` steps of the current phase that can run at once (a batch): every pending grid point, or
     ``phase.batch`` TPE draws (within the phase's ``trials``). A Wait or None as :func:`next_step` says.
 
     Found by asking :func:`next_step` again with each step already taken counted as a running trial, so the
     rules of what is pending stay in one place."""
-    first = next_step(phases, records)
+    first = next_step(phases, records, reference=reference, study_seed=study_seed)
     if not isinstance(first, Step):
         return first
     if first.loss is None:
@@ -172,9 +331,11 @@ def pending_steps(phases: tuple[Phase, ...], records: list[TrialRecord], limit: 
     while len(steps) < limit:
         taken = steps[-1]
         records = [*records, TrialRecord(number=-len(steps), phase=taken.phase.name, state="RUNNING",
-                                         loss=dict(taken.loss or taken.base))]  # fmt: skip
-        following = next_step(phases, records)
-        if not isinstance(following, Step) or following.phase_index != first.phase_index:
+                                         loss=dict(taken.loss or taken.base), cv=taken.cv,
+                                         cv_seed=(taken.cv or {}).get("seed"))]  # fmt: skip
+        following = next_step(phases, records, reference=reference, study_seed=study_seed)
+        # one job trains one set of splits: a batch never mixes phases or CV settings
+        if not isinstance(following, Step) or following.phase_index != first.phase_index or following.cv != first.cv:
             break
         steps.append(following)
     return steps

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from objectives.errors import LosstuneError
 from search.budget import iso_week, worker_id
-from search.plan import next_step
+from search.plan import plan_step
 from search.results import trial_records
 from search.storage import (
     init_lock,
@@ -100,7 +100,7 @@ def run_search(study_path: Path, options: SearchOptions, echo=print) -> int:
         if spent >= budget:
             echo(f"budget for {week} spent: {spent}/{budget}")
             return 0
-        if next_step(session.phases, trial_records(session.study)) is None:
+        if plan_step(session.file, trial_records(session.study)) is None:
             echo("the plan is complete: every phase has run (add a phase, or a tpe phase without 'trials')")
             return 0
         parent = tracker.ensure_parent_run(session.file.name, session.study.user_attrs.get("mlflow_parent_run_id"))
@@ -204,13 +204,21 @@ def _print_interrupted(session, week: str, budget: int, first_trial: int, worker
 
 
 def _print_summary(session: StudySession, tracker: StudyTracker, week: str, budget: int, echo) -> None:
+    from search.plan import config_key
+    from search.verdict import confidence, format_confidence, resolve_rule, select
+
     records = trial_records(session.study)
-    complete = [r for r in records if r.state == "COMPLETE"]
-    if complete:
-        best = max(complete, key=lambda r: (r.value, -r.number))
-        echo(f"best: trial {best.number} ({best.phase}) " + " ".join(f"{k}={v}" for k, v in best.loss.items())
-             + f"  score {best.value:.4f}")  # fmt: skip
-    step = next_step(session.phases, records)
+    trials = session.study.get_trials(deepcopy=False)
+    rule = resolve_rule(trials, "auto")  # what export would pick, with the same verdict
+    best = select(trials, rule) if any(r.state == "COMPLETE" for r in records) else None
+    if best is not None:
+        loss = best.user_attrs["loss"]
+        echo(f"best: trial {best.number} ({best.user_attrs.get('phase')}) "
+             + " ".join(f"{k}={v}" for k, v in loss.items()) + f"  score {best.value:.4f}")  # fmt: skip
+        sure = confidence(best, rule, trials, config_key(session.file.reference_loss))
+        for line in format_confidence(sure, session.file.trial_config().metric.label):
+            echo("  " + line)
+    step = plan_step(session.file, records)
     phase = "complete" if step is None else step.phase.name
     echo(f"budget {session.ledger.spent(week)}/{budget} used in {week}; plan phase: {phase}")
     echo(f"compare trials: {tracker.ui_command()}")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from search.budget import iso_week
-from search.plan import next_step
+from search.plan import config_key, phase_choices, plan_step
 from search.results import format_table, results_table, trial_records
+from search.verdict import Confidence, confidence, format_confidence, resolve_rule, select
 from search.session import StudySession
 
 
@@ -16,18 +17,27 @@ def study_status(study_path: Path, budget_override: int | None = None) -> dict:
     budget = session.budget_for_week(budget_override)
     spent = session.ledger.spent(week)
     records = trial_records(session.study)
-    complete = [r for r in records if r.state == "COMPLETE"]
-    best = max(complete, key=lambda r: (r.value, -r.number), default=None)
-    step = next_step(session.phases, records)
+    step = plan_step(session.file, records)
+    trials = session.study.get_trials(deepcopy=False)
+    rule = resolve_rule(trials, "auto")  # the rule export uses by default: status shows what export would pick
+    best = select(trials, rule)
+    reference = session.file.reference_loss
     return {
         "study": session.file.name,
+        "metric": session.file.trial_config().metric.label,
         "storage": session.storage_display,
         "week": week,
         "budget": budget,
         "spent": spent,
         "left": max(0, budget - spent),
         "phase": "complete" if step is None else step.phase.name,
-        "best": None if best is None else {"trial": best.number, "phase": best.phase, "score": best.value, **best.loss},
+        "best": None if best is None else {
+            "trial": best.number, "phase": best.user_attrs.get("phase", "?"), "score": best.value,
+            **best.user_attrs["loss"],
+            "confidence": confidence(best, rule, trials, config_key(reference)).model_dump(),
+        },
+        "reference": reference,
+        "choices": phase_choices(session.phases, records, reference),
         "trials": results_table(session.study).to_dict(orient="records"),
     }
 
@@ -41,6 +51,9 @@ def format_status(status: dict) -> str:
     if best:
         params = " ".join(f"{k}={best[k]}" for k in ("alpha", "gamma", "bce_weight", "focal_weight"))
         lines.append(f"best: trial {best['trial']} ({best['phase']}) {params}  score {best['score']:.4f}")
+        lines += ["  " + line for line in format_confidence(Confidence(**best["confidence"]), status["metric"])]
+    if status["choices"]:
+        lines += ["choices (each against its closest rival, same splits):", *("  " + c for c in status["choices"])]
     lines.append(f"phase: {status['phase']}")
     lines.append(f"budget {status['week']}: {status['spent']}/{status['budget']} used, {status['left']} left")
     return "\n".join(lines)

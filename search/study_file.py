@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from objectives.config import CVConfig, LossConfig, MetricConfig, ModelConfig, TrainConfig, TrialConfig
 from objectives.data import DataSpec
@@ -29,6 +29,9 @@ PARAM_LIMITS: dict[str, tuple[float, float]] = {
     "focal_weight": (0.0, 1.0),
 }
 GAMMA_BALANCE_PHASE = 3.0
+# a confirm phase's defaults: the two best configurations (and the reference), three repeats each on fresh seeds
+CONFIRM_TOP = 2
+CONFIRM_REPEATS = 3
 
 
 class _Strict(BaseModel):
@@ -55,9 +58,11 @@ def _check_weights(where: str, values: dict[str, float | None]) -> None:
 class Phase(_Strict):
     """One step of the plan. A grid phase runs each point over the best configuration of the earlier phases;
     a TPE phase samples ``space`` (the others fixed at that best), for ``trials`` trials or, last, for the rest
-    of the budget."""
+    of the budget; a confirm phase re-evaluates the ``top`` best configurations of the earlier phases (and the
+    study's reference) on a CV seed no earlier trial used, with ``repeats`` repeats, one trial each."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
+    kind: Literal["grid", "tpe", "confirm"] = "grid"
     fixed: dict[LossParam, float | None] = {}
     grid: list[dict[LossParam, float | None]] | None = None
     sampler: Literal["grid", "tpe"] | None = None
@@ -66,14 +71,35 @@ class Phase(_Strict):
     # tpe phases: trials asked at once and trained together (constant_liar); a grid phase runs its pending
     # points together anyway
     batch: Annotated[int, Field(ge=1, le=64)] = 1
+    top: Annotated[int, Field(ge=1, le=20)] | None = None
+    repeats: Annotated[int, Field(ge=1, le=100)] | None = None
+    with_reference: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_kind(cls, data):
+        """``kind`` defaults to what ``sampler`` (or a ``space``) says, so older study files keep working."""
+        if isinstance(data, dict) and "kind" not in data:
+            sampler = data.get("sampler")
+            data = {**data, "kind": sampler or ("tpe" if data.get("space") is not None else "grid")}
+        return data
 
     @model_validator(mode="after")
     def _shape(self) -> "Phase":
         for k, v in self.fixed.items():
             _check_value(k, v)
         _check_weights(f"phase {self.name!r} fixed", self.fixed)
-        kind = self.sampler or ("tpe" if self.space is not None else "grid")
-        if kind == "grid":
+        if self.sampler is not None and self.sampler != self.kind:
+            raise ValueError(f"phase {self.name!r}: kind {self.kind!r} and sampler {self.sampler!r} disagree")
+        confirm_only = {"top": self.top, "repeats": self.repeats, "with_reference": self.with_reference}
+        if self.kind != "confirm" and any(v is not None for v in confirm_only.values()):
+            raise ValueError(f"phase {self.name!r}: 'top', 'repeats' and 'with_reference' belong to a confirm phase")
+        if self.kind == "confirm":
+            if self.fixed or self.grid is not None or self.space is not None or self.trials is not None:
+                raise ValueError(
+                    f"phase {self.name!r}: a confirm phase takes only 'top', 'repeats' and 'with_reference'"
+                )
+        elif self.kind == "grid":
             if not self.grid:
                 raise ValueError(f"phase {self.name!r}: a grid phase needs a non-empty 'grid' list")
             if self.space is not None or self.trials is not None:
@@ -99,8 +125,16 @@ class Phase(_Strict):
         return self
 
     @property
-    def kind(self) -> str:
-        return self.sampler or ("tpe" if self.space is not None else "grid")
+    def confirm_top(self) -> int:
+        return self.top or CONFIRM_TOP
+
+    @property
+    def confirm_repeats(self) -> int:
+        return self.repeats or CONFIRM_REPEATS
+
+    @property
+    def confirm_reference(self) -> bool:
+        return True if self.with_reference is None else self.with_reference
 
 
 DEFAULT_PLAN: tuple[Phase, ...] = (
@@ -116,12 +150,25 @@ DEFAULT_PLAN: tuple[Phase, ...] = (
     ),
     Phase(name="gamma", grid=[{"gamma": 1.0}, {"gamma": 2.0}, {"gamma": 4.0}, {"gamma": 5.0}]),
     Phase(name="alpha", grid=[{"alpha": 0.25}, {"alpha": 0.75}]),
+    # before the open-ended refine phase, which would otherwise never end: week 2 starts by checking week 1's
+    # choice on fresh seeds (3 trials: the two best and the reference)
+    Phase(name="confirm", kind="confirm", top=CONFIRM_TOP, repeats=CONFIRM_REPEATS),
     Phase(
         name="refine",
         sampler="tpe",
         space={"alpha": (0.05, 0.95), "gamma": (0.0, 5.0), "bce_weight": (0.0, 1.0), "focal_weight": (0.0, 1.0)},
     ),
 )
+
+
+def default_reference(phases: tuple[Phase, ...]) -> dict[str, float | None]:
+    """The plan's first trial: the first point of the first phase over the defaults (the seed's starting
+    configuration in the default plan: gamma 3, no alpha, 0.5/0.5)."""
+    first = phases[0]
+    base = {**LossConfig().model_dump(), **first.fixed}
+    if first.kind == "grid" and first.grid:
+        base.update(first.grid[0])
+    return LossConfig(**base).model_dump()
 
 
 class DataBlock(_Strict):
@@ -158,6 +205,9 @@ class StudyFile(_Strict):
     beta: Annotated[float, Field(gt=0)] | None = None
     budget: BudgetBlock = BudgetBlock()
     plan: Literal["default"] | list[Phase] = "default"
+    # the configuration every trial is compared with (missing keys: LossConfig's defaults); default: the plan's
+    # first trial
+    reference: dict[LossParam, float | None] | None = None
     storage: str | None = None
     tracking: TrackingBlock = TrackingBlock()
     # where the file was read from; set by load_study_file, not by the user
@@ -173,10 +223,31 @@ class StudyFile(_Strict):
             names = [p.name for p in self.plan]
             if len(set(names)) != len(names):
                 raise ValueError(f"plan phase names must be unique, got {names}")
+            if self.plan[0].kind == "confirm":
+                raise ValueError(f"phase {self.plan[0].name!r}: a confirm phase needs earlier phases to confirm")
             for p in self.plan[:-1]:
                 if p.kind == "tpe" and p.trials is None:
                     raise ValueError(f"phase {p.name!r}: only the last phase may run without 'trials'")
         return self
+
+    @field_validator("reference")
+    @classmethod
+    def _valid_reference(cls, v: dict | None) -> dict | None:
+        if v is not None:
+            for k, value in v.items():
+                _check_value(k, value)
+            try:
+                LossConfig(**{**LossConfig().model_dump(), **v})
+            except ValidationError as exc:
+                raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        return v
+
+    @property
+    def reference_loss(self) -> dict[str, float | None]:
+        """The study's reference configuration: ``reference:`` over the defaults, or the plan's first trial."""
+        if self.reference is not None:
+            return LossConfig(**{**LossConfig().model_dump(), **self.reference}).model_dump()
+        return default_reference(self.phases)
 
     @property
     def phases(self) -> tuple[Phase, ...]:
@@ -189,9 +260,11 @@ class StudyFile(_Strict):
         return DataSpec(path=path.resolve(), target=d.target, positive=d.positive, sep=d.sep, encoding=d.encoding,
                         drop=tuple(d.drop), na_values=tuple(d.na_values))  # fmt: skip
 
-    def trial_config(self, loss: LossConfig | None = None) -> TrialConfig:
+    def trial_config(self, loss: LossConfig | None = None, cv: CVConfig | None = None) -> TrialConfig:
+        """A trial's configuration; ``cv`` replaces the study's CV settings (a confirm trial's fresh seed)."""
         metric = MetricConfig(name=self.metric, beta=self.beta or 1.0)
-        return TrialConfig(loss=loss or LossConfig(), model=self.model, train=self.train, cv=self.cv, metric=metric)
+        return TrialConfig(loss=loss or LossConfig(), model=self.model, train=self.train, cv=cv or self.cv,
+                           metric=metric)  # fmt: skip
 
     @property
     def storage_url(self) -> str:

@@ -69,6 +69,9 @@ STATE_FAIL = "FAIL"
 MAX_REASON_CHARS = 500
 RESULTS_TABLE_JSON = "results_table.json"
 RESULTS_TABLE_CSV = "results_table.csv"
+PLAN_CHOICES_TXT = "plan_choices.txt"
+TAG_PLAN_CHOICES = "losstune.plan_choices"
+MAX_NOTES_CHARS = 5000
 
 # failures of the tracking store itself (cannot open, cannot write), turned into one readable line
 _STORE_ERRORS = (MlflowException, SQLAlchemyError, OSError)
@@ -221,13 +224,19 @@ class StudyTracker:
         self.log_trial_result(run_id, result, dataset, config)
         self.mark_finished(run_id)
 
-    def log_trial_result(self, run_id: str, result: EvaluationResult, dataset: Dataset, config: TrialConfig) -> None:
+    def log_trial_result(
+        self, run_id: str, result: EvaluationResult, dataset: Dataset, config: TrialConfig,
+        extra_metrics: dict[str, float] | None = None,
+    ) -> None:  # fmt: skip
         """:meth:`finish_trial` without the final status: the run stays RUNNING until :meth:`mark_finished`.
 
         A search logs the result, then tells Optuna, then marks the run FINISHED, so that a worker killed in
         between leaves either a FAIL trial (its run is then failed too) or a COMPLETE trial whose run has every
-        metric (it is then marked FINISHED); never a COMPLETE trial with an empty run."""
-        self.client.log_batch(run_id, metrics=trial_metrics(result), tags=[RunTag(TAG_STATE, STATE_COMPLETE)])
+        metric (it is then marked FINISHED); never a COMPLETE trial with an empty run. ``extra_metrics`` (step 0):
+        the trial's noise figures (``cv_score_se``, ``diff_vs_reference``..., see :mod:`search.noise`)."""
+        metrics = trial_metrics(result)
+        metrics += [Metric(k, float(v), metrics[0].timestamp, 0) for k, v in (extra_metrics or {}).items()]
+        self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(TAG_STATE, STATE_COMPLETE)])
         with tempfile.TemporaryDirectory(prefix="losstune-trial-") as tmp:
             write_trial_reports(Path(tmp), result, dataset, config)
             self.client.log_artifacts(run_id, tmp)
@@ -278,7 +287,8 @@ class StudyTracker:
     # ---------------------------------------------------------------------------------------- study summary
 
     def log_study_summary(
-        self, parent_run_id: str, table: "pandas.DataFrame", study: "optuna.Study | None" = None
+        self, parent_run_id: str, table: "pandas.DataFrame", study: "optuna.Study | None" = None,
+        notes: list[str] | None = None,
     ) -> None:
         """The study's results table on the parent run (replaced each time), its best score, and Optuna's plots.
 
@@ -309,6 +319,8 @@ class StudyTracker:
             table.to_csv(directory / RESULTS_TABLE_CSV, index=False)
             if study is not None:
                 write_study_plots(study, directory)
+            if notes:  # what each phase chose and whether that was within noise (search.plan.phase_choices)
+                (directory / PLAN_CHOICES_TXT).write_text("\n".join(notes) + "\n", encoding="utf-8")
             self.client.log_artifacts(parent_run_id, tmp)
 
         tags = []
@@ -316,6 +328,8 @@ class StudyTracker:
         entry = {"path": RESULTS_TABLE_JSON, "type": "table"}
         if entry not in logged:  # what log_table records, so the UI lists the file among the run's tables
             tags.append(RunTag(MLFLOW_LOGGED_ARTIFACTS, json.dumps([*logged, entry])))
+        if notes:
+            tags.append(RunTag(TAG_PLAN_CHOICES, _truncate("\n".join(notes), MAX_NOTES_CHARS)))
         self.client.log_batch(parent_run_id, metrics=metrics, tags=tags)
 
     # --------------------------------------------------------------------------------------------- helpers

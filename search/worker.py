@@ -34,7 +34,8 @@ from objectives.errors import TrainingDiverged
 from objectives.evaluate import EvaluationResult, evaluate_batch
 from search.background import Recorder
 from search.budget import worker_id
-from search.plan import Step, TrialRecord, Wait, pending_steps
+from search.noise import stats_metrics, trial_stats
+from search.plan import Step, TrialRecord, Wait, pending_steps, phase_choices, trial_cv
 from search.results import results_table, trial_records
 from search.storage import (
     heartbeat, quiet_optuna,
@@ -68,6 +69,7 @@ class TrialOutcome:
     state: str
     result: EvaluationResult | None = None
     reason: str | None = None
+    stats: dict | None = None  # search.noise.trial_stats: SEs and paired differences
 
 
 class Worker:
@@ -120,7 +122,10 @@ class Worker:
     def _next_steps(self) -> list[Step] | None:
         while True:
             self.s.reconcile_stale(self.tracker)  # a dead worker's trial is failed (and retried) as soon as it is stale
-            steps = pending_steps(self.s.phases, self._records(), limit=MAX_BATCH)
+            steps = pending_steps(
+                self.s.phases, self._records(), limit=MAX_BATCH,
+                reference=self.s.file.reference_loss, study_seed=self.s.file.cv.seed,
+            )  # fmt: skip
             if not isinstance(steps, Wait):
                 return steps
             if self._out_of_time():
@@ -188,14 +193,16 @@ class Worker:
             self.s.ledger.attach(self.week, slot, trial.number, claim=step.claim)
             with quiet_optuna():
                 state.loss = self._suggest(trial, step)
+            cv = trial_cv(self.s.file.cv, step)
             attrs = {
                 "phase": step.phase.name, "phase_index": step.phase_index, "week": self.week, "loss": state.loss,
                 "slot": slot, "worker": worker_id(), "data_fingerprint": self.s.dataset.fingerprint,
+                "cv_seed": cv.seed, **({"cv": cv.model_dump()} if step.cv is not None else {}),
             }  # fmt: skip
             for key, value in attrs.items():
                 trial.set_user_attr(key, value)
             try:
-                state.config = self.s.file.trial_config(LossConfig(**state.loss))
+                state.config = self.s.file.trial_config(LossConfig(**state.loss), cv=cv)
             except ValidationError as exc:
                 reason = f"invalid configuration: {exc.errors()[0]['msg'].removeprefix('Value error, ')}"
                 self._fail(state, "invalid", reason)
@@ -221,7 +228,10 @@ class Worker:
         * ``kill -9``: nothing can run, but the heartbeats stop; any later run fails the trials once stale.
         """
         try:
-            outcomes = evaluate_batch(self.s.dataset, [state.config for state in batch], self.s.prepared)
+            configs = [state.config for state in batch]
+            # a confirm batch's own seed splits the rows its own way: its folds are prepared for it alone
+            prepared = self.s.prepared if configs[0].cv == self.s.file.cv else None
+            outcomes = evaluate_batch(self.s.dataset, configs, prepared)
         except BaseException as exc:
             self._fail_untold(batch, exc)
             raise
@@ -238,12 +248,20 @@ class Worker:
             for key, value in {"honest_score": result.honest_score_mean, "threshold": result.threshold,
                                "seconds": result.seconds, "honest_score_std": result.honest_score_std}.items():
                 trial.set_user_attr(key, value)
+            me = TrialRecord(trial.number, state.step.phase.name, "RUNNING", state.loss, cv=trial.user_attrs.get("cv"))
+            stats = trial_stats(trial_records(study), me, result, state.config, self.s.file.reference_loss)
+            for key, value in stats.items():
+                trial.set_user_attr(key, value)
             # MLflow first, then Optuna, then the run's final status: see StudyTracker.log_trial_result
-            self.tracker.log_trial_result(state.run_id, result, self.s.dataset, state.config)
+            self.tracker.log_trial_result(
+                state.run_id, result, self.s.dataset, state.config, extra_metrics=stats_metrics(stats)
+            )
             study.tell(trial, result.oof_score)
             state.told = True
             self.tracker.mark_finished(state.run_id)
-            self._finish(TrialOutcome(trial.number, state.step.phase.name, state.loss, "COMPLETE", result=result))
+            self._finish(
+                TrialOutcome(trial.number, state.step.phase.name, state.loss, "COMPLETE", result=result, stats=stats)
+            )
         except BaseException as exc:
             self._fail_untold([state], exc)
             raise
@@ -258,7 +276,9 @@ class Worker:
             self._on_trial(outcome)
 
     def _log_summary(self) -> None:
-        self.tracker.log_study_summary(self.parent_run_id, results_table(self.s.study), self.s.study)
+        study = self.s.study
+        notes = phase_choices(self.s.phases, trial_records(study), self.s.file.reference_loss)
+        self.tracker.log_study_summary(self.parent_run_id, results_table(study), study, notes=notes)
 
     def _fail_untold(self, batch: "list[_TrialProgress]", exc: BaseException) -> None:
         """Mark every trial of ``batch`` not told yet FAIL (interrupted or error) and stop its heartbeat."""
@@ -313,7 +333,11 @@ class _TrialProgress:
         """What the plan will read of this trial once it is told."""
         if isinstance(outcome, TrainingDiverged):
             return TrialRecord(self.trial.number, self.step.phase.name, "FAIL", self.loss, failure="diverged")
-        return TrialRecord(self.trial.number, self.step.phase.name, "COMPLETE", self.loss, value=outcome.oof_score)
+        cv = None if self.step.cv is None or self.config is None else self.config.cv.model_dump()
+        return TrialRecord(
+            self.trial.number, self.step.phase.name, "COMPLETE", self.loss, value=outcome.oof_score, cv=cv,
+            cv_seed=None if self.config is None else self.config.cv.seed,
+        )
 
 
 @contextmanager
@@ -335,6 +359,17 @@ def format_outcome(o: TrialOutcome, metric: str) -> str:
         return f"t{o.number:03d} {o.phase:<8} {params}  FAILED: {o.reason}"
     r = o.result
     return (
-        f"t{o.number:03d} {o.phase:<8} {params}  {metric} {r.oof_score:.4f} "
-        f"(honest {r.honest_score_mean:.4f})  threshold {r.threshold:.3f}  {r.seconds:.1f}s"
+        f"t{o.number:03d} {o.phase:<8} {params}  {metric} {_with_noise(r.oof_score, o.stats)} "
+        f"(honest {r.honest_score_mean:.4f})  threshold {r.threshold:.3f}  {r.seconds:.1f}s{_vs_reference(o.stats)}"
     )
+
+
+def _with_noise(score: float, stats: dict | None) -> str:
+    return f"{score:.4f}" if not stats else f"{score:.4f} ± {stats['cv_score_se']:.4f}"
+
+
+def _vs_reference(stats: dict | None) -> str:
+    if not stats or stats.get("diff_vs_reference") is None:
+        return ""
+    return (f"  vs reference t{stats['reference_trial']:03d}: {stats['diff_vs_reference']:+.4f} ± "
+            f"{stats['diff_vs_reference_se']:.4f} {stats['verdict_vs_reference']}")  # fmt: skip

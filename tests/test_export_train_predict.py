@@ -92,7 +92,7 @@ def test_export_is_the_best_trial_with_its_threshold_and_provenance(flow):
     best = max(complete, key=lambda t: (t.value, -t.number))
     assert exported.threshold == best.user_attrs["threshold"]  # exactly the trial's, not re-derived
     p = exported.provenance
-    assert (p.study, p.trial, p.selected_by) == ("e2e", best.number, "oof")
+    assert (p.study, p.trial, p.selected_by) == ("e2e", best.number, "mean")
     assert p.cv_score == best.value and p.honest_score == best.user_attrs["honest_score"]
     assert p.mlflow_run_id == best.user_attrs["mlflow_run_id"]
     assert p.data_fingerprint == best.user_attrs["data_fingerprint"] and p.week == best.user_attrs["week"]

@@ -116,12 +116,22 @@ def test_whole_default_plan_in_one_week(tmp_path, week1, monkeypatch):
     assert lines == ["budget for 2026-W47 spent: 10/10"]
     assert len(load(path).study.trials) == 10
 
-    # next week continues with refine
+    # next week confirms the reference and the two best on a fresh seed, then continues with refine
     monkeypatch.setenv("LOSSTUNE_NOW", WEEK2)
-    assert search(path, budget=2) == 0
+    assert search(path, budget=5) == 0
     records = trial_records(load(path).study)
-    assert [r.phase for r in records[10:]] == ["refine", "refine"]
-    assert all(r.loss["alpha"] is not None for r in records[10:])
+    week1_records = records[:10]
+    top2 = [config_key(r.loss) for r in sorted(week1_records, key=lambda r: (-r.value, r.number))[:2]]
+    reference = config_key({"alpha": None, "gamma": 3.0, "bce_weight": 0.5, "focal_weight": 0.5})
+    expected = list(dict.fromkeys([reference, *top2]))
+    confirm = [r for r in records[10:] if r.phase == "confirm"]
+    assert [config_key(r.loss) for r in confirm] == expected
+    assert [r.phase for r in records[10:]] == ["confirm"] * len(expected) + ["refine"] * (5 - len(expected))
+    earlier_seeds = {r.cv_seed for r in records if r.phase != "confirm"}
+    assert earlier_seeds == {0}
+    assert {r.cv_seed for r in confirm} == {1000} and all(r.cv["repeats"] == 3 for r in confirm)
+    assert all(r.state == "COMPLETE" for r in confirm)
+    assert all(r.loss["alpha"] is not None for r in records[10 + len(expected):])
 
 
 def test_stopped_run_resumes_without_duplicates(tmp_path, week1):

@@ -1,0 +1,141 @@
+r"""How sure a cross-validated score is: its standard error, and paired comparisons of two configurations.
+
+A trial's per-fold scores :math:`x_1, \dots, x_n` come from R repeats of K-fold CV (:math:`n = RK`), laid out
+repeat-major (index ``r * K + k``). The naive standard error :math:`s / \sqrt{n}` is too small: the K training
+sets of one repeat share :math:`(K-2)/(K-1)` of their rows and the repeats reuse the same rows, so the fold
+scores are positively correlated and :math:`n` of them carry much less than :math:`n` scores' worth of
+information. Nadeau and Bengio (2003, *Inference for the Generalization Error*, Machine Learning 52) model that
+correlation as :math:`\rho = n_{test} / (n_{test} + n_{train})` and obtain the **corrected resampled variance**
+
+.. math::
+
+    \widehat{\mathrm{Var}}(\bar x) = \left(\frac{1}{n} + \frac{n_{test}}{n_{train}}\right) s^2,
+    \qquad s^2 = \frac{1}{n-1}\sum_i (x_i - \bar x)^2,
+    \qquad \frac{n_{test}}{n_{train}} = \frac{1}{K-1} \text{ for K-fold,}
+
+used here for one score (its SE is the square root) and for the difference of two configurations trained on the
+**same splits and seeds** (paired: :math:`x_i` is then configuration A's fold score minus B's on fold i, which
+removes the variation the two share, the luck of the split). The verdict is a two-sided t-test of "no
+difference" with :math:`n - 1` degrees of freedom (Bouckaert and Frank's "corrected repeated k-fold cv test").
+
+The correction is conservative rather than exact (no unbiased estimator of this variance exists, Bengio and
+Grandvalet 2004); it is the standard choice because the naive test's type-I error is several times its nominal
+level. With R = 1 and K = 5 (four degrees of freedom, and the :math:`1/(K-1)` term dominating) the test is
+weak: only differences of about three standard errors are called. More repeats shrink :math:`1/n` and add
+degrees of freedom, but not the :math:`1/(K-1)` term: repeats cannot remove the noise of a finite data set.
+
+Pure numpy/scipy: no torch, Optuna or MLflow.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+LEVEL = 0.05  # two-sided significance level of the verdicts
+BETTER, WORSE, SAME = "better", "worse", "not distinguishable"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A score with its corrected standard error, over ``repeats * folds`` fold scores."""
+
+    mean: float
+    se: float  # NaN when there are fewer than two fold scores
+    repeats: int
+    folds: int
+    repeat_means: tuple[float, ...]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Configuration A minus configuration B on the same splits: the difference, its SE and the verdict on A."""
+
+    diff: float
+    se: float
+    t: float
+    df: int
+    p_value: float
+    verdict: str  # BETTER, WORSE or SAME (A against B), at ``level``
+    level: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def text(self, digits: int = 3) -> str:
+        """``+0.002 ± 0.003, not distinguishable``."""
+        return f"{self.diff:+.{digits}f} ± {self.se:.{digits}f}, {self.verdict}"
+
+
+def repeats_of(fold_scores: Sequence[float], folds: int) -> int:
+    """R from the length of the repeat-major fold scores; refuses a length that is not a multiple of K."""
+    n = len(fold_scores)
+    if folds < 2 or n == 0 or n % folds:
+        raise ValueError(f"{n} fold scores do not make whole repeats of {folds} folds")
+    return n // folds
+
+
+def corrected_variance_factor(n: int, folds: int) -> float:
+    """:math:`1/n + n_{test}/n_{train}` with :math:`n_{test}/n_{train} = 1/(K-1)`."""
+    return 1.0 / n + 1.0 / (folds - 1)
+
+
+def corrected_se(values: Sequence[float], folds: int) -> float:
+    """Corrected resampled standard error of the mean of ``values`` (R*K fold scores or paired differences)."""
+    x = np.asarray(values, dtype=np.float64)
+    repeats_of(x, folds)
+    if len(x) < 2:
+        return math.nan
+    return float(math.sqrt(corrected_variance_factor(len(x), folds) * float(np.var(x, ddof=1))))
+
+
+def estimate(fold_scores: Sequence[float], folds: int, mean: float | None = None) -> Estimate:
+    """The score ± SE. ``mean`` replaces the mean of the fold scores as the centre (e.g. the pooled OOF score at
+    the trial's threshold, which is what the study optimises); the SE is that of the fold scores either way."""
+    x = np.asarray(fold_scores, dtype=np.float64)
+    r = repeats_of(x, folds)
+    per_repeat = tuple(float(v) for v in x.reshape(r, folds).mean(axis=1))
+    centre = float(x.mean()) if mean is None else float(mean)
+    return Estimate(mean=centre, se=corrected_se(x, folds), repeats=r, folds=folds, repeat_means=per_repeat)
+
+
+def compare(
+    a: Sequence[float], b: Sequence[float], folds: int, diff: float | None = None, level: float = LEVEL
+) -> Comparison:
+    """A minus B, fold by fold (both repeat-major over the same splits). ``diff`` replaces the mean of the paired
+    differences as the point estimate (e.g. the difference of the two pooled OOF scores); the SE and the test
+    use the paired fold differences."""
+    xa, xb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if xa.shape != xb.shape:
+        raise ValueError(f"paired comparison needs the same folds: {len(xa)} fold scores against {len(xb)}")
+    d = xa - xb
+    n = len(d)
+    se = corrected_se(d, folds)
+    centre = float(d.mean()) if diff is None else float(diff)
+    return _verdict(centre, se, n - 1, level)
+
+
+def _verdict(diff: float, se: float, df: int, level: float) -> Comparison:
+    if df < 1 or math.isnan(se):
+        return Comparison(diff, se, math.nan, df, math.nan, SAME, level)
+    if se == 0.0:  # every fold moved by the same amount: any non-zero difference is certain
+        t = 0.0 if diff == 0 else math.copysign(math.inf, diff)
+    else:
+        t = diff / se
+    from scipy.stats import t as student_t  # here: scipy.stats takes a while to import, and status needs no test
+
+    p = float(2.0 * student_t.sf(abs(t), df))
+    verdict = SAME if p >= level else (BETTER if diff > 0 else WORSE)
+    return Comparison(diff=diff, se=se, t=t, df=df, p_value=p, verdict=verdict, level=level)
+
+
+__all__ = [
+    "BETTER", "WORSE", "SAME", "LEVEL", "Estimate", "Comparison", "repeats_of", "corrected_se", "estimate",
+    "compare", "corrected_variance_factor",
+]  # fmt: skip
