@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
 
+from objectives.data_spec import DataSpec  # noqa: F401 - re-exported: DataSpec lives where pandas is not imported
 from objectives.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -26,20 +26,6 @@ ENCODINGS = ("utf-8", "utf-8-sig", "cp932")
 SEPARATORS = (",", ";", "\t", "|")
 # a column counts as "numeric with junk" when at least this share of its non-missing values parse as numbers
 NUMERIC_SHARE = 0.9
-
-
-class DataSpec(BaseModel):
-    """Where the table is and how to read it; the ``data:`` block of a study file."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    path: Path
-    target: str
-    positive: str | None = None
-    sep: str | None = None
-    encoding: str | None = None
-    drop: tuple[str, ...] = ()
-    na_values: tuple[str, ...] = ()
 
 
 @dataclass

@@ -8,15 +8,15 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from objectives.errors import LosstuneError
+from search.redaction import redact_text
 
 # the artifact folder created beside a sqlite database when no artifact location is given
 DEFAULT_ARTIFACT_DIR = "mlartifacts"
 
 
 def redact_uri(uri: str) -> str:
-    """``scheme://user:secret@host/...`` as ``scheme://user:***@host/...``, wherever such a URI appears in the
-    text; text without one is returned unchanged."""
-    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*):[^/@\s]*@", r"\1:***@", uri)
+    """A tracking URI, or a message holding one, without its secrets (:func:`search.redaction.redact_text`)."""
+    return redact_text(uri)
 
 
 def _normalise_tracking_uri(uri: str) -> str:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-import pandas as pd
+import math
+from typing import TYPE_CHECKING
 
 from search.plan import TrialRecord
 from search.study_file import LOSS_PARAMS
+
+if TYPE_CHECKING:  # pandas is imported by the functions that build a table, not by the plan's trial_records
+    import pandas as pd
 
 COLUMNS = ["trial", "phase", *LOSS_PARAMS, "cv_score", "honest_score", "threshold", "state", "week", "memo"]
 
@@ -28,6 +32,13 @@ def trial_records(study) -> list[TrialRecord]:
 
 
 def results_table(study) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame(results_rows(study), columns=COLUMNS)
+
+
+def results_rows(study) -> list[dict]:
+    """One dict per stored trial, keyed by :data:`COLUMNS` (missing values are None); no pandas needed."""
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     best = max(complete, key=lambda t: (t.value, -t.number)).number if complete else None
@@ -52,15 +63,24 @@ def results_table(study) -> pd.DataFrame:
                 "memo": memo,
             }
         )
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return rows
 
 
-def format_table(table: pd.DataFrame) -> str:
-    if table.empty:
+def format_table(rows: list[dict]) -> str:
+    """The rows as a text table, columns right-aligned under their names (as pandas prints a frame)."""
+    if not rows:
         return "(no trials yet)"
-    shown = table.copy()
-    for col in ("cv_score", "honest_score", "threshold"):
-        shown[col] = shown[col].map(lambda v: "" if v is None or pd.isna(v) else f"{v:.4f}")
-    for col in LOSS_PARAMS:
-        shown[col] = shown[col].map(lambda v: "None" if v is None or pd.isna(v) else f"{v:g}")
-    return shown.to_string(index=False)
+    columns = list(rows[0])
+    cells = [[_cell(col, row.get(col)) for col in columns] for row in rows]
+    widths = [max(len(col), *(len(line[i]) for line in cells)) for i, col in enumerate(columns)]
+    lines = [columns, *cells]
+    return "\n".join(" ".join(text.rjust(w) for text, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def _cell(column: str, value) -> str:
+    missing = value is None or (isinstance(value, float) and math.isnan(value))
+    if column in ("cv_score", "honest_score", "threshold"):
+        return "" if missing else f"{value:.4f}"
+    if column in LOSS_PARAMS:
+        return "None" if missing else f"{value:g}"
+    return "" if missing else str(value)

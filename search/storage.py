@@ -1,6 +1,7 @@
 """Where studies live: an Optuna RDB storage (SQLite file by default, PostgreSQL for teams), with heartbeats.
 
-The URL may carry a password (PostgreSQL): it is only ever shown through :func:`redact`.
+The URL may carry a password (PostgreSQL): it is only ever shown through :func:`redact`, and a driver's
+message about it through :func:`~search.redaction.redact_text`.
 
 Timing of the stale-trial detection (a worker killed mid-trial stops beating; after the grace period any other
 run marks its trial FAIL and the plan retries it):
@@ -26,6 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from objectives.errors import LosstuneError
+from search.redaction import redact_text, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +70,8 @@ def grace_seconds() -> float:
 
 
 def redact(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable storage URL>"
+    """The storage URL as shown: see :func:`search.redaction.redact_url` (the one rule for every URL)."""
+    return redact_url(url)
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -149,7 +149,7 @@ def open_engine(url: str) -> sa.Engine:
             conn.execute(sa.text("SELECT 1"))
     except (ArgumentError, SQLAlchemyError, ImportError) as exc:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
-        raise LosstuneError(f"cannot open storage {redact(url)}: {reason}") from None
+        raise LosstuneError(f"cannot open storage {redact(url)}: {redact_text(reason, url)}") from None
     return engine
 
 
@@ -215,7 +215,7 @@ def open_optuna_storage(url: str):
             )
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] or type(exc).__name__
-        raise LosstuneError(f"cannot open storage {redact(url)}: {reason}") from None
+        raise LosstuneError(f"cannot open storage {redact(url)}: {redact_text(reason, url)}") from None
     return storage
 
 
@@ -244,6 +244,44 @@ def adopt_silent_trials(storage, study_id: int) -> int:
         except SQLAlchemyError:  # its worker recorded one at the same moment
             continue
     return adopted
+
+
+def stale_trial_ids(storage, study_id: int) -> list[int]:
+    """The RUNNING trials of the study whose heartbeat is older than the grace period (their workers died)."""
+    return list(storage._get_stale_trial_ids(study_id))
+
+
+def fail_stale_trial(storage, trial_id: int, kind: str, reason: str) -> bool:
+    """Mark a stale trial FAIL with ``failure``/``failure_reason`` user attrs, as every other failed trial has
+    (Optuna's ``fail_stale_trials`` sets the state only). False when another process finished it first."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    try:
+        storage.set_trial_user_attr(trial_id, "failure", kind)
+        storage.set_trial_user_attr(trial_id, "failure_reason", reason)
+        return bool(storage.set_trial_state_values(trial_id, state=TrialState.FAIL))
+    except UpdateFinishedTrialError:
+        return False
+
+
+def study_exists(url: str, study: str) -> bool:
+    """Whether the storage already holds ``study``, read without creating anything (no file, no table)."""
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
+        return False
+    engine = open_engine(url)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("studies"):
+                return False
+            found = conn.execute(sa.text("SELECT 1 FROM studies WHERE study_name = :n"), {"n": study}).first()
+        return found is not None
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] or type(exc).__name__
+        raise LosstuneError(f"cannot open storage {redact(url)}: {redact_text(reason, url)}") from None
+    finally:
+        engine.dispose()
 
 
 @contextmanager

@@ -25,6 +25,7 @@ from objectives.config import LossConfig
 from objectives.errors import TrainingDiverged
 from objectives.evaluate import EvaluationResult, evaluate
 from search.budget import worker_id
+from search.options import SearchOptions  # noqa: F401 - re-exported for callers of the worker
 from search.plan import Step, Wait, next_step
 from search.results import results_table, trial_records
 from search.storage import (
@@ -39,15 +40,6 @@ log = logging.getLogger(__name__)
 TPE_STARTUP_TRIALS = 2  # TPE's default of 10 random trials would spend a whole week's budget at random
 WAIT_POLL_SECONDS = 2.0  # a worker waiting for another's trial (the next phase needs it) looks again this often
 CLAIM_RETRY_SECONDS = 0.2
-
-
-@dataclass(frozen=True)
-class SearchOptions:
-    budget: int | None = None  # this week's budget, instead of budget.trials_per_week
-    workers: int = 1
-    timeout: float | None = None  # seconds; no new trial starts after it
-    allow_data_change: bool = False
-    progress: bool = True
 
 
 @dataclass
