@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from objectives.errors import LosstuneError
+from search.mlflow_locations import check_tracking_reachable
 from search.budget import BudgetLedger
 from search.plan import distribution_bounds
 from search.storage import (
@@ -68,6 +69,7 @@ class StudySession:
             require_existing_study_file(self.url, self.file.name)
         if with_data:  # a search: it will write to MLflow too
             check_sqlite_target(self.file.tracking_uri, "the MLflow tracking store")
+            check_tracking_reachable(self.file.tracking_uri)
             check_directory_target(Path(unquote(urlparse(self.file.artifact_location).path)), "the MLflow artifact directory")
         with init_lock(self.url):
             self.storage = open_optuna_storage(self.url)
@@ -122,6 +124,7 @@ class StudySession:
     def tracker(self) -> StudyTracker:
         from search.tracking import StudyTracker
 
+        check_tracking_reachable(self.file.tracking_uri)  # one line in seconds, not MLflow's minutes of retries
         return StudyTracker(self.file.tracking_uri, self.file.experiment, artifact_location=self.file.artifact_location)
 
     def budget_for_week(self, override: int | None) -> int:

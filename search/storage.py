@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 40
 SQLITE_TIMEOUT_SECONDS = 60
+CONNECT_TIMEOUT_SECONDS = 10
 # pg_advisory_lock key taken while a process creates or attaches to a study (any study in that database)
 _PG_INIT_LOCK_KEY = 0x10557_0E5
 
@@ -91,7 +92,11 @@ def _engine_kwargs(url: str) -> dict:
         # driver begins a transaction only at the first write, so a reading transaction never waits to upgrade
         # its lock, the one case where SQLite answers "locked" without waiting.)
         return {"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}}
-    return {"pool_pre_ping": True}
+    kwargs: dict = {"pool_pre_ping": True}
+    if make_url(url).drivername in ("postgresql", "postgresql+psycopg2", "postgresql+psycopg"):
+        # a server that does not answer: a line after seconds, not after the system's TCP time-out (minutes)
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    return kwargs
 
 
 def check_sqlite_target(url: str, what: str = "storage") -> None:
