@@ -26,7 +26,7 @@ from search.redaction import install_log_redaction, redact_text
 from search.plan import next_step
 from search.results import trial_records
 from search.session import PARENT_OPEN_ATTR, StudySession
-from search.storage import init_lock
+from search.storage import init_lock, storage_fault
 
 if TYPE_CHECKING:
     from search.tracking import StudyTracker
@@ -91,6 +91,12 @@ def _worker_process(study_path: str, options: SearchOptions, week: str, parent_r
     except LosstuneError as exc:
         print(f"losstune search: error: {redact_text(str(exc))}", file=sys.stderr, flush=True)
         sys.exit(EXIT_ERROR)
+    except Exception as exc:
+        fault = storage_fault(exc)
+        if fault is None:
+            raise
+        print(f"losstune search: error: {redact_text(str(fault))}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_ERROR)
 
 
 def run_search(study_path: Path, options: SearchOptions, echo=print) -> int:
@@ -130,6 +136,11 @@ def run_search(study_path: Path, options: SearchOptions, echo=print) -> int:
             else:
                 _run_workers(study_path, options, week, parent, workers)
         status = "FINISHED"
+    except Exception as exc:  # a full disk, a read-only directory: one line, not a traceback
+        fault = storage_fault(exc)
+        if fault is None:
+            raise
+        raise fault from exc
     except KeyboardInterrupt:
         from search.worker import sigint_ignored
 
@@ -142,7 +153,8 @@ def run_search(study_path: Path, options: SearchOptions, echo=print) -> int:
             tracker.set_parent_finished(parent, status)
             session.study.set_user_attr(PARENT_OPEN_ATTR, False)
         except Exception:  # noqa: BLE001 - do not hide the error that got us here
-            log.warning("could not set the MLflow parent run %s to %s", parent, status)
+            # the study still records its parent run as open: the next search closes it
+            log.info("could not set the MLflow parent run %s to %s", parent, status)
     _print_summary(session, tracker, week, budget, echo)
     return 0
 

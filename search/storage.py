@@ -251,6 +251,32 @@ def adopt_silent_trials(storage, study_id: int) -> int:
     return adopted
 
 
+def storage_fault(exc: BaseException) -> LosstuneError | None:
+    """The one line for a write that the disk refused in the middle of a search (full, read-only, gone): an
+    OSError, a database error (SQLite's "database or disk is full", "attempt to write a readonly database"),
+    also when MLflow or SQLAlchemy wrapped it. None for any other error (a bug keeps its traceback)."""
+    import sqlite3
+
+    if isinstance(exc, LosstuneError):  # already one line, and a better one
+        return None
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError):
+            where = f" {cause.filename}" if cause.filename else ""
+            reason = cause.strerror or str(cause) or type(cause).__name__
+            return LosstuneError(f"cannot write{where}: {reason}{_RERUN}")
+        if isinstance(cause, (SQLAlchemyError, sqlite3.Error)):
+            first = str(getattr(cause, "orig", None) or cause).strip().splitlines()
+            return LosstuneError(f"cannot write to a database: {redact_text(first[0] if first else type(cause).__name__)}{_RERUN}")
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+_RERUN = "; the search stopped (free some space or make it writable, then run it again: nothing finished is lost)"
+
+
 def stale_trial_ids(storage, study_id: int) -> list[int]:
     """The RUNNING trials of the study whose heartbeat is older than the grace period (their workers died)."""
     return list(storage._get_stale_trial_ids(study_id))

@@ -144,7 +144,9 @@ class Worker:
                         else:
                             self._fail(state, "error", f"{type(exc).__name__}: {exc}")
                 except Exception:  # noqa: BLE001 - the store itself may be what failed; the trial goes stale
-                    log.warning("could not mark trial %d FAILED; it is failed once its heartbeat is stale", trial.number)
+                    if not state.told:  # FAIL in Optuna is what counts; its MLflow run is closed by the next run
+                        log.warning("could not mark trial %d FAILED; it is failed once its heartbeat is stale",
+                                    trial.number)  # fmt: skip
             raise
 
     def _run_asked(self, state: "_TrialProgress", slot: int) -> TrialOutcome:
