@@ -51,9 +51,6 @@ class StudySession:
     def __init__(
         self, study_path: Path, *, allow_data_change: bool = False, with_data: bool = True, create: bool = True
     ) -> None:
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.path = Path(study_path)
         self.file: StudyFile = load_study_file(self.path)
         self.dataset: Dataset | None = None
@@ -62,6 +59,9 @@ class StudySession:
 
             self.dataset = load_dataset(self.file.data_spec)
             check_folds(self.dataset, self.file.cv.folds)
+        import optuna  # after the checks that need no storage: bad input is refused without it
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.url = self.file.storage_url  # may hold a password: never shown, see storage_display
         self.storage_display = redact(self.url)
         check_sqlite_target(self.url, "storage")
