@@ -45,7 +45,8 @@ losstune_pg_start() {
     fi
     python=$(command -v python3 || command -v python) || { echo "postgres.sh: python3 is needed" >&2; return 1; }
     port=$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    password=$("$python" -c 'import secrets; print(secrets.token_hex(16))')
+    # characters that end a password in a naive pattern (/ : @), so that the tests prove the redaction handles them
+    password=$("$python" -c 'import secrets; print(secrets.token_hex(8) + "/p:w@" + secrets.token_hex(4))')
 
     LOSSTUNE_PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/losstune-pg.XXXXXX") || return 1
     export LOSSTUNE_PG_DIR LOSSTUNE_PG_BINDIR="$bindir"
@@ -63,7 +64,8 @@ losstune_pg_start() {
     "$bindir/psql" -q -h "$LOSSTUNE_PG_DIR" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
         -c "CREATE ROLE losstune LOGIN CREATEDB PASSWORD '$password'" \
         -c "CREATE DATABASE losstune OWNER losstune" >/dev/null || return 1
-    export LOSSTUNE_TEST_PG_URL="postgresql+psycopg2://losstune:$password@127.0.0.1:$port/losstune"
+    # '/' and ':' stay raw in the URL (SQLAlchemy reads them so), '@' is percent-encoded
+    export LOSSTUNE_TEST_PG_URL="postgresql+psycopg2://losstune:$("$python" -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe="/:"))' "$password")@127.0.0.1:$port/losstune"
     echo "postgres.sh: PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$port" \
         "(data in $LOSSTUNE_PG_DIR); LOSSTUNE_TEST_PG_URL is set; stop it with losstune_pg_stop" >&2
 }

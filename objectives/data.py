@@ -18,10 +18,10 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
 
 from objectives.encoding import SUPPORTED as ENCODINGS
 from objectives.encoding import decode, detect_file
+from objectives.data_spec import DataSpec  # noqa: F401 - re-exported: DataSpec lives where pandas is not imported
 from objectives.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -32,20 +32,6 @@ SEPARATORS = (",", ";", "\t", "|")
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 # a column counts as "numeric with junk" when at least this share of its non-missing values parse as numbers
 NUMERIC_SHARE = 0.9
-
-
-class DataSpec(BaseModel):
-    """Where the table is and how to read it; the ``data:`` block of a study file."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    path: Path
-    target: str
-    positive: str | None = None
-    sep: str | None = None
-    encoding: str | None = None
-    drop: tuple[str, ...] = ()
-    na_values: tuple[str, ...] = ()
 
 
 @dataclass

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from objectives.errors import LosstuneError
+from search.redaction import install_log_redaction, redact_text
 
 log = logging.getLogger("losstune")
 
@@ -139,7 +140,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from search.runner import run_search
-    from search.worker import SearchOptions
+    from search.options import SearchOptions
 
     options = SearchOptions(
         budget=args.budget, workers=args.workers, timeout=args.timeout,
@@ -192,10 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     # (MLflow sets its logger's level when it is imported, which happens later, from this variable)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if args.verbose else "WARNING")
     logging.getLogger("mlflow").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    install_log_redaction()  # no password of a storage or tracking URL in any log line
     try:
         return args.run(args)
     except LosstuneError as exc:
-        print(f"losstune {args.command}: error: {exc}", file=sys.stderr)
+        print(f"losstune {args.command}: error: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"losstune {args.command}: interrupted", file=sys.stderr)

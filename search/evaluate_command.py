@@ -34,7 +34,6 @@ def trial_overrides(args: argparse.Namespace) -> dict:
 def run_evaluate(args: argparse.Namespace) -> int:
     from objectives.config import TrialConfig
     from objectives.data import DataSpec, load_dataset
-    from objectives.evaluate import evaluate
     from search.validation import validated
 
     exported = None
@@ -54,6 +53,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.oof_out and not args.oof_out.parent.is_dir():  # checked before training, not after it
         raise LosstuneError(f"--oof-out directory does not exist: {args.oof_out.parent}")
     dataset = load_dataset(spec)
+    from objectives.evaluate import evaluate  # torch: only once the input is known to be good
+
     result = evaluate(dataset, config)
     if args.oof_out:
         _write_oof(args.oof_out, result)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-import pandas as pd
+import math
+from typing import TYPE_CHECKING
 
 from search.plan import TrialRecord
 from search.study_file import LOSS_PARAMS
+
+if TYPE_CHECKING:  # pandas is imported by the functions that build a table, not by the plan's trial_records
+    import pandas as pd
 
 # the noise columns (search.noise) stand beside the score they qualify; differences are this trial minus the other
 NOISE_COLUMNS = [
@@ -38,6 +42,13 @@ def trial_records(study) -> list[TrialRecord]:
 
 
 def results_table(study) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame(results_rows(study), columns=COLUMNS)
+
+
+def results_rows(study) -> list[dict]:
+    """One dict per stored trial, keyed by :data:`COLUMNS` (missing values are None); no pandas needed."""
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     # the best on the study's own splits: confirm trials (their own seeds) are ranked by export --by confirmed
@@ -65,11 +76,11 @@ def results_table(study) -> pd.DataFrame:
                 **{k: a.get(k) for k in NOISE_COLUMNS},
             }
         )
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return rows
 
 
 def _blank(v) -> bool:
-    return v is None or (isinstance(v, float) and pd.isna(v))
+    return v is None or (isinstance(v, float) and math.isnan(v))
 
 
 def plus_minus(value, se, signed: bool = False) -> str:
@@ -83,24 +94,38 @@ def plus_minus(value, se, signed: bool = False) -> str:
 VERDICT_MARK = {"better": "better", "worse": "worse", "not distinguishable": "~same"}
 
 
-def format_table(table: pd.DataFrame) -> str:
-    """The table as text: each score with its SE, each difference with its SE and verdict (``~same``: not
-    distinguishable), the noise columns folded into them."""
-    if table.empty:
+def format_table(table: "pd.DataFrame | list[dict]") -> str:
+    """The table (or :func:`results_rows`) as text, columns right-aligned under their names: each score with its
+    SE, each difference with its SE and verdict (``~same``: not distinguishable), the noise columns folded into
+    them. No pandas needed for rows."""
+    rows = table if isinstance(table, list) else table.to_dict(orient="records")
+    if not rows:
         return "(no trials yet)"
-    shown = table.copy()
-    if "cv_score_se" in shown.columns:
-        shown["cv_score"] = [plus_minus(v, se) for v, se in zip(shown["cv_score"], shown["cv_score_se"])]
-        for name, col in (("reference", "vs_reference"), ("best", "vs_best")):
-            shown[col] = [
-                "" if _blank(d) else f"{plus_minus(d, se, signed=True)} {VERDICT_MARK.get(v, v)} (t{int(n)})"
-                for d, se, v, n in zip(shown[f"diff_vs_{name}"], shown[f"diff_vs_{name}_se"],
-                                       shown[f"verdict_vs_{name}"], shown[f"{name}_trial"])
-            ]  # fmt: skip
-        seeds = shown["cv_seed"].map(lambda v: "" if _blank(v) else str(int(v)))
-        shown = shown.drop(columns=[c for c in NOISE_COLUMNS if c in shown.columns]).assign(seed=seeds)
-    for col in ("honest_score", "threshold"):
-        shown[col] = shown[col].map(lambda v: "" if _blank(v) else f"{v:.4f}")
-    for col in LOSS_PARAMS:
-        shown[col] = shown[col].map(lambda v: "None" if _blank(v) else f"{v:g}")
-    return shown.to_string(index=False)
+    shown = [_shown(row) for row in rows]
+    columns = list(shown[0])
+    cells = [[row[col] for col in columns] for row in shown]
+    widths = [max(len(col), *(len(line[i]) for line in cells)) for i, col in enumerate(columns)]
+    return "\n".join(" ".join(t.rjust(w) for t, w in zip(line, widths)).rstrip() for line in [columns, *cells])
+
+
+def _shown(row: dict) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for col, v in row.items():
+        if col in NOISE_COLUMNS:
+            continue
+        if col == "cv_score":
+            out[col] = plus_minus(v, row.get("cv_score_se"))
+        elif col in ("honest_score", "threshold"):
+            out[col] = "" if _blank(v) else f"{v:.4f}"
+        elif col in LOSS_PARAMS:
+            out[col] = "None" if _blank(v) else f"{v:g}"
+        else:
+            out[col] = "" if _blank(v) else str(v)
+    if "cv_score_se" in row:
+        for name in ("reference", "best"):
+            d, se = row.get(f"diff_vs_{name}"), row.get(f"diff_vs_{name}_se")
+            v, n = row.get(f"verdict_vs_{name}"), row.get(f"{name}_trial")
+            out[f"vs_{name}"] = "" if _blank(d) else f"{plus_minus(d, se, signed=True)} {VERDICT_MARK.get(v, v)} (t{int(n)})"
+        out["seed"] = "" if _blank(row.get("cv_seed")) else str(int(row["cv_seed"]))
+    return out
+

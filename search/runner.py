@@ -17,20 +17,23 @@ import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-
-from optuna.trial import TrialState
+from typing import TYPE_CHECKING
 
 from objectives.errors import LosstuneError
 from search.budget import iso_week, worker_id
+from search.options import SearchOptions
 from search.plan import plan_step
+from search.redaction import install_log_redaction, redact_text
 from search.results import trial_records
-from search.storage import (
-    init_lock,
-)  # fmt: skip
-from search.tracking import StudyTracker
+from search.session import PARENT_OPEN_ATTR, StudySession
+from search.storage import init_lock, storage_fault
 
-from search.session import StudySession
-from search.worker import SearchOptions, TrialOutcome, Worker, format_outcome, sigint_ignored
+if TYPE_CHECKING:
+    from search.tracking import StudyTracker
+    from search.worker import TrialOutcome
+
+# Imported when a trial is about to run, not before: the worker brings torch, the tracker MLflow. A week whose
+# budget is spent needs neither (unless a dead worker left runs to repair).
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,9 @@ def _worker_process(study_path: str, options: SearchOptions, week: str, parent_r
     signal.signal(signal.SIGTERM, _raise_interrupt)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    install_log_redaction()
+    from search.worker import Worker, format_outcome
+
     try:
         session = StudySession(Path(study_path), allow_data_change=options.allow_data_change)
         worker = Worker(session, options, week, parent_run_id, echo=print)
@@ -83,13 +89,21 @@ def _worker_process(study_path: str, options: SearchOptions, week: str, parent_r
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
     except LosstuneError as exc:
-        print(f"losstune search: error: {exc}", file=sys.stderr, flush=True)
+        print(f"losstune search: error: {redact_text(str(exc))}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_ERROR)
+    except Exception as exc:
+        fault = storage_fault(exc)
+        if fault is None:
+            raise
+        print(f"losstune search: error: {redact_text(str(fault))}", file=sys.stderr, flush=True)
         sys.exit(EXIT_ERROR)
 
 
 def run_search(study_path: Path, options: SearchOptions, echo=print) -> int:
-    session = StudySession(study_path, allow_data_change=options.allow_data_change)
     week = iso_week()
+    if _budget_spent(study_path, options, week, echo):
+        return 0
+    session = StudySession(study_path, allow_data_change=options.allow_data_change)
     budget = session.budget_for_week(options.budget)
     with init_lock(session.url):  # one parent run, even when several workers start at once on a new study
         tracker = session.tracker()
@@ -97,14 +111,17 @@ def run_search(study_path: Path, options: SearchOptions, echo=print) -> int:
         if stale:
             echo(f"closed {stale} MLflow run(s) left RUNNING by stopped workers")
         spent = session.ledger.spent(week)
-        if spent >= budget:
+        if spent >= budget:  # spent by another machine since the first look
+            _close_abandoned_parent(session, tracker, echo)
             echo(f"budget for {week} spent: {spent}/{budget}")
             return 0
         if plan_step(session.file, trial_records(session.study)) is None:
+            _close_abandoned_parent(session, tracker, echo)
             echo("the plan is complete: every phase has run (add a phase, or a tpe phase without 'trials')")
             return 0
         parent = tracker.ensure_parent_run(session.file.name, session.study.user_attrs.get("mlflow_parent_run_id"))
         session.study.set_user_attr("mlflow_parent_run_id", parent)
+        session.study.set_user_attr(PARENT_OPEN_ATTR, True)
     metric = session.file.trial_config().metric.label
     echo(f"study {session.file.name}: {session.dataset.n_rows} rows, week {week}, budget {spent}/{budget} used, "
          f"storage {session.storage_display}")  # fmt: skip
@@ -119,7 +136,14 @@ def run_search(study_path: Path, options: SearchOptions, echo=print) -> int:
             else:
                 _run_workers(study_path, options, week, parent, workers)
         status = "FINISHED"
+    except Exception as exc:  # a full disk, a read-only directory: one line, not a traceback
+        fault = storage_fault(exc)
+        if fault is None:
+            raise
+        raise fault from exc
     except KeyboardInterrupt:
+        from search.worker import sigint_ignored
+
         status = "KILLED"
         with sigint_ignored():
             _print_interrupted(session, week, budget, first_trial, workers, echo)
@@ -127,14 +151,46 @@ def run_search(study_path: Path, options: SearchOptions, echo=print) -> int:
     finally:
         try:
             tracker.set_parent_finished(parent, status)
+            session.study.set_user_attr(PARENT_OPEN_ATTR, False)
         except Exception:  # noqa: BLE001 - do not hide the error that got us here
-            log.warning("could not set the MLflow parent run %s to %s", parent, status)
+            # the study still records its parent run as open: the next search closes it
+            log.info("could not set the MLflow parent run %s to %s", parent, status)
     _print_summary(session, tracker, week, budget, echo)
     return 0
 
 
+def _budget_spent(study_path: Path, options: SearchOptions, week: str, echo) -> bool:
+    """True (and said) when the study exists and this week's budget is spent. Only the study file and the study's
+    database are read: no data, no torch, and MLflow only to repair what a dead worker left (its trial's run and
+    the study's parent run, left RUNNING when a worker is killed during the week's last trial)."""
+    session = StudySession.existing(study_path)
+    if session is None:
+        return False
+    try:
+        budget = session.budget_for_week(options.budget)
+        spent = session.ledger.spent(week)
+        if spent < budget:
+            return False
+        with init_lock(session.url):
+            closed = session.reconcile_stale(None)
+            if closed:
+                echo(f"closed {closed} MLflow run(s) left RUNNING by stopped workers")
+            _close_abandoned_parent(session, None, echo)
+        echo(f"budget for {week} spent: {spent}/{budget}")
+        return True
+    finally:
+        session.close()
+
+
+def _close_abandoned_parent(session: StudySession, tracker, echo) -> None:
+    if session.close_abandoned_parent(tracker):
+        echo("closed the study's MLflow parent run, left RUNNING by a stopped search")
+
+
 def _run_in_process(session, options, week, parent, remaining, metric, echo) -> None:
     from tqdm import tqdm
+
+    from search.worker import Worker, format_outcome
 
     worker = Worker(session, options, week, parent, echo)
     with tqdm(total=remaining, unit="trial", disable=not options.progress, file=sys.stderr, leave=False) as bar:
@@ -153,6 +209,8 @@ def _run_in_process(session, options, week, parent, remaining, metric, echo) -> 
 
 
 def _run_workers(study_path: Path, options: SearchOptions, week: str, parent: str, worker_ids: set[str]) -> None:
+    from search.worker import sigint_ignored
+
     ctx = multiprocessing.get_context("spawn")
     procs = [
         ctx.Process(target=_worker_process, args=(str(study_path), options, week, parent), name=f"losstune-worker-{i}")
@@ -184,6 +242,8 @@ def _run_workers(study_path: Path, options: SearchOptions, week: str, parent: st
 
 def _print_interrupted(session, week: str, budget: int, first_trial: int, workers: set[str], echo) -> None:
     """What an interrupted run did: its trials (complete, failed, interrupted) and the budget used."""
+    from optuna.trial import TrialState
+
     try:
         mine = [
             t for t in session.study.get_trials(deepcopy=False)

@@ -1,4 +1,7 @@
-"""``losstune status``: where a study stands, read-only."""
+"""``losstune status``: where a study stands, read-only.
+
+It reads the study file and the study's database only: no data, no pandas, no torch, no MLflow, so that it
+answers at once."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from pathlib import Path
 
 from search.budget import iso_week
 from search.plan import config_key, phase_choices, plan_step
-from search.results import format_table, results_table, trial_records
+from search.results import format_table, results_rows, results_table, trial_records
 from search.verdict import Confidence, confidence, format_confidence, resolve_rule, select
 from search.session import StudySession
 
@@ -38,15 +41,12 @@ def study_status(study_path: Path, budget_override: int | None = None) -> dict:
         },
         "reference": reference,
         "choices": phase_choices(session.phases, records, reference),
-        "trials": results_table(session.study).to_dict(orient="records"),
+        "trials": results_rows(session.study),
     }
 
 
 def format_status(status: dict) -> str:
-    import pandas as pd
-
-    table = pd.DataFrame(status["trials"])
-    lines = [format_table(table) if len(table) else "(no trials yet)", ""]
+    lines = [format_table(status["trials"]), ""]
     best = status["best"]
     if best:
         params = " ".join(f"{k}={best[k]}" for k in ("alpha", "gamma", "bce_weight", "focal_weight"))

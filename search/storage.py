@@ -1,6 +1,7 @@
 """Where studies live: an Optuna RDB storage (SQLite file by default, PostgreSQL for teams), with heartbeats.
 
-The URL may carry a password (PostgreSQL): it is only ever shown through :func:`redact`.
+The URL may carry a password (PostgreSQL): it is only ever shown through :func:`redact`, and a driver's
+message about it through :func:`~search.redaction.redact_text`.
 
 Timing of the stale-trial detection (a worker killed mid-trial stops beating; after the grace period any other
 run marks its trial FAIL and the plan retries it):
@@ -26,6 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from objectives.errors import LosstuneError
+from search.redaction import redact_text, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 40
 SQLITE_TIMEOUT_SECONDS = 60
+CONNECT_TIMEOUT_SECONDS = 10
 # pg_advisory_lock key taken while a process creates or attaches to a study (any study in that database)
 _PG_INIT_LOCK_KEY = 0x10557_0E5
 
@@ -68,10 +71,8 @@ def grace_seconds() -> float:
 
 
 def redact(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable storage URL>"
+    """The storage URL as shown: see :func:`search.redaction.redact_url` (the one rule for every URL)."""
+    return redact_url(url)
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -91,7 +92,11 @@ def _engine_kwargs(url: str) -> dict:
         # driver begins a transaction only at the first write, so a reading transaction never waits to upgrade
         # its lock, the one case where SQLite answers "locked" without waiting.)
         return {"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}}
-    return {"pool_pre_ping": True}
+    kwargs: dict = {"pool_pre_ping": True}
+    if make_url(url).drivername in ("postgresql", "postgresql+psycopg2", "postgresql+psycopg"):
+        # a server that does not answer: a line after seconds, not after the system's TCP time-out (minutes)
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    return kwargs
 
 
 def check_sqlite_target(url: str, what: str = "storage") -> None:
@@ -149,7 +154,7 @@ def open_engine(url: str) -> sa.Engine:
             conn.execute(sa.text("SELECT 1"))
     except (ArgumentError, SQLAlchemyError, ImportError) as exc:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
-        raise LosstuneError(f"cannot open storage {redact(url)}: {reason}") from None
+        raise LosstuneError(f"cannot open storage {redact(url)}: {redact_text(reason, url)}") from None
     return engine
 
 
@@ -215,7 +220,7 @@ def open_optuna_storage(url: str):
             )
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] or type(exc).__name__
-        raise LosstuneError(f"cannot open storage {redact(url)}: {reason}") from None
+        raise LosstuneError(f"cannot open storage {redact(url)}: {redact_text(reason, url)}") from None
     return storage
 
 
@@ -244,6 +249,70 @@ def adopt_silent_trials(storage, study_id: int) -> int:
         except SQLAlchemyError:  # its worker recorded one at the same moment
             continue
     return adopted
+
+
+def storage_fault(exc: BaseException) -> LosstuneError | None:
+    """The one line for a write that the disk refused in the middle of a search (full, read-only, gone): an
+    OSError, a database error (SQLite's "database or disk is full", "attempt to write a readonly database"),
+    also when MLflow or SQLAlchemy wrapped it. None for any other error (a bug keeps its traceback)."""
+    import sqlite3
+
+    if isinstance(exc, LosstuneError):  # already one line, and a better one
+        return None
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError):
+            where = f" {cause.filename}" if cause.filename else ""
+            reason = cause.strerror or str(cause) or type(cause).__name__
+            return LosstuneError(f"cannot write{where}: {reason}{_RERUN}")
+        if isinstance(cause, (SQLAlchemyError, sqlite3.Error)):
+            first = str(getattr(cause, "orig", None) or cause).strip().splitlines()
+            return LosstuneError(f"cannot write to a database: {redact_text(first[0] if first else type(cause).__name__)}{_RERUN}")
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+_RERUN = "; the search stopped (free some space or make it writable, then run it again: nothing finished is lost)"
+
+
+def stale_trial_ids(storage, study_id: int) -> list[int]:
+    """The RUNNING trials of the study whose heartbeat is older than the grace period (their workers died)."""
+    return list(storage._get_stale_trial_ids(study_id))
+
+
+def fail_stale_trial(storage, trial_id: int, kind: str, reason: str) -> bool:
+    """Mark a stale trial FAIL with ``failure``/``failure_reason`` user attrs, as every other failed trial has
+    (Optuna's ``fail_stale_trials`` sets the state only). False when another process finished it first."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    try:
+        storage.set_trial_user_attr(trial_id, "failure", kind)
+        storage.set_trial_user_attr(trial_id, "failure_reason", reason)
+        return bool(storage.set_trial_state_values(trial_id, state=TrialState.FAIL))
+    except UpdateFinishedTrialError:
+        return False
+
+
+def study_exists(url: str, study: str) -> bool:
+    """Whether the storage already holds ``study``, read without creating anything (no file, no table)."""
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
+        return False
+    engine = open_engine(url)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("studies"):
+                return False
+            found = conn.execute(sa.text("SELECT 1 FROM studies WHERE study_name = :n"), {"n": study}).first()
+        return found is not None
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] or type(exc).__name__
+        raise LosstuneError(f"cannot open storage {redact(url)}: {redact_text(reason, url)}") from None
+    finally:
+        engine.dispose()
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from objectives.config import CVConfig, LossConfig, MetricConfig, ModelConfig, TrainConfig, TrialConfig
-from objectives.data import DataSpec
+from objectives.data_spec import DataSpec
 from objectives.errors import LosstuneError
 from search.validation import read_yaml, validated
 

@@ -39,17 +39,17 @@ from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS, MLFLOW_PARENT_RUN_
 from sqlalchemy.exc import SQLAlchemyError
 
 from objectives.config import LossConfig, TrialConfig
-from objectives.data import Dataset
 from objectives.errors import LosstuneError
-from objectives.evaluate import EvaluationResult
 from search.mlflow_locations import (
     _artifact_uri, _make_local_artifact_dir, _normalise_tracking_uri, _same_location, redact_uri,
 )
-from search.reports import write_study_plots, write_trial_reports
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch, pandas and matplotlib stay unimported until a trial is logged (repairs need none)
     import optuna
     import pandas
+
+    from objectives.data import Dataset
+    from objectives.evaluate import EvaluationResult
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +238,8 @@ class StudyTracker:
         metrics += [Metric(k, float(v), metrics[0].timestamp, 0) for k, v in (extra_metrics or {}).items()]
         self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(TAG_STATE, STATE_COMPLETE)])
         with tempfile.TemporaryDirectory(prefix="losstune-trial-") as tmp:
+            from search.reports import write_trial_reports
+
             write_trial_reports(Path(tmp), result, dataset, config)
             self.client.log_artifacts(run_id, tmp)
 
@@ -318,6 +320,8 @@ class StudyTracker:
             table.to_json(directory / RESULTS_TABLE_JSON, orient="split", index=False, date_format="iso")
             table.to_csv(directory / RESULTS_TABLE_CSV, index=False)
             if study is not None:
+                from search.reports import write_study_plots
+
                 write_study_plots(study, directory)
             if notes:  # what each phase chose and whether that was within noise (search.plan.phase_choices)
                 (directory / PLAN_CHOICES_TXT).write_text("\n".join(notes) + "\n", encoding="utf-8")

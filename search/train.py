@@ -64,8 +64,10 @@ def train_model(
         raise LosstuneError("the config records no MLflow tracking URI: set LOSSTUNE_TRACKING_URI or use --no-track")
     tracker = None
     if target is not None:
+        from search.mlflow_locations import check_tracking_reachable
         from search.tracking import StudyTracker
 
+        check_tracking_reachable(target[0])  # a password left out, a dead server: one line at once
         tracker = StudyTracker(*target)  # opened before training: a bad store fails in seconds, not after it
 
     spec = exported.data if data is None else exported.data.model_copy(update={"path": Path(data).resolve()})

@@ -35,6 +35,7 @@ from objectives.evaluate import EvaluationResult, evaluate_batch
 from search.background import Recorder
 from search.budget import worker_id
 from search.noise import stats_metrics, trial_stats
+from search.options import SearchOptions  # noqa: F401 - re-exported for callers of the worker
 from search.plan import Step, TrialRecord, Wait, pending_steps, phase_choices, trial_cv
 from search.results import results_table, trial_records
 from search.storage import (
@@ -50,15 +51,6 @@ TPE_STARTUP_TRIALS = 2  # TPE's default of 10 random trials would spend a whole 
 WAIT_POLL_SECONDS = 2.0  # a worker waiting for another's trial (the next phase needs it) looks again this often
 CLAIM_RETRY_SECONDS = 0.2
 MAX_BATCH = 16  # configurations trained together at most (memory grows with them: 16 x folds models)
-
-
-@dataclass(frozen=True)
-class SearchOptions:
-    budget: int | None = None  # this week's budget, instead of budget.trials_per_week
-    workers: int = 1
-    timeout: float | None = None  # seconds; no new trial starts after it
-    allow_data_change: bool = False
-    progress: bool = True
 
 
 @dataclass
@@ -291,8 +283,9 @@ class Worker:
                         else:
                             self._fail(state, "error", f"{type(exc).__name__}: {exc}")
                     except Exception:  # noqa: BLE001 - the store itself may be what failed; the trial goes stale
-                        log.warning("could not mark trial %d FAILED; it is failed once its heartbeat is stale",
-                                    state.trial.number)  # fmt: skip
+                        if not state.told:  # FAIL in Optuna is what counts; its MLflow run is closed by the next run
+                            log.warning("could not mark trial %d FAILED; it is failed once its heartbeat is stale",
+                                        state.trial.number)  # fmt: skip
                 state.stop_beating()
 
     def _fail(self, state: "_TrialProgress", kind: str, reason: str, status: str = "FAILED") -> TrialOutcome:

@@ -329,3 +329,21 @@ def test_bad_exported_config_is_one_line(flow, capsys, tmp_path, edit, expected)
         load_exported(tmp_path / "bad.yaml")
     rc, _, err = run_cli(capsys, "train", tmp_path / "bad.yaml", "-o", tmp_path / "m", "--no-track")
     assert rc == EXIT_BAD_INPUT and err.count("\n") == 1 and expected.split(";")[0] in err
+
+
+def test_train_on_a_store_recorded_without_its_password_fails_at_once(flow, capsys, tmp_path, monkeypatch):
+    """export records the tracking URI without its password; train without LOSSTUNE_TRACKING_URI says so in one
+    line at once, instead of retrying a login that cannot succeed."""
+    import time
+
+    data = yaml.safe_load(flow["best.yaml"].read_text())
+    data["data"]["path"] = str(flow["root"] / "train.csv")
+    data["provenance"]["tracking_uri"] = "postgresql+psycopg2://losstune:***@127.0.0.1:9/losstune_mlflow"
+    (tmp_path / "pg.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.delenv("LOSSTUNE_TRACKING_URI", raising=False)
+    start = time.monotonic()
+    rc, out, err = run_cli(capsys, "train", tmp_path / "pg.yaml", "-o", tmp_path / "m")
+    assert time.monotonic() - start < 5
+    assert rc == EXIT_BAD_INPUT and err.count("\n") == 1, err
+    assert "has no usable password" in err and "LOSSTUNE_TRACKING_URI" in err
+    assert not (tmp_path / "m").exists()

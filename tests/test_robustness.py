@@ -171,7 +171,7 @@ def _nothing_lost(before: dict, session: StudySession, budget: int) -> None:
             assert runs[number].info.status == "FINISHED"  # finished by the worker, or by the rerun's repair
             assert runs[number].data.metrics["cv_score"] == pytest.approx(new.value)
         else:
-            assert new.state.name == "FAIL" and "failure" not in new.user_attrs  # lost to a crash: retried
+            assert new.state.name == "FAIL" and new.user_attrs["failure"] == "stale"  # lost to a crash: retried
             if number in runs:  # (killed between asking for the trial and creating its run: no run)
                 assert runs[number].info.status == "FAILED"
                 assert runs[number].data.tags["losstune.failure_reason"] == STALE_REASON
@@ -337,6 +337,8 @@ def test_a_trial_that_never_beat_and_its_unlinked_run_are_failed(tmp_path, fast_
     time.sleep(GRACE + 1.5)  # SQLite keeps heartbeat times to the second, hence the extra second
     assert session.reconcile_stale(tracker) == 1
     assert session.study.trials[trial.number].state.name == "FAIL"
+    assert session.study.trials[trial.number].user_attrs["failure"] == "stale"
+    assert session.study.trials[trial.number].user_attrs["failure_reason"] == STALE_REASON
     run = tracker.client.get_run(run_id)
     assert run.info.status == "FAILED" and run.data.tags["losstune.failure_reason"] == STALE_REASON
 
@@ -365,3 +367,46 @@ def test_a_slot_given_back_below_another_is_reused(tmp_path, fast_stale):
     ledger.release("2026-W47", 0)
     assert [ledger.reserve("2026-W47", 3), ledger.reserve("2026-W47", 3), ledger.reserve("2026-W47", 3)] == [0, 2, None]
     assert ledger.spent("2026-W47") == 3
+
+
+@pytest.mark.slow
+def test_kill_9_during_the_weeks_last_trial_then_budget_spent_runs_repair_the_parent_run(tmp_path, fast_stale):
+    """The killed trial was the week's last: later runs only say the budget is spent, yet they still close the
+    trial's run and the study's parent run, which would otherwise stay RUNNING for good."""
+    path = make_study(tmp_path, "lastslot", budget=2, rows=1000, epochs=30)
+    proc = start_search(path)
+    wait_for(lambda: running_trial_with_run(path, 1), proc)  # trial 1 holds the week's last slot
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+
+    early = start_search(path)  # within the grace period: the trial may still be alive, nothing is touched
+    out, err = early.communicate(timeout=120)
+    assert (early.returncode, err) == (0, "")
+    assert out.strip() == "budget for 2026-W47 spent: 2/2"
+    session = load(path)
+    assert session.study.trials[1].state.name == "RUNNING"
+    parent_id = session.study.user_attrs["mlflow_parent_run_id"]
+    client, _ = trial_runs(session)
+    assert client.get_run(parent_id).info.status == "RUNNING"
+
+    time.sleep(GRACE + 1.5)
+    rerun = start_search(path)
+    out, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0 and "Traceback" not in err, out + err
+    assert out.splitlines() == [
+        "closed 1 MLflow run(s) left RUNNING by stopped workers",
+        "closed the study's MLflow parent run, left RUNNING by a stopped search",
+        "budget for 2026-W47 spent: 2/2",
+    ]
+    session = load(path)
+    killed = session.study.trials[1]
+    assert killed.state.name == "FAIL"
+    assert (killed.user_attrs["failure"], killed.user_attrs["failure_reason"]) == ("stale", STALE_REASON)
+    client, runs = trial_runs(session)
+    assert runs[1].info.status == "FAILED" and runs[1].data.tags["losstune.failure_reason"] == STALE_REASON
+    assert runs[0].info.status == "FINISHED"
+    assert client.get_run(parent_id).info.status == "FAILED"
+
+    again = start_search(path)  # nothing left to repair
+    out, err = again.communicate(timeout=120)
+    assert (again.returncode, out.strip(), err) == (0, "budget for 2026-W47 spent: 2/2", "")

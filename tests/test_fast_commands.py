@@ -1,0 +1,134 @@
+"""Commands that train nothing answer at once: ``--help``, ``status``, ``search`` when the week's budget is spent,
+and bad input. They must not import torch (nor pandas, scikit-learn or MLflow, except pandas to read a data file
+and MLflow to repair what a dead worker left): checked here in a real process with ``python -X importtime``."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import synthetic_frame
+
+WEEK = "2026-11-18T10:00:00"
+STUDY = """\
+name: {name}
+data: {{path: data.csv, target: label, positive: "yes"}}
+cv: {{folds: 3, seed: 0}}
+model: {{hidden: [8], dropout: 0.0}}
+train: {{epochs: 1, batch_size: 64, lr: 0.01}}
+budget: {{trials_per_week: 1}}
+plan: default
+"""
+HEAVY = {"torch", "mlflow", "sklearn", "matplotlib", "scipy", "pandas"}
+
+
+def imported(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run ``losstune ARGS`` with ``-X importtime``; the top-level packages it imported."""
+    env = dict(os.environ, LOSSTUNE_NOW=WEEK, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "search.cli", *args],
+        capture_output=True, text=True, env=env, cwd=cwd, timeout=300,
+    )  # fmt: skip
+    names = {m.group(1).split(".")[0] for m in re.finditer(r"^import time:.*\|\s*(\S+)\s*$", proc.stderr, re.M)}
+    proc.stderr = "\n".join(line for line in proc.stderr.splitlines() if not line.startswith("import time:"))
+    return proc, names
+
+
+def write_study(directory: Path, name: str = "fast") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    synthetic_frame(n=120, seed=1, missing=False).to_csv(directory / "data.csv", index=False)
+    path = directory / f"{name}.yaml"
+    path.write_text(STUDY.format(name=name))
+    return path
+
+
+@pytest.fixture(scope="module")
+def used_study(tmp_path_factory) -> Path:
+    """A study whose week's budget (1) is spent by one real trial."""
+    path = write_study(tmp_path_factory.mktemp("used"))
+    proc, names = imported("search", str(path), "--no-progress", cwd=path.parent)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "torch" in names  # the check below can see torch when it is imported
+    return path
+
+
+def test_help_imports_nothing_heavy(tmp_path):
+    proc, names = imported("--help", cwd=tmp_path)
+    assert proc.returncode == 0 and "usage: losstune" in proc.stdout
+    assert not names & (HEAVY | {"optuna", "sqlalchemy", "pydantic"})
+
+
+def test_status_of_a_used_study(used_study):
+    proc, names = imported("status", str(used_study), cwd=used_study.parent)
+    assert proc.returncode == 0, proc.stderr
+    assert "budget 2026-W47: 1/1 used, 0 left" in proc.stdout
+    assert not names & HEAVY, names & HEAVY
+
+
+def test_status_json_of_a_used_study_is_strict_json(used_study):
+    import json
+
+    proc, names = imported("status", str(used_study), "--json", cwd=used_study.parent)
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads(proc.stdout, parse_constant=lambda c: pytest.fail(f"{c} in status --json"))
+    assert status["spent"] == 1 and len(status["trials"]) == 1
+    assert not names & HEAVY
+
+
+def test_status_of_a_fresh_study(tmp_path):
+    path = write_study(tmp_path)
+    proc, names = imported("status", str(path), cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith("losstune status: error: study 'fast' has no storage")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not names & HEAVY
+    assert not (tmp_path / "fast.optuna.db").exists()
+
+
+def test_search_with_the_budget_spent(used_study):
+    proc, names = imported("search", str(used_study), "--no-progress", cwd=used_study.parent)
+    assert (proc.returncode, proc.stdout.strip(), proc.stderr.strip()) == (0, "budget for 2026-W47 spent: 1/1", "")
+    assert not names & HEAVY, names & HEAVY
+
+
+def test_search_with_the_budget_spent_does_not_read_the_data(used_study, tmp_path):
+    """Nothing is trained, so the data is not read: a renamed data file does not matter until there is budget."""
+    data = used_study.parent / "data.csv"
+    moved = tmp_path / "data.csv"
+    data.rename(moved)
+    try:
+        proc, names = imported("search", str(used_study), "--no-progress", cwd=used_study.parent)
+        assert (proc.returncode, proc.stdout.strip()) == (0, "budget for 2026-W47 spent: 1/1")
+        proc, names = imported("search", str(used_study), "--budget", "2", "--no-progress", cwd=used_study.parent)
+        assert proc.returncode == 2 and "data file not found" in proc.stderr  # budget left: the data is needed
+        assert "torch" not in names and "mlflow" not in names
+    finally:
+        moved.rename(data)
+
+
+def test_bad_study_file(tmp_path):
+    path = write_study(tmp_path)
+    path.write_text(path.read_text().replace("plan: default", "plan: default\ngama: 2"))
+    proc, names = imported("search", str(path), cwd=tmp_path)
+    assert proc.returncode == 2 and "gama" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not names & HEAVY
+
+
+def test_missing_data_file(tmp_path):
+    path = write_study(tmp_path)
+    (tmp_path / "data.csv").unlink()
+    proc, names = imported("search", str(path), cwd=tmp_path)
+    assert proc.returncode == 2 and "data file not found" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not names & {"torch", "mlflow", "sklearn", "matplotlib"}
+    assert not list(tmp_path.glob("*.db"))
+
+
+def test_evaluate_with_a_missing_data_file(tmp_path):
+    proc, names = imported("evaluate", "--data", str(tmp_path / "nope.csv"), "--target", "y", cwd=tmp_path)
+    assert proc.returncode == 2 and "data file not found" in proc.stderr
+    assert not names & {"torch", "mlflow", "sklearn", "optuna"}
