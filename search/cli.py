@@ -149,9 +149,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from search.status import format_status, study_status
+    from search.strict_json import dumps
 
     status = study_status(args.study, args.budget)
-    print(json.dumps(status, default=str) if args.json else format_status(status))
+    print(dumps(status) if args.json else format_status(status))  # strict JSON: a missing score is null, not NaN
     return 0
 
 
