@@ -183,6 +183,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
+    print(f"losstune search {args.study}: opening the study, its data and its MLflow store...", flush=True)
     from search.runner import run_search
     from search.worker import SearchOptions
 

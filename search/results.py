@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from search.plan import TrialRecord
+from search.run_params import UNWEIGHTED
 from search.study_file import LOSS_PARAMS
 
 COLUMNS = ["trial", "phase", *LOSS_PARAMS, "cv_score", "honest_score", "threshold", "state", "week", "memo"]
@@ -55,6 +56,16 @@ def results_table(study) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+def for_people(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as it is written for people (the MLflow results table, JSON and CSV alike): an unweighted
+    alpha is ``none``, as in the run names and the console, rather than JSON's null or CSV's blank cell, which
+    would read as a missing value. (``status --json`` keeps null: it is for programs.)"""
+    shown = table.copy()
+    if "alpha" in shown.columns:
+        shown["alpha"] = shown["alpha"].astype(object).map(lambda v: UNWEIGHTED if v is None or pd.isna(v) else v)
+    return shown
+
+
 def format_table(table: pd.DataFrame) -> str:
     if table.empty:
         return "(no trials yet)"
@@ -62,5 +73,5 @@ def format_table(table: pd.DataFrame) -> str:
     for col in ("cv_score", "honest_score", "threshold"):
         shown[col] = shown[col].map(lambda v: "" if v is None or pd.isna(v) else f"{v:.4f}")
     for col in LOSS_PARAMS:
-        shown[col] = shown[col].map(lambda v: "None" if v is None or pd.isna(v) else f"{v:g}")
+        shown[col] = shown[col].map(lambda v: UNWEIGHTED if v is None or pd.isna(v) else f"{v:g}")
     return shown.to_string(index=False)

@@ -28,6 +28,7 @@ from search.storage import (
     init_lock,
 )  # fmt: skip
 from search.tracking import StudyTracker
+from search.run_params import UNWEIGHTED, study_params
 
 from search.session import StudySession
 from search.worker import SearchOptions, TrialOutcome, Worker, format_outcome, sigint_ignored
@@ -103,7 +104,8 @@ def run_search(study_path: Path, options: SearchOptions, echo=print) -> int:
         if next_step(session.phases, trial_records(session.study)) is None:
             echo("the plan is complete: every phase has run (add a phase, or a tpe phase without 'trials')")
             return 0
-        parent = tracker.ensure_parent_run(session.file.name, session.study.user_attrs.get("mlflow_parent_run_id"))
+        parent = tracker.ensure_parent_run(session.file.name, session.study.user_attrs.get("mlflow_parent_run_id"),
+                                           params=study_params(session.file, session.storage_display))
         session.study.set_user_attr("mlflow_parent_run_id", parent)
     metric = session.file.trial_config().metric.label
     echo(f"study {session.file.name}: {session.dataset.n_rows} rows, week {week}, budget {spent}/{budget} used, "
@@ -208,10 +210,12 @@ def _print_summary(session: StudySession, tracker: StudyTracker, week: str, budg
     complete = [r for r in records if r.state == "COMPLETE"]
     if complete:
         best = max(complete, key=lambda r: (r.value, -r.number))
-        echo(f"best: trial {best.number} ({best.phase}) " + " ".join(f"{k}={v}" for k, v in best.loss.items())
+        echo(f"best: trial {best.number} ({best.phase}) "
+             + " ".join(f"{k}={UNWEIGHTED if v is None else v}" for k, v in best.loss.items())
              + f"  score {best.value:.4f}")  # fmt: skip
     step = next_step(session.phases, records)
     phase = "complete" if step is None else step.phase.name
     echo(f"budget {session.ledger.spent(week)}/{budget} used in {week}; plan phase: {phase}")
     echo(f"compare trials: {tracker.ui_command()}")
+    echo(f"  then open {tracker.runs_url()} (the runs table: select the trials, press Compare)")
 

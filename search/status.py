@@ -39,7 +39,9 @@ def format_status(status: dict) -> str:
     lines = [format_table(table) if len(table) else "(no trials yet)", ""]
     best = status["best"]
     if best:
-        params = " ".join(f"{k}={best[k]}" for k in ("alpha", "gamma", "bce_weight", "focal_weight"))
+        params = " ".join(
+            f"{k}={'none' if best[k] is None else best[k]}" for k in ("alpha", "gamma", "bce_weight", "focal_weight")
+        )
         lines.append(f"best: trial {best['trial']} ({best['phase']}) {params}  score {best['score']:.4f}")
     lines.append(f"phase: {status['phase']}")
     lines.append(f"budget {status['week']}: {status['spent']}/{status['budget']} used, {status['left']} left")
