@@ -2,15 +2,18 @@
 
 Everything goes through one explicit :class:`mlflow.MlflowClient` and run ids: no ``mlflow.start_run``, no
 active-run globals, so a tracker can be used from any thread and never writes to a store other than its own.
-Every trial is one child run with the same params (``TrialConfig.flat_params()``), the same metric keys and the
-same tags, so the trials of all weeks form one comparable table in the MLflow UI.
+Every trial is one child run with the same params (:func:`search.run_params.trial_params`: every loss parameter
+a number), the same metric keys and the same tags, so the trials of all weeks form one comparable table in the
+MLflow UI.
 
 Metrics, params and tags of a step go in one ``log_batch`` call (the client splits it under MLflow's per-request
 limits); a trial's report files are uploaded with one ``log_artifacts`` call.
 
 Tags written (all strings):
 
-- parent run: ``losstune.role=study``, ``losstune.study``
+- experiment: ``mlflow.experimentKind=custom_model_development`` (the UI opens it on its runs table)
+- parent run: ``losstune.role=study``, ``losstune.study``, ``losstune.best_trial``, ``losstune.best_run_id`` and
+  ``mlflow.note.content`` (its description, linking the best trial's run), the last three after every trial
 - trial run: ``mlflow.parentRunId``, ``losstune.role=trial``, ``losstune.phase``, ``losstune.week``,
   ``losstune.trial`` (the Optuna trial number), ``losstune.state`` (RUNNING / COMPLETE / FAIL),
   ``losstune.data_fingerprint``, ``losstune.failure_reason`` (failed trials only), plus any ``extra_tags``.
