@@ -6,10 +6,10 @@ Imports neither Optuna nor MLflow, so that it starts fast.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from objectives.errors import LosstuneError
+from search.strict_json import dumps
 
 
 def trial_overrides(args: argparse.Namespace) -> dict:
@@ -59,7 +59,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.oof_out:
         _write_oof(args.oof_out, result)
     if args.json:
-        print(json.dumps(result.to_dict()))
+        print(dumps(result.to_dict()))  # strict JSON: an undefined metric is null, not NaN
     else:
         print(format_summary(result, config, dataset.positive_label))
         if exported is not None:

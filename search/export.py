@@ -72,7 +72,9 @@ def trial_config(file: StudyFile, trial) -> TrialConfig:
 
 def check_against_run(config: TrialConfig, run_params: dict[str, str], trial_number: int) -> None:
     """Refuse when the study file no longer gives the configuration the trial's MLflow run recorded."""
-    expected = {k: "None" if v is None else str(v) for k, v in config.flat_params().items()}
+    from search.run_params import trial_params
+
+    expected = trial_params(config)  # as the run logged them (runs logged before it: only the shared keys)
     changed = [
         f"{key}: run has {run_params[key]}, study file gives {value}"
         for key, value in expected.items()

@@ -6,6 +6,7 @@ import math
 from typing import TYPE_CHECKING
 
 from search.plan import TrialRecord
+from search.run_params import UNWEIGHTED
 from search.study_file import LOSS_PARAMS
 
 if TYPE_CHECKING:  # pandas is imported by the functions that build a table, not by the plan's trial_records
@@ -118,7 +119,7 @@ def _shown(row: dict) -> dict[str, str]:
         elif col in ("honest_score", "threshold"):
             out[col] = "" if _blank(v) else f"{v:.4f}"
         elif col in LOSS_PARAMS:
-            out[col] = "None" if _blank(v) else f"{v:g}"
+            out[col] = UNWEIGHTED if _blank(v) else f"{v:g}"
         else:
             out[col] = "" if _blank(v) else str(v)
     if "cv_score_se" in row:
@@ -128,4 +129,16 @@ def _shown(row: dict) -> dict[str, str]:
             out[f"vs_{name}"] = "" if _blank(d) else f"{plus_minus(d, se, signed=True)} {VERDICT_MARK.get(v, v)} (t{int(n)})"
         out["seed"] = "" if _blank(row.get("cv_seed")) else str(int(row["cv_seed"]))
     return out
+
+def for_people(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as it is written for people (the MLflow results table, JSON and CSV alike): an unweighted
+    alpha is ``none``, as in the run names and the console, rather than JSON's null or CSV's blank cell, which
+    would read as a missing value. (``status --json`` keeps null: it is for programs.)"""
+    import pandas as pd
+
+    shown = table.copy()
+    if "alpha" in shown.columns:
+        shown["alpha"] = shown["alpha"].astype(object).map(lambda v: UNWEIGHTED if v is None or pd.isna(v) else v)
+    return shown
+
 

@@ -27,6 +27,7 @@ from search.redaction import install_log_redaction, redact_text
 from search.results import trial_records
 from search.session import PARENT_OPEN_ATTR, StudySession
 from search.storage import init_lock, storage_fault
+from search.run_params import UNWEIGHTED, study_params
 
 if TYPE_CHECKING:
     from search.tracking import StudyTracker
@@ -119,7 +120,8 @@ def run_search(study_path: Path, options: SearchOptions, echo=print) -> int:
             _close_abandoned_parent(session, tracker, echo)
             echo("the plan is complete: every phase has run (add a phase, or a tpe phase without 'trials')")
             return 0
-        parent = tracker.ensure_parent_run(session.file.name, session.study.user_attrs.get("mlflow_parent_run_id"))
+        parent = tracker.ensure_parent_run(session.file.name, session.study.user_attrs.get("mlflow_parent_run_id"),
+                                           params=study_params(session.file, session.storage_display))
         session.study.set_user_attr("mlflow_parent_run_id", parent)
         session.study.set_user_attr(PARENT_OPEN_ATTR, True)
     metric = session.file.trial_config().metric.label
@@ -274,7 +276,7 @@ def _print_summary(session: StudySession, tracker: StudyTracker, week: str, budg
     if best is not None:
         loss = best.user_attrs["loss"]
         echo(f"best: trial {best.number} ({best.user_attrs.get('phase')}) "
-             + " ".join(f"{k}={v}" for k, v in loss.items()) + f"  score {best.value:.4f}")  # fmt: skip
+             + " ".join(f"{k}={UNWEIGHTED if v is None else v}" for k, v in loss.items()) + f"  score {best.value:.4f}")  # fmt: skip
         sure = confidence(best, rule, trials, config_key(session.file.reference_loss))
         for line in format_confidence(sure, session.file.trial_config().metric.label):
             echo("  " + line)
@@ -282,4 +284,5 @@ def _print_summary(session: StudySession, tracker: StudyTracker, week: str, budg
     phase = "complete" if step is None else step.phase.name
     echo(f"budget {session.ledger.spent(week)}/{budget} used in {week}; plan phase: {phase}")
     echo(f"compare trials: {tracker.ui_command()}")
+    echo(f"  then open {tracker.runs_url()} (the runs table: select the trials, press Compare)")
 

@@ -49,7 +49,9 @@ def format_status(status: dict) -> str:
     lines = [format_table(status["trials"]), ""]
     best = status["best"]
     if best:
-        params = " ".join(f"{k}={best[k]}" for k in ("alpha", "gamma", "bce_weight", "focal_weight"))
+        params = " ".join(
+            f"{k}={'none' if best[k] is None else best[k]}" for k in ("alpha", "gamma", "bce_weight", "focal_weight")
+        )
         lines.append(f"best: trial {best['trial']} ({best['phase']}) {params}  score {best['score']:.4f}")
         lines += ["  " + line for line in format_confidence(Confidence(**best["confidence"]), status["metric"])]
     if status["choices"]:

@@ -2,15 +2,18 @@
 
 Everything goes through one explicit :class:`mlflow.MlflowClient` and run ids: no ``mlflow.start_run``, no
 active-run globals, so a tracker can be used from any thread and never writes to a store other than its own.
-Every trial is one child run with the same params (``TrialConfig.flat_params()``), the same metric keys and the
-same tags, so the trials of all weeks form one comparable table in the MLflow UI.
+Every trial is one child run with the same params (:func:`search.run_params.trial_params`: every loss parameter
+a number), the same metric keys and the same tags, so the trials of all weeks form one comparable table in the
+MLflow UI.
 
 Metrics, params and tags of a step go in one ``log_batch`` call (the client splits it under MLflow's per-request
 limits); a trial's report files are uploaded with one ``log_artifacts`` call.
 
 Tags written (all strings):
 
-- parent run: ``losstune.role=study``, ``losstune.study``
+- experiment: ``mlflow.experimentKind=custom_model_development`` (the UI opens it on its runs table)
+- parent run: ``losstune.role=study``, ``losstune.study``, ``losstune.best_trial``, ``losstune.best_run_id`` and
+  ``mlflow.note.content`` (its description, linking the best trial's run), the last three after every trial
 - trial run: ``mlflow.parentRunId``, ``losstune.role=trial``, ``losstune.phase``, ``losstune.week``,
   ``losstune.trial`` (the Optuna trial number), ``losstune.state`` (RUNNING / COMPLETE / FAIL),
   ``losstune.data_fingerprint``, ``losstune.failure_reason`` (failed trials only), plus any ``extra_tags``.
@@ -43,6 +46,9 @@ from objectives.errors import LosstuneError
 from search.mlflow_locations import (
     _artifact_uri, _make_local_artifact_dir, _normalise_tracking_uri, _same_location, redact_uri,
 )
+from search.run_params import UNWEIGHTED, trial_params
+from search.results import for_people as table_for_people
+from search.study_run import TAG_BEST_RUN, TAG_BEST_TRIAL, best_trial_row, experiment_kind_tags, parent_note, ui_hint
 
 if TYPE_CHECKING:  # torch, pandas and matplotlib stay unimported until a trial is logged (repairs need none)
     import optuna
@@ -110,7 +116,7 @@ class StudyTracker:
             with _store_errors(f"cannot write to the MLflow tracking store {self.display_uri}"):
                 try:
                     self.experiment_id: str = self.client.create_experiment(
-                        experiment, artifact_location=self.artifact_location
+                        experiment, artifact_location=self.artifact_location, tags=experiment_kind_tags({})
                     )
                 except MlflowException as exc:
                     # another worker created it between our look-up and here: use theirs
@@ -126,6 +132,9 @@ class StudyTracker:
             )  # fmt: skip
         else:
             self.experiment_id = found.experiment_id
+            for key, value in experiment_kind_tags(found.tags).items():  # experiments made before it was set
+                with _store_errors(f"cannot write to the MLflow tracking store {self.display_uri}"):
+                    self.client.set_experiment_tag(self.experiment_id, key, value)
             if artifact_location is not None and not _same_location(found.artifact_location, self.artifact_location):
                 log.warning(
                     "MLflow experiment %r already exists with artifacts in %s (not %s): keeping its location",
@@ -135,15 +144,17 @@ class StudyTracker:
 
     # ------------------------------------------------------------------------------------------- study run
 
-    def ensure_parent_run(self, study_name: str, parent_run_id: str | None) -> str:
+    def ensure_parent_run(self, study_name: str, parent_run_id: str | None, params: dict[str, str] | None = None) -> str:
         """The study's parent run: ``parent_run_id`` re-attached (status RUNNING) if it is a study run of this
-        experiment, otherwise a new run named after the study. Store failures raise :class:`LosstuneError`."""
+        experiment, otherwise a new run named after the study. ``params`` (the study's settings) are logged on
+        it (see :meth:`_log_study_params`). Store failures raise :class:`LosstuneError`."""
         with _store_errors(f"cannot write to the MLflow tracking store {self.display_uri}"):
             if parent_run_id:
                 run = self._find_run(parent_run_id)
                 why_not = self._why_not_parent(run, study_name)
                 if why_not is None:
                     self.client.update_run(parent_run_id, status="RUNNING")
+                    self._log_study_params(run, params or {})
                     log.info("re-attached to MLflow parent run %s of study %r", parent_run_id, study_name)
                     return parent_run_id
                 log.warning("MLflow parent run %s %s: starting a new parent run", parent_run_id, why_not)
@@ -152,8 +163,22 @@ class StudyTracker:
                 run_name=study_name,
                 tags={TAG_ROLE: "study", TAG_STUDY: study_name},
             )
+            self._log_study_params(run, params or {})
         log.info("started MLflow parent run %s for study %r", run.info.run_id, study_name)
         return run.info.run_id
+
+    def _log_study_params(self, run, params: dict[str, str]) -> None:
+        """The params the run lacks. MLflow never changes a logged param, so a setting edited in the study file
+        since (``trials_per_week``, say) keeps its first value on the parent run, with a warning; the trials'
+        own params always show what each of them ran."""
+        logged = run.data.params
+        changed = {k: v for k, v in params.items() if k in logged and logged[k] != v}
+        for key, value in changed.items():
+            log.warning("MLflow parent run %s keeps param %s=%s (the study file now gives %s)",
+                        run.info.run_id, key, logged[key], value)  # fmt: skip
+        new = [Param(k, v) for k, v in params.items() if k not in logged]
+        if new:
+            self.client.log_batch(run.info.run_id, params=new)
 
     def _find_run(self, run_id: str):
         """The run, or None when the store has no run with this id."""
@@ -197,8 +222,9 @@ class StudyTracker:
     ) -> str:
         """A RUNNING child run of the parent for one trial, with its params and tags; returns the run id.
 
-        The run is named ``t{trial_number:03d} {phase} {label}``; ``label`` defaults to a compact summary of the
-        loss parameters (``g=2 a=0.25 w=0.5/0.5``); pass the parameters the phase varies for a shorter one.
+        The run is named ``t{trial_number:03d} {label} ({phase})``, so that the first characters, all that the
+        UI's run-name column shows, tell trials apart; ``label`` defaults to a compact summary of the loss
+        parameters (``g=2 a=0.25 w=0.5/0.5``). Params: :func:`search.run_params.trial_params`.
         """
         tags = {
             MLFLOW_PARENT_RUN_ID: parent_run_id,
@@ -210,11 +236,11 @@ class StudyTracker:
             TAG_FINGERPRINT: fingerprint,
             **{k: str(v) for k, v in (extra_tags or {}).items()},
         }
-        name = f"t{trial_number:03d} {phase} {label if label is not None else loss_label(config.loss)}"
+        name = f"t{trial_number:03d} {label if label is not None else loss_label(config.loss)} ({phase})"
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         run_id = run.info.run_id
         # params right away, so a trial that fails or is killed still shows what it was running
-        params = [Param(key, "None" if value is None else str(value)) for key, value in config.flat_params().items()]
+        params = [Param(key, value) for key, value in trial_params(config).items()]
         self.client.log_batch(run_id, params=params)
         log.debug("started MLflow run %s (%s)", run_id, name)
         return run_id
@@ -317,8 +343,9 @@ class StudyTracker:
             # mlflow.log_table / MlflowClient.log_table *append* to an existing table file, which would repeat
             # every trial on each summary; the same JSON (orient="split", as log_table writes it) is written
             # here and uploaded, replacing the previous one
-            table.to_json(directory / RESULTS_TABLE_JSON, orient="split", index=False, date_format="iso")
-            table.to_csv(directory / RESULTS_TABLE_CSV, index=False)
+            shown = table_for_people(table)  # an unweighted alpha written "none" in both files, as in run names
+            shown.to_json(directory / RESULTS_TABLE_JSON, orient="split", index=False, date_format="iso")
+            shown.to_csv(directory / RESULTS_TABLE_CSV, index=False)
             if study is not None:
                 from search.reports import write_study_plots
 
@@ -327,7 +354,7 @@ class StudyTracker:
                 (directory / PLAN_CHOICES_TXT).write_text("\n".join(notes) + "\n", encoding="utf-8")
             self.client.log_artifacts(parent_run_id, tmp)
 
-        tags = []
+        tags = self._best_trial_tags(parent_run_id, table, complete)
         logged = json.loads(self.client.get_run(parent_run_id).data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
         entry = {"path": RESULTS_TABLE_JSON, "type": "table"}
         if entry not in logged:  # what log_table records, so the UI lists the file among the run's tables
@@ -336,12 +363,35 @@ class StudyTracker:
             tags.append(RunTag(TAG_PLAN_CHOICES, _truncate("\n".join(notes), MAX_NOTES_CHARS)))
         self.client.log_batch(parent_run_id, metrics=metrics, tags=tags)
 
+    def _best_trial_tags(self, parent_run_id: str, table: "pandas.DataFrame", complete) -> list[RunTag]:
+        """The best trial named on the parent run: tags ``losstune.best_trial`` and ``losstune.best_run_id``,
+        and the run's description (``mlflow.note.content``) with a link to it; rewritten after every trial."""
+        best = best_trial_row(table, complete)
+        run = None
+        if best is not None:
+            found = self.client.search_runs(
+                [self.experiment_id], max_results=1,
+                filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and tags.`{TAG_TRIAL}` = '{best['trial']}'",
+            )  # fmt: skip
+            run = found[0] if found else None
+        note = parent_note(self.experiment_id, table, complete, best, run)
+        tags = [RunTag("mlflow.note.content", note)]
+        if best is not None:
+            tags.append(RunTag(TAG_BEST_TRIAL, str(best["trial"])))
+            if run is not None:
+                tags.append(RunTag(TAG_BEST_RUN, run.info.run_id))
+        return tags
+
     # --------------------------------------------------------------------------------------------- helpers
 
     def ui_command(self) -> str:
-        """The command that opens this store in the MLflow UI (a password in the URI is shown as ***)."""
-        command = f"mlflow ui --backend-store-uri {shlex.quote(self.display_uri)}"
-        return command if self.display_uri == self.tracking_uri else command + "  (with the password for ***)"
+        """The command that opens this store in the MLflow UI (a password in the URI is shown as ***), with the
+        path of this environment's ``mlflow`` when there is none on PATH."""
+        return ui_hint(self.display_uri, self.experiment_id, redacted=self.display_uri != self.tracking_uri).command
+
+    def runs_url(self) -> str:
+        """The experiment's runs table ("Model training" view) in the UI that :meth:`ui_command` starts."""
+        return ui_hint(self.display_uri, self.experiment_id).url
 
 
 # ------------------------------------------------------------------------------------------------ metrics
@@ -378,9 +428,10 @@ def trial_metrics(result: EvaluationResult, timestamp: int | None = None) -> lis
 
 
 def loss_label(loss: LossConfig) -> str:
-    """A short run-name part for a loss configuration: ``g=2 a=0.25 w=0.5/0.5`` (weights bce/focal)."""
-    alpha = "none" if loss.alpha is None else f"{loss.alpha:g}"
-    return f"g={loss.gamma:g} a={alpha} w={loss.bce_weight:g}/{loss.focal_weight:g}"
+    """A short run-name part for a loss configuration: ``g=2 a=0.25 w=0.5/0.5`` (weights bce/focal), each value
+    to 3 significant digits (the params have them exactly)."""
+    alpha = UNWEIGHTED if loss.alpha is None else f"{loss.alpha:.3g}"
+    return f"g={loss.gamma:.3g} a={alpha} w={loss.bce_weight:.3g}/{loss.focal_weight:.3g}"
 
 
 def _now_ms() -> int:

@@ -3,8 +3,8 @@
 The data is the exported config's data file, or ``--data`` (typically the full set, of which the study may have
 searched a part): a fingerprint other than the trial's is a warning, not an error, since that is the normal
 case; the output says which file was used. The model directory is saved locally and, unless ``track=False``,
-also logged to the study's MLflow experiment as a run named ``final <study>`` with a logged model (and
-registered under ``register`` when given). MLflow is driven through an explicit client and run id: the logged
+also logged, in the study's final-models experiment ``<experiment>-final``, as a run named ``final <study>``
+with a logged model (and registered under ``register`` when given). MLflow is driven through an explicit client and run id: the logged
 model is created with ``MlflowClient.create_logged_model``, the directory saved with its ids and uploaded with
 ``log_model_artifacts`` (what ``mlflow.pyfunc.log_model`` does, without its global active run and tracking URI).
 """
@@ -47,7 +47,13 @@ def tracking_target(exported: ExportedConfig) -> tuple[str, str] | None:
     uri = os.environ.get("LOSSTUNE_TRACKING_URI") or exported.provenance.tracking_uri
     if not uri:
         return None
-    return uri, exported.provenance.experiment or exported.provenance.study
+    return uri, final_experiment(exported.provenance.experiment or exported.provenance.study)
+
+
+def final_experiment(study_experiment: str) -> str:
+    """The experiment of a study's final models: apart from its trials', so that the trials' runs table (and
+    "select all, compare") holds trials only."""
+    return f"{study_experiment}-final"
 
 
 def train_model(
@@ -106,6 +112,7 @@ def _save_and_log(tracker, final, exported: ExportedConfig, out: Path, trained_o
     from mlflow.models import Model
 
     from search.model_package import save_model_dir
+    from search.run_params import final_params
     from search.tracking import TAG_FINGERPRINT, TAG_ROLE, TAG_STUDY
 
     client, p = tracker.client, exported.provenance
@@ -118,11 +125,10 @@ def _save_and_log(tracker, final, exported: ExportedConfig, out: Path, trained_o
     run_id = run.info.run_id
     model_id = None
     try:
-        params = {k: "None" if v is None else str(v)
-                  for k, v in {**exported.trial_config.flat_params(), "threshold": exported.threshold}.items()}
+        params = final_params(exported.trial_config, exported.threshold)
         now = int(time.time() * 1000)
         metrics = [Metric("train_loss", float(v), now, epoch) for epoch, v in enumerate(final.train_loss, start=1)]
-        metrics += [Metric("n_rows", float(outcome.n_rows), now, 0), Metric("threshold", exported.threshold, now, 0)]
+        metrics += [Metric("n_rows", float(outcome.n_rows), now, 0)]  # the threshold is a param: no name twice
         metrics += [Metric(f"trial_{k}", float(v), now, 0) for k, v in
                     (("cv_score", p.cv_score), ("honest_score", p.honest_score)) if v is not None]  # fmt: skip
         client.log_batch(run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()])

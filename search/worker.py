@@ -347,7 +347,7 @@ def sigint_ignored():
 
 
 def format_outcome(o: TrialOutcome, metric: str) -> str:
-    params = " ".join(f"{k}={'None' if v is None else f'{v:.3g}'}" for k, v in o.loss.items())
+    params = " ".join(f"{k}={'none' if v is None else f'{v:.3g}'}" for k, v in o.loss.items())  # as run names
     if o.result is None:
         return f"t{o.number:03d} {o.phase:<8} {params}  FAILED: {o.reason}"
     r = o.result

@@ -174,7 +174,7 @@ def test_model_directory_is_a_tracked_registered_mlflow_model(flow):
     assert manifest["trained_on"]["n_rows"] == 450 and manifest["trained_on"]["same_data_as_trial"] is True
 
     c = client(flow)
-    runs = c.search_runs([c.get_experiment_by_name("e2e").experiment_id], "tags.`losstune.role` = 'final'")
+    runs = c.search_runs([c.get_experiment_by_name("e2e-final").experiment_id], "tags.`losstune.role` = 'final'")
     assert len(runs) == 1 and runs[0].info.run_name == "final e2e" and runs[0].info.status == "FINISHED"
     model_id = runs[0].data.tags["losstune.model_id"]
     assert mlmodel["model_id"] == model_id and mlmodel["run_id"] == runs[0].info.run_id

@@ -99,8 +99,10 @@ def test_whole_default_plan_in_one_week(tmp_path, week1, monkeypatch):
         assert child.data.metrics["cv_score"] == pytest.approx(trial.value)
         for key in ("honest_score", "threshold", "fold_score_0", "f1_at_0_5", "roc_auc", "pr_auc", "log_loss", "seconds"):
             assert key in child.data.metrics
-        for key in ("alpha", "gamma", "bce_weight", "focal_weight", "epochs", "lr", "hidden"):
+        for key in ("alpha_pos", "alpha_neg", "gamma", "bce_weight", "focal_weight", "epochs", "lr", "hidden"):
             assert key in child.data.params
+        for key in ("alpha_pos", "alpha_neg", "gamma", "bce_weight", "focal_weight"):
+            float(child.data.params[key])  # a number for every trial, so that the UI can plot it
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"learning_curves.png", "threshold_curves.png", "confusion_matrix.json", "misclassified.csv"} <= artifacts
 
@@ -109,6 +111,15 @@ def test_whole_default_plan_in_one_week(tmp_path, week1, monkeypatch):
     assert len(table) == 10
     assert list(table.columns[:6]) == ["trial", "phase", "alpha", "gamma", "bce_weight", "focal_weight"]
     assert (table["state"] == "COMPLETE").all()
+    # the parent run: the study's settings as params, the best trial named and linked
+    parent = client.get_run(parent_id)
+    assert parent.data.params["study"] == "wk" and parent.data.params["epochs"] == "2"
+    assert parent.data.params["plan"] == "balance:grid4 gamma:grid4 alpha:grid2 refine:tpe"
+    assert parent.data.params["trials_per_week"] == "10" and parent.data.params["target"] == "label"
+    best = max(session.study.trials, key=lambda t: (t.value, -t.number))
+    assert parent.data.tags["losstune.best_trial"] == str(best.number)
+    assert parent.data.tags["losstune.best_run_id"] == best.user_attrs["mlflow_run_id"]
+    assert f"/runs/{best.user_attrs['mlflow_run_id']})" in parent.data.tags["mlflow.note.content"]
 
     # second run in the same week: nothing trains
     lines: list[str] = []

@@ -23,6 +23,7 @@ from objectives.errors import LosstuneError  # noqa: E402
 from objectives.evaluate import evaluate  # noqa: E402
 from search.reports import REPORT_FILES  # noqa: E402
 from search.mlflow_locations import _normalise_tracking_uri  # noqa: E402
+from search.run_params import trial_params  # noqa: E402
 from search.tracking import MAX_REASON_CHARS, StudyTracker  # noqa: E402
 
 _names = itertools.count()
@@ -75,13 +76,20 @@ def test_parent_and_trial_runs(tracker: StudyTracker, trial) -> None:
     parent_run = client.get_run(parent)
     assert parent_run.info.run_name == "weekly"
     assert parent_run.data.tags["losstune.role"] == "study" and parent_run.data.tags["losstune.study"] == "weekly"
-    assert [r.info.run_name for r in runs] == ["t000 gamma g=2 a=none w=0.5/0.5", "t001 gamma g=0.5 a=0.25 w=0.5/0.5"]
+    # the trial number and the loss first: what the UI's narrow run-name column shows
+    assert [r.info.run_name for r in runs] == ["t000 g=2 a=none w=0.5/0.5 (gamma)", "t001 g=0.5 a=0.25 w=0.5/0.5 (gamma)"]
     children = client.search_runs([tracker.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
     assert {r.info.run_id for r in children} == {r.info.run_id for r in runs}
 
     for number, (run, cfg) in enumerate(zip(runs, configs)):
         assert run.info.status == "FINISHED"
-        assert run.data.params == {k: "None" if v is None else str(v) for k, v in cfg.flat_params().items()}
+        params = run.data.params
+        assert params == trial_params(cfg)
+        # every loss parameter a number, also for the unweighted trial: alpha: null is class weights 1 and 1
+        assert [float(params[k]) for k in ("alpha_pos", "alpha_neg")] == ([1.0, 1.0] if number == 0 else [0.25, 0.75])
+        assert float(params["gamma"]) == cfg.loss.gamma and float(params["bce_weight"]) == cfg.loss.bce_weight
+        assert params["train_precision"] == "fp32" and "alpha" not in params
+        assert not set(params) & set(run.data.metrics), "a param and a metric share a name"
         tags = run.data.tags
         assert tags["mlflow.parentRunId"] == parent
         assert tags["losstune.phase"] == "gamma" and tags["losstune.week"] == "2026-W47"
@@ -102,6 +110,25 @@ def test_parent_and_trial_runs(tracker: StudyTracker, trial) -> None:
             assert [h.step for h in history] == list(range(1, config.train.epochs + 1))
             assert np.allclose([h.value for h in history], curves.mean(axis=0))
         assert {a.path for a in client.list_artifacts(run.info.run_id)} == set(REPORT_FILES)
+
+    # the best trial is named on the parent run, with a link to its run in the description, after every summary
+    table = pd.DataFrame({"trial": [0, 1], "phase": ["gamma"] * 2, "alpha": [None, 0.25], "gamma": [2.0, 0.5],
+                          "bce_weight": [0.5] * 2, "focal_weight": [0.5] * 2, "cv_score": [0.6, 0.4],
+                          "state": ["COMPLETE"] * 2})  # fmt: skip
+    for best in (0, 1):
+        table["cv_score"] = [0.6, 0.4] if best == 0 else [0.6, 0.8]
+        tracker.log_study_summary(parent, table)
+        tags = client.get_run(parent).data.tags
+        assert tags["losstune.best_trial"] == str(best) and tags["losstune.best_run_id"] == runs[best].info.run_id
+        note = tags["mlflow.note.content"]
+        link = f"[{runs[best].info.run_name}](#/experiments/{tracker.experiment_id}/runs/{runs[best].info.run_id})"
+        assert link in note and f"cv_score {table['cv_score'][best]:.4f}" in note
+        assert "2 trial(s)**: 2 complete" in note
+    shown = pd.read_csv(client.download_artifacts(parent, "results_table.csv"))
+    assert list(shown["alpha"]) == ["none", "0.25"]  # as in run names, not a blank cell
+
+    # the experiment opens on its runs table ("Model training") in MLflow 3's UI, not on the GenAI overview
+    assert client.get_experiment(tracker.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
 
     # the artifacts live beside the database, not under the working directory
     location = client.get_experiment(tracker.experiment_id).artifact_location
@@ -239,7 +266,27 @@ def test_explicit_artifact_location_and_ui_command(store, tmp_path: Path) -> Non
     uri, directory = store
     tracker = StudyTracker(uri, f"study-{next(_names)}", artifact_location=str(tmp_path / "art"))
     assert tracker.client.get_experiment(tracker.experiment_id).artifact_location == (tmp_path / "art").as_uri()
-    assert tracker.ui_command() == f"mlflow ui --backend-store-uri sqlite:///{directory / 'mlflow.db'}"
+    assert tracker.ui_command().endswith(f" ui --backend-store-uri sqlite:///{directory / 'mlflow.db'}")
+    assert tracker.runs_url() == f"http://127.0.0.1:5000/#/experiments/{tracker.experiment_id}/runs"
+
+
+def test_ui_command_names_this_environments_mlflow_when_path_has_none(store, monkeypatch, tmp_path) -> None:
+    import sys
+
+    from search.study_run import mlflow_executable
+
+    ours = Path(sys.executable).parent / "mlflow"
+    if not ours.exists():
+        pytest.skip(f"no mlflow script beside {sys.executable}")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no mlflow on PATH: the printed command must still run
+    monkeypatch.chdir(tmp_path)
+    assert mlflow_executable() == str(ours.absolute())
+    monkeypatch.chdir(ours.parent.parent.parent)  # the project directory: shown relative, e.g. .venv/bin/mlflow
+    assert mlflow_executable() == str(ours.absolute().relative_to(Path.cwd()))
+    monkeypatch.setenv("PATH", str(ours.parent))  # the venv activated: plain mlflow
+    assert mlflow_executable() == "mlflow"
+    uri, _ = store
+    assert StudyTracker(uri, f"study-{next(_names)}").ui_command().startswith("mlflow ui --backend-store-uri ")
 
 
 def test_relative_sqlite_uri_is_made_absolute(tmp_path: Path, monkeypatch) -> None:
