@@ -63,9 +63,10 @@ class Recorder:
             try:
                 job()
             except BaseException as exc:  # noqa: BLE001 - handed to the worker's thread by check()
-                log.warning("recording a trial failed: %s: %s", type(exc).__name__, exc)
                 if self._error is None:
-                    self._error = exc
+                    self._error = exc  # raised in the worker's thread: the one line the user sees
+                else:  # usually the same fault again (a full disk): -v shows it, the one line stays one
+                    log.info("recording another trial failed too: %s: %s", type(exc).__name__, exc)
             finally:
                 with self._lock:
                     self._pending.pop(key, None)
