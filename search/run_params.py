@@ -72,11 +72,13 @@ def study_params(file: "StudyFile", storage_display: str) -> dict[str, str]:
 
 
 def plan_summary(file: "StudyFile") -> str:
-    """``balance:grid4 gamma:grid4 alpha:grid2 refine:tpe`` (a tpe phase with ``trials`` shows them)."""
+    """``balance:grid4 gamma:grid4 alpha:grid2 confirm:confirm2 refine:tpe`` (a tpe phase with ``trials`` shows them)."""
     parts = []
     for phase in file.phases:
         if phase.kind == "grid":
             parts.append(f"{phase.name}:grid{len(phase.grid or [])}")
+        elif phase.kind == "confirm":
+            parts.append(f"{phase.name}:confirm{phase.top}")
         else:
             parts.append(f"{phase.name}:tpe" + (str(phase.trials) if phase.trials else ""))
     return " ".join(parts)

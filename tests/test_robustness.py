@@ -378,11 +378,13 @@ def test_kill_9_during_the_weeks_last_trial_then_budget_spent_runs_repair_the_pa
     wait_for(lambda: running_trial_with_run(path, 1), proc)  # trial 1 holds the week's last slot
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
+    # the two grid points may train as one batch: then both were in flight
+    in_flight = [t.number for t in load(path).study.trials if t.state.name == "RUNNING"]
 
     early = start_search(path)  # within the grace period: the trial may still be alive, nothing is touched
     out, err = early.communicate(timeout=120)
     assert (early.returncode, err) == (0, "")
-    assert out.strip() == "budget for 2026-W47 spent: 2/2"
+    assert out.strip().splitlines()[-1] == "budget for 2026-W47 spent: 2/2"
     session = load(path)
     assert session.study.trials[1].state.name == "RUNNING"
     parent_id = session.study.user_attrs["mlflow_parent_run_id"]
@@ -393,8 +395,8 @@ def test_kill_9_during_the_weeks_last_trial_then_budget_spent_runs_repair_the_pa
     rerun = start_search(path)
     out, err = rerun.communicate(timeout=120)
     assert rerun.returncode == 0 and "Traceback" not in err, out + err
-    assert out.splitlines() == [
-        "closed 1 MLflow run(s) left RUNNING by stopped workers",
+    assert out.splitlines()[1:] == [  # after the line saying what it opens
+        f"closed {len(in_flight)} MLflow run(s) left RUNNING by stopped workers",
         "closed the study's MLflow parent run, left RUNNING by a stopped search",
         "budget for 2026-W47 spent: 2/2",
     ]
@@ -403,10 +405,14 @@ def test_kill_9_during_the_weeks_last_trial_then_budget_spent_runs_repair_the_pa
     assert killed.state.name == "FAIL"
     assert (killed.user_attrs["failure"], killed.user_attrs["failure_reason"]) == ("stale", STALE_REASON)
     client, runs = trial_runs(session)
-    assert runs[1].info.status == "FAILED" and runs[1].data.tags["losstune.failure_reason"] == STALE_REASON
-    assert runs[0].info.status == "FINISHED"
+    for number in (0, 1):
+        if number in in_flight:
+            assert runs[number].info.status == "FAILED"
+            assert runs[number].data.tags["losstune.failure_reason"] == STALE_REASON
+        else:
+            assert runs[number].info.status == "FINISHED"
     assert client.get_run(parent_id).info.status == "FAILED"
 
     again = start_search(path)  # nothing left to repair
     out, err = again.communicate(timeout=120)
-    assert (again.returncode, out.strip(), err) == (0, "budget for 2026-W47 spent: 2/2", "")
+    assert (again.returncode, out.strip().splitlines()[-1], err) == (0, "budget for 2026-W47 spent: 2/2", "")

@@ -114,7 +114,7 @@ def test_whole_default_plan_in_one_week(tmp_path, week1, monkeypatch):
     # the parent run: the study's settings as params, the best trial named and linked
     parent = client.get_run(parent_id)
     assert parent.data.params["study"] == "wk" and parent.data.params["epochs"] == "2"
-    assert parent.data.params["plan"] == "balance:grid4 gamma:grid4 alpha:grid2 refine:tpe"
+    assert parent.data.params["plan"] == "balance:grid4 gamma:grid4 alpha:grid2 confirm:confirm2 refine:tpe"
     assert parent.data.params["trials_per_week"] == "10" and parent.data.params["target"] == "label"
     best = max(session.study.trials, key=lambda t: (t.value, -t.number))
     assert parent.data.tags["losstune.best_trial"] == str(best.number)
