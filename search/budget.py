@@ -5,7 +5,8 @@ workers overshoot. Here a slot ``(study, ISO week, n)`` is a row with a primary 
 free ``n < budget`` with an INSERT, and the database's uniqueness makes that atomic across processes and across
 machines sharing one PostgreSQL. Slots are never given back once a trial has started: failed and crashed trials
 cost compute and count. The same database holds the grid-point claims (one row per point and attempt), so two
-workers never run the same configuration.
+workers never run the same configuration, and the workers' check-ins, so that a worker takes only its share of a
+phase's points when others are there to run the rest (:meth:`BudgetLedger.live_workers`).
 
 A claim records the trial that ran its point. A worker killed between claiming a point and asking Optuna for the
 trial leaves a claim without a trial; once it is older than the grace period (``LOSSTUNE_GRACE_SECONDS``, by the
@@ -47,6 +48,13 @@ claims_table = sa.Table(
     sa.Column("worker", sa.String(256), nullable=False),
     sa.Column("claimed_at", sa.String(40), nullable=False),  # wall-clock UTC, ISO
     sa.Column("trial_number", sa.Integer, nullable=True),  # added later: created by ALTER TABLE on older ledgers
+)
+workers_table = sa.Table(
+    "losstune_workers",
+    _metadata,
+    sa.Column("study", sa.String(256), primary_key=True),
+    sa.Column("worker", sa.String(256), primary_key=True),
+    sa.Column("seen_at", sa.String(40), nullable=False),  # wall-clock UTC, ISO
 )
 
 
@@ -190,3 +198,33 @@ class BudgetLedger:
             log.warning("took over grid point %s: claimed by %s at %s, which never started its trial",
                         key, row["worker"], row["claimed_at"])  # fmt: skip
         return taken == 1
+
+    def check_in(self) -> None:
+        """Say that this worker is looking for work now (a row per worker, its time stamp renewed)."""
+        me, stamp = worker_id(), _wall_clock().isoformat()
+        mine = (workers_table.c.study == self.study) & (workers_table.c.worker == me)
+        with self.engine.begin() as conn:
+            if conn.execute(workers_table.update().where(mine).values(seen_at=stamp)).rowcount:
+                return
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(workers_table.insert().values(study=self.study, worker=me, seen_at=stamp))
+        except IntegrityError:  # our own row, inserted meanwhile by this process's other connection: renew it
+            with self.engine.begin() as conn:
+                conn.execute(workers_table.update().where(mine).values(seen_at=stamp))
+
+    def check_out(self) -> None:
+        """This worker stops: it no longer counts in the others' shares."""
+        with self.engine.begin() as conn:
+            conn.execute(workers_table.delete().where(
+                workers_table.c.study == self.study, workers_table.c.worker == worker_id()
+            ))  # fmt: skip
+
+    def live_workers(self, window_seconds: float) -> int:
+        """How many workers (this one included) checked in within the last ``window_seconds``: at least 1."""
+        with self.engine.connect() as conn:
+            stamps = conn.execute(
+                sa.select(workers_table.c.worker, workers_table.c.seen_at).where(workers_table.c.study == self.study)
+            ).all()
+        live = {w for w, stamp in stamps if _age_seconds(stamp) <= window_seconds}
+        return max(1, len(live | {worker_id()}))

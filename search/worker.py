@@ -38,9 +38,7 @@ from search.noise import stats_metrics, trial_stats
 from search.options import SearchOptions  # noqa: F401 - re-exported for callers of the worker
 from search.plan import Step, TrialRecord, Wait, pending_steps, phase_choices, trial_cv
 from search.results import results_table, trial_records
-from search.storage import (
-    heartbeat, quiet_optuna,
-)  # fmt: skip
+from search.storage import grace_seconds, heartbeat, quiet_optuna
 from search.study_file import LOSS_PARAMS
 
 from search.session import StudySession
@@ -79,6 +77,7 @@ class Worker:
         self.outcomes: list[TrialOutcome] = []  # this worker's trials so far, also when it is interrupted
         self.recorder: Recorder | None = None
         self._on_trial = None
+        session.ledger.check_in()  # as early as possible: workers started together share the first phase
 
     def _out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
@@ -103,6 +102,7 @@ class Worker:
             with sigint_ignored():  # every trial that finished training is recorded before we stop
                 self.recorder.close()
         self.recorder.check()
+        self.s.ledger.check_out()  # only on a clean stop: after a fault, the check-in simply grows old
         return self.outcomes
 
     def _records(self) -> list:
@@ -113,17 +113,27 @@ class Worker:
 
     def _next_steps(self) -> list[Step] | None:
         while True:
+            self.s.ledger.check_in()
             self.s.reconcile_stale(self.tracker)  # a dead worker's trial is failed (and retried) as soon as it is stale
             steps = pending_steps(
                 self.s.phases, self._records(), limit=MAX_BATCH,
                 reference=self.s.file.reference_loss, study_seed=self.s.file.cv.seed,
             )  # fmt: skip
             if not isinstance(steps, Wait):
-                return steps
+                return steps if steps is None else self._my_share(steps)
             if self._out_of_time():
                 return None
             log.info("phase %s: waiting for trial(s) %s running elsewhere", steps.phase.name, steps.running)
             time.sleep(WAIT_POLL_SECONDS)
+
+    def _my_share(self, steps: list[Step]) -> list[Step]:
+        """This worker's part of a batch when other workers are looking for work too: one batch per worker
+        trains faster in total than one worker training them all while the others wait for the next phase."""
+        live = self.s.ledger.live_workers(window_seconds=max(grace_seconds(), 5 * WAIT_POLL_SECONDS))
+        share = steps[: -(-len(steps) // live)]
+        if live > 1:
+            log.info("%d workers looking for work: this one takes %d of %d step(s)", live, len(share), len(steps))
+        return share
 
     def _start_batch(self, steps: list[Step]) -> "list[_TrialProgress] | None":
         """For each step: a budget slot, the grid claim, an Optuna trial with its heartbeat and MLflow run.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -66,6 +67,21 @@ def databases(pg_url):
         admin.dispose()
 
 
+def wait_for_lock_waiters(engine: sa.Engine, count: int, procs, timeout: float = 300.0) -> None:
+    """Until ``count`` sessions of this database wait for a lock (or fail, should a worker exit first)."""
+    deadline = time.monotonic() + timeout
+    query = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+             "AND wait_event_type = 'Lock'")  # fmt: skip
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            if conn.exec_driver_sql(query).scalar_one() >= count:
+                return
+        exited = [p for p in procs if p.poll() is not None]
+        assert not exited, exited[0].communicate()
+        time.sleep(0.2)
+    pytest.fail(f"{count} workers did not reach their check-in within {timeout:g} s")
+
+
 def test_three_workers_on_one_postgresql_study(tmp_path: Path, databases, monkeypatch):
     optuna_url, mlflow_url = databases
     password = make_url(optuna_url).password
@@ -74,18 +90,27 @@ def test_three_workers_on_one_postgresql_study(tmp_path: Path, databases, monkey
     study_path = tmp_path / "team.yaml"
     study_path.write_text(STUDY)
     env = {"LOSSTUNE_PG_OPTUNA": optuna_url, "LOSSTUNE_PG_MLFLOW": mlflow_url}
-
-    procs = [start_search(study_path, flags=("-v",) if i == 0 else (), **env) for i in range(3)]
-    outputs = [p.communicate(timeout=600) for p in procs]
-    for p, (out, err) in zip(procs, outputs):
-        assert p.returncode == 0, out + err
-        assert "Traceback" not in err
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("LOSSTUNE_NOW", WEEK)
 
     from search.session import StudySession
 
+    StudySession(study_path, with_data=False)  # creates the study and the ledger's tables
+    # Three machines started at once: a process may be up seconds before the others and, alone, would rightly
+    # take the whole first phase. The workers' table is locked until all three wait on it, so that each worker
+    # checks in before any takes its share, as workers that are up at the same time do.
+    optuna_engine = sa.create_engine(optuna_url)
+    with optuna_engine.connect() as lock:
+        lock.exec_driver_sql("LOCK TABLE losstune_workers IN ACCESS EXCLUSIVE MODE")
+        procs = [start_search(study_path, flags=("-v",) if i == 0 else (), **env) for i in range(3)]
+        wait_for_lock_waiters(optuna_engine, 3, procs)
+        lock.commit()
+    optuna_engine.dispose()
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, out + err
+        assert "Traceback" not in err
     session = StudySession(study_path, with_data=False)
     trials = session.study.trials
     assert len(trials) == BUDGET and session.ledger.spent("2026-W47") == BUDGET  # the budget held

@@ -7,6 +7,8 @@ The subprocess tests run the real ``losstune search`` command, with the heartbea
 
 from __future__ import annotations
 
+import datetime as dt
+
 import os
 import signal
 import sqlite3
@@ -19,12 +21,12 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from search.plan import config_key, next_step
+from search.plan import config_key, next_step, pending_steps
 from search.results import trial_records
 from search.runner import run_search
 from search.session import STALE_REASON, StudySession
 from search.storage import quiet_optuna
-from search.worker import SearchOptions
+from search.worker import SearchOptions, Worker
 from tests.conftest import synthetic_frame
 
 WEEK = "2026-11-18T10:00:00"  # ISO week 2026-W47
@@ -186,13 +188,15 @@ def _nothing_lost(before: dict, session: StudySession, budget: int) -> None:
 @pytest.mark.slow
 def test_kill_9_while_a_batch_trains_then_rerun_retries_only_its_points(tmp_path, fast_stale):
     """The balance phase (4 points) is one batch, recorded; the gamma phase's 4 points are killed before any
-    is told (the alpha batch, planned from their results, may have started too). The rerun keeps the first four,
+    is told, before the alpha batch (planned from their results) reserves its slots. The rerun keeps the first four,
     fails every killed trial and spends the slots left of 12 on the killed gamma points (second attempts)."""
     path = make_study(tmp_path, "crash", budget=12, rows=1000, epochs=30)
 
     def gamma_batch_untold() -> bool:
         states = trial_states(path)
-        return [states.get(n) for n in range(8)] == ["COMPLETE"] * 4 + ["RUNNING"] * 4 and running_trial_with_run(path, 7)
+        # ... and the alpha batch not yet started: its slots would leave the rerun nothing to retry with
+        return ([states.get(n) for n in range(8)] == ["COMPLETE"] * 4 + ["RUNNING"] * 4
+                and running_trial_with_run(path, 7) and len(ledger_rows(path)) == 8)  # fmt: skip
 
     before, session = _kill_then_rerun(path, gamma_batch_untold)
     assert [before[n].state.name for n in range(8)] == ["COMPLETE"] * 4 + ["RUNNING"] * 4
@@ -318,6 +322,33 @@ def test_an_abandoned_grid_claim_is_taken_over_after_the_grace_period(tmp_path, 
     with ledger.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE losstune_grid_claims SET claimed_at = '2000-01-01T00:00:00+00:00'")
     assert not ledger.claim(step.claim)
+
+
+def test_workers_looking_for_work_share_a_phase_and_old_check_ins_do_not_count(tmp_path, fast_stale):
+    """A worker takes ceil(points / live workers) of a phase, so that a second machine is not left waiting while
+    the first trains every point; a worker that stopped checking in (killed) no longer counts after the window."""
+    path = make_study(tmp_path, "share", budget=4)
+    session = StudySession(path)
+    worker = Worker(session, SearchOptions(progress=False), "2026-W47", parent_run_id="none", echo=lambda _: None)
+    ledger = session.ledger
+    ledger.check_in()
+    assert ledger.live_workers(window_seconds=GRACE) == 1
+    assert len(worker._my_share(_balance_steps(session))) == 4  # alone: the whole phase in one job
+    now = dt.datetime.now(dt.timezone.utc)
+    with ledger.engine.begin() as conn:
+        for name, age in (("other:1", 0.0), ("other:2", 0.0), ("killed:3", 600.0)):
+            stamp = (now - dt.timedelta(seconds=age)).isoformat()
+            conn.exec_driver_sql(f"INSERT INTO losstune_workers VALUES ('share', '{name}', '{stamp}')")
+    assert ledger.live_workers(window_seconds=60) == 3
+    assert len(worker._my_share(_balance_steps(session))) == 2  # ceil(4 / 3)
+    ledger.check_out()
+    ledger.check_in()  # renewing a check-in is one row, not two
+    with ledger.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM losstune_workers").scalar_one() == 4
+
+
+def _balance_steps(session):
+    return pending_steps(session.phases, trial_records(session.study), limit=16)
 
 
 def test_a_trial_that_never_beat_and_its_unlinked_run_are_failed(tmp_path, fast_stale):
