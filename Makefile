@@ -38,12 +38,16 @@ venv: $(BIN)/losstune
 demo: venv
 	$(BIN)/losstune search studies/demo.yaml
 
+# two test processes: much of the suite waits on subprocesses, SQLite and sleeps, so two overlap well even on
+# two cores (every test uses its own directory, database and port; torch uses one thread per process there)
+TEST_WORKERS ?= 2
+
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 # the tests marked slow (end-to-end searches, the README's commands, the browser) are left out
 test-fast: venv
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 bench: venv
 	$(BIN)/python tests/benchmarks/bench_evaluate.py

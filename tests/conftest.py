@@ -5,6 +5,7 @@ Everything here is deliberately tiny (about a hundred rows, a few epochs) so the
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -19,6 +20,9 @@ from objectives.data import Dataset, DataSpec, load_dataset
 # The tensors in these tests are tiny: one intra-op thread is faster, and on a busy 2-core machine extra threads
 # only spin against each other (a 20 ms gradcheck took seconds). Results stay deterministic either way.
 torch.set_num_threads(1)
+# ... and in the losstune processes the tests start: the suite runs on two workers (pytest -n 2), and each child
+# left alone would spin one thread per core against the other worker's
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def synthetic_frame(

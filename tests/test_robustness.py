@@ -190,7 +190,7 @@ def test_kill_9_while_a_batch_trains_then_rerun_retries_only_its_points(tmp_path
     """The balance phase (4 points) is one batch, recorded; the gamma phase's 4 points are killed before any
     is told, before the alpha batch (planned from their results) reserves its slots. The rerun keeps the first four,
     fails every killed trial and spends the slots left of 12 on the killed gamma points (second attempts)."""
-    path = make_study(tmp_path, "crash", budget=12, rows=1000, epochs=30)
+    path = make_study(tmp_path, "crash", budget=12, rows=1000, epochs=100)  # a batch trains for seconds
 
     def gamma_batch_untold() -> bool:
         states = trial_states(path)
