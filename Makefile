@@ -19,7 +19,7 @@ endif
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 PIP_INSTALL := $(BIN)/pip --disable-pip-version-check install --progress-bar off
 
-.PHONY: venv demo test test-fast bench clean
+.PHONY: venv demo lint test test-fast bench clean
 
 $(BIN)/losstune: pyproject.toml
 	@echo "[1/4] creating $(VENV) with $(PYTHON)"
@@ -37,6 +37,12 @@ venv: $(BIN)/losstune
 
 demo: venv
 	$(BIN)/losstune search studies/demo.yaml
+
+# formatting, lint rules and types, as configured in pyproject.toml ([tool.ruff], [tool.mypy]: objectives/ and search/)
+lint: venv
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy objectives search
 
 test: venv
 	$(BIN)/python -m pytest -q
