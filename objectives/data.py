@@ -12,16 +12,15 @@ import hashlib
 import io
 import logging
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
-from objectives.encoding import SUPPORTED as ENCODINGS
+from objectives.data_spec import DataSpec  # also imported from here; it lives where pandas is not imported
 from objectives.encoding import decode, detect_file
-from objectives.data_spec import DataSpec  # noqa: F401 - re-exported: DataSpec lives where pandas is not imported
 from objectives.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -67,7 +66,9 @@ def check_regular_file(path: Path) -> None:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise DataError(f"data file not found: {path} (check the path; in a study file it is relative to the study)") from None
+        raise DataError(
+            f"data file not found: {path} (check the path; in a study file it is relative to the study)"
+        ) from None
     except OSError as exc:
         raise DataError(f"cannot read data file {path}: {exc.strerror}") from None
     if stat.S_ISDIR(mode):
@@ -131,7 +132,9 @@ def _coerce_numeric_or_explain(df: pd.DataFrame, exclude: set[str]) -> pd.DataFr
             df[col] = pd.to_numeric(df[col])
         elif (~bad).mean() >= NUMERIC_SHARE:
             junk = present[bad]
-            rows = ", ".join(f"line {i + 2}: {v!r}" for i, v in junk.head(3).items())  # +2: header, 1-based
+            rows = ", ".join(
+                f"line {i + 2}: {v!r}" for i, v in zip(junk.index[:3], junk.iloc[:3])
+            )  # +2: header, 1-based
             values = sorted({str(v) for v in junk.unique()})[:5]
             raise DataError(
                 f"column {col!r} is numeric except {len(junk)} value(s) ({rows}); if they mean 'missing', declare "
@@ -201,9 +204,14 @@ def iter_table(spec: DataSpec, chunksize: int) -> Iterator[pd.DataFrame]:
     _check_header(_header(head, sep), spec.path)
     try:
         reader = pd.read_csv(
-            spec.path, sep=sep, encoding=encoding, dtype=object, na_values=list(spec.na_values),
-            keep_default_na=True, chunksize=chunksize,
-        )  # fmt: skip
+            spec.path,
+            sep=sep,
+            encoding=encoding,
+            dtype=object,
+            na_values=list(spec.na_values),
+            keep_default_na=True,
+            chunksize=chunksize,
+        )
         rows = 0
         for chunk in reader:
             rows += len(chunk)
@@ -283,7 +291,9 @@ def load_dataset(spec: DataSpec) -> Dataset:
 
     empty = [c for c in features.columns if features[c].isna().all()]
     if empty:
-        raise DataError(f"column(s) {empty} have no values at all: drop them with " + " ".join(f"--drop {c!r}" for c in empty))
+        raise DataError(
+            f"column(s) {empty} have no values at all: drop them with " + " ".join(f"--drop {c!r}" for c in empty)
+        )
 
     features = _coerce_numeric_or_explain(features, exclude=set())
     numeric = [c for c in features.columns if _is_numeric(features[c])]
@@ -304,8 +314,11 @@ def load_dataset(spec: DataSpec) -> Dataset:
             # kept (a number can be a real feature), but an ID used as a feature leaks row order into the model
             log.warning(
                 "column %r counts the rows (distinct consecutive integers, an ID?): kept as a feature; "
-                "leave it out with --drop %s (drop: [%s] in a study file)", col, col, col,
-            )  # fmt: skip
+                "leave it out with --drop %s (drop: [%s] in a study file)",
+                col,
+                col,
+                col,
+            )
     for col in categorical:
         features[col] = features[col].astype("object")
     return Dataset(
@@ -333,10 +346,17 @@ def check_folds(dataset: Dataset, folds: int) -> None:
     """Stratified K-fold needs at least ``folds`` rows of each class."""
     n_pos = int(dataset.y.sum())
     n_neg = dataset.n_rows - n_pos
-    for name, label, count in (("positive", dataset.positive_label, n_pos), ("negative", dataset.negative_label, n_neg)):
-        if count < folds:
+    for name, label, count in (
+        ("positive", dataset.positive_label, n_pos),
+        ("negative", dataset.negative_label, n_neg),
+    ):
+        if count >= folds:
+            continue
+        if count < 2:
             raise DataError(
-                f"only {count} {name} row(s) (label {label!r}) for {folds} folds: every fold needs at least one; "
-                f"use --folds {max(2, count)} or more data" if count >= 2 else
                 f"only {count} {name} row(s) (label {label!r}): cross-validation needs at least 2 of each class"
             )
+        raise DataError(
+            f"only {count} {name} row(s) (label {label!r}) for {folds} folds: every fold needs at least one; "
+            f"use --folds {max(2, count)} or more data"
+        )

@@ -23,6 +23,7 @@ No early stopping: the fold being scored must not choose the number of epochs.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,7 +56,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _padded(rows: list[np.ndarray], device: torch.device, width: int | None = None) -> Tensor:
+def _padded(rows: Sequence[np.ndarray | Tensor], device: torch.device, width: int | None = None) -> Tensor:
     """Ragged row lists as a ``[M, width]`` index tensor (default: the longest), padding pointing at row 0."""
     width = width or max(len(r) for r in rows)
     index = np.zeros((len(rows), width), dtype=np.int64)
@@ -166,10 +167,11 @@ def train_folds(
     x_flat = x_t.reshape(x_t.shape[0] * x_t.shape[1], x_t.shape[2])
     block_offset = torch.tensor(blocks, device=device).unsqueeze(1) * x_t.shape[1]
 
-    has_val = bool(val_rows) and all(len(r) for r in val_rows)
+    checked_val: list[np.ndarray] = val_rows if val_rows and all(len(r) for r in val_rows) else []
+    has_val = bool(checked_val)
     if has_val:
-        val_sizes = [len(r) for r in val_rows]
-        val_index = _padded(val_rows, device, width=aligned(max(val_sizes)))  # no remainder: see StepMasks
+        val_sizes = [len(r) for r in checked_val]
+        val_index = _padded(checked_val, device, width=aligned(max(val_sizes)))  # no remainder: see StepMasks
         x_val = x_flat[(val_index + block_offset).reshape(-1)].view(*val_index.shape, -1)
         y_val = y_t[val_index]
     train_curve = torch.zeros(n_models, train_cfg.epochs, device=device)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
@@ -69,10 +70,17 @@ class EvaluationResult:
     train_loss: np.ndarray = field(repr=False)  # [repeats * folds, epochs], repeat-major
     val_loss: np.ndarray = field(repr=False)  # [repeats * folds, epochs]
 
-    ARRAYS = ("oof_proba", "fold_of_row", "y_true", "oof_proba_by_repeat", "fold_of_row_by_repeat",
-              "train_loss", "val_loss")  # fmt: skip
+    ARRAYS = (
+        "oof_proba",
+        "fold_of_row",
+        "y_true",
+        "oof_proba_by_repeat",
+        "fold_of_row_by_repeat",
+        "train_loss",
+        "val_loss",
+    )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for key in self.ARRAYS:
             d.pop(key)
@@ -141,11 +149,12 @@ def evaluate_many(
     """:func:`evaluate` of several configurations that differ only in their loss, trained as one job; raises
     the first configuration's :class:`TrainingDiverged` if any diverges (see :func:`evaluate_batch`, which
     returns it instead, so that the others' results are kept)."""
-    outcomes = evaluate_batch(dataset, configs, prepared)
-    for outcome in outcomes:
+    results: list[EvaluationResult] = []
+    for outcome in evaluate_batch(dataset, configs, prepared):
         if isinstance(outcome, TrainingDiverged):
             raise outcome
-    return outcomes  # type: ignore[return-value]
+        results.append(outcome)
+    return results
 
 
 def evaluate_batch(
@@ -159,17 +168,25 @@ def evaluate_batch(
     otherwise ``ValueError``, naming the setting."""
     start = time.perf_counter()
     base = _common_settings(configs)
-    check_trial_memory(dataset, base, configs=len(configs))  # a network that cannot fit is one line, not a failed allocation
+    # a network that cannot fit is one line, not a failed allocation
+    check_trial_memory(dataset, base, configs=len(configs))
     if prepared is None:
         prepared = prepare_folds(dataset, base.cv)
     elif prepared.fingerprint != dataset.fingerprint or prepared.cv != base.cv:
         raise ValueError("prepared folds were made for other data or other CV settings")
     n_splits = len(prepared.train_rows)
     trained = train_folds(
-        prepared.x, dataset.y, prepared.train_rows * len(configs), prepared.val_rows * len(configs),
-        [c.loss for c in configs for _ in range(n_splits)], base.model, base.train, prepared.seeds * len(configs),
-        blocks=list(range(n_splits)) * len(configs), groups=[i for i in range(len(configs)) for _ in range(n_splits)],
-    )  # fmt: skip
+        prepared.x,
+        dataset.y,
+        prepared.train_rows * len(configs),
+        prepared.val_rows * len(configs),
+        [c.loss for c in configs for _ in range(n_splits)],
+        base.model,
+        base.train,
+        prepared.seeds * len(configs),
+        blocks=list(range(n_splits)) * len(configs),
+        groups=[i for i in range(len(configs)) for _ in range(n_splits)],
+    )
     seconds = time.perf_counter() - start
     outcomes: list[EvaluationResult | TrainingDiverged] = []
     for i, config in enumerate(configs):
@@ -181,10 +198,15 @@ def evaluate_batch(
         result = score_oof(dataset.y, oof, fold_of_row, config.metric)
         result.update(train_loss=trained.train_loss[models], val_loss=trained.val_loss[models])
         log.info("evaluated %s: oof %s=%.4f", config.loss, config.metric.label, result["oof_score"])
-        outcomes.append(EvaluationResult(
-            n_rows=dataset.n_rows, positive_rate=dataset.positive_rate, fingerprint=dataset.fingerprint,
-            seconds=seconds, **result,
-        ))  # fmt: skip
+        outcomes.append(
+            EvaluationResult(
+                n_rows=dataset.n_rows,
+                positive_rate=dataset.positive_rate,
+                fingerprint=dataset.fingerprint,
+                seconds=seconds,
+                **result,
+            )
+        )
     log.info("trained %d configuration(s) x %d split(s) in %.2fs", len(configs), n_splits, seconds)
     return outcomes
 
@@ -205,7 +227,9 @@ def _common_settings(configs: list[TrialConfig]) -> TrialConfig:
     return first
 
 
-def _oof(n_rows: int, cv: CVConfig, val_rows: list[np.ndarray], logits: list[np.ndarray]):
+def _oof(
+    n_rows: int, cv: CVConfig, val_rows: list[np.ndarray], logits: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     """OOF probabilities and fold numbers ``[repeats, n_rows]`` from each split's validation logits."""
     oof = np.empty((cv.repeats, n_rows), dtype=np.float64)
     fold_of_row = np.empty((cv.repeats, n_rows), dtype=np.int64)
@@ -216,7 +240,7 @@ def _oof(n_rows: int, cv: CVConfig, val_rows: list[np.ndarray], logits: list[np.
     return oof, fold_of_row
 
 
-def score_oof(y: np.ndarray, oof: np.ndarray, fold_of_row: np.ndarray, metric: MetricConfig) -> dict:
+def score_oof(y: np.ndarray, oof: np.ndarray, fold_of_row: np.ndarray, metric: MetricConfig) -> dict[str, Any]:
     """Threshold and every score, from OOF probabilities alone: ``oof`` and ``fold_of_row`` are ``[n_rows]``
     (one repeat) or ``[repeats, n_rows]``.
 
@@ -232,8 +256,11 @@ def score_oof(y: np.ndarray, oof: np.ndarray, fold_of_row: np.ndarray, metric: M
     t = choice.threshold
     repeat_scores = [score_at(y, oof[r], t, metric) for r in range(repeats)]
     honest = np.concatenate([cross_fitted_scores(y, oof[r], fold_of_row[r], metric) for r in range(repeats)])
-    fold_scores = [score_at(y[fold_of_row[r] == k], oof[r][fold_of_row[r] == k], t, metric)
-                   for r in range(repeats) for k in np.unique(fold_of_row[r])]  # fmt: skip
+    fold_scores = [
+        score_at(y[fold_of_row[r] == k], oof[r][fold_of_row[r] == k], t, metric)
+        for r in range(repeats)
+        for k in np.unique(fold_of_row[r])
+    ]
     pred = p_pooled >= t
     yb = y_pooled.astype(bool)
     tp, fp = int(np.sum(pred & yb)), int(np.sum(pred & ~yb))

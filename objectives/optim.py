@@ -34,7 +34,7 @@ class FoldAdam:
         weight_decay: float = 0.0,
     ) -> None:
         """``params`` and ``grad`` are ``[K, P]``; ``grad`` is read at each :meth:`step`, ``params`` updated."""
-        self.hyper = dict(lr=lr, beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay)
+        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
         self.exp_avg = torch.zeros_like(params)
         self.exp_avg_sq = torch.zeros_like(params)
         n_folds = params.shape[0]
@@ -53,7 +53,22 @@ class FoldAdam:
         if not steps:
             return
         torch._foreach_add_(steps, 1.0)
-        torch._fused_adam_(*rows, [], steps, amsgrad=False, maximize=False, **self.hyper)
+        params, grads, exp_avgs, exp_avg_sqs = rows
+        torch._fused_adam_(
+            params,
+            grads,
+            exp_avgs,
+            exp_avg_sqs,
+            [],
+            steps,
+            lr=self.lr,
+            beta1=self.betas[0],
+            beta2=self.betas[1],
+            weight_decay=self.weight_decay,
+            eps=self.eps,
+            amsgrad=False,
+            maximize=False,
+        )
 
     def fold_steps(self) -> list[int]:
         return [int(s.item()) for s in self.steps]
