@@ -78,7 +78,9 @@ class StackedTable:
     """The table ``x`` ``[S, N, D]`` and the targets ``y`` ``[N]`` on the device, ``x`` cast once to the compute
     dtype (not per batch); model m reads block ``blocks[m]``."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, blocks: list[int], dtype: torch.dtype, device: torch.device):
+    def __init__(
+        self, x: np.ndarray, y: np.ndarray, blocks: list[int], dtype: torch.dtype, device: torch.device
+    ) -> None:
         x_t = torch.from_numpy(x).to(device, dtype)
         self.device = device
         self.y = torch.from_numpy(np.asarray(y, dtype=np.float32)).to(device)
