@@ -27,7 +27,7 @@ class LossConfig(_Strict):
     focal_weight: NonNegative = 0.5
 
     @model_validator(mode="after")
-    def _every_class_contributes(self) -> "LossConfig":
+    def _every_class_contributes(self) -> LossConfig:
         if self.bce_weight == 0 and self.focal_weight == 0:
             raise ValueError("bce_weight and focal_weight are both 0: the loss would be identically zero")
         # Refused rather than warned: with no BCE term, alpha=1 (or 0) gives one class exactly zero loss, so the
@@ -73,7 +73,7 @@ class MetricConfig(_Strict):
     beta: Annotated[float, Field(gt=0.0)] = 1.0
 
     @model_validator(mode="after")
-    def _beta_only_for_fbeta(self) -> "MetricConfig":
+    def _beta_only_for_fbeta(self) -> MetricConfig:
         if self.name != "fbeta" and self.beta != 1.0:
             raise ValueError(f"beta is only used with metric 'fbeta', not '{self.name}'")
         return self
@@ -90,7 +90,7 @@ class TrialConfig(_Strict):
     cv: CVConfig = CVConfig()
     metric: MetricConfig = MetricConfig()
 
-    def with_loss(self, **changes: float | None) -> "TrialConfig":
+    def with_loss(self, **changes: float | None) -> TrialConfig:
         """A copy with some loss parameters replaced, validated again."""
         loss = LossConfig(**{**self.loss.model_dump(), **changes})
         return self.model_copy(update={"loss": loss})

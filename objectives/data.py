@@ -1,32 +1,52 @@
-"""Reading a user's CSV into a validated, typed :class:`Dataset`.
+"""A user's CSV as a validated, typed :class:`Dataset`: features, a 0/1 target and their column types.
 
-Everything a user can get wrong about a table is caught here, with one line that says what is wrong and how to
-fix it: the file, its encoding and separator, the target, junk in numeric columns, ID columns, duplicated or
-empty columns. Nothing is dropped silently: an ID-like column is excluded with a warning that names it.
+Everything a user can get wrong about a table is caught here or in :mod:`objectives.table` (which reads the
+file), with one line that says what is wrong and how to fix it: the target, junk in numeric columns, numbers
+beyond float32, ID columns, empty columns. Nothing is dropped silently: an ID-like column is excluded with a
+warning that names it.
+
+The reading functions of :mod:`objectives.table` (:func:`read_table`, :func:`iter_table`,
+:func:`normalise_frame`, :func:`fingerprint_bytes`) and :class:`~objectives.data_spec.DataSpec` are imported
+from here too (``__all__``).
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
 import logging
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
-from objectives.encoding import SUPPORTED as ENCODINGS
-from objectives.encoding import decode, detect_file
-from objectives.data_spec import DataSpec  # noqa: F401 - re-exported: DataSpec lives where pandas is not imported
+from objectives.data_spec import DataSpec
 from objectives.errors import DataError
+from objectives.table import (
+    check_regular_file,
+    fingerprint_bytes,
+    is_numeric,
+    iter_table,
+    normalise_frame,
+    read_table,
+    read_table_and_encoding,
+)
+
+__all__ = [
+    "DataSpec",
+    "Dataset",
+    "check_folds",
+    "check_regular_file",
+    "fingerprint_bytes",
+    "iter_table",
+    "load_dataset",
+    "normalise_frame",
+    "read_table",
+    "refuse_out_of_range",
+    "rows_text",
+]
 
 log = logging.getLogger(__name__)
 
-SEPARATORS = (",", ";", "\t", "|")
 # float32's range: the features reach the network as float32, and wider numbers overflow to inf there (and their
 # squares overflow the float64 variance of the scaler first)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -57,68 +77,10 @@ class Dataset:
         return float(self.y.mean())
 
 
-def fingerprint_bytes(raw: bytes) -> str:
-    """Content hash of the file as read: any edit to the data changes it."""
-    return "sha256:" + hashlib.sha256(raw).hexdigest()[:16]
-
-
-def check_regular_file(path: Path) -> None:
-    """Refuse what is not a regular file before opening it: a directory, ``/dev/zero`` (read forever), a FIFO."""
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise DataError(f"data file not found: {path} (check the path; in a study file it is relative to the study)") from None
-    except OSError as exc:
-        raise DataError(f"cannot read data file {path}: {exc.strerror}") from None
-    if stat.S_ISDIR(mode):
-        raise DataError(f"data path is a directory, not a CSV file: {path}")
-    if not stat.S_ISREG(mode):
-        raise DataError(f"data path is not a regular file (a device, a FIFO or a socket): {path}; give a CSV file")
-
-
-def _read_bytes(path: Path) -> bytes:
-    check_regular_file(path)
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise DataError(f"data file is empty: {path}")
-    return raw
-
-
-def _detect_sep(text: str) -> str:
-    head = "\n".join(text.splitlines()[:50])
-    try:
-        return csv.Sniffer().sniff(head, delimiters="".join(SEPARATORS)).delimiter
-    except csv.Error:
-        return ","
-
-
-def _header(text: str, sep: str) -> list[str]:
-    first = next(csv.reader(io.StringIO(text), delimiter=sep), [])
-    return [c.strip() for c in first]
-
-
-def _blank_to_missing(df: pd.DataFrame) -> pd.DataFrame:
-    """Blank and whitespace-only cells are missing values; surrounding spaces are not part of a category.
-
-    Text columns are cleaned through their distinct values (``pd.factorize``): a 45k-row column of a dozen
-    categories costs a dozen ``str.strip`` calls, not 45k."""
-    for col in df.columns:
-        if not _is_numeric(df[col]):
-            codes, uniques = pd.factorize(df[col].astype("object"), use_na_sentinel=True)
-            cleaned = np.array([u.strip() if isinstance(u, str) else u for u in uniques] + [np.nan], dtype=object)
-            cleaned[[isinstance(u, str) and u == "" for u in cleaned]] = np.nan
-            df[col] = pd.Series(cleaned[codes], index=df.index, dtype=object)  # code -1 picks the trailing NaN
-    return df
-
-
-def _is_numeric(s: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)
-
-
 def _coerce_numeric_or_explain(df: pd.DataFrame, exclude: set[str]) -> pd.DataFrame:
     """Turn text columns that hold numbers into numbers; refuse ones that are numbers plus a few junk strings."""
     for col in df.columns:
-        if col in exclude or _is_numeric(df[col]):
+        if col in exclude or is_numeric(df[col]):
             continue
         present = df[col].dropna()
         if present.empty:
@@ -131,87 +93,15 @@ def _coerce_numeric_or_explain(df: pd.DataFrame, exclude: set[str]) -> pd.DataFr
             df[col] = pd.to_numeric(df[col])
         elif (~bad).mean() >= NUMERIC_SHARE:
             junk = present[bad]
-            rows = ", ".join(f"line {i + 2}: {v!r}" for i, v in junk.head(3).items())  # +2: header, 1-based
+            rows = ", ".join(
+                f"line {i + 2}: {v!r}" for i, v in zip(junk.index[:3], junk.iloc[:3])
+            )  # +2: header, 1-based
             values = sorted({str(v) for v in junk.unique()})[:5]
             raise DataError(
                 f"column {col!r} is numeric except {len(junk)} value(s) ({rows}); if they mean 'missing', declare "
                 f"them with " + " ".join(f"--na-value {v!r}" for v in values) + " (na_values in a study file)"
             )
     return df
-
-
-def normalise_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """A raw table as every reader sees it: column names stripped, blank and whitespace-only cells missing,
-    surrounding spaces not part of a category. One rule for a training file, a test file read in chunks and a
-    served model's input frame."""
-    df.columns = [str(c).strip() for c in df.columns]
-    return _blank_to_missing(df)
-
-
-def _check_header(header: list[str], path: Path) -> None:
-    dupes = sorted({c for c in header if header.count(c) > 1})
-    if dupes:
-        raise DataError(f"duplicate column name(s) {dupes} in {path}: rename them so each column is unique")
-
-
-def _csv_error(exc: Exception, path: Path, sep: str) -> DataError:
-    if isinstance(exc, pd.errors.EmptyDataError):
-        return DataError(f"data file has no columns: {path}")
-    return DataError(f"cannot parse {path} as CSV with separator {sep!r}: {exc}".splitlines()[0])
-
-
-def read_table(spec: DataSpec) -> tuple[pd.DataFrame, str]:
-    """The raw table (blanks as NaN) and its fingerprint, or a :class:`DataError` that says what is wrong."""
-    df, fingerprint, _ = _read_table(spec)
-    return df, fingerprint
-
-
-def _read_table(spec: DataSpec) -> tuple[pd.DataFrame, str, str]:
-    raw = _read_bytes(spec.path)
-    text, encoding = decode(raw, spec.encoding, str(spec.path))
-    log.info("read %s as %s", spec.path, encoding)
-    sep = spec.sep or _detect_sep(text)
-    _check_header(_header(text, sep), spec.path)
-    try:
-        df = pd.read_csv(
-            io.StringIO(text), sep=sep, na_values=list(spec.na_values), keep_default_na=True, low_memory=False
-        )
-    except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
-        raise _csv_error(exc, spec.path, sep) from None
-    if df.empty:
-        raise DataError(f"data file has a header but no rows: {spec.path}")
-    return normalise_frame(df), fingerprint_bytes(raw), encoding
-
-
-def iter_table(spec: DataSpec, chunksize: int) -> Iterator[pd.DataFrame]:
-    """The raw table in chunks of ``chunksize`` rows, in bounded memory, parsed as :func:`read_table` parses it.
-
-    Every cell is read as text and numbers are parsed later, column by column, with the same function whatever
-    the chunk (:func:`objectives.final.check_features`): pandas' per-chunk type inference would read a column as
-    numbers in one chunk and as text in the next. The index runs on across chunks, so row ``i`` is line ``i + 2``.
-    """
-    check_regular_file(spec.path)
-    encoding = detect_file(spec.path, spec.encoding)
-    log.info("read %s as %s", spec.path, encoding)
-    with open(spec.path, encoding=encoding, newline="") as f:
-        head = f.read(1 << 16)
-    if not head.strip():
-        raise DataError(f"data file is empty: {spec.path}")
-    sep = spec.sep or _detect_sep(head)
-    _check_header(_header(head, sep), spec.path)
-    try:
-        reader = pd.read_csv(
-            spec.path, sep=sep, encoding=encoding, dtype=object, na_values=list(spec.na_values),
-            keep_default_na=True, chunksize=chunksize,
-        )  # fmt: skip
-        rows = 0
-        for chunk in reader:
-            rows += len(chunk)
-            yield normalise_frame(chunk)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
-        raise _csv_error(exc, spec.path, sep) from None
-    if rows == 0:
-        raise DataError(f"data file has a header but no rows: {spec.path}")
 
 
 def rows_text(index: pd.Index, first_line: int | None, limit: int = 5) -> str:
@@ -265,7 +155,25 @@ def _target_labels(y_raw: pd.Series, spec: DataSpec) -> tuple[np.ndarray, str, s
 
 def load_dataset(spec: DataSpec) -> Dataset:
     """Read, validate and split a CSV into features and a 0/1 target."""
-    df, fingerprint, encoding = _read_table(spec)
+    df, fingerprint, encoding = read_table_and_encoding(spec)
+    _check_target_and_drop(df, spec, encoding)
+    y, positive, negative = _target_labels(df[spec.target], spec)
+    features, numeric, categorical, excluded = _typed_features(df.drop(columns=[spec.target, *spec.drop]))
+    return Dataset(
+        features=features,
+        y=y,
+        positive_label=positive,
+        negative_label=negative,
+        numeric_columns=numeric,
+        categorical_columns=categorical,
+        fingerprint=fingerprint,
+        source=spec.path,
+        excluded_columns=excluded,
+    )
+
+
+def _check_target_and_drop(df: pd.DataFrame, spec: DataSpec, encoding: str) -> None:
+    """The target and the ``drop`` columns are columns of the table, and the target is not dropped."""
     if spec.target not in df.columns:
         raise DataError(
             f"target column {spec.target!r} not found in {spec.path.name} (read as {encoding}); columns are: "
@@ -276,17 +184,20 @@ def load_dataset(spec: DataSpec) -> Dataset:
         raise DataError(f"--drop column(s) {missing_drop} not found in {spec.path.name}")
     if spec.target in spec.drop:
         raise DataError(f"cannot drop the target column {spec.target!r}")
-    y, positive, negative = _target_labels(df[spec.target], spec)
-    features = df.drop(columns=[spec.target, *spec.drop])
+
+
+def _typed_features(features: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list[str], list[str]]:
+    """The feature columns typed (numeric as float64, the others as categories), with the numeric, the
+    categorical and the excluded (ID-like) column names; a table with no usable feature is refused."""
     if features.shape[1] == 0:
         raise DataError("no feature columns left after removing the target and the dropped columns")
-
     empty = [c for c in features.columns if features[c].isna().all()]
     if empty:
-        raise DataError(f"column(s) {empty} have no values at all: drop them with " + " ".join(f"--drop {c!r}" for c in empty))
-
+        raise DataError(
+            f"column(s) {empty} have no values at all: drop them with " + " ".join(f"--drop {c!r}" for c in empty)
+        )
     features = _coerce_numeric_or_explain(features, exclude=set())
-    numeric = [c for c in features.columns if _is_numeric(features[c])]
+    numeric = [c for c in features.columns if is_numeric(features[c])]
     for col in numeric:
         features[col] = features[col].astype(np.float64)
         refuse_out_of_range(col, features[col], "", first_line=2)
@@ -303,22 +214,13 @@ def load_dataset(spec: DataSpec) -> Dataset:
         if _looks_like_row_counter(features[col]):
             # kept (a number can be a real feature), but an ID used as a feature leaks row order into the model
             log.warning(
-                "column %r counts the rows (distinct consecutive integers, an ID?): kept as a feature; "
-                "leave it out with --drop %s (drop: [%s] in a study file)", col, col, col,
-            )  # fmt: skip
+                "column %(col)r counts the rows (distinct consecutive integers, an ID?): kept as a feature; "
+                "leave it out with --drop %(col)s (drop: [%(col)s] in a study file)",
+                {"col": col},
+            )
     for col in categorical:
         features[col] = features[col].astype("object")
-    return Dataset(
-        features=features,
-        y=y,
-        positive_label=positive,
-        negative_label=negative,
-        numeric_columns=numeric,
-        categorical_columns=categorical,
-        fingerprint=fingerprint,
-        source=spec.path,
-        excluded_columns=excluded,
-    )
+    return features, numeric, categorical, excluded
 
 
 def _looks_like_row_counter(s: pd.Series) -> bool:
@@ -333,10 +235,17 @@ def check_folds(dataset: Dataset, folds: int) -> None:
     """Stratified K-fold needs at least ``folds`` rows of each class."""
     n_pos = int(dataset.y.sum())
     n_neg = dataset.n_rows - n_pos
-    for name, label, count in (("positive", dataset.positive_label, n_pos), ("negative", dataset.negative_label, n_neg)):
-        if count < folds:
+    for name, label, count in (
+        ("positive", dataset.positive_label, n_pos),
+        ("negative", dataset.negative_label, n_neg),
+    ):
+        if count >= folds:
+            continue
+        if count < 2:
             raise DataError(
-                f"only {count} {name} row(s) (label {label!r}) for {folds} folds: every fold needs at least one; "
-                f"use --folds {max(2, count)} or more data" if count >= 2 else
                 f"only {count} {name} row(s) (label {label!r}): cross-validation needs at least 2 of each class"
             )
+        raise DataError(
+            f"only {count} {name} row(s) (label {label!r}) for {folds} folds: every fold needs at least one; "
+            f"use --folds {max(2, count)} or more data"
+        )

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from objectives.errors import DataError
 
@@ -44,7 +44,7 @@ def sniff(head: bytes) -> str | None:
     sample = head[:4096]
     half = len(sample) // 2
     if half >= 2:
-        even, odd = sample[0:2 * half:2].count(0), sample[1:2 * half:2].count(0)
+        even, odd = sample[0 : 2 * half : 2].count(0), sample[1 : 2 * half : 2].count(0)
         # ASCII-range text in UTF-16 without a byte-order mark: the high byte of (nearly) every character is NUL
         if odd >= 0.4 * half and even <= 0.05 * half:
             return "utf-16-le"
@@ -69,32 +69,43 @@ def decoded_blocks(blocks: Iterable[bytes], encoding: str, name: str) -> Iterato
     while True:
         block = next(blocks, None)
         final = block is None
+        data = b"" if block is None else block
         try:
-            text = decoder.decode(b"" if final else block, final=final)
+            text = decoder.decode(data, final=final)
         except UnicodeDecodeError as exc:
             # exc.start counts from the bytes this call was given: the decoder's carried-over bytes first
-            pending = len(exc.object) - len(block or b"")
+            pending = len(exc.object) - len(data)
             at = line + exc.object[: exc.start].count(b"\n")
-            reason = (f"byte {offset - pending + exc.start} (0x{exc.object[exc.start]:02x}) on line {at} cannot be "
-                      "decoded")  # fmt: skip
-            raise _Undecodable(f"{name} is not valid {encoding}: {reason}; give the right encoding with --encoding "
-                               f"({', '.join(SUPPORTED)})", reason) from None  # fmt: skip
-        for pattern, what in ((_NUL, "a NUL byte (binary data, or UTF-16 read as another encoding)"),
-                              (odd, "a byte cp932 text does not hold")):  # fmt: skip
+            reason = (
+                f"byte {offset - pending + exc.start} (0x{exc.object[exc.start]:02x}) on line {at} cannot be decoded"
+            )
+            raise _Undecodable(
+                f"{name} is not valid {encoding}: {reason}; give the right encoding with --encoding "
+                f"({', '.join(SUPPORTED)})",
+                reason,
+            ) from None
+        for pattern, what in (
+            (_NUL, "a NUL byte (binary data, or UTF-16 read as another encoding)"),
+            (odd, "a byte cp932 text does not hold"),
+        ):
             found = pattern.search(text) if pattern is not None else None
             if found:
                 reason = f"line {line + text.count(chr(10), 0, found.start())} has {what} ({found.group()!r})"
-                raise _Undecodable(f"{name} is not valid {encoding}: {reason}; save the file as UTF-8, or give its "
-                                   "encoding with --encoding", reason)  # fmt: skip
+                raise _Undecodable(
+                    f"{name} is not valid {encoding}: {reason}; save the file as UTF-8, or give its "
+                    "encoding with --encoding",
+                    reason,
+                )
         yield text
         if final:
             return
-        offset += len(block)
+        offset += len(data)
         line += text.count("\n")
 
 
-def _detect(blocks: Callable[[], Iterable[bytes]], head: bytes, encoding: str | None, name: str,
-            keep: bool) -> tuple[str, str]:  # fmt: skip
+def _detect(
+    blocks: Callable[[], Iterable[bytes]], head: bytes, encoding: str | None, name: str, keep: bool
+) -> tuple[str, str]:
     """(encoding, text if ``keep`` else ""): the given encoding, or the first candidate that decodes cleanly."""
     sniffed = sniff(head) if encoding is None else None
     candidates = [encoding] if encoding is not None else [sniffed] if sniffed else ["utf-8", "cp932"]
@@ -108,8 +119,9 @@ def _detect(blocks: Callable[[], Iterable[bytes]], head: bytes, encoding: str | 
             reasons.append(f"not {candidate}: {exc.reason}")
             continue
         return candidate, "".join(parts)
-    raise DataError(f"cannot detect the encoding of {name} ({'; '.join(reasons)}); give it with --encoding "
-                    f"({', '.join(SUPPORTED)})")  # fmt: skip
+    raise DataError(
+        f"cannot detect the encoding of {name} ({'; '.join(reasons)}); give it with --encoding ({', '.join(SUPPORTED)})"
+    )
 
 
 def decode(raw: bytes, encoding: str | None, name: str) -> tuple[str, str]:

@@ -20,18 +20,18 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
-from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from objectives.config import CVConfig, MetricConfig, TrialConfig
+from objectives.config import CVConfig, TrialConfig
 from objectives.data import Dataset, check_folds
-from objectives.engine import train_folds
+from objectives.engine import FoldTraining, train_folds
 from objectives.errors import TrainingDiverged
 from objectives.memory import check_trial_memory
 from objectives.preprocess import fit_fold_preprocessors
-from objectives.threshold import best_threshold, cross_fitted_scores, score_at
+from objectives.scoring import score_oof
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,17 @@ class EvaluationResult:
     train_loss: np.ndarray = field(repr=False)  # [repeats * folds, epochs], repeat-major
     val_loss: np.ndarray = field(repr=False)  # [repeats * folds, epochs]
 
-    ARRAYS = ("oof_proba", "fold_of_row", "y_true", "oof_proba_by_repeat", "fold_of_row_by_repeat",
-              "train_loss", "val_loss")  # fmt: skip
+    ARRAYS = (
+        "oof_proba",
+        "fold_of_row",
+        "y_true",
+        "oof_proba_by_repeat",
+        "fold_of_row_by_repeat",
+        "train_loss",
+        "val_loss",
+    )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for key in self.ARRAYS:
             d.pop(key)
@@ -141,11 +148,12 @@ def evaluate_many(
     """:func:`evaluate` of several configurations that differ only in their loss, trained as one job; raises
     the first configuration's :class:`TrainingDiverged` if any diverges (see :func:`evaluate_batch`, which
     returns it instead, so that the others' results are kept)."""
-    outcomes = evaluate_batch(dataset, configs, prepared)
-    for outcome in outcomes:
+    results: list[EvaluationResult] = []
+    for outcome in evaluate_batch(dataset, configs, prepared):
         if isinstance(outcome, TrainingDiverged):
             raise outcome
-    return outcomes  # type: ignore[return-value]
+        results.append(outcome)
+    return results
 
 
 def evaluate_batch(
@@ -159,17 +167,14 @@ def evaluate_batch(
     otherwise ``ValueError``, naming the setting."""
     start = time.perf_counter()
     base = _common_settings(configs)
-    check_trial_memory(dataset, base, configs=len(configs))  # a network that cannot fit is one line, not a failed allocation
+    # a network that cannot fit is one line, not a failed allocation
+    check_trial_memory(dataset, base, configs=len(configs))
     if prepared is None:
         prepared = prepare_folds(dataset, base.cv)
     elif prepared.fingerprint != dataset.fingerprint or prepared.cv != base.cv:
         raise ValueError("prepared folds were made for other data or other CV settings")
     n_splits = len(prepared.train_rows)
-    trained = train_folds(
-        prepared.x, dataset.y, prepared.train_rows * len(configs), prepared.val_rows * len(configs),
-        [c.loss for c in configs for _ in range(n_splits)], base.model, base.train, prepared.seeds * len(configs),
-        blocks=list(range(n_splits)) * len(configs), groups=[i for i in range(len(configs)) for _ in range(n_splits)],
-    )  # fmt: skip
+    trained = _train_together(dataset, configs, base, prepared)
     seconds = time.perf_counter() - start
     outcomes: list[EvaluationResult | TrainingDiverged] = []
     for i, config in enumerate(configs):
@@ -181,12 +186,37 @@ def evaluate_batch(
         result = score_oof(dataset.y, oof, fold_of_row, config.metric)
         result.update(train_loss=trained.train_loss[models], val_loss=trained.val_loss[models])
         log.info("evaluated %s: oof %s=%.4f", config.loss, config.metric.label, result["oof_score"])
-        outcomes.append(EvaluationResult(
-            n_rows=dataset.n_rows, positive_rate=dataset.positive_rate, fingerprint=dataset.fingerprint,
-            seconds=seconds, **result,
-        ))  # fmt: skip
+        outcomes.append(
+            EvaluationResult(
+                n_rows=dataset.n_rows,
+                positive_rate=dataset.positive_rate,
+                fingerprint=dataset.fingerprint,
+                seconds=seconds,
+                **result,
+            )
+        )
     log.info("trained %d configuration(s) x %d split(s) in %.2fs", len(configs), n_splits, seconds)
     return outcomes
+
+
+def _train_together(
+    dataset: Dataset, configs: list[TrialConfig], base: TrialConfig, prepared: PreparedFolds
+) -> FoldTraining:
+    """Every (configuration, split) pair as one model of one training, configuration-major: model
+    ``i * n_splits + s`` is configuration i (group i, with its loss) on split s (block s of ``prepared.x``)."""
+    n_splits = len(prepared.train_rows)
+    return train_folds(
+        prepared.x,
+        dataset.y,
+        prepared.train_rows * len(configs),
+        prepared.val_rows * len(configs),
+        [c.loss for c in configs for _ in range(n_splits)],
+        base.model,
+        base.train,
+        prepared.seeds * len(configs),
+        blocks=list(range(n_splits)) * len(configs),
+        groups=[i for i in range(len(configs)) for _ in range(n_splits)],
+    )
 
 
 def _common_settings(configs: list[TrialConfig]) -> TrialConfig:
@@ -205,7 +235,9 @@ def _common_settings(configs: list[TrialConfig]) -> TrialConfig:
     return first
 
 
-def _oof(n_rows: int, cv: CVConfig, val_rows: list[np.ndarray], logits: list[np.ndarray]):
+def _oof(
+    n_rows: int, cv: CVConfig, val_rows: list[np.ndarray], logits: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     """OOF probabilities and fold numbers ``[repeats, n_rows]`` from each split's validation logits."""
     oof = np.empty((cv.repeats, n_rows), dtype=np.float64)
     fold_of_row = np.empty((cv.repeats, n_rows), dtype=np.int64)
@@ -214,52 +246,3 @@ def _oof(n_rows: int, cv: CVConfig, val_rows: list[np.ndarray], logits: list[np.
         oof[r, rows] = sigmoid(z)
         fold_of_row[r, rows] = k
     return oof, fold_of_row
-
-
-def score_oof(y: np.ndarray, oof: np.ndarray, fold_of_row: np.ndarray, metric: MetricConfig) -> dict:
-    """Threshold and every score, from OOF probabilities alone: ``oof`` and ``fold_of_row`` are ``[n_rows]``
-    (one repeat) or ``[repeats, n_rows]``.
-
-    The threshold is chosen on the pooled predictions of all repeats; each repeat is scored at it
-    (``repeat_scores``, ``oof_score`` their mean) and each of its folds too (``fold_scores``). The honest score
-    of fold k of repeat r uses the threshold chosen on the other folds of the same repeat. Precision, recall,
-    F1 at 0.5, ROC-AUC, PR-AUC, log loss and the confusion matrix are of the pooled predictions (with several
-    repeats the confusion matrix counts each row once per repeat)."""
-    oof, fold_of_row = np.atleast_2d(oof), np.atleast_2d(fold_of_row)
-    repeats = oof.shape[0]
-    y_pooled, p_pooled = np.tile(y, repeats), oof.reshape(-1)
-    choice = best_threshold(y_pooled, p_pooled, metric)
-    t = choice.threshold
-    repeat_scores = [score_at(y, oof[r], t, metric) for r in range(repeats)]
-    honest = np.concatenate([cross_fitted_scores(y, oof[r], fold_of_row[r], metric) for r in range(repeats)])
-    fold_scores = [score_at(y[fold_of_row[r] == k], oof[r][fold_of_row[r] == k], t, metric)
-                   for r in range(repeats) for k in np.unique(fold_of_row[r])]  # fmt: skip
-    pred = p_pooled >= t
-    yb = y_pooled.astype(bool)
-    tp, fp = int(np.sum(pred & yb)), int(np.sum(pred & ~yb))
-    fn, tn = int(np.sum(~pred & yb)), int(np.sum(~pred & ~yb))
-    f1 = MetricConfig(name="f1")
-    return dict(
-        metric=metric.label,
-        threshold=t,
-        # one repeat: the score found with the threshold, as before; several: the mean of the repeats'
-        oof_score=choice.score if repeats == 1 else float(np.mean(repeat_scores)),
-        honest_score_mean=float(honest.mean()),
-        honest_score_std=float(honest.std()),
-        honest_fold_scores=honest.tolist(),
-        fold_scores=fold_scores,
-        repeats=repeats,
-        repeat_scores=[choice.score] if repeats == 1 else repeat_scores,
-        f1_at_0_5=score_at(y_pooled, p_pooled, 0.5, f1),
-        precision=tp / (tp + fp) if tp + fp else 0.0,
-        recall=tp / (tp + fn) if tp + fn else 0.0,
-        roc_auc=float(roc_auc_score(y_pooled, p_pooled)),
-        pr_auc=float(average_precision_score(y_pooled, p_pooled)),
-        log_loss=float(log_loss(y_pooled, np.clip(p_pooled, 1e-15, 1 - 1e-15), labels=[0, 1])),
-        confusion_matrix=[[tn, fp], [fn, tp]],
-        oof_proba=oof[0],
-        fold_of_row=fold_of_row[0],
-        y_true=y,
-        oof_proba_by_repeat=oof,
-        fold_of_row_by_repeat=fold_of_row,
-    )

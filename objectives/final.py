@@ -14,6 +14,7 @@ ignores them: an all-zero block).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,6 @@ from objectives.evaluate import fold_seeds, sigmoid
 from objectives.memory import check_trial_memory
 from objectives.model import MLP
 from objectives.preprocess import make_preprocessor
-
 
 FORWARD_ROWS = 1024
 
@@ -93,15 +93,15 @@ class FinalModel:
             )
         return sigmoid(logits)
 
-
     def _logits(self, x: np.ndarray) -> np.ndarray:
         """The network's output in blocks of :data:`FORWARD_ROWS` rows: a float32 matmul's last bits depend on
         how many rows it is given, so a row gets the same probability whether the table is scored whole, in
         chunks (a multiple of the block) or through the served model."""
         net = self.network()
         with torch.no_grad():
-            blocks = [net(torch.from_numpy(x[i : i + FORWARD_ROWS])).double().numpy()
-                      for i in range(0, len(x), FORWARD_ROWS)]  # fmt: skip
+            blocks = [
+                net(torch.from_numpy(x[i : i + FORWARD_ROWS])).double().numpy() for i in range(0, len(x), FORWARD_ROWS)
+            ]
         return np.concatenate(blocks) if blocks else np.zeros(0)
 
 
@@ -115,7 +115,9 @@ def build_network(n_inputs: int, cfg: ModelConfig, state_dict: dict[str, torch.T
         net.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
-        raise DataError(f"the weights do not fit the configured network {cfg.hidden}: {first[0] if first else exc}")
+        raise DataError(
+            f"the weights do not fit the configured network {cfg.hidden}: {first[0] if first else exc}"
+        ) from None
     return net.eval()
 
 
@@ -126,9 +128,15 @@ def fit_final_model(dataset: Dataset, config: TrialConfig) -> FinalModel:
     x = np.asarray(pre.transform(dataset.features), dtype=np.float32)
     all_rows = np.arange(dataset.n_rows, dtype=np.int64)
     trained = train_folds(
-        x[np.newaxis], dataset.y, [all_rows], None, config.loss, config.model, config.train,
+        x[np.newaxis],
+        dataset.y,
+        [all_rows],
+        None,
+        config.loss,
+        config.model,
+        config.train,
         fold_seeds(config.cv.seed, 1),
-    )  # fmt: skip
+    )
     return FinalModel(
         preprocessor=pre,
         state_dict=trained.model.state_dict_of_fold(0),
@@ -153,9 +161,13 @@ class CheckedFeatures:
 
 
 def check_features(
-    frame: pd.DataFrame, numeric: list[str], categorical: list[str], categories: dict[str, list[str]],
-    source: str = "the input", first_line: int | None = None,
-) -> CheckedFeatures:  # fmt: skip
+    frame: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    categories: dict[str, list[str]],
+    source: str = "the input",
+    first_line: int | None = None,
+) -> CheckedFeatures:
     """Select and type the model's columns from ``frame``.
 
     Raises :class:`DataError` naming every missing column, a numeric column holding text or numbers training
@@ -197,8 +209,9 @@ def check_features(
     return CheckedFeatures(out, unseen, examples, empty)
 
 
-def _category_text(value: object) -> object:
-    """A category as the training data had it: text (3.0 read as a number becomes "3"); missing stays NaN."""
+def _category_text(value: Any) -> object:
+    """A category as the training data had it: text (3.0 read as a number becomes "3"); missing stays NaN.
+    ``value`` is a cell of an object column: any scalar pandas holds (``pd.isna`` takes each of them)."""
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return np.nan
     if isinstance(value, float) and value.is_integer():

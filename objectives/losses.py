@@ -88,8 +88,8 @@ class LossParams:
 
     @classmethod
     def stack(
-        cls, configs: "list[LossConfig]", device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
-    ) -> "LossParams":
+        cls, configs: list[LossConfig], device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    ) -> LossParams:
         def column(values: list[float]) -> Tensor:
             return torch.tensor(values, dtype=dtype, device=device).unsqueeze(1)
 
@@ -102,13 +102,13 @@ class LossParams:
         )
 
     @classmethod
-    def of(cls, cfg: "LossConfig", like: Tensor) -> "LossParams":
+    def of(cls, cfg: LossConfig, like: Tensor) -> LossParams:
         """One configuration for every element of ``like`` (0-d tensors, so any shape broadcasts unchanged)."""
         stacked = cls.stack([cfg], like.device, like.dtype)
         return cls(**{name: getattr(stacked, name).reshape(()) for name in cls.__dataclass_fields__})
 
 
-def combined_terms_and_grad(logits: Tensor, targets: Tensor, cfg: "LossConfig | LossParams") -> tuple[Tensor, Tensor]:
+def combined_terms_and_grad(logits: Tensor, targets: Tensor, cfg: LossConfig | LossParams) -> tuple[Tensor, Tensor]:
     r""":func:`combined_terms` and its derivative with respect to ``logits`` (see the module docstring), in one
     pass: the training loss, which differentiates the network by hand. ``targets`` holds 0/1 as floats.
     ``cfg`` is one configuration for every row, or :class:`LossParams` with one row per model (``logits`` is
@@ -171,7 +171,7 @@ class CombinedLoss(nn.Module):
         self.reduction = reduction
 
     @classmethod
-    def from_config(cls, cfg: LossConfig, reduction: str = "mean") -> "CombinedLoss":
+    def from_config(cls, cfg: LossConfig, reduction: str = "mean") -> CombinedLoss:
         return cls(**cfg.model_dump(), reduction=reduction)
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 from objectives.errors import LosstuneError
@@ -43,7 +44,7 @@ class TrialShape:
 
 def parameter_count(n_inputs: int, hidden: tuple[int, ...]) -> int:
     widths = [n_inputs, *hidden, 1]
-    return sum((a + 1) * b for a, b in zip(widths, widths[1:]))
+    return sum((a + 1) * b for a, b in pairwise(widths))
 
 
 def estimate_bytes(shape: TrialShape) -> int:
@@ -98,7 +99,7 @@ def _gb(n: int) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.0f} MB"
 
 
-def check_trial_memory(dataset: "Dataset", config: "TrialConfig", final: bool = False, configs: int = 1) -> int:
+def check_trial_memory(dataset: Dataset, config: TrialConfig, final: bool = False, configs: int = 1) -> int:
     """:func:`check_fits` for ``config`` on ``dataset``: its repeated K-fold CV (``configs`` configurations trained
     together), or with ``final`` the one model fitted on every row (no validation rows)."""
     from objectives.engine import resolve_device
@@ -107,8 +108,12 @@ def check_trial_memory(dataset: "Dataset", config: "TrialConfig", final: bool = 
         int(dataset.features[c].nunique()) for c in dataset.categorical_columns
     )
     shape = TrialShape(
-        n_rows=dataset.n_rows, n_inputs=n_inputs, hidden=tuple(config.model.hidden),
-        folds=1 if final else configs * config.cv.repeats * config.cv.folds, batch_size=config.train.batch_size, validation=not final,
-    )  # fmt: skip
+        n_rows=dataset.n_rows,
+        n_inputs=n_inputs,
+        hidden=tuple(config.model.hidden),
+        folds=1 if final else configs * config.cv.repeats * config.cv.folds,
+        batch_size=config.train.batch_size,
+        validation=not final,
+    )
     device = resolve_device(config.train.device).type
     return check_fits(shape, device, "the final model" if final else f"a trial ({shape.folds} models trained together)")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import torch
 from torch import Tensor, nn
@@ -77,8 +78,8 @@ class FoldMLP:
         self.cfg = cfg
         self.compute_dtype = compute_dtype or dtype
         sizes = [n_features, *cfg.hidden, 1]
-        self.shapes = list(zip(sizes[:-1], sizes[1:]))
-        n_params = self._views(None)
+        self.shapes = list(pairwise(sizes))
+        self._starts, n_params = self._layout()
         self.params = torch.zeros(len(generators), n_params, dtype=dtype, device=device)
         self.grad = torch.zeros_like(self.params)
         self.weights, self.biases = self._views(self.params)
@@ -89,21 +90,27 @@ class FoldMLP:
             w.copy_(torch.stack([_uniform((fan_out, fan_in), bound, g) for g in generators]).transpose(1, 2))
             b.copy_(torch.stack([_uniform((fan_out,), bound, g) for g in generators]).unsqueeze(1))
 
-    def _views(self, flat: Tensor | None) -> tuple[list[Tensor], list[Tensor]] | int:
-        """Each layer's weight and bias as views into the rows of ``flat`` (or, given None, the row length).
+    def _layout(self) -> tuple[list[tuple[int, int]], int]:
+        """Where each layer's weight and bias start in a parameter row, and the row's length.
 
         Every block starts at a multiple of 64 bytes, and so does every row: the BLAS kernels take other code
         paths (other summation orders) for differently aligned operands, so without this a model in row 5
         would not compute bit for bit what the same model computes alone in row 0. The gaps stay zero."""
-        weights, biases, at = [], [], 0
+        starts, at = [], 0
         for fan_in, fan_out in self.shapes:
-            if flat is not None:
-                weights.append(flat[:, at : at + fan_in * fan_out].view(flat.shape[0], fan_in, fan_out))
+            weight_at = at
             at = aligned(at + fan_in * fan_out)
-            if flat is not None:
-                biases.append(flat[:, at : at + fan_out].view(flat.shape[0], 1, fan_out))
+            starts.append((weight_at, at))
             at = aligned(at + fan_out)
-        return at if flat is None else (weights, biases)
+        return starts, at
+
+    def _views(self, flat: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """Each layer's weight ``[K, in, out]`` and bias ``[K, 1, out]`` as views into the rows of ``flat``."""
+        weights, biases = [], []
+        for (weight_at, bias_at), (fan_in, fan_out) in zip(self._starts, self.shapes):
+            weights.append(flat[:, weight_at : weight_at + fan_in * fan_out].view(flat.shape[0], fan_in, fan_out))
+            biases.append(flat[:, bias_at : bias_at + fan_out].view(flat.shape[0], 1, fan_out))
+        return weights, biases
 
     @torch.no_grad()
     def forward(
@@ -149,8 +156,9 @@ class FoldMLP:
                 delta = delta * self.weights[i].transpose(1, 2)
             else:
                 delta = torch.bmm(delta, acts.weights[i].transpose(1, 2))
-            if acts.dropout[i - 1] is not None:
-                delta = delta * acts.dropout[i - 1]
+            multiplier = acts.dropout[i - 1]
+            if multiplier is not None:
+                delta = delta * multiplier
             # relu's derivative; a (the layer's input) is zero exactly where the relu (or dropout) zeroed it
             delta = torch.ops.aten.threshold_backward(delta.to(self.compute_dtype), a, 0.0)
 

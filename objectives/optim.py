@@ -10,9 +10,10 @@ For each fold :math:`k` with a gradient :math:`g` (plus :math:`\lambda\theta` wi
         \frac{m}{\sqrt{v}/\sqrt{1-\beta_2^{t_k}} + \epsilon}
 
 exactly ``torch.optim.Adam``'s update, computed by the same fused kernel that ``torch.optim.Adam(fused=True)``
-runs (``tests/test_model.py`` checks the two agree). Why not that class itself: it re-walks its parameter
-groups in Python on every step, which costs more than the kernel for a few small models; and folds differ in
-size by a row or two, so at the end of an epoch a fold can have no rows left while the others take one more step.
+runs (``tests/test_model.py`` checks the two agree; the private function is wrapped, with why it is worth it, in
+:mod:`objectives.torch_private`). Why not that class itself: it re-walks its parameter groups in Python on every
+step, which costs more than the kernel for a few small models; and folds differ in size by a row or two, so at
+the end of an epoch a fold can have no rows left while the others take one more step.
 That fold must be left untouched (no momentum step, no step counted), so that K folds trained together are the
 K folds trained alone; here it is simply left out of the kernel's lists.
 """
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from objectives.torch_private import foreach_add_, fused_adam_
 
 
 class FoldAdam:
@@ -34,7 +37,7 @@ class FoldAdam:
         weight_decay: float = 0.0,
     ) -> None:
         """``params`` and ``grad`` are ``[K, P]``; ``grad`` is read at each :meth:`step`, ``params`` updated."""
-        self.hyper = dict(lr=lr, beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay)
+        self.lr, (self.beta1, self.beta2), self.eps, self.weight_decay = lr, betas, eps, weight_decay
         self.exp_avg = torch.zeros_like(params)
         self.exp_avg_sq = torch.zeros_like(params)
         n_folds = params.shape[0]
@@ -52,8 +55,20 @@ class FoldAdam:
             steps = [s for s, on in zip(self.steps, active) if on]
         if not steps:
             return
-        torch._foreach_add_(steps, 1.0)
-        torch._fused_adam_(*rows, [], steps, amsgrad=False, maximize=False, **self.hyper)
+        foreach_add_(steps, 1.0)
+        params, grads, exp_avgs, exp_avg_sqs = rows
+        fused_adam_(
+            params,
+            grads,
+            exp_avgs,
+            exp_avg_sqs,
+            steps,
+            lr=self.lr,
+            beta1=self.beta1,
+            beta2=self.beta2,
+            eps=self.eps,
+            wd=self.weight_decay,
+        )
 
     def fold_steps(self) -> list[int]:
         return [int(s.item()) for s in self.steps]

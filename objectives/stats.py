@@ -30,10 +30,14 @@ Pure numpy/scipy: no torch, Optuna or MLflow.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Any
 
 import numpy as np
+
+# fold scores: a list or an array of floats
+Scores = Sequence[float] | np.ndarray
 
 LEVEL = 0.05  # two-sided significance level of the verdicts
 BETTER, WORSE, SAME = "better", "worse", "not distinguishable"
@@ -49,7 +53,7 @@ class Estimate:
     folds: int
     repeat_means: tuple[float, ...]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -65,7 +69,7 @@ class Comparison:
     verdict: str  # BETTER, WORSE or SAME (A against B), at ``level``
     level: float
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def text(self, digits: int = 3) -> str:
@@ -73,7 +77,7 @@ class Comparison:
         return f"{self.diff:+.{digits}f} ± {self.se:.{digits}f}, {self.verdict}"
 
 
-def repeats_of(fold_scores: Sequence[float], folds: int) -> int:
+def repeats_of(fold_scores: Scores, folds: int) -> int:
     """R from the length of the repeat-major fold scores; refuses a length that is not a multiple of K."""
     n = len(fold_scores)
     if folds < 2 or n == 0 or n % folds:
@@ -86,7 +90,7 @@ def corrected_variance_factor(n: int, folds: int) -> float:
     return 1.0 / n + 1.0 / (folds - 1)
 
 
-def corrected_se(values: Sequence[float], folds: int) -> float:
+def corrected_se(values: Scores, folds: int) -> float:
     """Corrected resampled standard error of the mean of ``values`` (R*K fold scores or paired differences)."""
     x = np.asarray(values, dtype=np.float64)
     repeats_of(x, folds)
@@ -95,7 +99,7 @@ def corrected_se(values: Sequence[float], folds: int) -> float:
     return float(math.sqrt(corrected_variance_factor(len(x), folds) * float(np.var(x, ddof=1))))
 
 
-def estimate(fold_scores: Sequence[float], folds: int, mean: float | None = None) -> Estimate:
+def estimate(fold_scores: Scores, folds: int, mean: float | None = None) -> Estimate:
     """The score ± SE. ``mean`` replaces the mean of the fold scores as the centre (e.g. the pooled OOF score at
     the trial's threshold, which is what the study optimises); the SE is that of the fold scores either way."""
     x = np.asarray(fold_scores, dtype=np.float64)
@@ -105,9 +109,7 @@ def estimate(fold_scores: Sequence[float], folds: int, mean: float | None = None
     return Estimate(mean=centre, se=corrected_se(x, folds), repeats=r, folds=folds, repeat_means=per_repeat)
 
 
-def compare(
-    a: Sequence[float], b: Sequence[float], folds: int, diff: float | None = None, level: float = LEVEL
-) -> Comparison:
+def compare(a: Scores, b: Scores, folds: int, diff: float | None = None, level: float = LEVEL) -> Comparison:
     """A minus B, fold by fold (both repeat-major over the same splits). ``diff`` replaces the mean of the paired
     differences as the point estimate (e.g. the difference of the two pooled OOF scores); the SE and the test
     use the paired fold differences."""
@@ -136,6 +138,15 @@ def _verdict(diff: float, se: float, df: int, level: float) -> Comparison:
 
 
 __all__ = [
-    "BETTER", "WORSE", "SAME", "LEVEL", "Estimate", "Comparison", "repeats_of", "corrected_se", "estimate",
-    "compare", "corrected_variance_factor",
-]  # fmt: skip
+    "BETTER",
+    "LEVEL",
+    "SAME",
+    "WORSE",
+    "Comparison",
+    "Estimate",
+    "compare",
+    "corrected_se",
+    "corrected_variance_factor",
+    "estimate",
+    "repeats_of",
+]

@@ -1,0 +1,66 @@
+"""Every score of a trial from its out-of-fold (OOF) probabilities alone: the threshold chosen on them, the
+optimistic OOF score at it, the honest cross-fitted one, each repeat's and each fold's score, and the pooled
+threshold-free metrics. No training here: a test or a report can score OOF predictions it made itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+
+from objectives.config import MetricConfig
+from objectives.threshold import best_threshold, cross_fitted_scores, score_at
+
+
+def score_oof(y: np.ndarray, oof: np.ndarray, fold_of_row: np.ndarray, metric: MetricConfig) -> dict[str, Any]:
+    """Threshold and every score, from OOF probabilities alone: ``oof`` and ``fold_of_row`` are ``[n_rows]``
+    (one repeat) or ``[repeats, n_rows]``.
+
+    The threshold is chosen on the pooled predictions of all repeats; each repeat is scored at it
+    (``repeat_scores``, ``oof_score`` their mean) and each of its folds too (``fold_scores``). The honest score
+    of fold k of repeat r uses the threshold chosen on the other folds of the same repeat. Precision, recall,
+    F1 at 0.5, ROC-AUC, PR-AUC, log loss and the confusion matrix are of the pooled predictions (with several
+    repeats the confusion matrix counts each row once per repeat)."""
+    oof, fold_of_row = np.atleast_2d(oof), np.atleast_2d(fold_of_row)
+    repeats = oof.shape[0]
+    y_pooled, p_pooled = np.tile(y, repeats), oof.reshape(-1)
+    choice = best_threshold(y_pooled, p_pooled, metric)
+    t = choice.threshold
+    repeat_scores = [score_at(y, oof[r], t, metric) for r in range(repeats)]
+    honest = np.concatenate([cross_fitted_scores(y, oof[r], fold_of_row[r], metric) for r in range(repeats)])
+    fold_scores = [
+        score_at(y[fold_of_row[r] == k], oof[r][fold_of_row[r] == k], t, metric)
+        for r in range(repeats)
+        for k in np.unique(fold_of_row[r])
+    ]
+    pred = p_pooled >= t
+    yb = y_pooled.astype(bool)
+    tp, fp = int(np.sum(pred & yb)), int(np.sum(pred & ~yb))
+    fn, tn = int(np.sum(~pred & yb)), int(np.sum(~pred & ~yb))
+    f1 = MetricConfig(name="f1")
+    return dict(
+        metric=metric.label,
+        threshold=t,
+        # one repeat: the score found with the threshold, as before; several: the mean of the repeats'
+        oof_score=choice.score if repeats == 1 else float(np.mean(repeat_scores)),
+        honest_score_mean=float(honest.mean()),
+        honest_score_std=float(honest.std()),
+        honest_fold_scores=honest.tolist(),
+        fold_scores=fold_scores,
+        repeats=repeats,
+        repeat_scores=[choice.score] if repeats == 1 else repeat_scores,
+        f1_at_0_5=score_at(y_pooled, p_pooled, 0.5, f1),
+        precision=tp / (tp + fp) if tp + fp else 0.0,
+        recall=tp / (tp + fn) if tp + fn else 0.0,
+        roc_auc=float(roc_auc_score(y_pooled, p_pooled)),
+        pr_auc=float(average_precision_score(y_pooled, p_pooled)),
+        log_loss=float(log_loss(y_pooled, np.clip(p_pooled, 1e-15, 1 - 1e-15), labels=[0, 1])),
+        confusion_matrix=[[tn, fp], [fn, tp]],
+        oof_proba=oof[0],
+        fold_of_row=fold_of_row[0],
+        y_true=y,
+        oof_proba_by_repeat=oof,
+        fold_of_row_by_repeat=fold_of_row,
+    )
