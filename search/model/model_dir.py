@@ -50,8 +50,9 @@ import yaml
 
 from objectives.errors import LosstuneError
 from objectives.final import CheckedFeatures, FinalModel, check_features
-from search.exported import ExportedConfig, parse_exported
-from search.validation import parse_yaml
+from search.model.exported_config import ExportedConfig, parse_exported
+from search.formats.validation import parse_yaml
+from search.model.bundled_code import ROOT, bundled_files
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +73,10 @@ ENTRY_FILE = "losstune_pyfunc.py"
 ENTRY_CODE = '''"""losstune model, loaded by MLflow as a model from code; the weights etc. are in artifacts/."""
 import mlflow.models
 
-from search.pyfunc_model import LosstunePyfunc
+from search.model.pyfunc_model import LosstunePyfunc
 
 mlflow.models.set_model(LosstunePyfunc())
 '''
-# the modules the pyfunc model imports, copied into MODEL_DIR/code
-BUNDLED = ("objectives", "search/__init__.py", "search/exported.py", "search/model_package.py",
-           "search/pyfunc_model.py", "search/validation.py")  # fmt: skip
 REQUIREMENTS = ("mlflow", "torch", "scikit-learn", "skops", "pandas", "numpy", "pydantic", "pyyaml")
 
 
@@ -234,15 +232,12 @@ def _quiet_mlflow_save() -> Iterator[None]:
 
 
 def _stage_code(dest: Path) -> list[Path]:
-    """Copies of the modules the pyfunc model imports (``.py`` files only), one folder per package."""
-    root = Path(__file__).resolve().parents[1]
-    for item in BUNDLED:
-        src = root / item
-        files = sorted(src.glob("*.py")) if src.is_dir() else [src]
-        for f in files:
-            target = dest / f.relative_to(root)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(f, target)
+    """Copies of the modules the pyfunc model imports (:mod:`search.model.bundled_code`), one folder per
+    top-level package."""
+    for rel in bundled_files():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, target)
     return sorted(p for p in dest.iterdir() if p.is_dir())
 
 

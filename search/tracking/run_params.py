@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING
 
 from objectives.config import TrialConfig
 
-if TYPE_CHECKING:
-    from search.study_file import StudyFile
+from search.study.study_file import UNWEIGHTED
 
-UNWEIGHTED = "none"  # an unweighted alpha (alpha: null), wherever it is written as text
+if TYPE_CHECKING:
+    from search.study.study_file import StudyFile
+
 # params renamed so as not to share a name with a metric: config name -> MLflow param name
 RENAMED = {"precision": "train_precision"}
 

@@ -8,14 +8,14 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from objectives.errors import LosstuneError
-from search.redaction import redact_text
+from search.formats.redaction import redact_text
 
 # the artifact folder created beside a sqlite database when no artifact location is given
 DEFAULT_ARTIFACT_DIR = "mlartifacts"
 
 
 def redact_uri(uri: str) -> str:
-    """A tracking URI, or a message holding one, without its secrets (:func:`search.redaction.redact_text`)."""
+    """A tracking URI, or a message holding one, without its secrets (:func:`search.formats.redaction.redact_text`)."""
     return redact_text(uri)
 
 
@@ -85,8 +85,8 @@ def check_tracking_reachable(uri: str, timeout: float = REACH_TIMEOUT_SECONDS) -
     """Refuse at once, in one line, a tracking store that cannot be used: a URI whose password was left out
     when it was recorded (``***``), a database driver that is not installed, a server that does not answer
     within ``timeout`` seconds or refuses the login. MLflow itself would retry for a minute or two, printing
-    its retries. SQLite files and local paths are checked elsewhere (:func:`search.storage.check_sqlite_target`)."""
-    from search.redaction import MASK, query_secrets, redact_url, url_password
+    its retries. SQLite files and local paths are checked elsewhere (:func:`search.run.storage.check_sqlite_target`)."""
+    from search.formats.redaction import MASK, query_secrets, redact_url, url_password
 
     shown = redact_url(uri)
     if url_password(uri) == MASK or MASK in query_secrets(uri):
@@ -105,7 +105,7 @@ def _check_database(uri: str, shown: str, timeout: float) -> None:
     import sqlalchemy as sa
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
-    from search.redaction import redact_text
+    from search.formats.redaction import redact_text
 
     what = f"cannot open the MLflow tracking store {shown}"
     try:

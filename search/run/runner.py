@@ -1,6 +1,6 @@
 """``losstune search``: spend this week's budget on the phased plan, every trial in MLflow.
 
-This module starts the work: it opens the study (:mod:`search.session`), runs one :class:`~search.worker.Worker`
+This module starts the work: it opens the study (:mod:`search.run.session`), runs one :class:`~search.run.worker.Worker`
 in this process or ``--workers N`` worker processes, turns Ctrl-C and SIGTERM into a clean stop, and prints the
 summary. Several workers (processes here, or machines on one PostgreSQL) run the same loop; the budget ledger and
 the grid claims keep them from overspending or duplicating.
@@ -20,18 +20,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from objectives.errors import LosstuneError
-from search.budget import iso_week, worker_id
-from search.options import SearchOptions
-from search.plan import plan_step
-from search.redaction import install_log_redaction, redact_text
-from search.results import trial_records
-from search.session import PARENT_OPEN_ATTR, StudySession
-from search.storage import init_lock, storage_fault
-from search.run_params import UNWEIGHTED, study_params
+from search.run.budget import iso_week, worker_id
+from search.run.options import SearchOptions
+from search.study.plan import plan_step
+from search.formats.redaction import install_log_redaction, redact_text
+from search.study.results import trial_records
+from search.run.session import PARENT_OPEN_ATTR, StudySession
+from search.run.storage import init_lock, storage_fault
+from search.tracking.run_params import UNWEIGHTED, study_params
 
 if TYPE_CHECKING:
-    from search.tracking import StudyTracker
-    from search.worker import TrialOutcome
+    from search.tracking.tracker import StudyTracker
+    from search.run.worker import TrialOutcome
 
 # Imported when a trial is about to run, not before: the worker brings torch, the tracker MLflow. A week whose
 # budget is spent needs neither (unless a dead worker left runs to repair).
@@ -80,7 +80,7 @@ def _worker_process(study_path: str, options: SearchOptions, week: str, parent_r
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     install_log_redaction()
-    from search.worker import Worker, format_outcome
+    from search.run.worker import Worker, format_outcome
 
     try:
         session = StudySession(Path(study_path), allow_data_change=options.allow_data_change)
@@ -144,7 +144,7 @@ def run_search(study_path: Path, options: SearchOptions, echo=print) -> int:
             raise
         raise fault from exc
     except KeyboardInterrupt:
-        from search.worker import sigint_ignored
+        from search.run.worker import sigint_ignored
 
         status = "KILLED"
         with sigint_ignored():
@@ -192,7 +192,7 @@ def _close_abandoned_parent(session: StudySession, tracker, echo) -> None:
 def _run_in_process(session, options, week, parent, remaining, metric, echo) -> None:
     from tqdm import tqdm
 
-    from search.worker import Worker, format_outcome
+    from search.run.worker import Worker, format_outcome
 
     worker = Worker(session, options, week, parent, echo)
     with tqdm(total=remaining, unit="trial", disable=not options.progress, file=sys.stderr, leave=False) as bar:
@@ -211,7 +211,7 @@ def _run_in_process(session, options, week, parent, remaining, metric, echo) -> 
 
 
 def _run_workers(study_path: Path, options: SearchOptions, week: str, parent: str, worker_ids: set[str]) -> None:
-    from search.worker import sigint_ignored
+    from search.run.worker import sigint_ignored
 
     ctx = multiprocessing.get_context("spawn")
     procs = [
@@ -266,8 +266,8 @@ def _print_interrupted(session, week: str, budget: int, first_trial: int, worker
 
 
 def _print_summary(session: StudySession, tracker: StudyTracker, week: str, budget: int, echo) -> None:
-    from search.plan import config_key
-    from search.verdict import confidence, format_confidence, resolve_rule, select
+    from search.study.plan import config_key
+    from search.study.verdict import confidence, format_confidence, resolve_rule, select
 
     records = trial_records(session.study)
     trials = session.study.get_trials(deepcopy=False)

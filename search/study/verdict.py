@@ -1,7 +1,7 @@
 """Which trial a study stands by, and how sure it is: the rule (``--by``), the verdict against the reference and
 the estimate to quote for unseen data. Shared by ``losstune export`` (written into the exported file) and
 ``losstune status``, so both say the same thing; every number is read from the trial's user attrs written by
-:mod:`search.noise`, the same values the MLflow metrics and the results table carry.
+:mod:`search.study.noise`, the same values the MLflow metrics and the results table carry.
 
 Rules:
 
@@ -102,9 +102,9 @@ def select(trials, rule: Rule):
 
 
 def confidence(trial, selected_by: str, trials, reference_key: str) -> Confidence:
-    """The verdict and estimate of ``trial``; ``reference_key`` is :func:`search.plan.config_key` of the study's
+    """The verdict and estimate of ``trial``; ``reference_key`` is :func:`search.study.plan.config_key` of the study's
     reference configuration."""
-    from search.plan import config_key
+    from search.study.plan import config_key
 
     a = trial.user_attrs
     complete = complete_trials(trials)

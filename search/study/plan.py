@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from objectives.config import CVConfig, LossConfig
 from objectives.stats import Comparison, compare
-from search.study_file import LOSS_PARAMS, PARAM_LIMITS, Phase, default_reference
+from search.study.study_file import LOSS_PARAMS, PARAM_LIMITS, Phase, default_reference
 
 # failure kinds recorded in a trial's user attrs; these would fail the same way again
 REPEATABLE_FAILURES = frozenset({"diverged", "invalid"})
@@ -132,7 +132,7 @@ def trial_cv(study_cv: CVConfig, step: Step) -> CVConfig:
 
 
 def plan_step(file, records: list[TrialRecord]) -> Step | Wait | None:
-    """:func:`next_step` for a :class:`~search.study_file.StudyFile`: its phases, reference and CV seed."""
+    """:func:`next_step` for a :class:`~search.study.study_file.StudyFile`: its phases, reference and CV seed."""
     return next_step(file.phases, records, reference=file.reference_loss, study_seed=file.cv.seed)
 
 

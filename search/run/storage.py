@@ -1,7 +1,7 @@
 """Where studies live: an Optuna RDB storage (SQLite file by default, PostgreSQL for teams), with heartbeats.
 
 The URL may carry a password (PostgreSQL): it is only ever shown through :func:`redact`, and a driver's
-message about it through :func:`~search.redaction.redact_text`.
+message about it through :func:`~search.formats.redaction.redact_text`.
 
 Timing of the stale-trial detection (a worker killed mid-trial stops beating; after the grace period any other
 run marks its trial FAIL and the plan retries it):
@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from objectives.errors import LosstuneError
-from search.redaction import redact_text, redact_url
+from search.formats.redaction import redact_text, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def grace_seconds() -> float:
 
 
 def redact(url: str) -> str:
-    """The storage URL as shown: see :func:`search.redaction.redact_url` (the one rule for every URL)."""
+    """The storage URL as shown: see :func:`search.formats.redaction.redact_url` (the one rule for every URL)."""
     return redact_url(url)
 
 

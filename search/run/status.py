@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from search.budget import iso_week
-from search.plan import config_key, phase_choices, plan_step
-from search.results import format_table, results_rows, results_table, trial_records
-from search.verdict import Confidence, confidence, format_confidence, resolve_rule, select
-from search.session import StudySession
+from search.run.budget import iso_week
+from search.study.plan import config_key, phase_choices, plan_step
+from search.study.results import format_table, results_rows, results_table, trial_records
+from search.study.verdict import Confidence, confidence, format_confidence, resolve_rule, select
+from search.run.session import StudySession
 
 
 def study_status(study_path: Path, budget_override: int | None = None) -> dict:

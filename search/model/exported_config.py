@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from objectives.config import CVConfig, LossConfig, MetricConfig, ModelConfig, TrainConfig, TrialConfig
 from objectives.data import DataSpec
 from objectives.errors import LosstuneError
-from search.validation import read_yaml, validated
-from search.verdict import Confidence
+from search.formats.validation import read_yaml, validated
+from search.study.verdict import Confidence
 
 FORMAT_VERSION = 1
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]

@@ -1,7 +1,7 @@
 """One worker's loop, top to bottom: find where the plan stands from the stored trials; take the current phase's
 pending steps as a batch (every pending grid point, or a TPE phase's ``batch`` draws); for each, reserve a budget
 slot, claim the grid point and ask Optuna for a trial; train the batch as one job (``evaluate_batch``) while every
-trial beats its heartbeat; then hand each trial to the background recorder (:mod:`search.background`), which
+trial beats its heartbeat; then hand each trial to the background recorder (:mod:`search.run.background`), which
 logs it to MLflow and tells Optuna, while this thread plans and trains the next batch.
 
 Every trial of a batch keeps its own Optuna trial, budget slot, grid claim, heartbeat (beating until it is told)
@@ -11,7 +11,7 @@ recorded, so the plan does not wait for the recording.
 A trial never stays RUNNING for good: a diverging loss fails that trial only, Ctrl-C (or SIGTERM) and errors
 mark the batch's trials FAIL with the reason (see :meth:`Worker._train_batch`); a worker killed outright stops
 beating its heartbeats, and every worker fails such stale trials before each batch
-(:meth:`~search.session.StudySession.reconcile_stale`).
+(:meth:`~search.run.session.StudySession.reconcile_stale`).
 """
 
 from __future__ import annotations
@@ -32,16 +32,16 @@ from pydantic import ValidationError
 from objectives.config import LossConfig, TrialConfig
 from objectives.errors import TrainingDiverged
 from objectives.evaluate import EvaluationResult, evaluate_batch
-from search.background import Recorder
-from search.budget import worker_id
-from search.noise import stats_metrics, trial_stats
-from search.options import SearchOptions  # noqa: F401 - re-exported for callers of the worker
-from search.plan import Step, TrialRecord, Wait, pending_steps, phase_choices, trial_cv
-from search.results import results_table, trial_records
-from search.storage import grace_seconds, heartbeat, quiet_optuna
-from search.study_file import LOSS_PARAMS
+from search.run.background import Recorder
+from search.run.budget import worker_id
+from search.study.noise import stats_metrics, trial_stats
+from search.run.options import SearchOptions  # noqa: F401 - re-exported for callers of the worker
+from search.study.plan import Step, TrialRecord, Wait, pending_steps, phase_choices, trial_cv
+from search.study.results import results_table, trial_records
+from search.run.storage import grace_seconds, heartbeat, quiet_optuna
+from search.study.study_file import LOSS_PARAMS
 
-from search.session import StudySession
+from search.run.session import StudySession
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class TrialOutcome:
     state: str
     result: EvaluationResult | None = None
     reason: str | None = None
-    stats: dict | None = None  # search.noise.trial_stats: SEs and paired differences
+    stats: dict | None = None  # search.study.noise.trial_stats: SEs and paired differences
 
 
 class Worker:

@@ -20,7 +20,7 @@ from pathlib import Path
 from objectives.data import load_dataset
 from objectives.errors import LosstuneError
 from objectives.final import fit_final_model
-from search.exported import ExportedConfig, load_exported
+from search.model.exported_config import ExportedConfig, load_exported
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,8 @@ def train_model(
         raise LosstuneError("the config records no MLflow tracking URI: set LOSSTUNE_TRACKING_URI or use --no-track")
     tracker = None
     if target is not None:
-        from search.mlflow_locations import check_tracking_reachable
-        from search.tracking import StudyTracker
+        from search.tracking.mlflow_locations import check_tracking_reachable
+        from search.tracking.tracker import StudyTracker
 
         check_tracking_reachable(target[0])  # a password left out, a dead server: one line at once
         tracker = StudyTracker(*target)  # opened before training: a bad store fails in seconds, not after it
@@ -99,7 +99,7 @@ def train_model(
         "same_data_as_trial": same, "seconds": round(seconds, 3),
     }  # fmt: skip
     if tracker is None:
-        from search.model_package import save_model_dir
+        from search.model.model_dir import save_model_dir
 
         save_model_dir(final, exported, out, trained_on)
         return outcome
@@ -111,9 +111,9 @@ def _save_and_log(tracker, final, exported: ExportedConfig, out: Path, trained_o
     from mlflow.entities import LoggedModelOutput, Metric, Param, RunTag
     from mlflow.models import Model
 
-    from search.model_package import save_model_dir
-    from search.run_params import final_params
-    from search.tracking import TAG_FINGERPRINT, TAG_ROLE, TAG_STUDY
+    from search.model.model_dir import save_model_dir
+    from search.tracking.run_params import final_params
+    from search.tracking.tracker import TAG_FINGERPRINT, TAG_ROLE, TAG_STUDY
 
     client, p = tracker.client, exported.provenance
     tags = {

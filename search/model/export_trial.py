@@ -1,6 +1,6 @@
 """``losstune export``: one trial of a study as a self-contained configuration file, logged on its MLflow run.
 
-The trial is chosen by a rule of :mod:`search.verdict` (``--by auto|mean|honest|confirmed``; default ``auto``:
+The trial is chosen by a rule of :mod:`search.study.verdict` (``--by auto|mean|honest|confirmed``; default ``auto``:
 the confirmed best when a confirm phase has run, else the best mean), or given by number; the file's provenance
 says how sure the choice is (score ± SE, difference from the reference ± SE, verdict, estimate for unseen data). Its configuration is rebuilt from the study file and the trial's loss parameters, and checked against
 the params its MLflow run recorded: a study file edited since the trial ran (other epochs, say) would export a
@@ -18,10 +18,10 @@ from typing import Literal
 
 from objectives.config import CVConfig, LossConfig, TrialConfig
 from objectives.errors import LosstuneError
-from search.exported import FORMAT_VERSION, ExportedConfig, PreprocessingSpec, Provenance, dump_exported
-from search.plan import config_key
-from search.study_file import StudyFile, load_study_file
-from search.verdict import confidence, format_confidence, resolve_rule, select
+from search.model.exported_config import FORMAT_VERSION, ExportedConfig, PreprocessingSpec, Provenance, dump_exported
+from search.study.plan import config_key
+from search.study.study_file import StudyFile, load_study_file
+from search.study.verdict import confidence, format_confidence, resolve_rule, select
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def trial_config(file: StudyFile, trial) -> TrialConfig:
 
 def check_against_run(config: TrialConfig, run_params: dict[str, str], trial_number: int) -> None:
     """Refuse when the study file no longer gives the configuration the trial's MLflow run recorded."""
-    from search.run_params import trial_params
+    from search.tracking.run_params import trial_params
 
     expected = trial_params(config)  # as the run logged them (runs logged before it: only the shared keys)
     changed = [
@@ -96,8 +96,8 @@ def export_trial(
     Returns the configuration and the id of the run it was logged on (None when it was not logged)."""
     import optuna
 
-    from search.storage import open_optuna_storage, quiet_optuna, require_existing_study_file
-    from search.tracking import StudyTracker
+    from search.run.storage import open_optuna_storage, quiet_optuna, require_existing_study_file
+    from search.tracking.tracker import StudyTracker
 
     file = load_study_file(study_path)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from search.plan import TrialRecord
-from search.run_params import UNWEIGHTED
-from search.study_file import LOSS_PARAMS
+from search.study.plan import TrialRecord
+from search.study.study_file import LOSS_PARAMS, UNWEIGHTED
 
 if TYPE_CHECKING:  # pandas is imported by the functions that build a table, not by the plan's trial_records
     import pandas as pd
 
-# the noise columns (search.noise) stand beside the score they qualify; differences are this trial minus the other
+# the noise columns (search.study.noise) stand beside the score they qualify; differences are this trial minus the other
 NOISE_COLUMNS = [
     "cv_score_se", "honest_score_se", "repeats", "cv_seed", "diff_vs_reference", "diff_vs_reference_se",
     "verdict_vs_reference", "reference_trial", "diff_vs_best", "diff_vs_best_se", "verdict_vs_best", "best_trial",

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from objectives.errors import LosstuneError
-from search.strict_json import dumps
+from search.formats.strict_json import dumps
 
 
 def trial_overrides(args: argparse.Namespace) -> dict:
@@ -34,11 +34,11 @@ def trial_overrides(args: argparse.Namespace) -> dict:
 def run_evaluate(args: argparse.Namespace) -> int:
     from objectives.config import TrialConfig
     from objectives.data import DataSpec, load_dataset
-    from search.validation import validated
+    from search.formats.validation import validated
 
     exported = None
     if args.config is not None:
-        from search.exported import load_exported
+        from search.model.exported_config import load_exported
 
         exported = load_exported(args.config)
         spec, config = _config_with_overrides(exported, args)
@@ -75,7 +75,7 @@ def _config_with_overrides(exported, args: argparse.Namespace):
     """The exported data spec and trial config, with the options given on the command line replacing theirs."""
     from objectives.config import TrialConfig
     from objectives.data import DataSpec
-    from search.validation import validated
+    from search.formats.validation import validated
 
     data = exported.data.model_dump()
     given = {"path": args.data, "target": args.target, "positive": args.positive, "sep": args.sep,

@@ -2,7 +2,7 @@
 
 Everything goes through one explicit :class:`mlflow.MlflowClient` and run ids: no ``mlflow.start_run``, no
 active-run globals, so a tracker can be used from any thread and never writes to a store other than its own.
-Every trial is one child run with the same params (:func:`search.run_params.trial_params`: every loss parameter
+Every trial is one child run with the same params (:func:`search.tracking.run_params.trial_params`: every loss parameter
 a number), the same metric keys and the same tags, so the trials of all weeks form one comparable table in the
 MLflow UI.
 
@@ -43,12 +43,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from objectives.config import LossConfig, TrialConfig
 from objectives.errors import LosstuneError
-from search.mlflow_locations import (
+from search.tracking.mlflow_locations import (
     _artifact_uri, _make_local_artifact_dir, _normalise_tracking_uri, _same_location, redact_uri,
 )
-from search.run_params import UNWEIGHTED, trial_params
-from search.results import for_people as table_for_people
-from search.study_run import TAG_BEST_RUN, TAG_BEST_TRIAL, best_trial_row, experiment_kind_tags, parent_note, ui_hint
+from search.tracking.run_params import UNWEIGHTED, trial_params
+from search.study.results import for_people as table_for_people
+from search.tracking.study_run import TAG_BEST_RUN, TAG_BEST_TRIAL, best_trial_row, experiment_kind_tags, parent_note, ui_hint
 
 if TYPE_CHECKING:  # torch, pandas and matplotlib stay unimported until a trial is logged (repairs need none)
     import optuna
@@ -224,7 +224,7 @@ class StudyTracker:
 
         The run is named ``t{trial_number:03d} {label} ({phase})``, so that the first characters, all that the
         UI's run-name column shows, tell trials apart; ``label`` defaults to a compact summary of the loss
-        parameters (``g=2 a=0.25 w=0.5/0.5``). Params: :func:`search.run_params.trial_params`.
+        parameters (``g=2 a=0.25 w=0.5/0.5``). Params: :func:`search.tracking.run_params.trial_params`.
         """
         tags = {
             MLFLOW_PARENT_RUN_ID: parent_run_id,
@@ -259,12 +259,12 @@ class StudyTracker:
         A search logs the result, then tells Optuna, then marks the run FINISHED, so that a worker killed in
         between leaves either a FAIL trial (its run is then failed too) or a COMPLETE trial whose run has every
         metric (it is then marked FINISHED); never a COMPLETE trial with an empty run. ``extra_metrics`` (step 0):
-        the trial's noise figures (``cv_score_se``, ``diff_vs_reference``..., see :mod:`search.noise`)."""
+        the trial's noise figures (``cv_score_se``, ``diff_vs_reference``..., see :mod:`search.study.noise`)."""
         metrics = trial_metrics(result)
         metrics += [Metric(k, float(v), metrics[0].timestamp, 0) for k, v in (extra_metrics or {}).items()]
         self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(TAG_STATE, STATE_COMPLETE)])
         with tempfile.TemporaryDirectory(prefix="losstune-trial-") as tmp:
-            from search.reports import write_trial_reports
+            from search.tracking.reports import write_trial_reports
 
             write_trial_reports(Path(tmp), result, dataset, config)
             self.client.log_artifacts(run_id, tmp)
@@ -347,10 +347,10 @@ class StudyTracker:
             shown.to_json(directory / RESULTS_TABLE_JSON, orient="split", index=False, date_format="iso")
             shown.to_csv(directory / RESULTS_TABLE_CSV, index=False)
             if study is not None:
-                from search.reports import write_study_plots
+                from search.tracking.reports import write_study_plots
 
                 write_study_plots(study, directory)
-            if notes:  # what each phase chose and whether that was within noise (search.plan.phase_choices)
+            if notes:  # what each phase chose and whether that was within noise (search.study.plan.phase_choices)
                 (directory / PLAN_CHOICES_TXT).write_text("\n".join(notes) + "\n", encoding="utf-8")
             self.client.log_artifacts(parent_run_id, tmp)
 

@@ -1,7 +1,7 @@
 """Study files: the YAML a user copies and edits, validated into one typed :class:`StudyFile`.
 
 Loaded with ``yaml.safe_load``; an unknown key, a wrong type or an out-of-range value is one line naming the
-field and what is allowed (see :mod:`search.validation`). Paths inside the file are relative to the file.
+field and what is allowed (see :mod:`search.formats.validation`). Paths inside the file are relative to the file.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from objectives.config import CVConfig, LossConfig, MetricConfig, ModelConfig, TrainConfig, TrialConfig
 from objectives.data_spec import DataSpec
 from objectives.errors import LosstuneError
-from search.validation import read_yaml, validated
+from search.formats.validation import read_yaml, validated
 
 LossParam = Literal["alpha", "gamma", "bce_weight", "focal_weight"]
 LOSS_PARAMS: tuple[str, ...] = ("alpha", "gamma", "bce_weight", "focal_weight")
+UNWEIGHTED = "none"  # an unweighted alpha (alpha: null), wherever it is written as text
 # Every value a plan may give a loss parameter lies in these ranges; Optuna records each parameter with the same
 # distribution kind in every phase.
 PARAM_LIMITS: dict[str, tuple[float, float]] = {

@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from objectives.errors import LosstuneError
-from search.mlflow_locations import check_tracking_reachable
-from search.budget import BudgetLedger
-from search.plan import distribution_bounds
-from search.storage import (
+from search.tracking.mlflow_locations import check_tracking_reachable
+from search.run.budget import BudgetLedger
+from search.study.plan import distribution_bounds
+from search.run.storage import (
     adopt_silent_trials, check_directory_target, check_sqlite_target, fail_stale_trial, init_lock, open_optuna_storage,
     quiet_optuna, redact, require_existing_study_file, stale_trial_ids, study_exists,
 )  # fmt: skip
-from search.study_file import StudyFile, load_study_file
+from search.study.study_file import StudyFile, load_study_file
 
 # Only what every command needs is imported here. The data (pandas), the folds (torch, scikit-learn) and MLflow
 # are imported where they are used, so that `losstune status` and a week whose budget is spent answer at once.
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from objectives.data import Dataset
     from objectives.evaluate import PreparedFolds
-    from search.tracking import StudyTracker
+    from search.tracking.tracker import StudyTracker
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class StudySession:
     Everything that can be checked without writing is checked first: the study file, the data and its folds, that
     the storage (and, for a search, the MLflow store and artifact directory) can be reached or created. Bad input
     therefore fails before anything is written; only then are the study and the ledger created or opened, under
-    :func:`~search.storage.init_lock` so that workers started at once do not create them twice."""
+    :func:`~search.run.storage.init_lock` so that workers started at once do not create them twice."""
 
     def __init__(
         self, study_path: Path, *, allow_data_change: bool = False, with_data: bool = True, create: bool = True
@@ -125,7 +125,7 @@ class StudySession:
             self.study.set_user_attr("data_fingerprint", current)
 
     def tracker(self) -> StudyTracker:
-        from search.tracking import StudyTracker
+        from search.tracking.tracker import StudyTracker
 
         check_tracking_reachable(self.file.tracking_uri)  # one line in seconds, not MLflow's minutes of retries
         return StudyTracker(self.file.tracking_uri, self.file.experiment, artifact_location=self.file.artifact_location)
@@ -194,7 +194,7 @@ def close_orphan_runs(study: optuna.Study, tracker: StudyTracker, stale_numbers:
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
     from optuna.trial import TrialState
 
-    from search.tracking import TAG_TRIAL
+    from search.tracking.tracker import TAG_TRIAL
 
     trials = study.get_trials(deepcopy=False)
     linked = {t.user_attrs["mlflow_run_id"]: t for t in trials if "mlflow_run_id" in t.user_attrs}

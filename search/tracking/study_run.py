@@ -1,5 +1,5 @@
 """What the study's parent run and experiment say in the MLflow UI: the best trial, its link, the experiment's
-kind, and how to open the UI. Pure functions: :mod:`search.tracking` writes what they return."""
+kind, and how to open the UI. Pure functions: :mod:`search.tracking.tracker` writes what they return."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from search.run_params import UNWEIGHTED
+from search.tracking.run_params import UNWEIGHTED
 
 if TYPE_CHECKING:
     import pandas
