@@ -2,7 +2,8 @@
 
 Packages, each importing only those listed before it (and :mod:`objectives`), never one after it:
 
-- :mod:`search.formats`: text in and out (validation errors as one line, strict JSON, URLs without secrets);
+- :mod:`search.formats`: text in and out (validation errors as one line, strict JSON, URLs without secrets,
+  exit statuses);
 - :mod:`search.study`: the study definition (study files, the phased plan) and what its stored trials say;
 - :mod:`search.tracking`: MLflow (the experiment, parent and child runs, report files, params, locations);
 - :mod:`search.run`: running a study (storages, the budget ledger, workers, ``losstune search`` and ``status``);

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from objectives.errors import LosstuneError
+from search.formats.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 from search.formats.redaction import install_log_redaction, redact_text
 
 log = logging.getLogger("losstune")
@@ -23,9 +24,6 @@ DESCRIPTION = (
     "Find the best BCE + focal loss settings and decision threshold for a PyTorch MLP on tabular data, "
     "a budget of trials each week, every trial tracked in MLflow."
 )
-
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
 
 
 # Defaults of the trial options, as TrialConfig has them (tests/test_cli_help.py checks that they agree). The

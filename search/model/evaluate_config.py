@@ -10,12 +10,13 @@ from pathlib import Path
 
 from objectives.errors import LosstuneError
 from search.formats.strict_json import dumps
+from search.study.study_file import LOSS_PARAMS
 
 
 def trial_overrides(args: argparse.Namespace) -> dict:
     """Only the options given on the command line, as a nested dict for TrialConfig."""
     groups = {
-        "loss": {"alpha": "alpha", "gamma": "gamma", "bce_weight": "bce_weight", "focal_weight": "focal_weight"},
+        "loss": {name: name for name in LOSS_PARAMS},
         "model": {"hidden": "hidden", "dropout": "dropout"},
         "train": {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
                   "device": "device", "precision": "precision"},

@@ -15,30 +15,25 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from objectives.config import CVConfig, LossConfig, MetricConfig, ModelConfig, TrainConfig, TrialConfig
+from objectives.config import CVConfig, LossConfig, MetricConfig, ModelConfig, StrictModel, TrainConfig, TrialConfig
 from objectives.data import DataSpec
 from objectives.errors import LosstuneError
 from search.formats.validation import read_yaml, validated
-from search.study.verdict import Confidence
+from search.study.verdict import Confidence, FiniteFloat
 
 FORMAT_VERSION = 1
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PreprocessingSpec(_Strict):
+class PreprocessingSpec(StrictModel):
     """What :func:`objectives.preprocess.make_preprocessor` does; a recipe this version does not know is refused."""
 
     numeric: Literal["impute_median+standardize"] = "impute_median+standardize"
     categorical: Literal["impute_most_frequent+onehot_ignore_unknown"] = "impute_most_frequent+onehot_ignore_unknown"
 
 
-class Provenance(_Strict):
+class Provenance(StrictModel):
     """Where the configuration comes from and what it scored; informative, not used to train."""
 
     study: str
@@ -59,7 +54,7 @@ class Provenance(_Strict):
     confidence: Confidence | None = None  # score ± SE, verdict against the reference, estimate for unseen data
 
 
-class ExportedConfig(_Strict):
+class ExportedConfig(StrictModel):
     format_version: Literal[1]
     loss: LossConfig
     threshold: Annotated[FiniteFloat, Field(ge=0.0)]

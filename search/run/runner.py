@@ -23,6 +23,7 @@ from objectives.errors import LosstuneError
 from search.run.budget import iso_week, worker_id
 from search.run.options import SearchOptions
 from search.study.plan import plan_step
+from search.formats.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 from search.formats.redaction import install_log_redaction, redact_text
 from search.study.results import trial_records
 from search.run.session import PARENT_OPEN_ATTR, StudySession
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WORKER_STOP_SECONDS = 120.0  # after Ctrl-C, how long a worker process may take to mark its trial
-EXIT_INTERRUPTED = 130
-EXIT_ERROR = 2
 
 
 def _raise_interrupt(signum, _frame) -> None:
@@ -91,13 +90,13 @@ def _worker_process(study_path: str, options: SearchOptions, week: str, parent_r
         sys.exit(EXIT_INTERRUPTED)
     except LosstuneError as exc:
         print(f"losstune search: error: {redact_text(str(exc))}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_ERROR)
+        sys.exit(EXIT_BAD_INPUT)
     except Exception as exc:
         fault = storage_fault(exc)
         if fault is None:
             raise
         print(f"losstune search: error: {redact_text(str(fault))}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_ERROR)
+        sys.exit(EXIT_BAD_INPUT)
 
 
 def run_search(study_path: Path, options: SearchOptions, echo=print) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 from search.run.budget import iso_week
 from search.study.plan import config_key, phase_choices, plan_step
 from search.study.results import format_table, results_rows, results_table, trial_records
+from search.study.study_file import LOSS_PARAMS, UNWEIGHTED
 from search.study.verdict import Confidence, confidence, format_confidence, resolve_rule, select
 from search.run.session import StudySession
 
@@ -50,7 +51,7 @@ def format_status(status: dict) -> str:
     best = status["best"]
     if best:
         params = " ".join(
-            f"{k}={'none' if best[k] is None else best[k]}" for k in ("alpha", "gamma", "bce_weight", "focal_weight")
+            f"{k}={UNWEIGHTED if best[k] is None else best[k]}" for k in LOSS_PARAMS
         )
         lines.append(f"best: trial {best['trial']} ({best['phase']}) {params}  score {best['score']:.4f}")
         lines += ["  " + line for line in format_confidence(Confidence(**best["confidence"]), status["metric"])]

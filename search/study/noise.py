@@ -24,6 +24,7 @@ from objectives.config import TrialConfig
 from objectives.evaluate import EvaluationResult
 from objectives.stats import BETTER, WORSE, corrected_se, repeats_of
 from search.study.plan import TrialRecord, config_key, paired
+from search.study.ranking import best
 
 VERDICT_CODE = {BETTER: 1.0, WORSE: -1.0}  # MLflow metrics are numbers: +1 better, -1 worse, 0 not distinguishable
 
@@ -64,14 +65,14 @@ def trial_stats(
     ref = min((r for r in others if config_key(r.loss) == ref_key), key=lambda r: r.number, default=None)
     if config_key(me.loss) == ref_key:
         ref = None  # the reference itself
-    best = max(others, key=lambda r: (r.value, -r.number), default=None)
+    best_other = best(others)
     out = {
         **scores,
         "cv_seed": config.cv.seed,
         "cv_score_se": corrected_se(scores["fold_scores"], folds),
         "honest_score_se": corrected_se(scores["honest_fold_scores"], folds),
     }
-    for name, other in (("reference", ref), ("best", best)):
+    for name, other in (("reference", ref), ("best", best_other)):
         c = None if other is None else paired(me, other)
         out[f"{name}_trial"] = None if c is None else other.number
         out[f"diff_vs_{name}"] = None if c is None else c.diff

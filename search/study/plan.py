@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from objectives.config import CVConfig, LossConfig
 from objectives.stats import Comparison, compare
+from search.study.ranking import best, ranked
 from search.study.study_file import LOSS_PARAMS, PARAM_LIMITS, Phase, default_reference
 
 # failure kinds recorded in a trial's user attrs; these would fail the same way again
@@ -117,12 +118,12 @@ def best_record(records: list[TrialRecord], before_phase: int | None, phases: tu
         if r.scored and r.cv is None  # scores on other seeds (confirm trials) do not rank against these
         and (before_phase is None or _phase_index(phases, r.phase) < before_phase)
     ]  # fmt: skip
-    return max(done, key=lambda r: (r.value, -r.number), default=None)
+    return best(done)
 
 
 def phase_base(records: list[TrialRecord], index: int, phases: tuple[Phase, ...]) -> dict[str, float | None]:
-    best = best_record(records, index, phases)
-    base = dict(best.loss) if best else default_loss()
+    chosen = best_record(records, index, phases)
+    base = dict(chosen.loss) if chosen else default_loss()
     return {**base, **phases[index].fixed}
 
 
@@ -181,15 +182,12 @@ def confirm_candidates(
 ) -> list[dict[str, float | None]]:
     """The configurations a confirm phase re-runs: the reference first (so that the others can be compared with
     it when they finish), then the ``top`` best distinct configurations of the earlier phases."""
-    ranked = sorted(
-        (r for r in records if r.scored and r.cv is None and _phase_index(phases, r.phase) < index),
-        key=lambda r: (-r.value, r.number),
-    )  # fmt: skip
+    candidates = ranked(r for r in records if r.scored and r.cv is None and _phase_index(phases, r.phase) < index)
     chosen: dict[str, dict] = {}
     if phase.confirm_reference:
         chosen[config_key(reference)] = dict(reference)
     top: list[str] = []
-    for r in ranked:
+    for r in candidates:
         key = config_key(r.loss)
         if key in top:
             continue
@@ -261,13 +259,13 @@ def phase_choices(phases: tuple[Phase, ...], records: list[TrialRecord], referen
         if not mine:
             continue
         if phase.kind == "confirm":
-            best = max(mine, key=lambda r: (r.value, -r.number))
+            top = best(mine)
             ref = next((r for r in mine if config_key(r.loss) == config_key(reference)), None)
-            if ref is None or ref.number == best.number:
-                lines.append(f"{phase.name}: {loss_text(best.loss)} confirmed best (trial {best.number}, "
-                             f"{best.value:.4f}){', the reference itself' if ref is not None else ''}")  # fmt: skip
+            if ref is None or ref.number == top.number:
+                lines.append(f"{phase.name}: {loss_text(top.loss)} confirmed best (trial {top.number}, "
+                             f"{top.value:.4f}){', the reference itself' if ref is not None else ''}")  # fmt: skip
                 continue
-            lines.append(_choice_line(phase.name, "confirmed best", best, ref, "the reference "))
+            lines.append(_choice_line(phase.name, "confirmed best", top, ref, "the reference "))
             continue
         chosen = best_record(records, i + 1, phases)
         earlier = best_record(records, i, phases)
@@ -276,7 +274,7 @@ def phase_choices(phases: tuple[Phase, ...], records: list[TrialRecord], referen
         if not rivals:
             lines.append(f"{phase.name}: {loss_text(chosen.loss)} chosen (trial {chosen.number}), no rival")
             continue
-        runner_up = max(rivals, key=lambda r: (r.value, -r.number))
+        runner_up = best(rivals)
         lines.append(_choice_line(phase.name, "chosen", chosen, runner_up, ""))
     return lines
 

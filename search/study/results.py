@@ -6,6 +6,7 @@ import math
 from typing import TYPE_CHECKING
 
 from search.study.plan import TrialRecord
+from search.study.ranking import best
 from search.study.study_file import LOSS_PARAMS, UNWEIGHTED
 
 if TYPE_CHECKING:  # pandas is imported by the functions that build a table, not by the plan's trial_records
@@ -52,8 +53,8 @@ def results_rows(study) -> list[dict]:
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     # the best on the study's own splits: confirm trials (their own seeds) are ranked by export --by confirmed
-    ranked = [t for t in complete if t.user_attrs.get("cv") is None]
-    best = max(ranked, key=lambda t: (t.value, -t.number)).number if ranked else None
+    top = best(t for t in complete if t.user_attrs.get("cv") is None)
+    best_number = top.number if top is not None else None
     rows = []
     for t in trials:
         a = t.user_attrs
@@ -61,7 +62,7 @@ def results_rows(study) -> list[dict]:
         if t.state.name == "FAIL":
             memo = a.get("failure_reason") or "worker stopped (no heartbeat): retried"
         else:
-            memo = "best" if t.number == best else ""
+            memo = "best" if t.number == best_number else ""
         rows.append(
             {
                 "trial": t.number,

@@ -9,17 +9,20 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from objectives.config import CVConfig, LossConfig, MetricConfig, ModelConfig, TrainConfig, TrialConfig
+from objectives.config import CVConfig, LossConfig, MetricConfig, ModelConfig, StrictModel, TrainConfig, TrialConfig
 from objectives.data_spec import DataSpec
 from objectives.errors import LosstuneError
 from search.formats.validation import read_yaml, validated
 
-LossParam = Literal["alpha", "gamma", "bce_weight", "focal_weight"]
-LOSS_PARAMS: tuple[str, ...] = ("alpha", "gamma", "bce_weight", "focal_weight")
+# the loss parameters, named once: LossConfig's fields, in its order (the tables' and the plan's order)
+LOSS_PARAMS: tuple[str, ...] = tuple(LossConfig.model_fields)
+LossParam = Literal["alpha", "gamma", "bce_weight", "focal_weight"]  # a type needs the names written out:
+if get_args(LossParam) != LOSS_PARAMS:  # so they are checked against LossConfig's on import
+    raise RuntimeError(f"LossParam {get_args(LossParam)} does not name LossConfig's fields {LOSS_PARAMS}")
 UNWEIGHTED = "none"  # an unweighted alpha (alpha: null), wherever it is written as text
 # Every value a plan may give a loss parameter lies in these ranges; Optuna records each parameter with the same
 # distribution kind in every phase.
@@ -33,10 +36,6 @@ GAMMA_BALANCE_PHASE = 3.0
 # a confirm phase's defaults: the two best configurations (and the reference), three repeats each on fresh seeds
 CONFIRM_TOP = 2
 CONFIRM_REPEATS = 3
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _check_value(name: str, value: float | None) -> float | None:
@@ -56,7 +55,7 @@ def _check_weights(where: str, values: dict[str, float | None]) -> None:
         raise ValueError(f"{where}: bce_weight and focal_weight are both 0: the loss would be identically zero")
 
 
-class Phase(_Strict):
+class Phase(StrictModel):
     """One step of the plan. A grid phase runs each point over the best configuration of the earlier phases;
     a TPE phase samples ``space`` (the others fixed at that best), for ``trials`` trials or, last, for the rest
     of the budget; a confirm phase re-evaluates the ``top`` best configurations of the earlier phases (and the
@@ -172,7 +171,11 @@ def default_reference(phases: tuple[Phase, ...]) -> dict[str, float | None]:
     return LossConfig(**base).model_dump()
 
 
-class DataBlock(_Strict):
+class DataBlock(StrictModel):
+    """The ``data:`` block as a study file spells it; :meth:`StudyFile.data_spec` turns it into
+    :class:`~objectives.data_spec.DataSpec`. Not DataSpec itself: a study file may write ``positive: 1`` (read as
+    ``"1"``) and only the encodings listed here, and says so in its validation error."""
+
     path: Path
     target: str
     positive: str | int | None = None
@@ -187,16 +190,16 @@ class DataBlock(_Strict):
         return None if v is None else str(v)
 
 
-class BudgetBlock(_Strict):
+class BudgetBlock(StrictModel):
     trials_per_week: Annotated[int, Field(ge=0)] = 10
 
 
-class TrackingBlock(_Strict):
+class TrackingBlock(StrictModel):
     uri: str | None = None
     experiment: str | None = None
 
 
-class StudyFile(_Strict):
+class StudyFile(StrictModel):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     data: DataBlock
     cv: CVConfig = CVConfig()

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from objectives.config import StrictModel
 from objectives.errors import LosstuneError
 from objectives.stats import BETTER, SAME, WORSE
+from search.study.ranking import best
 
 Rule = Literal["mean", "honest", "confirmed"]
 RULES = ("auto", "mean", "honest", "confirmed", "oof")
@@ -35,10 +37,8 @@ VERDICT_TEXT = {
 }
 
 
-class Confidence(BaseModel):
+class Confidence(StrictModel):
     """How sure the chosen trial is; written into the exported file's provenance."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     selected_by: Literal["mean", "honest", "confirmed", "trial"]
     score: FiniteFloat  # the trial's OOF score (cv_score)
@@ -91,14 +91,14 @@ def select(trials, rule: Rule):
         pool = _confirmed(complete)
         if not pool:
             raise LosstuneError("no confirm-phase trial has finished yet: run the plan's confirm phase or use --by mean")
-        return max(pool, key=lambda t: (t.value, -t.number))
+        return best(pool)
     pool = _on_study_splits(complete)
     if rule == "honest":
         pool = [t for t in pool if t.user_attrs.get("honest_score") is not None]
         if not pool:
             raise LosstuneError("no trial has an honest score recorded: use --by mean")
-        return max(pool, key=lambda t: (t.user_attrs["honest_score"], -t.number))
-    return max(pool, key=lambda t: (t.value, -t.number), default=None)
+        return best(pool, score=lambda t: t.user_attrs["honest_score"])
+    return best(pool)
 
 
 def confidence(trial, selected_by: str, trials, reference_key: str) -> Confidence:

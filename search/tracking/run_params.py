@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from objectives.config import TrialConfig
 
-from search.study.study_file import UNWEIGHTED
+from search.study.study_file import LOSS_PARAMS, UNWEIGHTED
 
 if TYPE_CHECKING:
     from search.study.study_file import StudyFile
@@ -90,7 +90,8 @@ def final_params(config: TrialConfig, threshold: float) -> dict[str, str]:
     return {**trial_params(config), "threshold": str(threshold)}
 
 
-LOSS_PARAM_NAMES = ("alpha_pos", "alpha_neg", "gamma", "bce_weight", "focal_weight")
+# the loss parameters as logged: alpha as the two class weights it applies (focal_class_weights)
+LOSS_PARAM_NAMES = ("alpha_pos", "alpha_neg", *(name for name in LOSS_PARAMS if name != "alpha"))
 
 __all__ = [
     "UNWEIGHTED", "LOSS_PARAM_NAMES", "focal_class_weights", "trial_params", "study_params", "final_params",

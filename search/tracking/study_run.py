@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from search.tracking.run_params import UNWEIGHTED
+from search.study.ranking import best
+from search.study.study_file import LOSS_PARAMS, UNWEIGHTED
 
 if TYPE_CHECKING:
     import pandas
@@ -39,12 +40,9 @@ def best_trial_row(table: "pandas.DataFrame", complete: "pandas.Series") -> dict
     if "trial" not in table.columns:
         return None
     scores = table["cv_score"].astype("float64")
-    candidates = table[complete & scores.notna()]
-    if candidates.empty:
-        return None
-    order = candidates.assign(_score=scores[candidates.index]).sort_values(["_score", "trial"],
-                                                                           ascending=[False, True])  # fmt: skip
-    return order.iloc[0].drop(labels="_score").to_dict()
+    candidates = [(float(scores[i]), row) for i, row in table[complete & scores.notna()].iterrows()]
+    top = best(candidates, score=lambda c: c[0], number=lambda c: int(c[1]["trial"]))
+    return None if top is None else top[1].to_dict()
 
 
 def _number(value, digits: int = 4) -> str:
@@ -66,7 +64,7 @@ def parent_note(experiment_id: str, table: "pandas.DataFrame", complete: "pandas
     else:
         loss = " ".join(
             f"{k}={UNWEIGHTED if v is None or v != v else f'{float(v):g}'}"
-            for k, v in best.items() if k in ("alpha", "gamma", "bce_weight", "focal_weight")
+            for k, v in best.items() if k in LOSS_PARAMS
         )  # fmt: skip
         name = best_run.info.run_name if best_run is not None else f"trial {best['trial']}"
         link = f"[{name}](#/experiments/{experiment_id}/runs/{best_run.info.run_id})" if best_run else name
