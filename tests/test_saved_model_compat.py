@@ -26,7 +26,7 @@ import pytest
 
 from search.cli import main
 from search.model.bundled_code import bundled_files
-from search.model.model_dir import load_model_dir
+from search.model.model_dir_loading import load_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
 OLD_COMMIT = "a01f133bc0772b15e40259d01c73b8c71ff5f4f1"  # flat search/: search/model_package.py, search/exported.py

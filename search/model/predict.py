@@ -23,7 +23,8 @@ import pandas as pd
 from objectives.data import DataSpec, iter_table
 from objectives.errors import DataError, LosstuneError
 from objectives.final import FORWARD_ROWS, CheckedFeatures
-from search.model.model_dir import PackagedModel, load_model_dir, warn_unusual
+from search.model.model_dir import PackagedModel, warn_unusual
+from search.model.model_dir_loading import load_model_dir
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 ``mlflow.pyfunc.load_model(MODEL_DIR)`` builds it from ``losstune_pyfunc.py`` (a model from code, no pickle)
 and calls :meth:`LosstunePyfunc.load_context`, which loads the directory through the same checked loader as
-``losstune predict`` (:func:`search.model.model_dir.load_model_dir`). ``predict`` takes a DataFrame of raw
+``losstune predict`` (:func:`search.model.model_dir_loading.load_model_dir`). ``predict`` takes a DataFrame of raw
 feature columns, read as ``losstune predict`` reads a file (:func:`objectives.data.normalise_frame`: blank or
 whitespace-only cells are missing); other columns (the id column excluded in training, the target) are ignored and returns a DataFrame with ``proba`` (positive
 class) and ``label`` (0/1 at the saved threshold); a missing or non-numeric column is an ``MlflowException``
@@ -18,7 +18,8 @@ from mlflow.pyfunc import PythonModel
 
 from objectives.data import normalise_frame
 from objectives.errors import LosstuneError
-from search.model.model_dir import MANIFEST, PackagedModel, load_model_dir
+from search.model.model_dir import MANIFEST, PackagedModel
+from search.model.model_dir_loading import load_model_dir
 
 
 class LosstunePyfunc(PythonModel):

@@ -99,7 +99,7 @@ def train_model(
         "same_data_as_trial": same, "seconds": round(seconds, 3),
     }  # fmt: skip
     if tracker is None:
-        from search.model.model_dir import save_model_dir
+        from search.model.model_dir_saving import save_model_dir
 
         save_model_dir(final, exported, out, trained_on)
         return outcome
@@ -111,7 +111,7 @@ def _save_and_log(tracker, final, exported: ExportedConfig, out: Path, trained_o
     from mlflow.entities import LoggedModelOutput, Metric, Param, RunTag
     from mlflow.models import Model
 
-    from search.model.model_dir import save_model_dir
+    from search.model.model_dir_saving import save_model_dir
     from search.tracking.run_params import final_params
     from search.tracking.tracker import TAG_FINGERPRINT, TAG_ROLE, TAG_STUDY
 
