@@ -14,16 +14,16 @@ Layout of ``MODEL_DIR``:
   carries its own checksum (``self_sha256``, over its other keys).
 - ``requirements.txt``, ``python_env.yaml``, ``conda.yaml``: MLflow's environment files.
 
-Trust: :func:`~search.model.model_dir_loading.load_model_dir` (what ``losstune predict`` uses) reads only
-regular files inside the directory that the manifest lists, each once, checking its sha256 on the bytes it then parses; a symbolic link, a device or
-FIFO, a file not in the manifest or an artifact path leaving the directory is refused. It parses only YAML (one
-strict loader), JSON, skops with an allowlist and ``torch.load(weights_only=True)`` and runs no code from the
-directory. The checksums prove the files are those the manifest lists, not who wrote them: anyone who can write
-the directory can rewrite the manifest to match. ``mlflow.pyfunc.load_model`` (and ``mlflow models serve``) is
-MLflow's loader: by MLflow's design it *executes* ``losstune_pyfunc.py`` and imports the bundled ``code/``, so
-load only model directories you trust that way, as with any MLflow model; the artifacts then go through the
-same checked loader. (Python may write ``__pycache__`` under ``code/`` then: those files are not read, and not
-refused.)
+Trust: :func:`~search.model.model_dir_loading.load_model_dir` (what ``losstune predict`` uses) reads only regular
+files inside the directory that the manifest lists, each once, checking its sha256 on the bytes it then parses; a
+symbolic link, a device or FIFO, a file not in the manifest or an artifact path leaving the directory is refused. It
+parses only YAML (one strict loader), JSON, skops with an allowlist and ``torch.load(weights_only=True)`` and runs
+no code from the directory. The checksums prove the files are those the manifest lists, not who wrote them: anyone
+who can write the directory can rewrite the manifest to match. ``mlflow.pyfunc.load_model`` (and ``mlflow models
+serve``) is MLflow's loader: by MLflow's design it *executes* ``losstune_pyfunc.py`` and imports the bundled
+``code/``, so load only model directories you trust that way, as with any MLflow model; the artifacts then go
+through the same checked loader. (Python may write ``__pycache__`` under ``code/`` then: those files are not read,
+and not refused.)
 """
 
 from __future__ import annotations
