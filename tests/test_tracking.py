@@ -24,7 +24,8 @@ from objectives.evaluate import evaluate  # noqa: E402
 from search.tracking.reports import REPORT_FILES  # noqa: E402
 from search.tracking.mlflow_locations import _normalise_tracking_uri  # noqa: E402
 from search.tracking.run_params import trial_params  # noqa: E402
-from search.tracking.tracker import MAX_REASON_CHARS, StudyTracker  # noqa: E402
+from search.tracking.mlflow_store import MAX_REASON_CHARS  # noqa: E402
+from search.tracking.tracker import StudyTracker  # noqa: E402
 
 _names = itertools.count()
 

@@ -113,7 +113,7 @@ def _save_and_log(tracker, final, exported: ExportedConfig, out: Path, trained_o
 
     from search.model.model_dir_saving import save_model_dir
     from search.tracking.run_params import final_params
-    from search.tracking.tracker import TAG_FINGERPRINT, TAG_ROLE, TAG_STUDY
+    from search.tracking.mlflow_store import TAG_FINGERPRINT, TAG_ROLE, TAG_STUDY
 
     client, p = tracker.client, exported.provenance
     tags = {

@@ -194,7 +194,7 @@ def close_orphan_runs(study: optuna.Study, tracker: StudyTracker, stale_numbers:
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
     from optuna.trial import TrialState
 
-    from search.tracking.tracker import TAG_TRIAL
+    from search.tracking.mlflow_store import TAG_TRIAL
 
     trials = study.get_trials(deepcopy=False)
     linked = {t.user_attrs["mlflow_run_id"]: t for t in trials if "mlflow_run_id" in t.user_attrs}
