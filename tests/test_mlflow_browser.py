@@ -26,7 +26,7 @@ from mlflow import MlflowClient
 
 from search.tracking.run_params import LOSS_PARAM_NAMES
 from search.run.runner import run_search
-from search.run.worker import SearchOptions
+from search.run.options import SearchOptions
 from tests.conftest import synthetic_frame
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")

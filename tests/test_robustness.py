@@ -26,7 +26,8 @@ from search.study.results import trial_records
 from search.run.runner import run_search
 from search.run.session import STALE_REASON, StudySession
 from search.run.storage import quiet_optuna
-from search.run.worker import SearchOptions, Worker
+from search.run.options import SearchOptions
+from search.run.worker import Worker
 from tests.conftest import synthetic_frame
 
 WEEK = "2026-11-18T10:00:00"  # ISO week 2026-W47

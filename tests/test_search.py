@@ -14,7 +14,7 @@ from search.study.plan import config_key
 from search.study.results import trial_records
 from search.run.runner import run_search
 from search.run.session import StudySession
-from search.run.worker import SearchOptions
+from search.run.options import SearchOptions
 from tests.conftest import synthetic_frame
 
 WEEK1 = "2026-11-18T10:00:00"  # ISO week 2026-W47

@@ -235,7 +235,7 @@ def test_log_study_summary(tracker: StudyTracker) -> None:
 
 def test_study_summary_skips_importances_it_cannot_compute(tracker: StudyTracker, caplog) -> None:
     parent = tracker.ensure_parent_run("weekly", None)
-    with caplog.at_level("INFO", logger="search.tracking.reports"):
+    with caplog.at_level("INFO", logger="search.tracking.study_plots"):
         tracker.log_study_summary(parent, pd.DataFrame({"cv_score": [0.4]}), _study(1))
     names = {a.path for a in tracker.client.list_artifacts(parent)}
     assert "optimization_history.png" in names and "param_importances.png" not in names

@@ -32,7 +32,7 @@ from search.tracking.run_params import UNWEIGHTED, study_params
 
 if TYPE_CHECKING:
     from search.tracking.tracker import StudyTracker
-    from search.run.worker import TrialOutcome
+    from search.run.trial_outcome import TrialOutcome
 
 # Imported when a trial is about to run, not before: the worker brings torch, the tracker MLflow. A week whose
 # budget is spent needs neither (unless a dead worker left runs to repair).
@@ -79,7 +79,8 @@ def _worker_process(study_path: str, options: SearchOptions, week: str, parent_r
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     install_log_redaction()
-    from search.run.worker import Worker, format_outcome
+    from search.run.trial_outcome import format_outcome
+    from search.run.worker import Worker
 
     try:
         session = StudySession(Path(study_path), allow_data_change=options.allow_data_change)
@@ -191,7 +192,8 @@ def _close_abandoned_parent(session: StudySession, tracker, echo) -> None:
 def _run_in_process(session, options, week, parent, remaining, metric, echo) -> None:
     from tqdm import tqdm
 
-    from search.run.worker import Worker, format_outcome
+    from search.run.trial_outcome import format_outcome
+    from search.run.worker import Worker
 
     worker = Worker(session, options, week, parent, echo)
     with tqdm(total=remaining, unit="trial", disable=not options.progress, file=sys.stderr, leave=False) as bar:

@@ -21,7 +21,6 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from functools import partial
 
 import optuna
@@ -29,16 +28,17 @@ from optuna.samplers import PartialFixedSampler, RandomSampler, TPESampler
 from optuna.trial import TrialState
 from pydantic import ValidationError
 
-from objectives.config import LossConfig, TrialConfig
+from objectives.config import LossConfig
 from objectives.errors import TrainingDiverged
 from objectives.evaluate import EvaluationResult, evaluate_batch
 from search.run.background import Recorder
 from search.run.budget import worker_id
 from search.study.noise import stats_metrics, trial_stats
-from search.run.options import SearchOptions  # noqa: F401 - re-exported for callers of the worker
+from search.run.options import SearchOptions
 from search.study.plan import Step, TrialRecord, Wait, pending_steps, phase_choices, trial_cv
 from search.study.results import results_table, trial_records
 from search.run.storage import grace_seconds, heartbeat, quiet_optuna
+from search.run.trial_outcome import TrialOutcome, TrialProgress
 from search.study.study_file import LOSS_PARAMS
 
 from search.run.session import StudySession
@@ -49,17 +49,6 @@ TPE_STARTUP_TRIALS = 2  # TPE's default of 10 random trials would spend a whole 
 WAIT_POLL_SECONDS = 2.0  # a worker waiting for another's trial (the next phase needs it) looks again this often
 CLAIM_RETRY_SECONDS = 0.2
 MAX_BATCH = 16  # configurations trained together at most (memory grows with them: 16 x folds models)
-
-
-@dataclass
-class TrialOutcome:
-    number: int
-    phase: str
-    loss: dict
-    state: str
-    result: EvaluationResult | None = None
-    reason: str | None = None
-    stats: dict | None = None  # search.study.noise.trial_stats: SEs and paired differences
 
 
 class Worker:
@@ -135,11 +124,11 @@ class Worker:
             log.info("%d workers looking for work: this one takes %d of %d step(s)", live, len(share), len(steps))
         return share
 
-    def _start_batch(self, steps: list[Step]) -> "list[_TrialProgress] | None":
+    def _start_batch(self, steps: list[Step]) -> "list[TrialProgress] | None":
         """For each step: a budget slot, the grid claim, an Optuna trial with its heartbeat and MLflow run.
         None when the budget is spent before the first; steps whose point another worker holds are left out.
         One step at a time (slot, claim, ask), so that a worker killed here leaves at most one slot unattached."""
-        batch: list[_TrialProgress] = []
+        batch: list[TrialProgress] = []
         asked = 0
         try:
             for step in steps:
@@ -182,13 +171,13 @@ class Worker:
             loss[name] = trial.suggest_float(name, low, high)
         return loss
 
-    def _ask(self, step: Step, slot: int) -> "_TrialProgress":
+    def _ask(self, step: Step, slot: int) -> "TrialProgress":
         """An Optuna trial for ``step``, beating its heartbeat, with its attrs and its RUNNING MLflow run."""
         study = self.s.study
         with quiet_optuna():
             study.sampler = self._sampler(step, len(study.get_trials(deepcopy=False)))
             trial = study.ask()
-        state = _TrialProgress(trial, step)
+        state = TrialProgress(trial, step)
         state.beat = heartbeat(self.s.storage, trial._trial_id)
         state.beat.__enter__()
         try:
@@ -219,7 +208,7 @@ class Worker:
             raise
         return state
 
-    def _train_batch(self, batch: "list[_TrialProgress]") -> None:
+    def _train_batch(self, batch: "list[TrialProgress]") -> None:
         """Train the batch as one job, then hand each trial to the recorder. Whatever stops the training, no
         trial of the batch stays RUNNING:
 
@@ -240,7 +229,7 @@ class Worker:
         for state, outcome in zip(batch, outcomes):
             self.recorder.submit(state.trial.number, state.record(outcome), partial(self._record, state, outcome))
 
-    def _record(self, state: "_TrialProgress", outcome: "EvaluationResult | TrainingDiverged") -> None:
+    def _record(self, state: "TrialProgress", outcome: "EvaluationResult | TrainingDiverged") -> None:
         """In the recorder's thread: one trial written, in the order that loses nothing (see below)."""
         try:
             if isinstance(outcome, TrainingDiverged):
@@ -282,7 +271,7 @@ class Worker:
         notes = phase_choices(self.s.phases, trial_records(study), self.s.file.reference_loss)
         self.tracker.log_study_summary(self.parent_run_id, results_table(study), study, notes=notes)
 
-    def _fail_untold(self, batch: "list[_TrialProgress]", exc: BaseException) -> None:
+    def _fail_untold(self, batch: "list[TrialProgress]", exc: BaseException) -> None:
         """Mark every trial of ``batch`` not told yet FAIL (interrupted or error) and stop its heartbeat."""
         with sigint_ignored():  # a second Ctrl-C must not leave a trial half-marked
             for state in batch:
@@ -298,7 +287,7 @@ class Worker:
                                         state.trial.number)  # fmt: skip
                 state.stop_beating()
 
-    def _fail(self, state: "_TrialProgress", kind: str, reason: str, status: str = "FAILED") -> TrialOutcome:
+    def _fail(self, state: "TrialProgress", kind: str, reason: str, status: str = "FAILED") -> TrialOutcome:
         trial = state.trial
         trial.set_user_attr("failure", kind)
         trial.set_user_attr("failure_reason", reason)
@@ -314,35 +303,6 @@ class Worker:
         return {"losstune.data_changed": "true", "losstune.data_previous": history[-2]} if history else {}
 
 
-@dataclass
-class _TrialProgress:
-    """How far one trial got: what its failure handler needs to mark it."""
-
-    trial: optuna.Trial
-    step: Step
-    loss: dict = field(default_factory=dict)
-    config: TrialConfig | None = None
-    run_id: str | None = None
-    told: bool = False
-    outcome: TrialOutcome | None = None
-    beat: object = None  # the heartbeat, entered by the worker, left once the trial is told
-
-    def stop_beating(self) -> None:
-        if self.beat is not None:
-            beat, self.beat = self.beat, None
-            beat.__exit__(None, None, None)
-
-    def record(self, outcome: "EvaluationResult | TrainingDiverged") -> TrialRecord:
-        """What the plan will read of this trial once it is told."""
-        if isinstance(outcome, TrainingDiverged):
-            return TrialRecord(self.trial.number, self.step.phase.name, "FAIL", self.loss, failure="diverged")
-        cv = None if self.step.cv is None or self.config is None else self.config.cv.model_dump()
-        return TrialRecord(
-            self.trial.number, self.step.phase.name, "COMPLETE", self.loss, value=outcome.oof_score, cv=cv,
-            cv_seed=None if self.config is None else self.config.cv.seed,
-        )
-
-
 @contextmanager
 def sigint_ignored():
     """Ignore Ctrl-C for the block (main thread only: elsewhere signals cannot be changed, nor delivered)."""
@@ -354,25 +314,3 @@ def sigint_ignored():
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def format_outcome(o: TrialOutcome, metric: str) -> str:
-    params = " ".join(f"{k}={'none' if v is None else f'{v:.3g}'}" for k, v in o.loss.items())  # as run names
-    if o.result is None:
-        return f"t{o.number:03d} {o.phase:<8} {params}  FAILED: {o.reason}"
-    r = o.result
-    return (
-        f"t{o.number:03d} {o.phase:<8} {params}  {metric} {_with_noise(r.oof_score, o.stats)} "
-        f"(honest {r.honest_score_mean:.4f})  threshold {r.threshold:.3f}  {r.seconds:.1f}s{_vs_reference(o.stats)}"
-    )
-
-
-def _with_noise(score: float, stats: dict | None) -> str:
-    return f"{score:.4f}" if not stats else f"{score:.4f} ± {stats['cv_score_se']:.4f}"
-
-
-def _vs_reference(stats: dict | None) -> str:
-    if not stats or stats.get("diff_vs_reference") is None:
-        return ""
-    return (f"  vs reference t{stats['reference_trial']:03d}: {stats['diff_vs_reference']:+.4f} ± "
-            f"{stats['diff_vs_reference_se']:.4f} {stats['verdict_vs_reference']}")  # fmt: skip

@@ -13,11 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import sys
-import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -28,9 +24,6 @@ from objectives.config import TrialConfig
 from objectives.data import Dataset
 from objectives.evaluate import EvaluationResult
 from objectives.threshold import metric_curve
-
-if TYPE_CHECKING:
-    import optuna
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +38,6 @@ CONFUSION_MATRIX_PNG = "confusion_matrix.png"
 CONFUSION_MATRIX_JSON = "confusion_matrix.json"
 CLASSIFICATION_REPORT_TXT = "classification_report.txt"
 MISCLASSIFIED_CSV = "misclassified.csv"
-OPTIMIZATION_HISTORY_PNG = "optimization_history.png"
-PARAM_IMPORTANCES_PNG = "param_importances.png"
 
 REPORT_FILES = (
     LEARNING_CURVES_PNG,
@@ -285,63 +276,3 @@ def _misclassified(path: Path, result: EvaluationResult, dataset: Dataset, top_n
     features.columns = [f"{c} (feature)" if c in _MISCLASSIFIED_KEYS else c for c in features.columns]
     pd.concat([head, features], axis=1).to_csv(path, index=False)
     return path
-
-
-# ----------------------------------------------------------------------------------------------- study plots
-
-
-def write_study_plots(study: "optuna.Study", directory: Path) -> list[Path]:
-    """Optuna's optimisation history and parameter importances as PNGs; skipped (log.info) when not computable.
-
-    Optuna draws through pyplot and sets the ``ggplot`` style globally; both are contained here: the Agg
-    backend is chosen when pyplot was not imported yet (a headless search), the style change is undone by
-    ``rc_context``, and every figure is closed.
-    """
-    import matplotlib
-
-    if "matplotlib.pyplot" not in sys.modules:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.exceptions import ExperimentalWarning
-    from optuna.trial import TrialState
-    from optuna.visualization import matplotlib as optuna_plots
-
-    trials = [
-        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.value is not None and math.isfinite(t.value)
-    ]  # fmt: skip
-    varying = sorted(
-        name for name in {n for t in trials for n in t.params}
-        if len({repr(t.params.get(name)) for t in trials}) > 1
-    )  # fmt: skip
-    wanted: list[tuple[str, object]] = []
-    if trials:
-        wanted.append((OPTIMIZATION_HISTORY_PNG, optuna_plots.plot_optimization_history))
-    else:
-        log.info("no complete trial yet: no optimisation history plot")
-    if len(trials) >= 2 and len(varying) >= 2:
-        wanted.append((PARAM_IMPORTANCES_PNG, optuna_plots.plot_param_importances))
-    else:
-        log.info(
-            "parameter importances need >= 2 complete trials and >= 2 parameters that vary "
-            "(have %d and %d): no importance plot", len(trials), len(varying),
-        )  # fmt: skip
-
-    written = []
-    with warnings.catch_warnings(), matplotlib.rc_context():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        # PED-ANOVA's caveat for early, small studies; the plot is still drawn and the table says how many trials
-        warnings.filterwarnings("ignore", message="Some regimes for parameter")
-        warnings.filterwarnings("ignore", message="Target and region quantiles select the same set")
-        for filename, plot in wanted:
-            ax = plot(study)
-            fig = ax.figure
-            try:
-                fig.set_size_inches(7, 4.5)
-                fig.tight_layout()
-                fig.savefig(directory / filename, dpi=100)
-            finally:
-                plt.close(fig)
-            written.append(directory / filename)
-    return written
-

@@ -68,7 +68,7 @@ class StudySummary:
             shown.to_json(directory / RESULTS_TABLE_JSON, orient="split", index=False, date_format="iso")
             shown.to_csv(directory / RESULTS_TABLE_CSV, index=False)
             if study is not None:
-                from search.tracking.reports import write_study_plots
+                from search.tracking.study_plots import write_study_plots
 
                 write_study_plots(study, directory)
             if notes:  # what each phase chose and whether that was within noise (search.study.plan.phase_choices)
