@@ -17,7 +17,8 @@ from search.cli import main
 from search.study.plan import FRESH_SEED_STRIDE, config_key, next_step
 from search.study.results import trial_records
 from search.run.session import StudySession
-from search.study.study_file import Phase, load_study_file
+from search.study.phases import Phase
+from search.study.study_file import load_study_file
 from tests.conftest import synthetic_frame
 
 STUDY = """\

@@ -377,7 +377,7 @@ def test_a_trial_that_never_beat_and_its_unlinked_run_are_failed(tmp_path, fast_
 
 def test_heartbeat_settings_are_checked(monkeypatch):
     from objectives.errors import LosstuneError
-    from search.run.storage import grace_seconds, heartbeat_seconds
+    from search.run.heartbeats import grace_seconds, heartbeat_seconds
 
     monkeypatch.setenv("LOSSTUNE_HEARTBEAT_SECONDS", "2")
     monkeypatch.setenv("LOSSTUNE_GRACE_SECONDS", "5")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from objectives.errors import LosstuneError
 from search.formats.strict_json import dumps
-from search.study.study_file import LOSS_PARAMS
+from search.study.loss_params import LOSS_PARAMS
 
 
 def trial_overrides(args: argparse.Namespace) -> dict:

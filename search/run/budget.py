@@ -178,7 +178,7 @@ class BudgetLedger:
         except IntegrityError:
             pass
         if grace_seconds is None:
-            from search.run.storage import grace_seconds as default_grace
+            from search.run.heartbeats import grace_seconds as default_grace
 
             grace_seconds = default_grace()
         mine = (claims_table.c.study == self.study) & (claims_table.c.claim == key)

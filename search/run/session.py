@@ -15,9 +15,10 @@ from objectives.errors import LosstuneError
 from search.tracking.mlflow_locations import check_tracking_reachable
 from search.run.budget import BudgetLedger
 from search.study.plan import distribution_bounds
+from search.run.heartbeats import adopt_silent_trials, fail_stale_trial, stale_trial_ids
 from search.run.storage import (
-    adopt_silent_trials, check_directory_target, check_sqlite_target, fail_stale_trial, init_lock, open_optuna_storage,
-    quiet_optuna, redact, require_existing_study_file, stale_trial_ids, study_exists,
+    check_directory_target, check_sqlite_target, init_lock, open_optuna_storage, quiet_optuna, redact,
+    require_existing_study_file, study_exists,
 )  # fmt: skip
 from search.study.study_file import StudyFile, load_study_file
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from search.run.budget import iso_week
-from search.study.plan import config_key, phase_choices, plan_step
+from search.study.choices import phase_choices
+from search.study.plan import config_key, plan_step
 from search.study.results import format_table, results_rows, results_table, trial_records
-from search.study.study_file import LOSS_PARAMS, UNWEIGHTED
+from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
 from search.study.verdict import Confidence, confidence, format_confidence, resolve_rule, select
 from search.run.session import StudySession
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from objectives.config import TrialConfig
 from objectives.errors import TrainingDiverged
 from search.study.plan import Step, TrialRecord
-from search.study.study_file import UNWEIGHTED
+from search.study.loss_params import UNWEIGHTED
 
 if TYPE_CHECKING:
     import optuna

@@ -35,11 +35,13 @@ from search.run.background import Recorder
 from search.run.budget import worker_id
 from search.study.noise import stats_metrics, trial_stats
 from search.run.options import SearchOptions
-from search.study.plan import Step, TrialRecord, Wait, pending_steps, phase_choices, trial_cv
+from search.study.choices import phase_choices
+from search.study.plan import Step, TrialRecord, Wait, pending_steps, trial_cv
 from search.study.results import results_table, trial_records
-from search.run.storage import grace_seconds, heartbeat, quiet_optuna
+from search.run.heartbeats import grace_seconds, heartbeat
+from search.run.storage import quiet_optuna
 from search.run.trial_outcome import TrialOutcome, TrialProgress
-from search.study.study_file import LOSS_PARAMS
+from search.study.loss_params import LOSS_PARAMS
 
 from search.run.session import StudySession
 

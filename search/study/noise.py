@@ -15,7 +15,7 @@ so they carry the same numbers. User attrs written (JSON values):
   splits that had finished when this one was told (the incumbent).
 
 Differences are this trial's OOF score minus the other's; the SE and the verdict come from the paired fold
-scores (see :func:`search.study.plan.paired`).
+scores (see :func:`search.study.choices.paired`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from __future__ import annotations
 from objectives.config import TrialConfig
 from objectives.evaluate import EvaluationResult
 from objectives.stats import BETTER, WORSE, corrected_se, repeats_of
-from search.study.plan import TrialRecord, config_key, paired
+from search.study.choices import paired
+from search.study.plan import TrialRecord, config_key
 from search.study.ranking import best
 
 VERDICT_CODE = {BETTER: 1.0, WORSE: -1.0}  # MLflow metrics are numbers: +1 better, -1 worse, 0 not distinguishable

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from search.study.plan import TrialRecord
 from search.study.ranking import best
-from search.study.study_file import LOSS_PARAMS, UNWEIGHTED
+from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
 
 if TYPE_CHECKING:  # pandas is imported by the functions that build a table, not by the plan's trial_records
     import pandas as pd

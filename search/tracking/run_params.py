@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from objectives.config import TrialConfig
 
-from search.study.study_file import LOSS_PARAMS, UNWEIGHTED
+from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
 
 if TYPE_CHECKING:
     from search.study.study_file import StudyFile

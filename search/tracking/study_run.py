@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from search.study.ranking import best
-from search.study.study_file import LOSS_PARAMS, UNWEIGHTED
+from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
 
 if TYPE_CHECKING:
     import pandas

@@ -71,7 +71,7 @@ class StudySummary:
                 from search.tracking.study_plots import write_study_plots
 
                 write_study_plots(study, directory)
-            if notes:  # what each phase chose and whether that was within noise (search.study.plan.phase_choices)
+            if notes:  # what each phase chose and whether that was within noise (search.study.choices.phase_choices)
                 (directory / PLAN_CHOICES_TXT).write_text("\n".join(notes) + "\n", encoding="utf-8")
             self.client.log_artifacts(parent_run_id, tmp)
 

@@ -17,7 +17,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from objectives.config import LossConfig, TrialConfig
-from search.study.study_file import UNWEIGHTED
+from search.study.loss_params import UNWEIGHTED
 from search.tracking.mlflow_store import (
     MAX_REASON_CHARS, STATE_COMPLETE, STATE_FAIL, STATE_RUNNING, TAG_FAILURE, TAG_FINGERPRINT, TAG_PHASE, TAG_ROLE,
     TAG_STATE, TAG_TRIAL, TAG_WEEK, now_ms, truncate,

@@ -40,7 +40,7 @@ from objectives.final import fit_final_model  # noqa: E402
 from objectives.stats import compare, corrected_se  # noqa: E402
 from objectives.threshold import best_threshold, score_at  # noqa: E402
 from search.study.plan import TrialRecord, config_key, next_step, trial_cv  # noqa: E402
-from search.study.study_file import DEFAULT_PLAN, default_reference  # noqa: E402
+from search.study.phases import DEFAULT_PLAN, default_reference  # noqa: E402
 
 # the shared tables: $LOSSTUNE_SHARED_DATA, else the first of ../shared/data beside the checkout or above it
 _HERE = Path(__file__).resolve().parents[2]
