@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from objectives.errors import LosstuneError
-from search.redaction import install_log_redaction, redact_text
+from search.formats.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED
+from search.formats.redaction import install_log_redaction, redact_text
 
 log = logging.getLogger("losstune")
 
@@ -23,9 +24,6 @@ DESCRIPTION = (
     "Find the best BCE + focal loss settings and decision threshold for a PyTorch MLP on tabular data, "
     "a budget of trials each week, every trial tracked in MLflow."
 )
-
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
 
 
 # Defaults of the trial options, as TrialConfig has them (tests/test_cli_help.py checks that they agree). The
@@ -179,15 +177,15 @@ def _positive_int(text: str) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from search.evaluate_command import run_evaluate
+    from search.model.evaluate_config import run_evaluate
 
     return run_evaluate(args)
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
     print(f"losstune search {args.study}: opening the study, its data and its MLflow store...", flush=True)
-    from search.runner import run_search
-    from search.options import SearchOptions
+    from search.run.runner import run_search
+    from search.run.options import SearchOptions
 
     options = SearchOptions(
         budget=args.budget, workers=args.workers, timeout=args.timeout,
@@ -197,8 +195,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from search.status import format_status, study_status
-    from search.strict_json import dumps
+    from search.run.status import format_status, study_status
+    from search.formats.strict_json import dumps
 
     status = study_status(args.study, args.budget)
     print(dumps(status) if args.json else format_status(status))  # strict JSON: a missing score is null, not NaN
@@ -206,7 +204,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from search.export import export_trial, format_export
+    from search.model.export_trial import export_trial, format_export
 
     out = args.output or Path(f"best.{args.format}")
     exported, run_id = export_trial(args.study, out, by=args.by, number=args.trial, fmt=args.format)
@@ -215,7 +213,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from search.train import format_train, train_model
+    from search.model.train_final import format_train, train_model
 
     outcome = train_model(args.config, args.output, data=args.data, register=args.register, track=not args.no_track)
     print(format_train(outcome))
@@ -223,7 +221,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from search.predict import format_predict, predict_file
+    from search.model.predict import format_predict, predict_file
 
     outcome = predict_file(args.model_dir, args.test, args.output, id_col=args.id_col, proba=args.proba,
                            labels=args.labels)  # fmt: skip

@@ -10,7 +10,7 @@ from pathlib import Path
 from objectives.config import CVConfig, LossConfig, MetricConfig, ModelConfig, TrainConfig
 from objectives.data import DataSpec
 from search.cli import main
-from search.exported import ExportedConfig, Provenance, dump_exported
+from search.model.exported_config import ExportedConfig, Provenance, dump_exported
 from tests.conftest import synthetic_frame
 
 

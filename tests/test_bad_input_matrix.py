@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from search.cli import EXIT_BAD_INPUT, main
-from search.model_package import _self_sha256, sha256_of
+from search.model.model_dir import self_sha256 as _self_sha256, sha256_of
 from tests.model_fixture import make_model_dir
 
 REPO = Path(__file__).resolve().parents[1]

@@ -168,7 +168,7 @@ print("RESULT", rc, leaked)
 
 def test_only_options_given_override_the_config_and_alpha_none_counts():
     from search.cli import build_parser
-    from search.evaluate_command import trial_overrides
+    from search.model.evaluate_config import trial_overrides
 
     parser = build_parser()
     assert trial_overrides(parser.parse_args(["evaluate"])) == {}

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy.exc
 
 from search.cli import main
-from search.session import StudySession
+from search.run.session import StudySession
 from tests.conftest import synthetic_frame
 
 WEEK = "2026-11-18T10:00:00"
@@ -70,7 +70,7 @@ def test_artifact_write_refused_mid_search_is_one_line(tmp_path, monkeypatch, ca
 
 
 def test_database_full_mid_search_is_one_line(tmp_path, monkeypatch, capsys, caplog):
-    from search.tracking import StudyTracker
+    from search.tracking.tracker import StudyTracker
 
     monkeypatch.setenv("LOSSTUNE_NOW", WEEK)
     path = make_study(tmp_path)
@@ -91,7 +91,7 @@ def test_database_full_mid_search_is_one_line(tmp_path, monkeypatch, capsys, cap
 
 def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
     """Only faults of the disk become one line: anything else is a bug and must stay visible."""
-    from search.tracking import StudyTracker
+    from search.tracking.tracker import StudyTracker
 
     monkeypatch.setenv("LOSSTUNE_NOW", WEEK)
     path = make_study(tmp_path)

@@ -17,8 +17,8 @@ from objectives.encoding import decode
 from objectives.errors import DataError, LosstuneError
 from objectives.memory import OutOfMemory, TrialShape, check_trial_memory, estimate_bytes, parameter_count
 from search.cli import EXIT_BAD_INPUT, main
-from search.study_file import load_study_file
-from search.validation import parse_yaml
+from search.study.study_file import load_study_file
+from search.formats.validation import parse_yaml
 
 ROWS = "".join(f"{i % 7 / 3:.3f},{'ab'[i % 2]},{'yn'[i % 3 == 0]}\n" for i in range(30))
 CSV = "x,c,label\n" + ROWS
@@ -234,7 +234,7 @@ def test_undecodable_byte_is_named_with_its_offset_and_line_whatever_the_blocks(
 def test_exported_config_write_failing_leaves_no_tmp_and_the_old_file(tmp_path, monkeypatch):
     from pathlib import Path as _Path
 
-    from search.exported import dump_exported, load_exported
+    from search.model.exported_config import dump_exported, load_exported
     from tests.model_fixture import make_model_dir
 
     paths = make_model_dir(tmp_path)

@@ -25,8 +25,8 @@ from sklearn.metrics import f1_score
 
 from objectives.errors import LosstuneError
 from search.cli import EXIT_BAD_INPUT, main
-from search.exported import load_exported
-from search.model_package import load_model_dir
+from search.model.exported_config import load_exported
+from search.model.model_dir_loading import load_model_dir
 from tests.conftest import synthetic_frame
 
 REPO = Path(__file__).resolve().parents[1]

@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from search.run_params import LOSS_PARAM_NAMES
-from search.runner import run_search
-from search.worker import SearchOptions
+from search.tracking.run_params import LOSS_PARAM_NAMES
+from search.run.runner import run_search
+from search.run.options import SearchOptions
 from tests.conftest import synthetic_frame
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")

@@ -17,10 +17,11 @@ import pytest
 import torch
 
 import objectives.final as final_module
-import search.predict as predict_module
+import search.model.predict as predict_module
 from objectives.errors import LosstuneError
 from search.cli import EXIT_BAD_INPUT, main
-from search.model_package import _self_sha256, load_model_dir, sha256_of
+from search.model.model_dir import self_sha256 as _self_sha256, sha256_of
+from search.model.model_dir_loading import load_model_dir
 from tests.model_fixture import make_model_dir
 
 

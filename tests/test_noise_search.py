@@ -14,10 +14,11 @@ from mlflow import MlflowClient
 from objectives.errors import LosstuneError
 from objectives.stats import compare, corrected_se
 from search.cli import main
-from search.plan import FRESH_SEED_STRIDE, config_key, next_step
-from search.results import trial_records
-from search.session import StudySession
-from search.study_file import Phase, load_study_file
+from search.study.plan import FRESH_SEED_STRIDE, config_key, next_step
+from search.study.results import trial_records
+from search.run.session import StudySession
+from search.study.phases import Phase
+from search.study.study_file import load_study_file
 from tests.conftest import synthetic_frame
 
 STUDY = """\
@@ -145,7 +146,7 @@ def test_confirm_reruns_the_top_configurations_on_seeds_no_earlier_trial_used(se
 
 
 def test_a_second_confirm_phase_takes_a_new_block_of_seeds():
-    from search.plan import TrialRecord
+    from search.study.plan import TrialRecord
 
     def rec(n, phase, seed, cv=None, value=0.5):
         return TrialRecord(n, phase, "COMPLETE", {"alpha": None, "gamma": 2.0, "bce_weight": 0.5,

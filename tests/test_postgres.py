@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from mlflow import MlflowClient
 from sqlalchemy.engine import make_url
 
-from search.plan import config_key
+from search.study.plan import config_key
 from tests.conftest import synthetic_frame
 from tests.test_robustness import WEEK, start_search
 
@@ -94,7 +94,7 @@ def test_three_workers_on_one_postgresql_study(tmp_path: Path, databases, monkey
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("LOSSTUNE_NOW", WEEK)
 
-    from search.session import StudySession
+    from search.run.session import StudySession
 
     StudySession(study_path, with_data=False)  # creates the study and the ledger's tables
     # Three machines started at once: a process may be up seconds before the others and, alone, would rightly

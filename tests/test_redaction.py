@@ -9,7 +9,7 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy.engine import make_url
 
-from search.redaction import install_log_redaction, redact_text, redact_url, url_password
+from search.formats.redaction import install_log_redaction, redact_text, redact_url, url_password
 
 # passwords as a user may write them: characters that end a password in a naive pattern, and encodings
 PASSWORDS = [

@@ -1,4 +1,4 @@
-"""search.reports.write_trial_reports: every file is written and says what it should."""
+"""search.tracking.reports.write_trial_reports: every file is written and says what it should."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from objectives.config import MetricConfig, TrialConfig
 from objectives.data import Dataset
 from objectives.evaluate import EvaluationResult, score_oof
-from search.reports import REPORT_FILES, write_trial_reports
+from search.tracking.reports import REPORT_FILES, write_trial_reports
 
 FOLDS, EPOCHS = 3, 4
 

@@ -21,12 +21,13 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from search.plan import config_key, next_step, pending_steps
-from search.results import trial_records
-from search.runner import run_search
-from search.session import STALE_REASON, StudySession
-from search.storage import quiet_optuna
-from search.worker import SearchOptions, Worker
+from search.study.plan import config_key, next_step, pending_steps
+from search.study.results import trial_records
+from search.run.runner import run_search
+from search.run.session import STALE_REASON, StudySession
+from search.run.storage import quiet_optuna
+from search.run.options import SearchOptions
+from search.run.worker import Worker
 from tests.conftest import synthetic_frame
 
 WEEK = "2026-11-18T10:00:00"  # ISO week 2026-W47
@@ -376,7 +377,7 @@ def test_a_trial_that_never_beat_and_its_unlinked_run_are_failed(tmp_path, fast_
 
 def test_heartbeat_settings_are_checked(monkeypatch):
     from objectives.errors import LosstuneError
-    from search.storage import grace_seconds, heartbeat_seconds
+    from search.run.heartbeats import grace_seconds, heartbeat_seconds
 
     monkeypatch.setenv("LOSSTUNE_HEARTBEAT_SECONDS", "2")
     monkeypatch.setenv("LOSSTUNE_GRACE_SECONDS", "5")

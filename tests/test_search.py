@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from search.plan import config_key
-from search.results import trial_records
-from search.runner import run_search
-from search.session import StudySession
-from search.worker import SearchOptions
+from search.study.plan import config_key
+from search.study.results import trial_records
+from search.run.runner import run_search
+from search.run.session import StudySession
+from search.run.options import SearchOptions
 from tests.conftest import synthetic_frame
 
 WEEK1 = "2026-11-18T10:00:00"  # ISO week 2026-W47

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from objectives.errors import LosstuneError
-from search.mlflow_locations import check_tracking_reachable
+from search.tracking.mlflow_locations import check_tracking_reachable
 from tests.conftest import synthetic_frame
 
 STUDY = """\

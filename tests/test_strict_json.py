@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from search.strict_json import dumps, strict_jsonable
+from search.formats.strict_json import dumps, strict_jsonable
 from tests.conftest import synthetic_frame
 
 

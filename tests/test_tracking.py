@@ -1,4 +1,4 @@
-"""search.tracking.StudyTracker against a real sqlite tracking store in a temporary directory.
+"""search.tracking.tracker.StudyTracker against a real sqlite tracking store in a temporary directory.
 
 Creating a fresh MLflow sqlite database runs all its migrations (several seconds), so the module shares one
 database and gives every test its own experiment.
@@ -21,10 +21,11 @@ from objectives.config import CVConfig, ModelConfig, TrainConfig, TrialConfig  #
 from objectives.data import DataSpec, load_dataset  # noqa: E402
 from objectives.errors import LosstuneError  # noqa: E402
 from objectives.evaluate import evaluate  # noqa: E402
-from search.reports import REPORT_FILES  # noqa: E402
-from search.mlflow_locations import _normalise_tracking_uri  # noqa: E402
-from search.run_params import trial_params  # noqa: E402
-from search.tracking import MAX_REASON_CHARS, StudyTracker  # noqa: E402
+from search.tracking.reports import REPORT_FILES  # noqa: E402
+from search.tracking.mlflow_locations import _normalise_tracking_uri  # noqa: E402
+from search.tracking.run_params import trial_params  # noqa: E402
+from search.tracking.mlflow_store import MAX_REASON_CHARS  # noqa: E402
+from search.tracking.tracker import StudyTracker  # noqa: E402
 
 _names = itertools.count()
 
@@ -234,7 +235,7 @@ def test_log_study_summary(tracker: StudyTracker) -> None:
 
 def test_study_summary_skips_importances_it_cannot_compute(tracker: StudyTracker, caplog) -> None:
     parent = tracker.ensure_parent_run("weekly", None)
-    with caplog.at_level("INFO", logger="search.reports"):
+    with caplog.at_level("INFO", logger="search.tracking.study_plots"):
         tracker.log_study_summary(parent, pd.DataFrame({"cv_score": [0.4]}), _study(1))
     names = {a.path for a in tracker.client.list_artifacts(parent)}
     assert "optimization_history.png" in names and "param_importances.png" not in names
@@ -273,7 +274,7 @@ def test_explicit_artifact_location_and_ui_command(store, tmp_path: Path) -> Non
 def test_ui_command_names_this_environments_mlflow_when_path_has_none(store, monkeypatch, tmp_path) -> None:
     import sys
 
-    from search.study_run import mlflow_executable
+    from search.tracking.study_run import mlflow_executable
 
     ours = Path(sys.executable).parent / "mlflow"
     if not ours.exists():

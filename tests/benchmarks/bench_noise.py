@@ -6,7 +6,7 @@ Run by hand (not by pytest), on tables of ``../shared/data/`` (skipped when abse
 
 For each table and 80/20 split (stratified, seed = split number): the default plan's grid phases (balance,
 gamma, alpha: 10 trials) and its confirm phase (the reference and the two best, 3 repeats on a fresh seed) are
-run on the 80 % through :func:`search.plan.next_step` itself, with the real ``evaluate`` (5 folds x 20 epochs,
+run on the 80 % through :func:`search.study.plan.next_step` itself, with the real ``evaluate`` (5 folds x 20 epochs,
 batch 256, hidden 128-64, lr 1e-3). Then the configuration chosen by ``mean`` and by ``confirmed`` is trained on
 the whole 80 % (``fit_final_model``, as ``losstune train`` does) and scored on the 20 % at its exported threshold,
 beside the estimate the export would quote. The reference is trained and tested the same way.
@@ -39,8 +39,8 @@ from objectives.evaluate import evaluate, stratified_folds  # noqa: E402
 from objectives.final import fit_final_model  # noqa: E402
 from objectives.stats import compare, corrected_se  # noqa: E402
 from objectives.threshold import best_threshold, score_at  # noqa: E402
-from search.plan import TrialRecord, config_key, next_step, trial_cv  # noqa: E402
-from search.study_file import DEFAULT_PLAN, default_reference  # noqa: E402
+from search.study.plan import TrialRecord, config_key, next_step, trial_cv  # noqa: E402
+from search.study.phases import DEFAULT_PLAN, default_reference  # noqa: E402
 
 # the shared tables: $LOSSTUNE_SHARED_DATA, else the first of ../shared/data beside the checkout or above it
 _HERE = Path(__file__).resolve().parents[2]

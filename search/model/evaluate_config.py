@@ -1,0 +1,120 @@
+"""``losstune evaluate``: one configuration's cross-validation from the command line (or an exported config).
+
+Imports neither Optuna nor MLflow, so that it starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from objectives.errors import LosstuneError
+from search.formats.strict_json import dumps
+from search.study.loss_params import LOSS_PARAMS
+
+
+def trial_overrides(args: argparse.Namespace) -> dict:
+    """Only the options given on the command line, as a nested dict for TrialConfig."""
+    groups = {
+        "loss": {name: name for name in LOSS_PARAMS},
+        "model": {"hidden": "hidden", "dropout": "dropout"},
+        "train": {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
+                  "device": "device", "precision": "precision"},
+        "cv": {"folds": "folds", "seed": "seed"},
+        "metric": {"metric": "name", "beta": "beta"},
+    }
+    given = vars(args)  # the trial options default to SUPPRESS: only those on the command line are here
+    out: dict = {}
+    for section, fields in groups.items():
+        values = {field: given[opt] for opt, field in fields.items() if opt in given}
+        if values:
+            out[section] = values
+    return out
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from objectives.config import TrialConfig
+    from objectives.data import DataSpec, load_dataset
+    from search.formats.validation import validated
+
+    exported = None
+    if args.config is not None:
+        from search.model.exported_config import load_exported
+
+        exported = load_exported(args.config)
+        spec, config = _config_with_overrides(exported, args)
+    else:
+        if args.data is None or args.target is None:
+            raise LosstuneError("evaluate needs --data FILE.csv and --target COLUMN (or --config FILE)")
+        spec = validated(DataSpec, "data", dict(
+            path=args.data, target=args.target, positive=args.positive, sep=args.sep, encoding=args.encoding,
+            drop=tuple(args.drop), na_values=tuple(args.na_value),
+        ))  # fmt: skip
+        config = validated(TrialConfig, "options", trial_overrides(args))
+    if args.oof_out and not args.oof_out.parent.is_dir():  # checked before training, not after it
+        raise LosstuneError(f"--oof-out directory does not exist: {args.oof_out.parent}")
+    dataset = load_dataset(spec)
+    from objectives.evaluate import evaluate  # torch: only once the input is known to be good
+
+    result = evaluate(dataset, config)
+    if args.oof_out:
+        _write_oof(args.oof_out, result)
+    if args.json:
+        print(dumps(result.to_dict()))  # strict JSON: an undefined metric is null, not NaN
+    else:
+        print(format_summary(result, config, dataset.positive_label))
+        if exported is not None:
+            p = exported.provenance
+            honest = "n/a" if p.honest_score is None else f"{p.honest_score:.4f}"
+            data = "same data" if p.data_fingerprint == dataset.fingerprint else "OTHER data"
+            print(f"exported trial {p.trial} of {p.study!r}: OOF {p.cv_score:.4f}  honest {honest}  "
+                  f"threshold {exported.threshold:.4f}  ({data})")  # fmt: skip
+    return 0
+
+
+def _config_with_overrides(exported, args: argparse.Namespace):
+    """The exported data spec and trial config, with the options given on the command line replacing theirs."""
+    from objectives.config import TrialConfig
+    from objectives.data import DataSpec
+    from search.formats.validation import validated
+
+    data = exported.data.model_dump()
+    given = {"path": args.data, "target": args.target, "positive": args.positive, "sep": args.sep,
+             "encoding": args.encoding, "drop": tuple(args.drop) or None, "na_values": tuple(args.na_value) or None}
+    data.update({k: v for k, v in given.items() if v is not None})
+    trial = exported.trial_config.model_dump()
+    for section, values in trial_overrides(args).items():
+        trial[section] = {**trial[section], **values}
+    return validated(DataSpec, "data", data), validated(TrialConfig, "options", trial)
+
+
+def _write_oof(path: Path, result) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {"row": range(len(result.oof_proba)), "fold": result.fold_of_row, "y_true": result.y_true,
+         "proba": result.oof_proba}
+    )  # fmt: skip
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)  # atomic: an interrupted write never leaves a half file under the real name
+
+
+def format_summary(result, config, positive_label: str) -> str:
+    m = result.metric
+    tn, fp = result.confusion_matrix[0]
+    fn, tp = result.confusion_matrix[1]
+    lines = [
+        f"{config.loss}",
+        f"rows {result.n_rows}  positives {result.positive_rate:.2%} (label {positive_label!r})  "
+        f"{config.cv.folds} folds x {config.train.epochs} epochs  {result.seconds:.1f}s",
+        f"threshold        {result.threshold:.4f}",
+        f"OOF {m:<12} {result.oof_score:.4f}   (threshold chosen on these rows: optimistic)",
+        f"honest {m:<9} {result.honest_score_mean:.4f} +- {result.honest_score_std:.4f}   (cross-fitted threshold)",
+        f"per-fold {m:<7} " + " ".join(f"{s:.4f}" for s in result.fold_scores),
+        f"F1 at 0.5        {result.f1_at_0_5:.4f}",
+        f"precision/recall {result.precision:.4f} / {result.recall:.4f}",
+        f"ROC-AUC {result.roc_auc:.4f}  PR-AUC {result.pr_auc:.4f}  log loss {result.log_loss:.4f}",
+        f"confusion        tn {tn}  fp {fp}  fn {fn}  tp {tp}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,182 @@
+"""``losstune export``: one trial of a study as a self-contained configuration file, logged on its MLflow run.
+
+The trial is chosen by a rule of :mod:`search.study.verdict` (``--by auto|mean|honest|confirmed``; default ``auto``:
+the confirmed best when a confirm phase has run, else the best mean), or given by number; the file's provenance
+says how sure the choice is (score ± SE, difference from the reference ± SE, verdict, estimate for unseen data). Its configuration is rebuilt from the study file and the trial's loss parameters, and checked against
+the params its MLflow run recorded: a study file edited since the trial ran (other epochs, say) would export a
+configuration that never produced the scores beside it, so that is refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Literal
+
+from objectives.config import CVConfig, LossConfig, TrialConfig
+from objectives.errors import LosstuneError
+from search.model.exported_config import FORMAT_VERSION, ExportedConfig, PreprocessingSpec, Provenance, dump_exported
+from search.study.plan import config_key
+from search.study.study_file import StudyFile, load_study_file
+from search.study.verdict import confidence, format_confidence, resolve_rule, select
+
+log = logging.getLogger(__name__)
+
+TAG_EXPORTED = "losstune.exported"
+TAG_EXPORTED_AT = "losstune.exported_at"
+TAG_EXPORT_FILE = "losstune.export_file"
+EXPORT_ARTIFACT_DIR = "export"
+# params that may differ between the run and the study file without changing the scores
+IGNORED_PARAMS = {"device"}
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("losstune", "torch", "optuna", "scikit-learn", "mlflow", "pandas", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def select_trial(study, by: str, number: int | None):
+    """The chosen COMPLETE trial (ties: the earliest); one-line errors for an unknown or unfinished one."""
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
+    if number is not None:
+        found = [t for t in trials if t.number == number]
+        if not found:
+            raise LosstuneError(f"study {study.study_name!r} has no trial {number} (trials 0-{len(trials) - 1})")
+        if found[0] not in complete:
+            raise LosstuneError(f"trial {number} is {found[0].state.name}, not COMPLETE: it has no scores to export")
+        return found[0]
+    if not complete:
+        raise LosstuneError(f"study {study.study_name!r} has no complete trial yet: run `losstune search` first")
+    chosen = select(trials, resolve_rule(trials, by))
+    if chosen is None:
+        raise LosstuneError(f"study {study.study_name!r} has no complete trial on its own CV seed: use --by confirmed")
+    return chosen
+
+
+def trial_config(file: StudyFile, trial) -> TrialConfig:
+    loss = trial.user_attrs.get("loss")
+    if not isinstance(loss, dict):
+        raise LosstuneError(f"trial {trial.number} has no recorded loss parameters (not a losstune trial?)")
+    cv = trial.user_attrs.get("cv")  # a confirm trial's own CV seed and repeats
+    return file.trial_config(LossConfig(**loss), cv=CVConfig(**cv) if cv else None)
+
+
+def check_against_run(config: TrialConfig, run_params: dict[str, str], trial_number: int) -> None:
+    """Refuse when the study file no longer gives the configuration the trial's MLflow run recorded."""
+    from search.tracking.run_params import trial_params
+
+    expected = trial_params(config)  # as the run logged them (runs logged before it: only the shared keys)
+    changed = [
+        f"{key}: run has {run_params[key]}, study file gives {value}"
+        for key, value in expected.items()
+        if key in run_params and key not in IGNORED_PARAMS and run_params[key] != value
+    ]
+    if changed:
+        raise LosstuneError(
+            f"the study file changed since trial {trial_number} ran ({'; '.join(changed)}): the exported "
+            "configuration would not be the one that was scored; restore the study file, or export a newer trial"
+        )
+
+
+def export_trial(
+    study_path: Path, out: Path, by: str = "auto", number: int | None = None,
+    fmt: Literal["yaml", "json"] = "yaml", log_to_mlflow: bool = True,
+) -> tuple[ExportedConfig, str | None]:  # fmt: skip
+    """Write the exported configuration of the chosen trial to ``out`` and log it on the trial's MLflow run.
+
+    Returns the configuration and the id of the run it was logged on (None when it was not logged)."""
+    import optuna
+
+    from search.run.storage import open_optuna_storage, quiet_optuna, require_existing_study_file
+    from search.tracking.tracker import StudyTracker
+
+    file = load_study_file(study_path)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    require_existing_study_file(file.storage_url, file.name)
+    storage = open_optuna_storage(file.storage_url)
+    try:
+        with quiet_optuna():
+            study = optuna.load_study(study_name=file.name, storage=storage)
+    except KeyError:
+        raise LosstuneError(f"study {file.name!r} is not in its storage yet: run `losstune search` first") from None
+    trial = select_trial(study, by, number)
+    rule = "trial" if number is not None else resolve_rule(study.get_trials(deepcopy=False), by)
+    sure = confidence(trial, rule, study.get_trials(deepcopy=False), config_key(file.reference_loss))
+    config = trial_config(file, trial)
+    attrs = trial.user_attrs
+    if attrs.get("threshold") is None:
+        raise LosstuneError(f"trial {trial.number} has no threshold recorded")
+
+    run_id = attrs.get("mlflow_run_id")
+    tracker = StudyTracker(file.tracking_uri, file.experiment, artifact_location=file.artifact_location)
+    run = _get_run(tracker, run_id)
+    if run is not None:
+        check_against_run(config, run.data.params, trial.number)
+    exported = ExportedConfig(
+        format_version=FORMAT_VERSION,
+        loss=config.loss, threshold=float(attrs["threshold"]), model=config.model, train=config.train,
+        cv=config.cv, metric=config.metric, preprocessing=PreprocessingSpec(), data=file.data_spec,
+        provenance=Provenance(
+            study=file.name, trial=trial.number, phase=attrs.get("phase"),
+            selected_by="oof" if by == "oof" and number is None else rule, mlflow_run_id=run_id,
+            tracking_uri=tracker.display_uri, experiment=file.experiment, metric=config.metric.label,
+            cv_score=float(trial.value), honest_score=attrs.get("honest_score"),
+            honest_score_std=attrs.get("honest_score_std"), data_fingerprint=attrs.get("data_fingerprint"),
+            week=attrs.get("week"), exported_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            versions=versions(), confidence=sure,
+        ),
+    )  # fmt: skip
+    dump_exported(exported, out, fmt)
+    if not log_to_mlflow:
+        return exported, None
+    if run is None:
+        log.warning("trial %d has no MLflow run in %s: %s not logged there", trial.number, tracker.display_uri, out)
+        return exported, None
+    tracker.client.log_artifact(run_id, str(out), artifact_path=EXPORT_ARTIFACT_DIR)
+    tracker.client.set_tag(run_id, TAG_EXPORTED, "true")
+    tracker.client.set_tag(run_id, TAG_EXPORTED_AT, exported.provenance.exported_at)
+    tracker.client.set_tag(run_id, TAG_EXPORT_FILE, f"{EXPORT_ARTIFACT_DIR}/{Path(out).name}")
+    return exported, run_id
+
+
+def _get_run(tracker, run_id: str | None):
+    """The trial's MLflow run, or None (with a warning) when it has none or the store does not have it."""
+    from mlflow.exceptions import MlflowException
+
+    if not run_id:
+        return None
+    try:
+        run = tracker.client.get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    if run.info.lifecycle_stage != "active":
+        log.warning("MLflow run %s of the trial was deleted: not logging the export there", run_id)
+        return None
+    return run
+
+
+def format_export(exported: ExportedConfig, out: Path, logged_run_id: str | None) -> str:
+    p = exported.provenance
+    honest = "n/a" if p.honest_score is None else f"{p.honest_score:.4f}"
+    loss = " ".join(f"{k}={v}" for k, v in exported.loss.model_dump().items())
+    lines = [
+        f"exported trial {p.trial} ({p.phase}) of study {p.study!r} to {out}",
+        f"{loss}  threshold {exported.threshold:.4f}",
+        f"OOF {p.metric} {p.cv_score:.4f}  honest {honest}  data {p.data_fingerprint}",
+    ]
+    if p.confidence is not None:
+        lines += format_confidence(p.confidence, p.metric)
+    if logged_run_id:
+        lines.append(f"logged on MLflow run {logged_run_id} (tagged {TAG_EXPORTED}=true)")
+    return "\n".join(lines)

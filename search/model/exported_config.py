@@ -1,0 +1,135 @@
+"""The exported configuration: one self-contained file describing the configuration chosen by a study.
+
+Written by ``losstune export`` (YAML, or JSON with ``--format json``), read by ``losstune train`` and
+``losstune evaluate --config``, and stored inside every model directory. It is plain data validated on load
+(``extra='forbid'``, ``format_version`` checked first), so a file from another version of losstune or a
+hand-edit gone wrong is one line saying which field is wrong. The data path is written relative to the file,
+like a study file's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import Field
+
+from objectives.config import CVConfig, LossConfig, MetricConfig, ModelConfig, StrictModel, TrainConfig, TrialConfig
+from objectives.data import DataSpec
+from objectives.errors import LosstuneError
+from search.formats.validation import read_yaml, validated
+from search.study.verdict import Confidence, FiniteFloat
+
+FORMAT_VERSION = 1
+
+
+class PreprocessingSpec(StrictModel):
+    """What :func:`objectives.preprocess.make_preprocessor` does; a recipe this version does not know is refused."""
+
+    numeric: Literal["impute_median+standardize"] = "impute_median+standardize"
+    categorical: Literal["impute_most_frequent+onehot_ignore_unknown"] = "impute_most_frequent+onehot_ignore_unknown"
+
+
+class Provenance(StrictModel):
+    """Where the configuration comes from and what it scored; informative, not used to train."""
+
+    study: str
+    trial: int
+    phase: str | None = None
+    selected_by: Literal["oof", "mean", "honest", "confirmed", "trial"]
+    mlflow_run_id: str | None = None
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    metric: str
+    cv_score: FiniteFloat  # OOF score at the OOF-optimal threshold (optimistic)
+    honest_score: FiniteFloat | None = None  # cross-fitted threshold (honest)
+    honest_score_std: FiniteFloat | None = None
+    data_fingerprint: str | None = None
+    week: str | None = None
+    exported_at: str
+    versions: dict[str, str]
+    confidence: Confidence | None = None  # score ± SE, verdict against the reference, estimate for unseen data
+
+
+class ExportedConfig(StrictModel):
+    format_version: Literal[1]
+    loss: LossConfig
+    threshold: Annotated[FiniteFloat, Field(ge=0.0)]
+    model: ModelConfig
+    train: TrainConfig
+    cv: CVConfig
+    metric: MetricConfig
+    preprocessing: PreprocessingSpec = PreprocessingSpec()
+    data: DataSpec
+    provenance: Provenance
+
+    @property
+    def trial_config(self) -> TrialConfig:
+        return TrialConfig(loss=self.loss, model=self.model, train=self.train, cv=self.cv, metric=self.metric)
+
+    def to_dict(self, relative_to: Path | None = None) -> dict:
+        """Plain JSON-able data; the data path relative to ``relative_to`` (a directory) when given."""
+        d = self.model_dump(mode="json")
+        if relative_to is not None:
+            d["data"]["path"] = _relative(self.data.path, relative_to)
+        return d
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix()
+    except ValueError:  # another drive on Windows
+        return str(Path(path).resolve())
+
+
+def dump_exported(config: ExportedConfig, path: Path, fmt: Literal["yaml", "json"] = "yaml") -> None:
+    """Write atomically (a temporary file renamed), so an interrupted export never leaves half a file."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise LosstuneError(f"output directory does not exist: {path.parent}")
+    data = config.to_dict(relative_to=path.parent)
+    if fmt == "json":
+        text = json.dumps(data, indent=2) + "\n"
+    else:
+        header = (
+            f"# losstune exported configuration: study {config.provenance.study!r}, trial {config.provenance.trial}\n"
+            "# `losstune train THIS_FILE -o MODEL_DIR` fits it on all rows; "
+            "`losstune evaluate --config THIS_FILE` re-runs its CV.\n"
+        )
+        text = header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:  # a full disk: no half file under either name, an earlier file kept as it was
+        tmp.unlink(missing_ok=True)
+        raise LosstuneError(f"cannot write {path}: {exc.strerror or exc}; {path} is unchanged") from None
+
+
+def parse_exported(raw: object, where: str, base_dir: Path) -> ExportedConfig:
+    """Validate already-parsed data; ``base_dir`` resolves a relative data path."""
+    if not isinstance(raw, dict):
+        raise LosstuneError(f"{where} is not a losstune exported configuration (expected a mapping)")
+    if "format_version" not in raw:
+        raise LosstuneError(f"{where} is not a losstune exported configuration (no format_version)")
+    version = raw["format_version"]
+    if version != FORMAT_VERSION:
+        raise LosstuneError(
+            f"{where} has format_version {version!r}; this losstune reads format_version {FORMAT_VERSION}: "
+            "export it again with this version (`losstune export`)"
+        )
+    config = validated(ExportedConfig, where, raw)
+    if not config.data.path.is_absolute():
+        data = config.data.model_copy(update={"path": base_dir / config.data.path})
+        config = config.model_copy(update={"data": data})
+    return config
+
+
+def load_exported(path: Path) -> ExportedConfig:
+    """Read an exported YAML or JSON file (JSON is read as YAML), or raise one-line :class:`LosstuneError`."""
+    path = Path(path)
+    raw = read_yaml(path, "config file")
+    return parse_exported(raw, path.name, path.resolve().parent)

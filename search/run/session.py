@@ -1,0 +1,223 @@
+"""A study opened for work: the study file, its data, the Optuna study, the budget ledger and MLflow.
+
+Everything that can be checked without writing is checked before anything is written, and the pieces a dead
+worker leaves behind (RUNNING trials without a heartbeat, RUNNING MLflow runs) are reconciled here.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlparse
+
+from objectives.errors import LosstuneError
+from search.tracking.mlflow_locations import check_tracking_reachable
+from search.run.budget import BudgetLedger
+from search.study.plan import distribution_bounds
+from search.run.heartbeats import adopt_silent_trials, fail_stale_trial, stale_trial_ids
+from search.run.storage import (
+    check_directory_target, check_sqlite_target, init_lock, open_optuna_storage, quiet_optuna, redact,
+    require_existing_study_file, study_exists,
+)  # fmt: skip
+from search.study.study_file import StudyFile, load_study_file
+
+# Only what every command needs is imported here. The data (pandas), the folds (torch, scikit-learn) and MLflow
+# are imported where they are used, so that `losstune status` and a week whose budget is spent answer at once.
+if TYPE_CHECKING:
+    import optuna
+
+    from objectives.data import Dataset
+    from objectives.evaluate import PreparedFolds
+    from search.tracking.tracker import StudyTracker
+
+log = logging.getLogger(__name__)
+
+STALE_REASON = "worker stopped without finishing the trial (no heartbeat): retried"
+STALE_FAILURE = "stale"  # the ``failure`` user attr of a trial failed for its silent heartbeat
+# a study user attr: true while a search holds the study's MLflow parent run RUNNING
+PARENT_OPEN_ATTR = "mlflow_parent_open"
+# the status of a parent run found RUNNING after every worker that held it has gone
+ABANDONED_PARENT_STATUS = "FAILED"
+
+
+class StudySession:
+    """A study file opened for work: its data, Optuna study, budget ledger and MLflow tracker.
+
+    Everything that can be checked without writing is checked first: the study file, the data and its folds, that
+    the storage (and, for a search, the MLflow store and artifact directory) can be reached or created. Bad input
+    therefore fails before anything is written; only then are the study and the ledger created or opened, under
+    :func:`~search.run.storage.init_lock` so that workers started at once do not create them twice."""
+
+    def __init__(
+        self, study_path: Path, *, allow_data_change: bool = False, with_data: bool = True, create: bool = True
+    ) -> None:
+        self.path = Path(study_path)
+        self.file: StudyFile = load_study_file(self.path)
+        self.dataset: Dataset | None = None
+        if with_data:
+            from objectives.data import check_folds, load_dataset
+
+            self.dataset = load_dataset(self.file.data_spec)
+            check_folds(self.dataset, self.file.cv.folds)
+            from objectives.memory import check_trial_memory
+
+            check_trial_memory(self.dataset, self.file.trial_config())  # before any store is opened for writing
+        import optuna  # after the checks that need no storage: bad input is refused without it
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.url = self.file.storage_url  # may hold a password: never shown, see storage_display
+        self.storage_display = redact(self.url)
+        check_sqlite_target(self.url, "storage")
+        if not create:
+            require_existing_study_file(self.url, self.file.name)
+        if with_data:  # a search: it will write to MLflow too
+            check_sqlite_target(self.file.tracking_uri, "the MLflow tracking store")
+            check_tracking_reachable(self.file.tracking_uri)
+            check_directory_target(Path(unquote(urlparse(self.file.artifact_location).path)), "the MLflow artifact directory")
+        with init_lock(self.url):
+            self.storage = open_optuna_storage(self.url)
+            self.study = _load_or_create_study(self.file.name, self.storage, create)
+            self.ledger = BudgetLedger(self.storage.engine, self.file.name)  # the study's own database and pool
+            if self.dataset is not None:
+                self._check_fingerprint(allow_data_change)
+        self.phases = self.file.phases
+        self.bounds = distribution_bounds(self.phases)
+        self._prepared: PreparedFolds | None = None
+
+    @classmethod
+    def existing(cls, study_path: Path) -> "StudySession | None":
+        """The study opened without its data when its storage already holds it, else None (nothing is created:
+        a new study goes through the full checks of the constructor first). For a search to learn, at the cost
+        of reading the study file and one query, that the week's budget is already spent."""
+        file = load_study_file(Path(study_path))
+        check_sqlite_target(file.storage_url, "storage")
+        if not study_exists(file.storage_url, file.name):
+            return None
+        return cls(study_path, with_data=False, create=False)
+
+    def close(self) -> None:
+        self.storage.engine.dispose()
+
+    @property
+    def prepared(self) -> PreparedFolds:
+        """Folds and their preprocessing, made once per process: every trial of the study shares them."""
+        if self._prepared is None:
+            from objectives.evaluate import prepare_folds
+
+            self._prepared = prepare_folds(self.dataset, self.file.cv)
+        return self._prepared
+
+    def _check_fingerprint(self, allow_change: bool) -> None:
+        recorded = self.study.user_attrs.get("data_fingerprint")
+        current = self.dataset.fingerprint
+        if recorded is None:
+            self.study.set_user_attr("data_fingerprint", current)
+        elif recorded != current:
+            if not allow_change:
+                raise LosstuneError(
+                    f"{self.file.data_spec.path.name} changed since this study started (fingerprint {current}, "
+                    f"study has {recorded}): trials on different data are not comparable. Start a new study "
+                    "(another name:), or pass --allow-data-change to continue and tag the following trials"
+                )
+            log.warning("data changed (%s -> %s): continuing, following trials are tagged", recorded, current)
+            history = list(self.study.user_attrs.get("data_fingerprint_history", [recorded]))
+            self.study.set_user_attr("data_fingerprint_history", [*history, current])
+            self.study.set_user_attr("data_fingerprint", current)
+
+    def tracker(self) -> StudyTracker:
+        from search.tracking.tracker import StudyTracker
+
+        check_tracking_reachable(self.file.tracking_uri)  # one line in seconds, not MLflow's minutes of retries
+        return StudyTracker(self.file.tracking_uri, self.file.experiment, artifact_location=self.file.artifact_location)
+
+    def budget_for_week(self, override: int | None) -> int:
+        return self.file.budget.trials_per_week if override is None else override
+
+    def reconcile_stale(self, tracker: StudyTracker | None) -> int:
+        """Trials of dead workers (no heartbeat for the grace period): their MLflow runs closed FAILED, then the
+        trials marked FAIL in Optuna with ``failure=stale`` and the reason, like every failed trial. MLflow first:
+        a process killed in between leaves the trial RUNNING and stale, so the next run repairs both again.
+        Without a tracker, MLflow is opened only when there is something to repair. Returns how many MLflow runs
+        were closed."""
+        with quiet_optuna():
+            adopt_silent_trials(self.storage, self.study._study_id)
+            stale = stale_trial_ids(self.storage, self.study._study_id)
+        if tracker is None:
+            if not stale and not self.study.user_attrs.get(PARENT_OPEN_ATTR):
+                return 0  # nothing a dead worker left: no need to open MLflow at all
+            tracker = self.tracker()
+        numbers = {self.storage.get_trial_number_from_id(trial_id) for trial_id in stale}
+        closed = close_orphan_runs(self.study, tracker, stale_numbers=numbers)
+        for trial_id in stale:
+            fail_stale_trial(self.storage, trial_id, STALE_FAILURE, STALE_REASON)
+        return closed
+
+    def close_abandoned_parent(self, tracker: StudyTracker | None = None) -> bool:
+        """End the study's MLflow parent run if a search left it RUNNING and no trial is running any more (a
+        worker killed during the week's last trial, say). True when it was closed. Opens MLflow only when the
+        study records its parent run as open."""
+        from optuna.trial import TrialState
+
+        parent = self.study.user_attrs.get("mlflow_parent_run_id")
+        if not parent or not self.study.user_attrs.get(PARENT_OPEN_ATTR):
+            return False
+        if any(t.state == TrialState.RUNNING for t in self.study.get_trials(deepcopy=False)):
+            return False  # a live worker still holds it; it closes the parent when it ends
+        tracker = tracker or self.tracker()
+        run = tracker._find_run(parent)
+        closed = run is not None and run.info.status == "RUNNING"
+        if closed:
+            tracker.set_parent_finished(parent, ABANDONED_PARENT_STATUS)
+            log.info("closed the study's MLflow parent run %s, left RUNNING by a stopped search", parent)
+        self.study.set_user_attr(PARENT_OPEN_ATTR, False)
+        return closed
+
+
+def _load_or_create_study(name: str, storage, create: bool = True) -> optuna.Study:
+    """Load the study; create it only when it does not exist yet (loading first writes nothing)."""
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        if not create:
+            raise LosstuneError(f"study {name!r} is not in its storage yet: run `losstune search` first") from None
+        return optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
+
+
+def close_orphan_runs(study: optuna.Study, tracker: StudyTracker, stale_numbers: set[int] = frozenset()) -> int:
+    """Close the MLflow runs left RUNNING by workers that died: the run of a FAIL trial ends FAILED (with the
+    trial's reason, or that its worker stopped), the run of a COMPLETE trial (killed after telling Optuna, its
+    metrics already logged) ends FINISHED. A run is matched to its trial by the trial's ``mlflow_run_id``, or,
+    for a worker killed before recording that, by the run's trial number under this study's parent run. The
+    trials numbered in ``stale_numbers`` (still RUNNING, about to be failed as stale) count as failed."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+    from optuna.trial import TrialState
+
+    from search.tracking.mlflow_store import TAG_TRIAL
+
+    trials = study.get_trials(deepcopy=False)
+    linked = {t.user_attrs["mlflow_run_id"]: t for t in trials if "mlflow_run_id" in t.user_attrs}
+    by_number = {t.number: t for t in trials}
+    parent = study.user_attrs.get("mlflow_parent_run_id")
+    closed = 0
+    for run in tracker.running_runs():
+        tags = run.data.tags
+        trial = linked.get(run.info.run_id)
+        if trial is None and parent and tags.get(MLFLOW_PARENT_RUN_ID) == parent and tags.get(TAG_TRIAL, "").isdigit():
+            trial = by_number.get(int(tags[TAG_TRIAL]))
+        if trial is None:
+            continue
+        if trial.number in stale_numbers:
+            tracker.fail_trial(run.info.run_id, STALE_REASON)
+        elif trial.state not in (TrialState.FAIL, TrialState.COMPLETE):
+            continue
+        elif trial.state == TrialState.FAIL:
+            tracker.fail_trial(run.info.run_id, trial.user_attrs.get("failure_reason") or STALE_REASON)
+        else:
+            tracker.mark_finished(run.info.run_id)
+        closed += 1
+    if closed:
+        log.info("closed %d MLflow run(s) left RUNNING by stopped workers", closed)
+    return closed

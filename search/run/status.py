@@ -1,0 +1,63 @@
+"""``losstune status``: where a study stands, read-only.
+
+It reads the study file and the study's database only: no data, no pandas, no torch, no MLflow, so that it
+answers at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from search.run.budget import iso_week
+from search.study.choices import phase_choices
+from search.study.plan import config_key, plan_step
+from search.study.results import format_table, results_rows, results_table, trial_records
+from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
+from search.study.verdict import Confidence, confidence, format_confidence, resolve_rule, select
+from search.run.session import StudySession
+
+
+def study_status(study_path: Path, budget_override: int | None = None) -> dict:
+    session = StudySession(study_path, with_data=False, create=False)
+    week = iso_week()
+    budget = session.budget_for_week(budget_override)
+    spent = session.ledger.spent(week)
+    records = trial_records(session.study)
+    step = plan_step(session.file, records)
+    trials = session.study.get_trials(deepcopy=False)
+    rule = resolve_rule(trials, "auto")  # the rule export uses by default: status shows what export would pick
+    best = select(trials, rule)
+    reference = session.file.reference_loss
+    return {
+        "study": session.file.name,
+        "metric": session.file.trial_config().metric.label,
+        "storage": session.storage_display,
+        "week": week,
+        "budget": budget,
+        "spent": spent,
+        "left": max(0, budget - spent),
+        "phase": "complete" if step is None else step.phase.name,
+        "best": None if best is None else {
+            "trial": best.number, "phase": best.user_attrs.get("phase", "?"), "score": best.value,
+            **best.user_attrs["loss"],
+            "confidence": confidence(best, rule, trials, config_key(reference)).model_dump(),
+        },
+        "reference": reference,
+        "choices": phase_choices(session.phases, records, reference),
+        "trials": results_rows(session.study),
+    }
+
+
+def format_status(status: dict) -> str:
+    lines = [format_table(status["trials"]), ""]
+    best = status["best"]
+    if best:
+        params = " ".join(
+            f"{k}={UNWEIGHTED if best[k] is None else best[k]}" for k in LOSS_PARAMS
+        )
+        lines.append(f"best: trial {best['trial']} ({best['phase']}) {params}  score {best['score']:.4f}")
+        lines += ["  " + line for line in format_confidence(Confidence(**best["confidence"]), status["metric"])]
+    if status["choices"]:
+        lines += ["choices (each against its closest rival, same splits):", *("  " + c for c in status["choices"])]
+    lines.append(f"phase: {status['phase']}")
+    lines.append(f"budget {status['week']}: {status['spent']}/{status['budget']} used, {status['left']} left")
+    return "\n".join(lines)

@@ -1,0 +1,79 @@
+"""A trial in flight and what became of it: :class:`TrialProgress` (how far a trial of a batch got, what its
+failure handler needs), :class:`TrialOutcome` (what the worker reports) and the one line printed per trial."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from objectives.config import TrialConfig
+from objectives.errors import TrainingDiverged
+from search.study.plan import Step, TrialRecord
+from search.study.loss_params import UNWEIGHTED
+
+if TYPE_CHECKING:
+    import optuna
+
+    from objectives.evaluate import EvaluationResult
+
+
+@dataclass
+class TrialOutcome:
+    number: int
+    phase: str
+    loss: dict
+    state: str
+    result: EvaluationResult | None = None
+    reason: str | None = None
+    stats: dict | None = None  # search.study.noise.trial_stats: SEs and paired differences
+
+
+@dataclass
+class TrialProgress:
+    """How far one trial got: what its failure handler needs to mark it."""
+
+    trial: optuna.Trial
+    step: Step
+    loss: dict = field(default_factory=dict)
+    config: TrialConfig | None = None
+    run_id: str | None = None
+    told: bool = False
+    outcome: TrialOutcome | None = None
+    beat: object = None  # the heartbeat, entered by the worker, left once the trial is told
+
+    def stop_beating(self) -> None:
+        if self.beat is not None:
+            beat, self.beat = self.beat, None
+            beat.__exit__(None, None, None)
+
+    def record(self, outcome: "EvaluationResult | TrainingDiverged") -> TrialRecord:
+        """What the plan will read of this trial once it is told."""
+        if isinstance(outcome, TrainingDiverged):
+            return TrialRecord(self.trial.number, self.step.phase.name, "FAIL", self.loss, failure="diverged")
+        cv = None if self.step.cv is None or self.config is None else self.config.cv.model_dump()
+        return TrialRecord(
+            self.trial.number, self.step.phase.name, "COMPLETE", self.loss, value=outcome.oof_score, cv=cv,
+            cv_seed=None if self.config is None else self.config.cv.seed,
+        )
+
+
+def format_outcome(o: TrialOutcome, metric: str) -> str:
+    params = " ".join(f"{k}={UNWEIGHTED if v is None else f'{v:.3g}'}" for k, v in o.loss.items())  # as run names
+    if o.result is None:
+        return f"t{o.number:03d} {o.phase:<8} {params}  FAILED: {o.reason}"
+    r = o.result
+    return (
+        f"t{o.number:03d} {o.phase:<8} {params}  {metric} {_with_noise(r.oof_score, o.stats)} "
+        f"(honest {r.honest_score_mean:.4f})  threshold {r.threshold:.3f}  {r.seconds:.1f}s{_vs_reference(o.stats)}"
+    )
+
+
+def _with_noise(score: float, stats: dict | None) -> str:
+    return f"{score:.4f}" if not stats else f"{score:.4f} ± {stats['cv_score_se']:.4f}"
+
+
+def _vs_reference(stats: dict | None) -> str:
+    if not stats or stats.get("diff_vs_reference") is None:
+        return ""
+    return (f"  vs reference t{stats['reference_trial']:03d}: {stats['diff_vs_reference']:+.4f} ± "
+            f"{stats['diff_vs_reference_se']:.4f} {stats['verdict_vs_reference']}")  # fmt: skip

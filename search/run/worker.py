@@ -1,0 +1,318 @@
+"""One worker's loop, top to bottom: find where the plan stands from the stored trials; take the current phase's
+pending steps as a batch (every pending grid point, or a TPE phase's ``batch`` draws); for each, reserve a budget
+slot, claim the grid point and ask Optuna for a trial; train the batch as one job (``evaluate_batch``) while every
+trial beats its heartbeat; then hand each trial to the background recorder (:mod:`search.run.background`), which
+logs it to MLflow and tells Optuna, while this thread plans and trains the next batch.
+
+Every trial of a batch keeps its own Optuna trial, budget slot, grid claim, heartbeat (beating until it is told)
+and MLflow child run. The next batch is planned from the stored trials plus the results handed over and not yet
+recorded, so the plan does not wait for the recording.
+
+A trial never stays RUNNING for good: a diverging loss fails that trial only, Ctrl-C (or SIGTERM) and errors
+mark the batch's trials FAIL with the reason (see :meth:`Worker._train_batch`); a worker killed outright stops
+beating its heartbeats, and every worker fails such stale trials before each batch
+(:meth:`~search.run.session.StudySession.reconcile_stale`).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from functools import partial
+
+import optuna
+from optuna.samplers import PartialFixedSampler, RandomSampler, TPESampler
+from optuna.trial import TrialState
+from pydantic import ValidationError
+
+from objectives.config import LossConfig
+from objectives.errors import TrainingDiverged
+from objectives.evaluate import EvaluationResult, evaluate_batch
+from search.run.background import Recorder
+from search.run.budget import worker_id
+from search.study.noise import stats_metrics, trial_stats
+from search.run.options import SearchOptions
+from search.study.choices import phase_choices
+from search.study.plan import Step, TrialRecord, Wait, pending_steps, trial_cv
+from search.study.results import results_table, trial_records
+from search.run.heartbeats import grace_seconds, heartbeat
+from search.run.storage import quiet_optuna
+from search.run.trial_outcome import TrialOutcome, TrialProgress
+from search.study.loss_params import LOSS_PARAMS
+
+from search.run.session import StudySession
+
+log = logging.getLogger(__name__)
+
+TPE_STARTUP_TRIALS = 2  # TPE's default of 10 random trials would spend a whole week's budget at random
+WAIT_POLL_SECONDS = 2.0  # a worker waiting for another's trial (the next phase needs it) looks again this often
+CLAIM_RETRY_SECONDS = 0.2
+MAX_BATCH = 16  # configurations trained together at most (memory grows with them: 16 x folds models)
+
+
+class Worker:
+    """Runs trials of one study until the week's budget, the plan or the time is used up."""
+
+    def __init__(self, session: StudySession, options: SearchOptions, week: str, parent_run_id: str, echo) -> None:
+        self.s = session
+        self.options = options
+        self.week = week
+        self.budget = session.budget_for_week(options.budget)
+        self.parent_run_id = parent_run_id
+        self.tracker = session.tracker()
+        self.echo = echo
+        self.deadline = None if options.timeout is None else time.monotonic() + options.timeout
+        self.outcomes: list[TrialOutcome] = []  # this worker's trials so far, also when it is interrupted
+        self.recorder: Recorder | None = None
+        self._on_trial = None
+        session.ledger.check_in()  # as early as possible: workers started together share the first phase
+
+    def _out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def run(self, on_trial=None) -> list[TrialOutcome]:
+        self._on_trial = on_trial
+        self.recorder = Recorder(after_batch=self._log_summary)
+        try:
+            while not self._out_of_time():
+                self.recorder.check()
+                steps = self._next_steps()
+                if steps is None:
+                    break
+                batch = self._start_batch(steps)
+                if batch is None:
+                    break  # the week's budget is spent
+                if batch:
+                    self._train_batch(batch)
+                else:
+                    time.sleep(CLAIM_RETRY_SECONDS)  # other workers hold these points; look again
+        finally:
+            with sigint_ignored():  # every trial that finished training is recorded before we stop
+                self.recorder.close()
+        self.recorder.check()
+        self.s.ledger.check_out()  # only on a clean stop: after a fault, the check-in simply grows old
+        return self.outcomes
+
+    def _records(self) -> list:
+        """The stored trials, with those handed to the recorder and not yet told as what they will be told."""
+        pending = self.recorder.pending() if self.recorder else {}
+        stored = trial_records(self.s.study)
+        return [pending.get(r.number, r) if r.state == "RUNNING" else r for r in stored]
+
+    def _next_steps(self) -> list[Step] | None:
+        while True:
+            self.s.ledger.check_in()
+            self.s.reconcile_stale(self.tracker)  # a dead worker's trial is failed (and retried) as soon as it is stale
+            steps = pending_steps(
+                self.s.phases, self._records(), limit=MAX_BATCH,
+                reference=self.s.file.reference_loss, study_seed=self.s.file.cv.seed,
+            )  # fmt: skip
+            if not isinstance(steps, Wait):
+                return steps if steps is None else self._my_share(steps)
+            if self._out_of_time():
+                return None
+            log.info("phase %s: waiting for trial(s) %s running elsewhere", steps.phase.name, steps.running)
+            time.sleep(WAIT_POLL_SECONDS)
+
+    def _my_share(self, steps: list[Step]) -> list[Step]:
+        """This worker's part of a batch when other workers are looking for work too: one batch per worker
+        trains faster in total than one worker training them all while the others wait for the next phase."""
+        live = self.s.ledger.live_workers(window_seconds=max(grace_seconds(), 5 * WAIT_POLL_SECONDS))
+        share = steps[: -(-len(steps) // live)]
+        if live > 1:
+            log.info("%d workers looking for work: this one takes %d of %d step(s)", live, len(share), len(steps))
+        return share
+
+    def _start_batch(self, steps: list[Step]) -> "list[TrialProgress] | None":
+        """For each step: a budget slot, the grid claim, an Optuna trial with its heartbeat and MLflow run.
+        None when the budget is spent before the first; steps whose point another worker holds are left out.
+        One step at a time (slot, claim, ask), so that a worker killed here leaves at most one slot unattached."""
+        batch: list[TrialProgress] = []
+        asked = 0
+        try:
+            for step in steps:
+                slot = self.s.ledger.reserve(self.week, self.budget)
+                if slot is None:
+                    if asked == 0:
+                        return None
+                    break
+                if step.claim is not None and not self.s.ledger.claim(step.claim):
+                    self.s.ledger.release(self.week, slot)
+                    continue
+                state = self._ask(step, slot)
+                asked += 1
+                if state.told:  # an invalid configuration: failed at once, nothing to train
+                    self._finish(state.outcome, summary=True)
+                else:
+                    batch.append(state)
+        except BaseException as exc:
+            self._fail_untold(batch, exc)
+            raise
+        return batch
+
+    def _sampler(self, step: Step, n_trials: int):
+        fixed = {k: v for k, v in step.fixed.items() if v is not None}
+        if step.loss is not None:
+            return PartialFixedSampler(fixed_params=fixed, base_sampler=RandomSampler(seed=0))
+        tpe = TPESampler(
+            n_startup_trials=TPE_STARTUP_TRIALS, constant_liar=True, seed=self.s.file.cv.seed * 100_003 + n_trials
+        )
+        return PartialFixedSampler(fixed_params=fixed, base_sampler=tpe) if fixed else tpe
+
+    def _suggest(self, trial: optuna.Trial, step: Step) -> dict[str, float | None]:
+        loss: dict[str, float | None] = {}
+        sampled = step.space or {}
+        for name in LOSS_PARAMS:
+            if name not in sampled and step.fixed.get(name) is None:
+                loss[name] = None  # alpha=None: no class weighting, so no alpha parameter at all
+                continue
+            low, high = sampled.get(name, self.s.bounds[name])
+            loss[name] = trial.suggest_float(name, low, high)
+        return loss
+
+    def _ask(self, step: Step, slot: int) -> "TrialProgress":
+        """An Optuna trial for ``step``, beating its heartbeat, with its attrs and its RUNNING MLflow run."""
+        study = self.s.study
+        with quiet_optuna():
+            study.sampler = self._sampler(step, len(study.get_trials(deepcopy=False)))
+            trial = study.ask()
+        state = TrialProgress(trial, step)
+        state.beat = heartbeat(self.s.storage, trial._trial_id)
+        state.beat.__enter__()
+        try:
+            self.s.ledger.attach(self.week, slot, trial.number, claim=step.claim)
+            with quiet_optuna():
+                state.loss = self._suggest(trial, step)
+            cv = trial_cv(self.s.file.cv, step)
+            attrs = {
+                "phase": step.phase.name, "phase_index": step.phase_index, "week": self.week, "loss": state.loss,
+                "slot": slot, "worker": worker_id(), "data_fingerprint": self.s.dataset.fingerprint,
+                "cv_seed": cv.seed, **({"cv": cv.model_dump()} if step.cv is not None else {}),
+            }  # fmt: skip
+            for key, value in attrs.items():
+                trial.set_user_attr(key, value)
+            try:
+                state.config = self.s.file.trial_config(LossConfig(**state.loss), cv=cv)
+            except ValidationError as exc:
+                reason = f"invalid configuration: {exc.errors()[0]['msg'].removeprefix('Value error, ')}"
+                self._fail(state, "invalid", reason)
+                return state
+            state.run_id = self.tracker.start_trial(
+                self.parent_run_id, trial.number, step.phase.name, self.week, state.config,
+                self.s.dataset.fingerprint, extra_tags=self._data_change_tags(),
+            )  # fmt: skip
+            trial.set_user_attr("mlflow_run_id", state.run_id)
+        except BaseException as exc:
+            self._fail_untold([state], exc)
+            raise
+        return state
+
+    def _train_batch(self, batch: "list[TrialProgress]") -> None:
+        """Train the batch as one job, then hand each trial to the recorder. Whatever stops the training, no
+        trial of the batch stays RUNNING:
+
+        * a configuration's loss diverges (NaN/inf): that trial FAIL with ``failure=diverged`` (the plan does not
+          retry it); the others are recorded as usual;
+        * Ctrl-C: every trial FAIL with ``failure=interrupted``, MLflow runs KILLED, then the interrupt goes on up;
+        * any other error: every trial FAIL with ``failure=error``, MLflow runs FAILED, then the error goes on up;
+        * ``kill -9``: nothing can run, but the heartbeats stop; any later run fails the trials once stale.
+        """
+        try:
+            configs = [state.config for state in batch]
+            # a confirm batch's own seed splits the rows its own way: its folds are prepared for it alone
+            prepared = self.s.prepared if configs[0].cv == self.s.file.cv else None
+            outcomes = evaluate_batch(self.s.dataset, configs, prepared)
+        except BaseException as exc:
+            self._fail_untold(batch, exc)
+            raise
+        for state, outcome in zip(batch, outcomes):
+            self.recorder.submit(state.trial.number, state.record(outcome), partial(self._record, state, outcome))
+
+    def _record(self, state: "TrialProgress", outcome: "EvaluationResult | TrainingDiverged") -> None:
+        """In the recorder's thread: one trial written, in the order that loses nothing (see below)."""
+        try:
+            if isinstance(outcome, TrainingDiverged):
+                self._finish(self._fail(state, "diverged", str(outcome)), summary=False)
+                return
+            study, trial, result = self.s.study, state.trial, outcome
+            for key, value in {"honest_score": result.honest_score_mean, "threshold": result.threshold,
+                               "seconds": result.seconds, "honest_score_std": result.honest_score_std}.items():
+                trial.set_user_attr(key, value)
+            me = TrialRecord(trial.number, state.step.phase.name, "RUNNING", state.loss, cv=trial.user_attrs.get("cv"))
+            stats = trial_stats(trial_records(study), me, result, state.config, self.s.file.reference_loss)
+            for key, value in stats.items():
+                trial.set_user_attr(key, value)
+            # MLflow first, then Optuna, then the run's final status: see StudyTracker.log_trial_result
+            self.tracker.log_trial_result(
+                state.run_id, result, self.s.dataset, state.config, extra_metrics=stats_metrics(stats)
+            )
+            study.tell(trial, result.oof_score)
+            state.told = True
+            self.tracker.mark_finished(state.run_id)
+            self._finish(
+                TrialOutcome(trial.number, state.step.phase.name, state.loss, "COMPLETE", result=result, stats=stats)
+            )
+        except BaseException as exc:
+            self._fail_untold([state], exc)
+            raise
+        finally:
+            state.stop_beating()
+
+    def _finish(self, outcome: TrialOutcome, summary: bool = False) -> None:
+        self.outcomes.append(outcome)
+        if summary:
+            self._log_summary()
+        if self._on_trial:
+            self._on_trial(outcome)
+
+    def _log_summary(self) -> None:
+        study = self.s.study
+        notes = phase_choices(self.s.phases, trial_records(study), self.s.file.reference_loss)
+        self.tracker.log_study_summary(self.parent_run_id, results_table(study), study, notes=notes)
+
+    def _fail_untold(self, batch: "list[TrialProgress]", exc: BaseException) -> None:
+        """Mark every trial of ``batch`` not told yet FAIL (interrupted or error) and stop its heartbeat."""
+        with sigint_ignored():  # a second Ctrl-C must not leave a trial half-marked
+            for state in batch:
+                if not state.told:
+                    try:
+                        if isinstance(exc, KeyboardInterrupt):
+                            self._fail(state, "interrupted", "interrupted (Ctrl-C)", status="KILLED")
+                        else:
+                            self._fail(state, "error", f"{type(exc).__name__}: {exc}")
+                    except Exception:  # noqa: BLE001 - the store itself may be what failed; the trial goes stale
+                        if not state.told:  # FAIL in Optuna is what counts; its MLflow run is closed by the next run
+                            log.warning("could not mark trial %d FAILED; it is failed once its heartbeat is stale",
+                                        state.trial.number)  # fmt: skip
+                state.stop_beating()
+
+    def _fail(self, state: "TrialProgress", kind: str, reason: str, status: str = "FAILED") -> TrialOutcome:
+        trial = state.trial
+        trial.set_user_attr("failure", kind)
+        trial.set_user_attr("failure_reason", reason)
+        self.s.study.tell(trial, state=TrialState.FAIL)
+        state.told = True
+        if state.run_id is not None:
+            self.tracker.fail_trial(state.run_id, reason, status=status)
+        state.outcome = TrialOutcome(trial.number, state.step.phase.name, state.loss, "FAIL", reason=reason)
+        return state.outcome
+
+    def _data_change_tags(self) -> dict[str, str]:
+        history = self.s.study.user_attrs.get("data_fingerprint_history")
+        return {"losstune.data_changed": "true", "losstune.data_previous": history[-2]} if history else {}
+
+
+@contextmanager
+def sigint_ignored():
+    """Ignore Ctrl-C for the block (main thread only: elsewhere signals cannot be changed, nor delivered)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,66 @@
+"""What each phase of the plan chose, and whether that choice was within noise: the paired comparison of two
+trials on their shared splits, and one line per phase (the MLflow parent run's ``plan_choices.txt``,
+``losstune status``)."""
+
+from __future__ import annotations
+
+from objectives.stats import Comparison, compare
+from search.study.plan import TrialRecord, best_record, config_key
+from search.study.ranking import best
+from search.study.loss_params import UNWEIGHTED
+from search.study.phases import Phase, default_reference
+
+
+def loss_text(loss: dict[str, float | None]) -> str:
+    """``g=3 a=none w=0.8/0.2`` (weights bce/focal)."""
+    alpha = UNWEIGHTED if loss.get("alpha") is None else f"{loss['alpha']:g}"
+    return f"g={loss['gamma']:g} a={alpha} w={loss['bce_weight']:g}/{loss['focal_weight']:g}"
+
+
+def paired(a: TrialRecord, b: TrialRecord) -> Comparison | None:
+    """A minus B on their shared splits, or None when they cannot be paired (other splits, no fold scores)."""
+    if not (a.scored and b.scored and a.cv_key == b.cv_key and a.fold_scores and b.fold_scores and a.folds):
+        return None
+    if len(a.fold_scores) != len(b.fold_scores):
+        return None
+    return compare(a.fold_scores, b.fold_scores, a.folds, diff=a.value - b.value)
+
+
+def phase_choices(phases: tuple[Phase, ...], records: list[TrialRecord], reference: dict | None = None) -> list[str]:
+    """One line per phase with a result: what it chose and whether that choice was within noise, e.g.
+    ``balance: g=3 a=none w=0.8/0.2 chosen (trial 2), +0.002 ± 0.003 over g=3 a=none w=0.5/0.5 (trial 0), not
+    distinguishable``. For a grid or tpe phase, the best configuration so far against the runner-up among the
+    phase's trials and the earlier best; for a confirm phase, its best against the reference on the fresh seed."""
+    reference = reference or default_reference(phases)
+    lines = []
+    for i, phase in enumerate(phases):
+        mine = [r for r in records if r.phase == phase.name and r.scored]
+        if not mine:
+            continue
+        if phase.kind == "confirm":
+            top = best(mine)
+            ref = next((r for r in mine if config_key(r.loss) == config_key(reference)), None)
+            if ref is None or ref.number == top.number:
+                lines.append(f"{phase.name}: {loss_text(top.loss)} confirmed best (trial {top.number}, "
+                             f"{top.value:.4f}){', the reference itself' if ref is not None else ''}")  # fmt: skip
+                continue
+            lines.append(_choice_line(phase.name, "confirmed best", top, ref, "the reference "))
+            continue
+        chosen = best_record(records, i + 1, phases)
+        earlier = best_record(records, i, phases)
+        rivals = [r for r in [*mine, *([earlier] if earlier else [])] if r.number != chosen.number]
+        rivals = [r for r in rivals if config_key(r.loss) != config_key(chosen.loss)]
+        if not rivals:
+            lines.append(f"{phase.name}: {loss_text(chosen.loss)} chosen (trial {chosen.number}), no rival")
+            continue
+        runner_up = best(rivals)
+        lines.append(_choice_line(phase.name, "chosen", chosen, runner_up, ""))
+    return lines
+
+
+def _choice_line(phase: str, what: str, a: TrialRecord, b: TrialRecord, b_role: str) -> str:
+    c = paired(a, b)
+    head = f"{phase}: {loss_text(a.loss)} {what} (trial {a.number})"
+    if c is None:
+        return f"{head}, {a.value - b.value:+.4f} over {b_role}{loss_text(b.loss)} (trial {b.number}), no paired folds"
+    return f"{head}, {c.diff:+.4f} ± {c.se:.4f} over {b_role}{loss_text(b.loss)} (trial {b.number}), {c.verdict}"

@@ -1,0 +1,40 @@
+"""The loss parameters, named once: their names (LossConfig's fields), the ranges a plan may give them, and how
+an unweighted alpha is written as text."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+from objectives.config import LossConfig
+
+# the loss parameters, named once: LossConfig's fields, in its order (the tables' and the plan's order)
+LOSS_PARAMS: tuple[str, ...] = tuple(LossConfig.model_fields)
+LossParam = Literal["alpha", "gamma", "bce_weight", "focal_weight"]  # a type needs the names written out:
+if get_args(LossParam) != LOSS_PARAMS:  # so they are checked against LossConfig's on import
+    raise RuntimeError(f"LossParam {get_args(LossParam)} does not name LossConfig's fields {LOSS_PARAMS}")
+UNWEIGHTED = "none"  # an unweighted alpha (alpha: null), wherever it is written as text
+# Every value a plan may give a loss parameter lies in these ranges; Optuna records each parameter with the same
+# distribution kind in every phase.
+PARAM_LIMITS: dict[str, tuple[float, float]] = {
+    "alpha": (0.0, 1.0),
+    "gamma": (0.0, 10.0),
+    "bce_weight": (0.0, 1.0),
+    "focal_weight": (0.0, 1.0),
+}
+
+
+def check_value(name: str, value: float | None) -> float | None:
+    if value is None:
+        if name != "alpha":
+            raise ValueError(f"{name} cannot be null (only alpha can: no class weighting)")
+        return None
+    lo, hi = PARAM_LIMITS[name]
+    if not lo <= value <= hi:
+        raise ValueError(f"{name}={value:g} is outside [{lo:g}, {hi:g}]")
+    return float(value)
+
+
+def check_weights(where: str, values: dict[str, float | None]) -> None:
+    """A point (or fixed values) that sets both loss weights to 0 would make every such trial invalid."""
+    if values.get("bce_weight") == 0 and values.get("focal_weight") == 0:
+        raise ValueError(f"{where}: bce_weight and focal_weight are both 0: the loss would be identically zero")

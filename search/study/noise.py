@@ -1,0 +1,95 @@
+"""A finished trial's score with its noise, and its paired differences from the reference and the best so far.
+
+Computed once, when the trial is told (:func:`trial_stats`), and stored as the trial's Optuna user attrs; the
+MLflow metrics (:func:`stats_metrics`), the results table, ``status`` and ``export`` all read those same values,
+so they carry the same numbers. User attrs written (JSON values):
+
+- ``folds``, ``repeats``, ``cv_seed``: K, R and the CV seed the trial ran with;
+- ``fold_scores``, ``honest_fold_scores``: lists of R*K floats, repeat-major (index ``r * K + k``);
+- ``repeat_scores``: R floats, each repeat's OOF score;
+- ``cv_score_se``, ``honest_score_se``: corrected resampled standard errors (:mod:`objectives.stats`);
+- ``reference_trial``, ``diff_vs_reference``, ``diff_vs_reference_se``, ``verdict_vs_reference``: against the
+  study's reference configuration evaluated on the same splits (None when there is none yet, or for the
+  reference itself);
+- ``best_trial``, ``diff_vs_best``, ``diff_vs_best_se``, ``verdict_vs_best``: against the best trial on the same
+  splits that had finished when this one was told (the incumbent).
+
+Differences are this trial's OOF score minus the other's; the SE and the verdict come from the paired fold
+scores (see :func:`search.study.choices.paired`).
+"""
+
+from __future__ import annotations
+
+from objectives.config import TrialConfig
+from objectives.evaluate import EvaluationResult
+from objectives.stats import BETTER, WORSE, corrected_se, repeats_of
+from search.study.choices import paired
+from search.study.plan import TrialRecord, config_key
+from search.study.ranking import best
+
+VERDICT_CODE = {BETTER: 1.0, WORSE: -1.0}  # MLflow metrics are numbers: +1 better, -1 worse, 0 not distinguishable
+
+
+def result_scores(result: EvaluationResult, folds: int) -> dict:
+    """Fold scores, repeats and per-repeat scores of a result: the one place that reads the engine's repeats
+    (``repeats`` and ``repeat_scores`` when the engine provides them; otherwise one repeat)."""
+    fold_scores = [float(v) for v in result.fold_scores]
+    repeats = int(getattr(result, "repeats", None) or repeats_of(fold_scores, folds))
+    if repeats * folds != len(fold_scores):
+        raise ValueError(f"{len(fold_scores)} fold scores for {repeats} repeats of {folds} folds")
+    repeat_scores = getattr(result, "repeat_scores", None) or ([result.oof_score] if repeats == 1 else None)
+    if repeat_scores is None:  # an engine with repeats but no per-repeat scores: the fold means stand in
+        repeat_scores = [sum(fold_scores[r * folds:(r + 1) * folds]) / folds for r in range(repeats)]
+    return {
+        "folds": folds,
+        "repeats": repeats,
+        "fold_scores": fold_scores,
+        "honest_fold_scores": [float(v) for v in result.honest_fold_scores],
+        "repeat_scores": [float(v) for v in repeat_scores],
+    }
+
+
+def trial_stats(
+    records: list[TrialRecord], record_of_trial: TrialRecord, result: EvaluationResult, config: TrialConfig,
+    reference: dict,
+) -> dict:  # fmt: skip
+    """The user attrs above for a trial that has just finished; ``records`` are the study's other trials."""
+    folds = config.cv.folds
+    scores = result_scores(result, folds)
+    me = TrialRecord(
+        number=record_of_trial.number, phase=record_of_trial.phase, state="COMPLETE", loss=record_of_trial.loss,
+        value=float(result.oof_score), cv=record_of_trial.cv, cv_seed=config.cv.seed,
+        fold_scores=tuple(scores["fold_scores"]), folds=folds,
+    )  # fmt: skip
+    others = [r for r in records if r.number != me.number and r.scored and r.cv_key == me.cv_key and r.fold_scores]
+    ref_key = config_key(reference)
+    ref = min((r for r in others if config_key(r.loss) == ref_key), key=lambda r: r.number, default=None)
+    if config_key(me.loss) == ref_key:
+        ref = None  # the reference itself
+    best_other = best(others)
+    out = {
+        **scores,
+        "cv_seed": config.cv.seed,
+        "cv_score_se": corrected_se(scores["fold_scores"], folds),
+        "honest_score_se": corrected_se(scores["honest_fold_scores"], folds),
+    }
+    for name, other in (("reference", ref), ("best", best_other)):
+        c = None if other is None else paired(me, other)
+        out[f"{name}_trial"] = None if c is None else other.number
+        out[f"diff_vs_{name}"] = None if c is None else c.diff
+        out[f"diff_vs_{name}_se"] = None if c is None else c.se
+        out[f"verdict_vs_{name}"] = None if c is None else c.verdict
+    return out
+
+
+def stats_metrics(stats: dict) -> dict[str, float]:
+    """The MLflow metrics of :func:`trial_stats`' values: SEs, per-repeat scores, differences and verdict codes."""
+    metrics = {"cv_score_se": stats["cv_score_se"], "honest_score_se": stats["honest_score_se"],
+               "repeats": float(stats["repeats"])}  # fmt: skip
+    metrics.update({f"cv_score_r{r}": s for r, s in enumerate(stats["repeat_scores"])})
+    for name in ("reference", "best"):
+        if stats.get(f"diff_vs_{name}") is not None:
+            metrics[f"diff_vs_{name}"] = stats[f"diff_vs_{name}"]
+            metrics[f"diff_vs_{name}_se"] = stats[f"diff_vs_{name}_se"]
+            metrics[f"verdict_vs_{name}"] = VERDICT_CODE.get(stats[f"verdict_vs_{name}"], 0.0)
+    return {k: float(v) for k, v in metrics.items()}

@@ -1,0 +1,284 @@
+"""The phased plan, carried out on the stored trials.
+
+Nothing about the plan's progress is kept anywhere but in the trials themselves (their ``phase`` user attr and
+loss configuration), so a stopped, crashed or next-week run derives exactly where the plan stands:
+
+* the **base** of phase *i* is the loss configuration of the best complete trial of the phases before it
+  (the defaults for the first phase), with the phase's ``fixed`` values on top;
+* a **grid** phase is done when every point (base + point) has a finished outcome: a complete trial with that
+  configuration in any phase, or a trial of this phase that failed for a reason that would repeat (divergence,
+  an invalid configuration). A trial lost to a crash does not count: the point is retried;
+* a **tpe** phase is done after ``trials`` trials, or never when it is the last, open-ended one;
+* a **confirm** phase re-runs the study's reference and the ``top`` best configurations of the earlier phases
+  (ranked by their score on the study's own CV seed), each as one trial with ``repeats`` repeats on a CV seed no
+  earlier trial used (the phase's :func:`fresh_seed`, kept in every one of its trials' ``cv``). It is done when
+  each has a finished outcome in this phase. Its scores are unbiased by the selection made on the study's seed,
+  and they are paired with each other (same fresh splits), not with the other phases' trials.
+
+The ranking itself ("the best of the earlier phases") stays the best mean on the study's seed; whether that
+choice was within noise is what :func:`phase_choices` reports.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from objectives.config import CVConfig, LossConfig
+from search.study.ranking import best, ranked
+from search.study.loss_params import LOSS_PARAMS, PARAM_LIMITS
+from search.study.phases import Phase, default_reference
+
+# failure kinds recorded in a trial's user attrs; these would fail the same way again
+REPEATABLE_FAILURES = frozenset({"diverged", "invalid"})
+# a confirm phase's seed starts a new block of this many seeds, so that its repeats' split seeds (derived from it)
+# never meet those of an earlier phase
+FRESH_SEED_STRIDE = 1000
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What the plan needs to know of one stored trial."""
+
+    number: int
+    phase: str
+    state: str  # COMPLETE, FAIL, RUNNING, WAITING, PRUNED
+    loss: dict[str, float | None]
+    value: float | None = None
+    failure: str | None = None
+    cv: dict | None = None  # the trial's own CV settings when not the study's (a confirm trial), else None
+    cv_seed: int | None = None  # the CV seed it ran with (None: not recorded, a trial from before it was)
+    fold_scores: tuple[float, ...] | None = None  # repeats * folds, repeat-major
+    folds: int | None = None
+
+    @property
+    def scored(self) -> bool:
+        return self.state == "COMPLETE" and self.value is not None
+
+    @property
+    def cv_key(self) -> str:
+        """Trials with the same key were evaluated on the same splits and seeds, so they can be paired."""
+        return "study" if self.cv is None else json.dumps(self.cv, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Step:
+    """The next trial to run: a grid point (``loss`` given) or a TPE draw (``space`` given)."""
+
+    phase_index: int
+    phase: Phase
+    base: dict[str, float | None]
+    loss: dict[str, float | None] | None = None
+    space: dict[str, tuple[float, float]] | None = None
+    attempt: int = 0
+    cv: dict | None = None  # CV settings replacing the study's for this trial (a confirm trial's fresh seed)
+
+    @property
+    def claim(self) -> str | None:
+        """The key a worker claims before running a grid point, so that two workers never run it twice."""
+        if self.loss is None:
+            return None
+        return f"{self.phase.name}:{config_key(self.loss)}#{self.attempt}"
+
+    @property
+    def fixed(self) -> dict[str, float | None]:
+        """Every loss parameter not sampled: all of them for a grid point."""
+        if self.loss is not None:
+            return dict(self.loss)
+        return {k: v for k, v in self.base.items() if k not in (self.space or {})}
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Every pending point of the current phase is running elsewhere; the next phase needs their results."""
+
+    phase: Phase
+    running: list[int] = field(default_factory=list)
+
+
+def config_key(loss: dict[str, float | None]) -> str:
+    return json.dumps({k: (None if loss.get(k) is None else round(float(loss[k]), 10)) for k in LOSS_PARAMS})
+
+
+def default_loss() -> dict[str, float | None]:
+    return LossConfig().model_dump()
+
+
+def _phase_index(phases: tuple[Phase, ...], name: str) -> int:
+    """Position of a trial's phase in the plan; trials of phases no longer in the plan count as earlier."""
+    for i, p in enumerate(phases):
+        if p.name == name:
+            return i
+    return -1
+
+
+def best_record(records: list[TrialRecord], before_phase: int | None, phases: tuple[Phase, ...]) -> TrialRecord | None:
+    done = [
+        r for r in records
+        if r.scored and r.cv is None  # scores on other seeds (confirm trials) do not rank against these
+        and (before_phase is None or _phase_index(phases, r.phase) < before_phase)
+    ]  # fmt: skip
+    return best(done)
+
+
+def phase_base(records: list[TrialRecord], index: int, phases: tuple[Phase, ...]) -> dict[str, float | None]:
+    chosen = best_record(records, index, phases)
+    base = dict(chosen.loss) if chosen else default_loss()
+    return {**base, **phases[index].fixed}
+
+
+def trial_cv(study_cv: CVConfig, step: Step) -> CVConfig:
+    """The CV settings a step's trial runs with: the study's, or a confirm step's fresh seed and repeats."""
+    return study_cv if step.cv is None else CVConfig(**{**study_cv.model_dump(), **step.cv})
+
+
+def plan_step(file, records: list[TrialRecord]) -> Step | Wait | None:
+    """:func:`next_step` for a :class:`~search.study.study_file.StudyFile`: its phases, reference and CV seed."""
+    return next_step(file.phases, records, reference=file.reference_loss, study_seed=file.cv.seed)
+
+
+def next_step(
+    phases: tuple[Phase, ...], records: list[TrialRecord], reference: dict | None = None, study_seed: int = 0
+) -> Step | Wait | None:
+    """Where the plan stands: the next trial to run, a wait for running trials, or None when it is finished."""
+    for i, phase in enumerate(phases):
+        if phase.kind == "confirm":
+            found = _confirm_step(i, phase, phases, records, reference or default_reference(phases), study_seed)
+            if found is not None:
+                return found
+            continue
+        base = phase_base(records, i, phases)
+        if phase.kind == "tpe":
+            spent = sum(1 for r in records if r.phase == phase.name and r.state != "WAITING")
+            if phase.trials is None or spent < phase.trials:
+                return Step(phase_index=i, phase=phase, base=base, space=dict(phase.space or {}))
+            continue
+        pending, running = [], []
+        for point in phase.grid or []:
+            loss = {**base, **point}
+            key = config_key(loss)
+            same = [r for r in records if config_key(r.loss) == key and r.cv is None]  # the study's splits
+            finished = any(
+                (r.state == "COMPLETE" and r.cv is None) or (r.phase == phase.name and r.state == "FAIL" and r.failure in REPEATABLE_FAILURES)
+                for r in same
+            )  # fmt: skip
+            if finished:
+                continue
+            in_flight = [r.number for r in same if r.state in ("RUNNING", "WAITING")]
+            if in_flight:
+                running += in_flight
+                continue
+            crashes = sum(1 for r in same if r.phase == phase.name and r.state == "FAIL")
+            pending.append(Step(phase_index=i, phase=phase, base=base, loss=loss, attempt=crashes))
+        if pending:
+            return pending[0]
+        if running:
+            return Wait(phase=phase, running=running)
+    return None
+
+
+def confirm_candidates(
+    index: int, phase: Phase, phases: tuple[Phase, ...], records: list[TrialRecord], reference: dict
+) -> list[dict[str, float | None]]:
+    """The configurations a confirm phase re-runs: the reference first (so that the others can be compared with
+    it when they finish), then the ``top`` best distinct configurations of the earlier phases."""
+    candidates = ranked(r for r in records if r.scored and r.cv is None and _phase_index(phases, r.phase) < index)
+    chosen: dict[str, dict] = {}
+    if phase.confirm_reference:
+        chosen[config_key(reference)] = dict(reference)
+    top: list[str] = []
+    for r in candidates:
+        key = config_key(r.loss)
+        if key in top:
+            continue
+        top.append(key)
+        chosen.setdefault(key, dict(r.loss))
+        if len(top) == phase.confirm_top:
+            break
+    return list(chosen.values())
+
+
+def fresh_seed(phase: Phase, records: list[TrialRecord], study_seed: int) -> int:
+    """A confirm phase's CV seed: the one its trials already recorded, else the start of the next block of
+    :data:`FRESH_SEED_STRIDE` seeds above every seed used so far (so no earlier trial used it)."""
+    own = [r.cv_seed for r in records if r.phase == phase.name and r.cv is not None and r.cv_seed is not None]
+    if own:
+        return own[0]
+    used = [study_seed, *(r.cv_seed for r in records if r.cv_seed is not None)]
+    return (max(used) // FRESH_SEED_STRIDE + 1) * FRESH_SEED_STRIDE
+
+
+def _confirm_step(
+    index: int, phase: Phase, phases: tuple[Phase, ...], records: list[TrialRecord], reference: dict,
+    study_seed: int,
+) -> Step | Wait | None:  # fmt: skip
+    cv = {"seed": fresh_seed(phase, records, study_seed), "repeats": phase.confirm_repeats}
+    mine = [r for r in records if r.phase == phase.name]
+    pending, running = [], []
+    for loss in confirm_candidates(index, phase, phases, records, reference):
+        same = [r for r in mine if config_key(r.loss) == config_key(loss)]
+        if any(r.state == "COMPLETE" or (r.state == "FAIL" and r.failure in REPEATABLE_FAILURES) for r in same):
+            continue
+        in_flight = [r.number for r in same if r.state in ("RUNNING", "WAITING")]
+        if in_flight:
+            running += in_flight
+            continue
+        crashes = sum(1 for r in same if r.state == "FAIL")
+        pending.append(Step(phase_index=index, phase=phase, base=loss, loss=loss, attempt=crashes, cv=cv))
+    if pending:
+        return pending[0]
+    if running:
+        return Wait(phase=phase, running=running)
+    return None
+
+
+def distribution_bounds(phases: tuple[Phase, ...]) -> dict[str, tuple[float, float]]:
+    """One range per loss parameter, covering every value the plan can give it (defaults included).
+
+    Optuna requires a parameter's distribution kind to stay the same across trials; keeping the range the same
+    too lets TPE read grid-phase trials as ordinary observations."""
+    values: dict[str, list[float]] = {k: [] for k in LOSS_PARAMS}
+    for k, v in default_loss().items():
+        if v is not None:
+            values[k].append(float(v))
+    for p in phases:
+        sources = [p.fixed, *(p.grid or [])]
+        for src in sources:
+            for k, v in src.items():
+                if v is not None:
+                    values[k].append(float(v))
+        for k, (lo, hi) in (p.space or {}).items():
+            values[k] += [lo, hi]
+    out = {}
+    for k, vs in values.items():
+        lo, hi = (min(vs), max(vs)) if vs else PARAM_LIMITS[k]
+        out[k] = (lo, hi) if lo < hi else PARAM_LIMITS[k]
+    return out
+
+
+def pending_steps(
+    phases: tuple[Phase, ...], records: list[TrialRecord], limit: int, reference: dict | None = None,
+    study_seed: int = 0,
+) -> list[Step] | Wait | None:
+    """Up to ``limit`` steps of the current phase that can run at once (a batch): every pending grid point, or
+    ``phase.batch`` TPE draws (within the phase's ``trials``). A Wait or None as :func:`next_step` says.
+
+    Found by asking :func:`next_step` again with each step already taken counted as a running trial, so the
+    rules of what is pending stay in one place."""
+    first = next_step(phases, records, reference=reference, study_seed=study_seed)
+    if not isinstance(first, Step):
+        return first
+    if first.loss is None:
+        limit = min(limit, first.phase.batch)
+    steps = [first]
+    while len(steps) < limit:
+        taken = steps[-1]
+        records = [*records, TrialRecord(number=-len(steps), phase=taken.phase.name, state="RUNNING",
+                                         loss=dict(taken.loss or taken.base), cv=taken.cv,
+                                         cv_seed=(taken.cv or {}).get("seed"))]  # fmt: skip
+        following = next_step(phases, records, reference=reference, study_seed=study_seed)
+        # one job trains one set of splits: a batch never mixes phases or CV settings
+        if not isinstance(following, Step) or following.phase_index != first.phase_index or following.cv != first.cv:
+            break
+        steps.append(following)
+    return steps

@@ -1,0 +1,144 @@
+"""The study's results table, read from the stored trials: the table the phased plan used to keep by hand."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from search.study.plan import TrialRecord
+from search.study.ranking import best
+from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
+
+if TYPE_CHECKING:  # pandas is imported by the functions that build a table, not by the plan's trial_records
+    import pandas as pd
+
+# the noise columns (search.study.noise) stand beside the score they qualify; differences are this trial minus the other
+NOISE_COLUMNS = [
+    "cv_score_se", "honest_score_se", "repeats", "cv_seed", "diff_vs_reference", "diff_vs_reference_se",
+    "verdict_vs_reference", "reference_trial", "diff_vs_best", "diff_vs_best_se", "verdict_vs_best", "best_trial",
+]  # fmt: skip
+COLUMNS = ["trial", "phase", *LOSS_PARAMS, "cv_score", "honest_score", "threshold", "state", "week", "memo",
+           *NOISE_COLUMNS]  # fmt: skip
+
+
+def trial_records(study) -> list[TrialRecord]:
+    records = []
+    for t in study.get_trials(deepcopy=False):
+        loss = t.user_attrs.get("loss") or {k: t.params.get(k) for k in LOSS_PARAMS}
+        records.append(
+            TrialRecord(
+                number=t.number,
+                phase=t.user_attrs.get("phase", "?"),
+                state=t.state.name,
+                loss=loss,
+                value=t.value if t.state.name == "COMPLETE" else None,
+                failure=t.user_attrs.get("failure"),
+                cv=t.user_attrs.get("cv"),
+                cv_seed=t.user_attrs.get("cv_seed"),
+                fold_scores=tuple(t.user_attrs["fold_scores"]) if t.user_attrs.get("fold_scores") else None,
+                folds=t.user_attrs.get("folds"),
+            )
+        )
+    return records
+
+
+def results_table(study) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame(results_rows(study), columns=COLUMNS)
+
+
+def results_rows(study) -> list[dict]:
+    """One dict per stored trial, keyed by :data:`COLUMNS` (missing values are None); no pandas needed."""
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    # the best on the study's own splits: confirm trials (their own seeds) are ranked by export --by confirmed
+    top = best(t for t in complete if t.user_attrs.get("cv") is None)
+    best_number = top.number if top is not None else None
+    rows = []
+    for t in trials:
+        a = t.user_attrs
+        loss = a.get("loss") or {k: t.params.get(k) for k in LOSS_PARAMS}
+        if t.state.name == "FAIL":
+            memo = a.get("failure_reason") or "worker stopped (no heartbeat): retried"
+        else:
+            memo = "best" if t.number == best_number else ""
+        rows.append(
+            {
+                "trial": t.number,
+                "phase": a.get("phase", "?"),
+                **{k: loss.get(k) for k in LOSS_PARAMS},
+                "cv_score": t.value if t.state.name == "COMPLETE" else None,
+                "honest_score": a.get("honest_score"),
+                "threshold": a.get("threshold"),
+                "state": t.state.name,
+                "week": a.get("week"),
+                "memo": memo,
+                **{k: a.get(k) for k in NOISE_COLUMNS},
+            }
+        )
+    return rows
+
+
+def _blank(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def plus_minus(value, se, signed: bool = False) -> str:
+    """``0.6919 ± 0.0030``; blank without a value, the value alone without an SE."""
+    if _blank(value):
+        return ""
+    head = f"{value:+.4f}" if signed else f"{value:.4f}"
+    return head if _blank(se) else f"{head} ± {se:.4f}"
+
+
+VERDICT_MARK = {"better": "better", "worse": "worse", "not distinguishable": "~same"}
+
+
+def format_table(table: "pd.DataFrame | list[dict]") -> str:
+    """The table (or :func:`results_rows`) as text, columns right-aligned under their names: each score with its
+    SE, each difference with its SE and verdict (``~same``: not distinguishable), the noise columns folded into
+    them. No pandas needed for rows."""
+    rows = table if isinstance(table, list) else table.to_dict(orient="records")
+    if not rows:
+        return "(no trials yet)"
+    shown = [_shown(row) for row in rows]
+    columns = list(shown[0])
+    cells = [[row[col] for col in columns] for row in shown]
+    widths = [max(len(col), *(len(line[i]) for line in cells)) for i, col in enumerate(columns)]
+    return "\n".join(" ".join(t.rjust(w) for t, w in zip(line, widths)).rstrip() for line in [columns, *cells])
+
+
+def _shown(row: dict) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for col, v in row.items():
+        if col in NOISE_COLUMNS:
+            continue
+        if col == "cv_score":
+            out[col] = plus_minus(v, row.get("cv_score_se"))
+        elif col in ("honest_score", "threshold"):
+            out[col] = "" if _blank(v) else f"{v:.4f}"
+        elif col in LOSS_PARAMS:
+            out[col] = UNWEIGHTED if _blank(v) else f"{v:g}"
+        else:
+            out[col] = "" if _blank(v) else str(v)
+    if "cv_score_se" in row:
+        for name in ("reference", "best"):
+            d, se = row.get(f"diff_vs_{name}"), row.get(f"diff_vs_{name}_se")
+            v, n = row.get(f"verdict_vs_{name}"), row.get(f"{name}_trial")
+            out[f"vs_{name}"] = "" if _blank(d) else f"{plus_minus(d, se, signed=True)} {VERDICT_MARK.get(v, v)} (t{int(n)})"
+        out["seed"] = "" if _blank(row.get("cv_seed")) else str(int(row["cv_seed"]))
+    return out
+
+def for_people(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as it is written for people (the MLflow results table, JSON and CSV alike): an unweighted
+    alpha is ``none``, as in the run names and the console, rather than JSON's null or CSV's blank cell, which
+    would read as a missing value. (``status --json`` keeps null: it is for programs.)"""
+    import pandas as pd
+
+    shown = table.copy()
+    if "alpha" in shown.columns:
+        shown["alpha"] = shown["alpha"].astype(object).map(lambda v: UNWEIGHTED if v is None or pd.isna(v) else v)
+    return shown
+
+

@@ -1,0 +1,106 @@
+"""What the study's parent run and experiment say in the MLflow UI: the best trial, its link, the experiment's
+kind, and how to open the UI. Pure functions: :mod:`search.tracking.tracker` writes what they return."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from search.study.ranking import best
+from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
+
+if TYPE_CHECKING:
+    import pandas
+
+TAG_BEST_TRIAL = "losstune.best_trial"  # the Optuna number of the best complete trial so far
+TAG_BEST_RUN = "losstune.best_run_id"  # its MLflow run
+NOTE_TAG = "mlflow.note.content"  # the run's description in the UI (markdown)
+
+# MLflow 3 opens an experiment on its GenAI overview ("No data available") unless the experiment says it holds
+# model-training runs; with this tag it opens on the runs table ("Model training")
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui` listens unless given --host/--port
+
+
+def experiment_kind_tags(existing: dict[str, str]) -> dict[str, str]:
+    """The tag that makes the UI open the experiment on its runs table, unless the experiment has a kind."""
+    return {} if existing.get(EXPERIMENT_KIND_TAG) else {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+
+
+def best_trial_row(table: "pandas.DataFrame", complete: "pandas.Series") -> dict | None:
+    """The best complete trial's row of the results table (highest ``cv_score``, ties to the lower trial
+    number, as ``losstune status`` and ``export`` choose), or None before any trial completed."""
+    if "trial" not in table.columns:
+        return None
+    scores = table["cv_score"].astype("float64")
+    candidates = [(float(scores[i]), row) for i, row in table[complete & scores.notna()].iterrows()]
+    top = best(candidates, score=lambda c: c[0], number=lambda c: int(c[1]["trial"]))
+    return None if top is None else top[1].to_dict()
+
+
+def _number(value, digits: int = 4) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if number != number else f"{number:.{digits}f}"
+
+
+def parent_note(experiment_id: str, table: "pandas.DataFrame", complete: "pandas.Series", best: dict | None,
+                best_run) -> str:  # fmt: skip
+    """The parent run's description (markdown): trials so far, the best one with a link to its run."""
+    failed = int(table["state"].astype(str).eq("FAIL").sum()) if "state" in table.columns else 0
+    lines = [f"**{len(table)} trial(s)**: {int(complete.sum())} complete, {failed} failed.", ""]
+    if best is None:
+        if not complete.any():
+            lines.append("No complete trial yet.")
+    else:
+        loss = " ".join(
+            f"{k}={UNWEIGHTED if v is None or v != v else f'{float(v):g}'}"
+            for k, v in best.items() if k in LOSS_PARAMS
+        )  # fmt: skip
+        name = best_run.info.run_name if best_run is not None else f"trial {best['trial']}"
+        link = f"[{name}](#/experiments/{experiment_id}/runs/{best_run.info.run_id})" if best_run else name
+        lines.append(
+            f"**Best trial: {link}** (trial {best['trial']}, phase {best.get('phase', '?')}): {loss}; "
+            f"cv_score {_number(best['cv_score'])}, honest_score {_number(best.get('honest_score'))}, "
+            f"threshold {_number(best.get('threshold'))}."
+        )
+    lines += ["", f"[All trials in the runs table](#/experiments/{experiment_id}/runs); the study's results "
+              "table is the artifact results_table.json of this run. Rewritten after every trial."]  # fmt: skip
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class UiHint:
+    command: str  # starts the MLflow UI on the study's store
+    url: str  # the experiment's runs table in that UI
+
+
+def mlflow_executable() -> str:
+    """``mlflow`` when the one on PATH is this environment's, else the path of this environment's (e.g.
+    ``.venv/bin/mlflow`` when the venv is not activated), else plain ``mlflow``."""
+    ours = Path(sys.executable).parent / ("mlflow.exe" if os.name == "nt" else "mlflow")
+    if not ours.exists():
+        return "mlflow"
+    on_path = shutil.which("mlflow")
+    if on_path and Path(on_path).absolute() == ours.absolute():
+        return "mlflow"
+    try:
+        return str(ours.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(ours.absolute())
+
+
+def ui_hint(display_uri: str, experiment_id: str, redacted: bool = False) -> UiHint:
+    command = f"{shlex.quote(mlflow_executable())} ui --backend-store-uri {shlex.quote(display_uri)}"
+    if redacted:
+        command += "  (with the password for ***)"
+    return UiHint(command=command, url=f"{UI_ADDRESS}/#/experiments/{experiment_id}/runs")
