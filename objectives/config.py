@@ -16,6 +16,8 @@ NonNegative = Annotated[float, Field(ge=0.0)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 StrictModel = _Strict  # the one strict base: search's file formats (study file, exported config) build on it too
 
 
