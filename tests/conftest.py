@@ -6,8 +6,8 @@ Everything here is deliberately tiny (about a hundred rows, a few epochs) so the
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -41,9 +41,7 @@ def synthetic_frame(
     n_pos = int(round(positive_rate * n))
     label = np.full(n, "no", dtype=object)
     label[np.argsort(-score)[:n_pos]] = "yes"
-    df = pd.DataFrame(
-        {"num1": num1.round(4), "num2": num2.round(3), "color": color.astype(object), target: label}
-    )
+    df = pd.DataFrame({"num1": num1.round(4), "num2": num2.round(3), "color": color.astype(object), target: label})
     if missing:
         df.loc[rng.choice(n, size=max(1, n // 20), replace=False), "num1"] = np.nan
         df.loc[rng.choice(n, size=max(1, n // 20), replace=False), "color"] = np.nan

@@ -177,7 +177,9 @@ def test_unreachable_storage_is_one_line_without_the_password(study_dir, capsys,
     study.write_text(study_text("data.csv", extra="storage: ${LOSSTUNE_TEST_BAD_PG}\n"))
     before = tree_hashes(study_dir)
     code, out, err = run_cli(["search", str(study), "--no-progress"], capsys)
-    assert_one_error_line(code, err, "search", "cannot open storage postgresql+psycopg2://losstune:***@127.0.0.1:1/nowhere")
+    assert_one_error_line(
+        code, err, "search", "cannot open storage postgresql+psycopg2://losstune:***@127.0.0.1:1/nowhere"
+    )
     assert SECRET not in out + err
     assert tree_hashes(study_dir) == before
 
@@ -219,7 +221,9 @@ def test_read_only_mlflow_directory_is_one_line(tmp_path, capsys, week):
     locked = tmp_path / "locked"
     locked.mkdir()
     study = tmp_path / "study.yaml"
-    study.write_text(study_text("data.csv", name="ro", extra=f"tracking: {{uri: 'sqlite:///{locked / 'mlflow.db'}'}}\n"))
+    study.write_text(
+        study_text("data.csv", name="ro", extra=f"tracking: {{uri: 'sqlite:///{locked / 'mlflow.db'}'}}\n")
+    )
     locked.chmod(0o500)
     try:
         code, out, err = run_cli(["search", str(study), "--no-progress"], capsys)
@@ -244,7 +248,9 @@ def test_japanese_columns_work_through_search_and_evaluate(tmp_path_factory, cap
     tmp_path.mkdir()
     (tmp_path / "顧客.csv").write_bytes(csv_bytes(JAPANESE, encoding))
     study = tmp_path / "study.yaml"
-    study.write_text(study_text("顧客.csv", name="jp", target="解約", data_extra=', positive: "はい"'), encoding="utf-8")
+    study.write_text(
+        study_text("顧客.csv", name="jp", target="解約", data_extra=', positive: "はい"'), encoding="utf-8"
+    )
     code, out, err = run_cli(["search", str(study), "--budget", "2", "--no-progress"], capsys)
     assert code == 0, err
     assert "Traceback" not in err

@@ -15,15 +15,16 @@ import stat
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 import pytest
 import torch
 
 from search.cli import EXIT_BAD_INPUT, main
-from search.model.model_dir import self_sha256 as _self_sha256, sha256_of
+from search.model.model_dir import self_sha256 as _self_sha256
+from search.model.model_dir import sha256_of
 from tests.model_fixture import make_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,59 +137,166 @@ CASES: dict[str, tuple[Callable[[dict, Path], list], str]] = {
     "predict-1e308": (lambda t, d: predict(t["model"], _test_csv(t, d, _set("num2", 4, "1e308")), d), "'num2'"),
     "predict-inf": (lambda t, d: predict(t["model"], _test_csv(t, d, _set("num1", 2, "-inf")), d), "line 4"),
     "predict-junk": (lambda t, d: predict(t["model"], _test_csv(t, d, _set("num1", 9, "abc")), d), "line 11"),
-    "predict-invalid-utf8": (lambda t, d: predict(t["model"], _train_csv_bytes(t, d, lambda b: b.replace(b"red", b"r\x80d", 1)), d),
-                             "cannot detect the encoding"),  # fmt: skip
-    "predict-nul": (lambda t, d: predict(t["model"], _train_csv_bytes(t, d, lambda b: b.replace(b"red", b"r\x00d", 1)), d),
-                    "NUL byte"),  # fmt: skip
+    "predict-invalid-utf8": (
+        lambda t, d: predict(t["model"], _train_csv_bytes(t, d, lambda b: b.replace(b"red", b"r\x80d", 1)), d),
+        "cannot detect the encoding",
+    ),  # fmt: skip
+    "predict-nul": (
+        lambda t, d: predict(t["model"], _train_csv_bytes(t, d, lambda b: b.replace(b"red", b"r\x00d", 1)), d),
+        "NUL byte",
+    ),  # fmt: skip
     "predict-dev-zero": (lambda t, d: predict(t["model"], Path("/dev/zero"), d), "not a regular file"),
     "predict-directory": (lambda t, d: predict(t["model"], d, d), "is a directory"),
     "predict-fifo": (lambda t, d: predict(t["model"], _fifo(d), d), "not a regular file"),
     "predict-empty": (lambda t, d: predict(t["model"], _train_csv_bytes(t, d, lambda b: b""), d), "empty"),
-    "predict-missing-column": (lambda t, d: predict(t["model"], _test_csv(t, d, lambda f: f.pop("num2")), d),
-                               "lacks 1 column"),  # fmt: skip
-    "predict-no-output-dir": (lambda t, d: ["predict", t["model"], t["test"], "-o", d / "nowhere" / "o.csv"],
-                              "output directory does not exist"),  # fmt: skip
+    "predict-missing-column": (
+        lambda t, d: predict(t["model"], _test_csv(t, d, lambda f: f.pop("num2")), d),
+        "lacks 1 column",
+    ),  # fmt: skip
+    "predict-no-output-dir": (
+        lambda t, d: ["predict", t["model"], t["test"], "-o", d / "nowhere" / "o.csv"],
+        "output directory does not exist",
+    ),  # fmt: skip
     # the model directory
-    "model-stray-pickle": (lambda t, d: predict(_model(t, d, lambda m: (m / "model.pkl").write_bytes(b"x"), resign=False), t["test"], d),
-                           "not part of the saved model"),  # fmt: skip
-    "model-symlink": (lambda t, d: predict(_model(t, d, _symlink_weights, resign=False), t["test"], d), "symbolic link"),
-    "model-absolute-artifact": (lambda t, d: predict(_model(t, d, _mlmodel(("path: artifacts/weights.pt", "path: /etc/passwd"))), t["test"], d),
-                                "outside the model directory"),  # fmt: skip
-    "model-dotdot-artifact": (lambda t, d: predict(_model(t, d, _mlmodel(("path: artifacts/weights.pt", "path: ../weights.pt"))), t["test"], d),
-                              "outside the model directory"),  # fmt: skip
-    "model-mlmodel-edited": (lambda t, d: predict(_model(t, d, _mlmodel(append="# x\n"), resign=False), t["test"], d),
-                             "MLmodel does not match the sha256"),  # fmt: skip
-    "model-mlmodel-duplicate-key": (lambda t, d: predict(_model(t, d, _mlmodel(append="mlflow_version: 0.0\n")), t["test"], d),
-                                    "duplicate key 'mlflow_version'"),  # fmt: skip
-    "model-mlmodel-deep": (lambda t, d: predict(_model(t, d, lambda m: (m / "MLmodel").write_text(f"metadata: {DEEP}\n")), t["test"], d),
-                           "nested too deeply"),  # fmt: skip
-    "model-config-duplicate-key": (lambda t, d: predict(_model(t, d, lambda m: (m / "artifacts" / "exported_config.yaml").open("a").write("threshold: 0.9\n")), t["test"], d),
-                                   "duplicate key 'threshold'"),  # fmt: skip
+    "model-stray-pickle": (
+        lambda t, d: predict(_model(t, d, lambda m: (m / "model.pkl").write_bytes(b"x"), resign=False), t["test"], d),
+        "not part of the saved model",
+    ),  # fmt: skip
+    "model-symlink": (
+        lambda t, d: predict(_model(t, d, _symlink_weights, resign=False), t["test"], d),
+        "symbolic link",
+    ),
+    "model-absolute-artifact": (
+        lambda t, d: predict(_model(t, d, _mlmodel(("path: artifacts/weights.pt", "path: /etc/passwd"))), t["test"], d),
+        "outside the model directory",
+    ),  # fmt: skip
+    "model-dotdot-artifact": (
+        lambda t, d: predict(
+            _model(t, d, _mlmodel(("path: artifacts/weights.pt", "path: ../weights.pt"))), t["test"], d
+        ),
+        "outside the model directory",
+    ),  # fmt: skip
+    "model-mlmodel-edited": (
+        lambda t, d: predict(_model(t, d, _mlmodel(append="# x\n"), resign=False), t["test"], d),
+        "MLmodel does not match the sha256",
+    ),  # fmt: skip
+    "model-mlmodel-duplicate-key": (
+        lambda t, d: predict(_model(t, d, _mlmodel(append="mlflow_version: 0.0\n")), t["test"], d),
+        "duplicate key 'mlflow_version'",
+    ),  # fmt: skip
+    "model-mlmodel-deep": (
+        lambda t, d: predict(_model(t, d, lambda m: (m / "MLmodel").write_text(f"metadata: {DEEP}\n")), t["test"], d),
+        "nested too deeply",
+    ),  # fmt: skip
+    "model-config-duplicate-key": (
+        lambda t, d: predict(
+            _model(t, d, lambda m: (m / "artifacts" / "exported_config.yaml").open("a").write("threshold: 0.9\n")),
+            t["test"],
+            d,
+        ),
+        "duplicate key 'threshold'",
+    ),  # fmt: skip
     "model-nan-weights": (lambda t, d: predict(_model(t, d, _nan_weights), t["test"], d), "NaN or infinite"),
-    "model-old-format": (lambda t, d: predict(_model(t, d, _mlmodel(("losstune_format_version: 2", "losstune_format_version: 1")), resign=False), t["test"], d),
-                         "version 1 had no checksum"),  # fmt: skip
+    "model-old-format": (
+        lambda t, d: predict(
+            _model(t, d, _mlmodel(("losstune_format_version: 2", "losstune_format_version: 1")), resign=False),
+            t["test"],
+            d,
+        ),
+        "version 1 had no checksum",
+    ),  # fmt: skip
     # training data, exported configurations, study files
-    "evaluate-1e308": (lambda t, d: ["evaluate", "--data", _train_csv_bytes(t, d, lambda b: _bytes_with_value(b, b"1e308")),
-                                     "--target", "label", "--folds", "3", "--epochs", "1"], "'num2'"),  # fmt: skip
-    "evaluate-cp932-odd-byte": (lambda t, d: ["evaluate", "--data", _train_csv_bytes(t, d, lambda b: b.replace(b"blue", b"bl\xfde", 1)),
-                                              "--target", "label", "--encoding", "cp932"], "not valid cp932"),  # fmt: skip
-    "evaluate-utf16-missing-target": (lambda t, d: ["evaluate", "--data", _train_csv_bytes(t, d, lambda b: b.decode().encode("utf-16")),
-                                                    "--target", "nope"], "(read as utf-16)"),  # fmt: skip
+    "evaluate-1e308": (
+        lambda t, d: [
+            "evaluate",
+            "--data",
+            _train_csv_bytes(t, d, lambda b: _bytes_with_value(b, b"1e308")),
+            "--target",
+            "label",
+            "--folds",
+            "3",
+            "--epochs",
+            "1",
+        ],
+        "'num2'",
+    ),  # fmt: skip
+    "evaluate-cp932-odd-byte": (
+        lambda t, d: [
+            "evaluate",
+            "--data",
+            _train_csv_bytes(t, d, lambda b: b.replace(b"blue", b"bl\xfde", 1)),
+            "--target",
+            "label",
+            "--encoding",
+            "cp932",
+        ],
+        "not valid cp932",
+    ),  # fmt: skip
+    "evaluate-utf16-missing-target": (
+        lambda t, d: [
+            "evaluate",
+            "--data",
+            _train_csv_bytes(t, d, lambda b: b.decode().encode("utf-16")),
+            "--target",
+            "nope",
+        ],
+        "(read as utf-16)",
+    ),  # fmt: skip
     "evaluate-dev-zero": (lambda t, d: ["evaluate", "--data", "/dev/zero", "--target", "label"], "not a regular file"),
-    "evaluate-huge-network": (lambda t, d: ["evaluate", "--data", _no_id(t, d), "--target", "label", "--hidden", "65536,65536,65536",
-                                            "--device", "cpu"], "would need about"),  # fmt: skip
-    "train-1e308": (lambda t, d: ["train", t["best"], "--data", _train_csv_bytes(t, d, lambda b: _bytes_with_value(b, b"1e308")), "-o", d / "m",
-                                  "--no-track"], "'num2'"),  # fmt: skip
-    "train-config-duplicate-key": (lambda t, d: ["train", _exported(t, d, lambda s: s + "threshold: 0.1\n"), "-o", d / "m", "--no-track"],
-                                   "duplicate key 'threshold'"),  # fmt: skip
-    "train-config-deep": (lambda t, d: ["train", _exported(t, d, lambda s: s + f"extra: {DEEP}\n"), "-o", d / "m", "--no-track"],
-                          "nested too deeply"),  # fmt: skip
-    "search-duplicate-key": (lambda t, d: ["search", _study(d, GOOD_STUDY + "cv: {folds: 4}\n", t["train"]), "--no-progress"],
-                             "duplicate key 'cv' (line 3 and line 6)"),  # fmt: skip
-    "search-deep": (lambda t, d: ["search", _study(d, f"name: m\nplan: {DEEP}\n"), "--no-progress"], "nested too deeply"),
-    "search-data-fifo": (lambda t, d: ["search", _study(d, GOOD_STUDY, _fifo(d)), "--no-progress"], "not a regular file"),
-    "search-huge-network": (lambda t, d: ["search", _study(d, GOOD_STUDY.replace("[8]", "[65536, 65536, 65536]"), _no_id(t, d)),
-                                          "--no-progress"], "would need about"),  # fmt: skip
+    "evaluate-huge-network": (
+        lambda t, d: [
+            "evaluate",
+            "--data",
+            _no_id(t, d),
+            "--target",
+            "label",
+            "--hidden",
+            "65536,65536,65536",
+            "--device",
+            "cpu",
+        ],
+        "would need about",
+    ),  # fmt: skip
+    "train-1e308": (
+        lambda t, d: [
+            "train",
+            t["best"],
+            "--data",
+            _train_csv_bytes(t, d, lambda b: _bytes_with_value(b, b"1e308")),
+            "-o",
+            d / "m",
+            "--no-track",
+        ],
+        "'num2'",
+    ),  # fmt: skip
+    "train-config-duplicate-key": (
+        lambda t, d: ["train", _exported(t, d, lambda s: s + "threshold: 0.1\n"), "-o", d / "m", "--no-track"],
+        "duplicate key 'threshold'",
+    ),  # fmt: skip
+    "train-config-deep": (
+        lambda t, d: ["train", _exported(t, d, lambda s: s + f"extra: {DEEP}\n"), "-o", d / "m", "--no-track"],
+        "nested too deeply",
+    ),  # fmt: skip
+    "search-duplicate-key": (
+        lambda t, d: ["search", _study(d, GOOD_STUDY + "cv: {folds: 4}\n", t["train"]), "--no-progress"],
+        "duplicate key 'cv' (line 3 and line 6)",
+    ),  # fmt: skip
+    "search-deep": (
+        lambda t, d: ["search", _study(d, f"name: m\nplan: {DEEP}\n"), "--no-progress"],
+        "nested too deeply",
+    ),
+    "search-data-fifo": (
+        lambda t, d: ["search", _study(d, GOOD_STUDY, _fifo(d)), "--no-progress"],
+        "not a regular file",
+    ),
+    "search-huge-network": (
+        lambda t, d: [
+            "search",
+            _study(d, GOOD_STUDY.replace("[8]", "[65536, 65536, 65536]"), _no_id(t, d)),
+            "--no-progress",
+        ],
+        "would need about",
+    ),  # fmt: skip
 }
 
 
@@ -233,7 +341,9 @@ def test_bad_input(case, tiny, tmp_path, capsys, caplog, monkeypatch):
     assert err.count("\n") == 1 and err.startswith(f"losstune {argv[0]}: error: "), err
     assert expected in err, err
     assert "Traceback" not in err
-    numeric = [w for w in caught if "numpy" in w.filename or "torch" in w.filename or issubclass(w.category, RuntimeWarning)]
+    numeric = [
+        w for w in caught if "numpy" in w.filename or "torch" in w.filename or issubclass(w.category, RuntimeWarning)
+    ]
     assert not numeric, [str(w.message) for w in numeric]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], [r.getMessage() for r in caplog.records]
     assert _snapshot(tmp_path, tiny["root"]) == before

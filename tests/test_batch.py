@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from search.study.plan import Step, TrialRecord, Wait, config_key, pending_steps
 from search.study.phases import DEFAULT_PLAN, Phase
+from search.study.plan import Step, TrialRecord, Wait, config_key, pending_steps
 
 
 def test_a_grid_phase_is_one_batch_of_its_pending_points():

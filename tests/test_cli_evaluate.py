@@ -35,7 +35,7 @@ def test_json_output(write_csv, capsys):
     assert rc == 0, err
     assert out.count("\n") == 1  # one JSON object on one line
     result = json.loads(out)
-    assert JSON_KEYS <= result.keys()
+    assert result.keys() >= JSON_KEYS
     assert result["metric"] == "f1"
     assert len(result["fold_scores"]) == 3 and len(result["honest_fold_scores"]) == 3
     for key in ("oof_score", "honest_score_mean", "f1_at_0_5", "precision", "recall", "roc_auc", "pr_auc"):

@@ -69,8 +69,12 @@ def test_the_defaults_stated_for_the_trial_options_are_trial_configs():
         # parsed as the option itself would parse it: the stated default must mean the real default
         value = None if stated == "none" else (action.type(stated) if action.type else stated)
         assert value == getattr(getattr(defaults, section), field), f"{flag}: help says {stated!r}"
-    assert set(TRIAL_FIELDS) == {f for f in by_flag if f.lstrip("-") not in {
-        "config", "data", "target", "positive", "sep", "encoding", "drop", "na-value", "json", "oof-out"}}
+    assert set(TRIAL_FIELDS) == {
+        f
+        for f in by_flag
+        if f.lstrip("-")
+        not in {"config", "data", "target", "positive", "sep", "encoding", "drop", "na-value", "json", "oof-out"}
+    }
 
 
 def test_top_level_help_is_plain_text(capsys):

@@ -74,7 +74,9 @@ def test_database_full_mid_search_is_one_line(tmp_path, monkeypatch, capsys, cap
 
     monkeypatch.setenv("LOSSTUNE_NOW", WEEK)
     path = make_study(tmp_path)
-    full = sqlalchemy.exc.OperationalError("INSERT INTO metrics ...", {}, sqlite3.OperationalError("database or disk is full"))
+    full = sqlalchemy.exc.OperationalError(
+        "INSERT INTO metrics ...", {}, sqlite3.OperationalError("database or disk is full")
+    )
 
     def refuse(self, *args, **kwargs):
         raise full

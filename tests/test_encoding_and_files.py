@@ -7,9 +7,8 @@ import logging
 import os
 import textwrap
 
-import pandas as pd
-import torch
 import pytest
+import torch
 
 from objectives.config import CVConfig, ModelConfig, TrainConfig, TrialConfig
 from objectives.data import DataSpec, iter_table, load_dataset
@@ -17,8 +16,8 @@ from objectives.encoding import decode
 from objectives.errors import DataError, LosstuneError
 from objectives.memory import OutOfMemory, TrialShape, check_trial_memory, estimate_bytes, parameter_count
 from search.cli import EXIT_BAD_INPUT, main
-from search.study.study_file import load_study_file
 from search.formats.validation import parse_yaml
+from search.study.study_file import load_study_file
 
 ROWS = "".join(f"{i % 7 / 3:.3f},{'ab'[i % 2]},{'yn'[i % 3 == 0]}\n" for i in range(30))
 CSV = "x,c,label\n" + ROWS
@@ -153,8 +152,11 @@ def test_anchors_and_merge_keys_still_work():
     assert parse_yaml("a: &x {b: 1}\nc:\n  <<: *x\n  d: 2\n", "f.yaml") == {"a": {"b": 1}, "c": {"b": 1, "d": 2}}
 
 
-@pytest.mark.parametrize("nested", [" " + "[" * 20000 + "]" * 20000, "\n" + "- " * 20000 + "1",
-                                    " " + "{a: " * 20000 + "1" + "}" * 20000], ids=["flow-list", "block", "flow-map"])
+@pytest.mark.parametrize(
+    "nested",
+    [" " + "[" * 20000 + "]" * 20000, "\n" + "- " * 20000 + "1", " " + "{a: " * 20000 + "1" + "}" * 20000],
+    ids=["flow-list", "block", "flow-map"],
+)
 def test_deep_nesting_is_one_line(tmp_path, capsys, nested):
     (tmp_path / "s.yaml").write_text("name: deep\nplan:" + nested + "\n")
     rc = main(["search", str(tmp_path / "s.yaml")])
@@ -195,21 +197,25 @@ def test_network_too_large_for_memory_is_refused_before_training(small_dataset, 
     with pytest.raises(OutOfMemory, match=r"would need about \d+\.\d GB .* GB is available"):
         check_trial_memory(small_dataset, config)
     path = write_csv()
-    rc = main(["evaluate", "--data", str(path), "--target", "label", "--hidden", "65536,65536,65536", "--device", "cpu"])
+    rc = main(
+        ["evaluate", "--data", str(path), "--target", "label", "--hidden", "65536,65536,65536", "--device", "cpu"]
+    )
     err = capsys.readouterr().err
     assert rc == EXIT_BAD_INPUT and err.count("\n") == 1 and "model.hidden" in err
 
 
 def test_search_refuses_a_too_large_network_before_writing(tmp_path, capsys, write_csv):
     path = write_csv()
-    (tmp_path / "s.yaml").write_text(textwrap.dedent(f"""\
+    (tmp_path / "s.yaml").write_text(
+        textwrap.dedent(f"""\
         name: huge
         data: {{path: {path.name}, target: label}}
         cv: {{folds: 3, seed: 0}}
         model: {{hidden: [65536, 65536, 65536]}}
         train: {{epochs: 1, device: cpu}}
         budget: {{trials_per_week: 1}}
-    """))
+    """)
+    )
     before = sorted(p.name for p in tmp_path.iterdir())
     rc = main(["search", str(tmp_path / "s.yaml"), "--no-progress"])
     err = capsys.readouterr().err

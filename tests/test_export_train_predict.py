@@ -188,10 +188,10 @@ def test_model_directory_is_a_tracked_registered_mlflow_model(flow):
 def test_fresh_process_pyfunc_gives_identical_predictions(flow, tmp_path):
     script = textwrap.dedent(f"""
         import mlflow.pyfunc, numpy as np, pandas as pd
-        model = mlflow.pyfunc.load_model({str(flow['model'])!r})
-        out = model.predict(pd.read_csv({str(flow['test.csv'])!r}))
-        np.save({str(tmp_path / 'proba.npy')!r}, out["proba"].to_numpy())
-        np.save({str(tmp_path / 'label.npy')!r}, out["label"].to_numpy())
+        model = mlflow.pyfunc.load_model({str(flow["model"])!r})
+        out = model.predict(pd.read_csv({str(flow["test.csv"])!r}))
+        np.save({str(tmp_path / "proba.npy")!r}, out["proba"].to_numpy())
+        np.save({str(tmp_path / "label.npy")!r}, out["label"].to_numpy())
     """)
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

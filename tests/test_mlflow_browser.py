@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from search.tracking.run_params import LOSS_PARAM_NAMES
-from search.run.runner import run_search
 from search.run.options import SearchOptions
+from search.run.runner import run_search
+from search.tracking.run_params import LOSS_PARAM_NAMES
 from tests.conftest import synthetic_frame
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
@@ -137,7 +137,7 @@ def test_runs_table_and_compare_view_show_numbers_for_every_trial(ui_server, tmp
         assert run.info.run_name in compare and re.match(r"t\d{3} g=", run.info.run_name)
 
     # the parameters table: one row per param, one value per trial; every loss param a number in every column
-    params = compare[compare.index("Parameters Show diff only"):compare.index("Metrics Show diff only")]
+    params = compare[compare.index("Parameters Show diff only") : compare.index("Metrics Show diff only")]
     n = len(trials)
     for name in LOSS_PARAM_NAMES:
         row = re.search(rf"\b{name} ((?:\S+ ){{{n}}})", params + " ")
@@ -148,7 +148,7 @@ def test_runs_table_and_compare_view_show_numbers_for_every_trial(ui_server, tmp
     assert len(unweighted) == 1 and unweighted[0].data.params["alpha_neg"] == "1.0"
 
     # the metrics table lists the metric names, then their values row by row: cv_score (the first) for every trial
-    metrics = compare[compare.index("Metrics Show diff only") + len("Metrics Show diff only"):]
+    metrics = compare[compare.index("Metrics Show diff only") + len("Metrics Show diff only") :]
     names = metrics.split(" Artifacts ")[0].split()
     first_number = next(i for i, tok in enumerate(names) if re.fullmatch(NUMBER, tok))
     metric_names, values = names[:first_number], names[first_number:]

@@ -20,7 +20,8 @@ import objectives.final as final_module
 import search.model.predict as predict_module
 from objectives.errors import LosstuneError
 from search.cli import EXIT_BAD_INPUT, main
-from search.model.model_dir import self_sha256 as _self_sha256, sha256_of
+from search.model.model_dir import self_sha256 as _self_sha256
+from search.model.model_dir import sha256_of
 from search.model.model_dir_loading import load_model_dir
 from tests.model_fixture import make_model_dir
 

@@ -14,10 +14,10 @@ from mlflow import MlflowClient
 from objectives.errors import LosstuneError
 from objectives.stats import compare, corrected_se
 from search.cli import main
-from search.study.plan import FRESH_SEED_STRIDE, config_key, next_step
-from search.study.results import trial_records
 from search.run.session import StudySession
 from search.study.phases import Phase
+from search.study.plan import FRESH_SEED_STRIDE, config_key, next_step
+from search.study.results import trial_records
 from search.study.study_file import load_study_file
 from tests.conftest import synthetic_frame
 
@@ -64,7 +64,7 @@ def test_same_numbers_everywhere(searched, tmp_path, capsys):
     session = StudySession(path, with_data=False)
     trials = session.study.get_trials(deepcopy=False)
     check = [t for t in trials if t.user_attrs["phase"] == "check"]
-    assert [t.user_attrs["phase"] for t in trials[:3 + len(check)]] == ["balance"] * 3 + ["check"] * len(check)
+    assert [t.user_attrs["phase"] for t in trials[: 3 + len(check)]] == ["balance"] * 3 + ["check"] * len(check)
     assert len(check) in (2, 3)  # the reference, and the two best (one of which may be the reference)
     client = MlflowClient(session.file.tracking_uri)
 
@@ -159,8 +159,10 @@ def test_a_second_confirm_phase_takes_a_new_block_of_seeds():
     step = next_step(phases, done, study_seed=5)
     assert (step.phase.name, step.cv) == ("c1", {"seed": 1000, "repeats": 3})
     assert step.loss["focal_weight"] == 0.5  # the reference first
-    done += [TrialRecord(n, "c1", "COMPLETE", done[i].loss, value=0.8, cv={"seed": 1000}, cv_seed=1000)
-             for n, i in ((3, 0), (4, 1))]  # the reference (trial 0's configuration) and the best (trial 1's)
+    done += [
+        TrialRecord(n, "c1", "COMPLETE", done[i].loss, value=0.8, cv={"seed": 1000}, cv_seed=1000)
+        for n, i in ((3, 0), (4, 1))
+    ]  # the reference (trial 0's configuration) and the best (trial 1's)
     step = next_step(phases, done, study_seed=5)
     assert step.phase.name == "g2"
     done.append(TrialRecord(5, "g2", "COMPLETE", {**done[1].loss, "gamma": 3.0}, value=0.95, cv_seed=5))

@@ -5,26 +5,31 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from objectives.config import (
     CVConfig,
-    TrialConfig,
     LossConfig,
     MetricConfig,
     ModelConfig,
     TrainConfig,
+    TrialConfig,
 )
 from objectives.data import DataSpec, load_dataset
 from objectives.engine import train_folds
 from objectives.errors import LosstuneError, TrainingDiverged
 from objectives.evaluate import (
-    evaluate, evaluate_batch, evaluate_many, fold_seeds, prepare_folds, repeat_seed, stratified_folds,
+    evaluate,
+    evaluate_batch,
+    evaluate_many,
+    fold_seeds,
+    prepare_folds,
+    repeat_seed,
+    stratified_folds,
 )  # fmt: skip
 from objectives.model import MLP
-import pandas as pd
-
 from objectives.preprocess import category_codes, fit_fold_preprocessors, make_preprocessor
 from objectives.threshold import best_threshold, cross_fitted_scores
 
@@ -42,7 +47,9 @@ def _fitted_state(ct, vocabulary: dict[str, np.ndarray]) -> dict[str, object]:
         "scale_scale": np.concatenate([sc.scale_ for sc in scalers]),
         "scale_var": np.concatenate([sc.var_ for sc in scalers]),
         "cat_impute": [vocabulary[c][int(v)] for c, v in zip(names, categorical.named_steps["impute"].statistics_)],
-        "categories": [vocabulary[c][cats.astype(int)] for c, cats in zip(names, categorical.named_steps["onehot"].categories_)],
+        "categories": [
+            vocabulary[c][cats.astype(int)] for c, cats in zip(names, categorical.named_steps["onehot"].categories_)
+        ],
     }
 
 
@@ -405,7 +412,9 @@ def test_a_diverging_group_leaves_the_other_groups_training():
     blocks_x = np.concatenate([x, sane])
     train = TrainConfig(epochs=4, batch_size=16, lr=1e6, device="cpu")
     model = ModelConfig(hidden=(16, 16))
-    together = train_folds(blocks_x, y, tr * 2, va * 2, LossConfig(), model, train, [1, 1], blocks=[0, 1], groups=[0, 1])
+    together = train_folds(
+        blocks_x, y, tr * 2, va * 2, LossConfig(), model, train, [1, 1], blocks=[0, 1], groups=[0, 1]
+    )
     assert list(together.diverged) == [0] and "fold(s) [0]" in str(together.diverged[0])
     alone_train = TrainConfig(epochs=4, batch_size=16, lr=1e6, device="cpu")
     alone = train_folds(sane, y, tr, va, LossConfig(), model, alone_train, [1])

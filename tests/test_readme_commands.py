@@ -46,8 +46,11 @@ def test_readme_commands_run_as_written(tmp_path):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     work = tmp_path / "project"
     work.mkdir()
-    shutil.copytree(ROOT / "studies", work / "studies",
-                    ignore=shutil.ignore_patterns("*.db", "mlartifacts", "mlruns", "my_study.yaml", "__pycache__"))
+    shutil.copytree(
+        ROOT / "studies",
+        work / "studies",
+        ignore=shutil.ignore_patterns("*.db", "mlartifacts", "mlruns", "my_study.yaml", "__pycache__"),
+    )
     (work / ".venv").symlink_to(venv)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LOSSTUNE_", "MLFLOW_"))}
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if not p.startswith(str(venv)))
@@ -68,7 +71,7 @@ def test_readme_commands_run_as_written(tmp_path):
     printed = re.search(r"compare trials: (\S+) ui --backend-store-uri sqlite:///", search_out)
     assert printed and printed.group(1) != "mlflow" and (work / printed.group(1)).is_file(), search_out
     assert re.search(r"then open http://127\.0\.0\.1:5000/#/experiments/\d+/runs", search_out)
-    status = strict_loads(search_out[search_out.rindex("\n{"):])  # the last command: status --json
+    status = strict_loads(search_out[search_out.rindex("\n{") :])  # the last command: status --json
     assert status["study"] == "demo" and len(status["trials"]) == status["spent"] > 0
 
     assert (work / "best.yaml").is_file() and (work / "model" / "MLmodel").is_file()

@@ -14,11 +14,11 @@ from search.formats.redaction import install_log_redaction, redact_text, redact_
 # passwords as a user may write them: characters that end a password in a naive pattern, and encodings
 PASSWORDS = [
     "s3cr3t-plain",
-    "pa/ss/word",        # '/' (SQLAlchemy and libpq accept it in the userinfo)
-    "p@ss@word",         # '@'
-    "p:a:ss",            # ':'
-    "q?u#e&r=y",         # query and fragment delimiters
-    "sp ace tab",        # white space
+    "pa/ss/word",  # '/' (SQLAlchemy and libpq accept it in the userinfo)
+    "p@ss@word",  # '@'
+    "p:a:ss",  # ':'
+    "q?u#e&r=y",  # query and fragment delimiters
+    "sp ace tab",  # white space
     "mixed/@:?#%x",
 ]
 

@@ -8,7 +8,6 @@ The subprocess tests run the real ``losstune search`` command, with the heartbea
 from __future__ import annotations
 
 import datetime as dt
-
 import os
 import signal
 import sqlite3
@@ -21,13 +20,13 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from search.study.plan import config_key, next_step, pending_steps
-from search.study.results import trial_records
+from search.run.options import SearchOptions
 from search.run.runner import run_search
 from search.run.session import STALE_REASON, StudySession
 from search.run.storage import quiet_optuna
-from search.run.options import SearchOptions
 from search.run.worker import Worker
+from search.study.plan import config_key, next_step, pending_steps
+from search.study.results import trial_records
 from tests.conftest import synthetic_frame
 
 WEEK = "2026-11-18T10:00:00"  # ISO week 2026-W47
@@ -178,7 +177,7 @@ def _nothing_lost(before: dict, session: StudySession, budget: int) -> None:
             if number in runs:  # (killed between asking for the trial and creating its run: no run)
                 assert runs[number].info.status == "FAILED"
                 assert runs[number].data.tags["losstune.failure_reason"] == STALE_REASON
-    retried = {config_key(t.user_attrs["loss"]) for t in trials[len(before):]}
+    retried = {config_key(t.user_attrs["loss"]) for t in trials[len(before) :]}
     assert {config_key(before[n].user_attrs["loss"]) for n in killed} & retried  # the killed points run again
     complete = [config_key(t.user_attrs["loss"]) for t in trials if t.state.name == "COMPLETE"]
     assert len(set(complete)) == len(complete)
@@ -187,8 +186,10 @@ def _nothing_lost(before: dict, session: StudySession, budget: int) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="races: the kill must land between the gamma batch's runs and the alpha batch's slots; "
-                  "missed that moment under two test processes; to be made deterministic")
+@pytest.mark.skip(
+    reason="races: the kill must land between the gamma batch's runs and the alpha batch's slots; "
+    "missed that moment under two test processes; to be made deterministic"
+)
 def test_kill_9_while_a_batch_trains_then_rerun_retries_only_its_points(tmp_path, fast_stale):
     """The balance phase (4 points) is one batch, recorded; the gamma phase's 4 points are killed before any
     is told, before the alpha batch (planned from their results) reserves its slots. The rerun keeps the first four,
@@ -206,7 +207,7 @@ def test_kill_9_while_a_batch_trains_then_rerun_retries_only_its_points(tmp_path
     _nothing_lost(before, session, budget=12)
     trials = session.study.trials
     killed_gamma = {config_key(before[n].user_attrs["loss"]) for n in range(4, 8)}
-    for t in trials[len(before):]:  # only the killed gamma points ran again
+    for t in trials[len(before) :]:  # only the killed gamma points ran again
         assert t.user_attrs["phase"] == "gamma" and config_key(t.user_attrs["loss"]) in killed_gamma
 
 
@@ -238,7 +239,9 @@ def test_ctrl_c_marks_the_current_batch_and_exits_130(tmp_path, fast_stale):
     assert proc.returncode == 130, out + err
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == "losstune search: interrupted"
-    assert "interrupted: 0 trial(s) complete and 0 failed in this run; trial(s) 0, 1, 2 marked FAILED (interrupted)" in out
+    assert (
+        "interrupted: 0 trial(s) complete and 0 failed in this run; trial(s) 0, 1, 2 marked FAILED (interrupted)" in out
+    )
     assert "budget 3/3 used in 2026-W47" in out
 
     session = load(path)

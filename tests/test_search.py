@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from search.study.plan import config_key
-from search.study.results import trial_records
+from search.run.options import SearchOptions
 from search.run.runner import run_search
 from search.run.session import StudySession
-from search.run.options import SearchOptions
+from search.study.plan import config_key
+from search.study.results import trial_records
 from tests.conftest import synthetic_frame
 
 WEEK1 = "2026-11-18T10:00:00"  # ISO week 2026-W47
@@ -97,14 +97,28 @@ def test_whole_default_plan_in_one_week(tmp_path, week1, monkeypatch):
         trial = session.study.trials[int(tags["losstune.trial"])]
         assert trial.user_attrs["mlflow_run_id"] == child.info.run_id
         assert child.data.metrics["cv_score"] == pytest.approx(trial.value)
-        for key in ("honest_score", "threshold", "fold_score_0", "f1_at_0_5", "roc_auc", "pr_auc", "log_loss", "seconds"):
+        for key in (
+            "honest_score",
+            "threshold",
+            "fold_score_0",
+            "f1_at_0_5",
+            "roc_auc",
+            "pr_auc",
+            "log_loss",
+            "seconds",
+        ):
             assert key in child.data.metrics
         for key in ("alpha_pos", "alpha_neg", "gamma", "bce_weight", "focal_weight", "epochs", "lr", "hidden"):
             assert key in child.data.params
         for key in ("alpha_pos", "alpha_neg", "gamma", "bce_weight", "focal_weight"):
             float(child.data.params[key])  # a number for every trial, so that the UI can plot it
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-        assert {"learning_curves.png", "threshold_curves.png", "confusion_matrix.json", "misclassified.csv"} <= artifacts
+        assert {
+            "learning_curves.png",
+            "threshold_curves.png",
+            "confusion_matrix.json",
+            "misclassified.csv",
+        } <= artifacts
 
     table_path = client.download_artifacts(parent_id, "results_table.csv", str(tmp_path / "dl"))
     table = pd.read_csv(table_path)
@@ -142,7 +156,7 @@ def test_whole_default_plan_in_one_week(tmp_path, week1, monkeypatch):
     assert earlier_seeds == {0}
     assert {r.cv_seed for r in confirm} == {1000} and all(r.cv["repeats"] == 3 for r in confirm)
     assert all(r.state == "COMPLETE" for r in confirm)
-    assert all(r.loss["alpha"] is not None for r in records[10 + len(expected):])
+    assert all(r.loss["alpha"] is not None for r in records[10 + len(expected) :])
 
 
 def test_stopped_run_resumes_without_duplicates(tmp_path, week1):

@@ -55,7 +55,9 @@ def test_search_with_an_unreachable_tracking_database(tmp_path, secret):
     uri = f"postgresql+psycopg2://losstune:{quote(secret, safe='/:')}@127.0.0.1:{CLOSED_PORT}/mlflow"
     pytest.importorskip("psycopg2")
     proc, seconds = run_search(tmp_path, uri)
-    assert_one_line(proc, f"cannot open the MLflow tracking store postgresql+psycopg2://losstune:***@127.0.0.1:{CLOSED_PORT}/mlflow")
+    assert_one_line(
+        proc, f"cannot open the MLflow tracking store postgresql+psycopg2://losstune:***@127.0.0.1:{CLOSED_PORT}/mlflow"
+    )
     assert secret not in proc.stderr and secret not in proc.stdout
     assert seconds < 60  # MLflow's own retries take minutes; the check itself takes well under a second
     assert not list(tmp_path.glob("*.db"))  # refused before anything was written

@@ -17,15 +17,15 @@ import pytest
 
 pytest.importorskip("mlflow")
 
-from objectives.config import CVConfig, ModelConfig, TrainConfig, TrialConfig  # noqa: E402
-from objectives.data import DataSpec, load_dataset  # noqa: E402
-from objectives.errors import LosstuneError  # noqa: E402
-from objectives.evaluate import evaluate  # noqa: E402
-from search.tracking.reports import REPORT_FILES  # noqa: E402
-from search.tracking.mlflow_locations import _normalise_tracking_uri  # noqa: E402
-from search.tracking.run_params import trial_params  # noqa: E402
-from search.tracking.mlflow_store import MAX_REASON_CHARS  # noqa: E402
-from search.tracking.tracker import StudyTracker  # noqa: E402
+from objectives.config import CVConfig, ModelConfig, TrainConfig, TrialConfig
+from objectives.data import DataSpec, load_dataset
+from objectives.errors import LosstuneError
+from objectives.evaluate import evaluate
+from search.tracking.mlflow_locations import _normalise_tracking_uri
+from search.tracking.mlflow_store import MAX_REASON_CHARS
+from search.tracking.reports import REPORT_FILES
+from search.tracking.run_params import trial_params
+from search.tracking.tracker import StudyTracker
 
 _names = itertools.count()
 
@@ -78,7 +78,10 @@ def test_parent_and_trial_runs(tracker: StudyTracker, trial) -> None:
     assert parent_run.info.run_name == "weekly"
     assert parent_run.data.tags["losstune.role"] == "study" and parent_run.data.tags["losstune.study"] == "weekly"
     # the trial number and the loss first: what the UI's narrow run-name column shows
-    assert [r.info.run_name for r in runs] == ["t000 g=2 a=none w=0.5/0.5 (gamma)", "t001 g=0.5 a=0.25 w=0.5/0.5 (gamma)"]
+    assert [r.info.run_name for r in runs] == [
+        "t000 g=2 a=none w=0.5/0.5 (gamma)",
+        "t001 g=0.5 a=0.25 w=0.5/0.5 (gamma)",
+    ]
     children = client.search_runs([tracker.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
     assert {r.info.run_id for r in children} == {r.info.run_id for r in runs}
 

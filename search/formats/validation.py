@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-
 from pydantic import BaseModel, ValidationError
 
 from objectives.errors import LosstuneError
@@ -39,7 +38,9 @@ def one_line(exc: ValidationError, where: str) -> str:
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         got = err.get("input")
-        shown = "" if err["type"] in ("extra_forbidden", "missing") or isinstance(got, (dict, list)) else f" (got {got!r})"
+        shown = (
+            "" if err["type"] in ("extra_forbidden", "missing") or isinstance(got, (dict, list)) else f" (got {got!r})"
+        )
         parts.append(f"{_field(where, err['loc'])}: {msg}{shown}")
     return "; ".join(dict.fromkeys(parts))
 
@@ -78,7 +79,7 @@ def parse_yaml(text: str, name: str) -> Any:
     """Parsed YAML (or JSON) text, or one-line :class:`LosstuneError`: the one YAML reader of the project, for
     study files, exported configurations and a model directory's ``MLmodel`` and ``exported_config.yaml``."""
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -18,8 +18,14 @@ def trial_overrides(args: argparse.Namespace) -> dict:
     groups = {
         "loss": {name: name for name in LOSS_PARAMS},
         "model": {"hidden": "hidden", "dropout": "dropout"},
-        "train": {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
-                  "device": "device", "precision": "precision"},
+        "train": {
+            "epochs": "epochs",
+            "batch_size": "batch_size",
+            "lr": "lr",
+            "weight_decay": "weight_decay",
+            "device": "device",
+            "precision": "precision",
+        },
         "cv": {"folds": "folds", "seed": "seed"},
         "metric": {"metric": "name", "beta": "beta"},
     }
@@ -79,8 +85,15 @@ def _config_with_overrides(exported, args: argparse.Namespace):
     from search.formats.validation import validated
 
     data = exported.data.model_dump()
-    given = {"path": args.data, "target": args.target, "positive": args.positive, "sep": args.sep,
-             "encoding": args.encoding, "drop": tuple(args.drop) or None, "na_values": tuple(args.na_value) or None}
+    given = {
+        "path": args.data,
+        "target": args.target,
+        "positive": args.positive,
+        "sep": args.sep,
+        "encoding": args.encoding,
+        "drop": tuple(args.drop) or None,
+        "na_values": tuple(args.na_value) or None,
+    }
     data.update({k: v for k, v in given.items() if v is not None})
     trial = exported.trial_config.model_dump()
     for section, values in trial_overrides(args).items():

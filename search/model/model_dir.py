@@ -64,6 +64,7 @@ mlflow.models.set_model(LosstunePyfunc())
 '''
 REQUIREMENTS = ("mlflow", "torch", "scikit-learn", "skops", "pandas", "numpy", "pydantic", "pyyaml")
 
+
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -120,4 +121,3 @@ def self_sha256(manifest: dict) -> str:
     """The manifest's checksum of itself: the sha256 of its other keys, canonically serialised."""
     body = {k: v for k, v in manifest.items() if k != "self_sha256"}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
-

@@ -19,8 +19,17 @@ from objectives.final import FinalModel
 from search.formats.validation import parse_yaml
 from search.model.exported_config import parse_exported
 from search.model.model_dir import (
-    CHECKED, CONFIG, FILES, MANIFEST, MODEL_FORMAT_VERSION, PREPROCESSING, TRUSTED_SKOPS_TYPES, WEIGHTS,
-    PackagedModel, self_sha256, sha256_of,
+    CHECKED,
+    CONFIG,
+    FILES,
+    MANIFEST,
+    MODEL_FORMAT_VERSION,
+    PREPROCESSING,
+    TRUSTED_SKOPS_TYPES,
+    WEIGHTS,
+    PackagedModel,
+    self_sha256,
+    sha256_of,
 )  # fmt: skip
 
 
@@ -82,7 +91,9 @@ def _inventory(model_dir: Path) -> set[str]:
             if stat.S_ISDIR(mode):
                 continue
             if not stat.S_ISREG(mode):
-                raise LosstuneError(f"model directory {model_dir} holds {rel!r}, which is not a regular file: remove it")
+                raise LosstuneError(
+                    f"model directory {model_dir} holds {rel!r}, which is not a regular file: remove it"
+                )
             if not (rel.startswith("code/") and "/__pycache__/" in rel and rel.endswith(".pyc")):
                 found.add(rel)
     return found
@@ -165,7 +176,7 @@ def _build(raw: dict[str, bytes], manifest: dict, where: str) -> PackagedModel:
         preprocessor = _load_preprocessing(raw[PREPROCESSING])
         try:
             state = torch.load(io.BytesIO(raw[WEIGHTS]), map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - an unreadable or unsafe file, whatever torch raises
+        except Exception as exc:
             raise LosstuneError(f"{FILES[WEIGHTS]} cannot be read as torch weights ({_first_line(exc)})") from None
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise LosstuneError(f"{FILES[WEIGHTS]} is not a state_dict of tensors")
@@ -192,7 +203,7 @@ def _load_preprocessing(data: bytes):
 
     try:
         untrusted = set(sio.get_untrusted_types(data=data))
-    except Exception as exc:  # noqa: BLE001 - not a skops file at all
+    except Exception as exc:
         raise LosstuneError(f"{FILES[PREPROCESSING]} cannot be read as skops ({_first_line(exc)})") from None
     if untrusted - TRUSTED_SKOPS_TYPES:
         raise LosstuneError(
@@ -201,7 +212,7 @@ def _load_preprocessing(data: bytes):
         )
     try:
         return sio.loads(data, trusted=sorted(untrusted))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise LosstuneError(f"{FILES[PREPROCESSING]} cannot be loaded ({_first_line(exc)})") from None
 
 
@@ -216,6 +227,9 @@ def _check_version(version: object, where: str) -> None:
         raise LosstuneError(
             f"{where} has losstune model format version {version!r}; this losstune reads version "
             f"{MODEL_FORMAT_VERSION}"
-            + (" (version 1 had no checksum of MLmodel and of every file): train it again with this losstune"
-               if older else ": load it with the losstune that made it, or train it again")
+            + (
+                " (version 1 had no checksum of MLmodel and of every file): train it again with this losstune"
+                if older
+                else ": load it with the losstune that made it, or train it again"
+            )
         )

@@ -8,10 +8,10 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Iterator
 
 import torch
 import yaml
@@ -21,14 +21,22 @@ from objectives.final import FinalModel
 from search.model.bundled_code import ROOT, bundled_files
 from search.model.exported_config import ExportedConfig
 from search.model.model_dir import (
-    CHECKED, CONFIG, ENTRY_CODE, ENTRY_FILE, FILES, MANIFEST, MODEL_FORMAT_VERSION, PREPROCESSING, REQUIREMENTS,
-    WEIGHTS, self_sha256, sha256_of,
+    CHECKED,
+    CONFIG,
+    ENTRY_CODE,
+    ENTRY_FILE,
+    FILES,
+    MANIFEST,
+    MODEL_FORMAT_VERSION,
+    PREPROCESSING,
+    REQUIREMENTS,
+    WEIGHTS,
+    self_sha256,
+    sha256_of,
 )  # fmt: skip
 
 
-def save_model_dir(
-    final: FinalModel, config: ExportedConfig, out: Path, trained_on: dict, mlflow_model=None
-) -> dict:
+def save_model_dir(final: FinalModel, config: ExportedConfig, out: Path, trained_on: dict, mlflow_model=None) -> dict:
     """Write ``out`` as an MLflow pyfunc model; returns the manifest. ``mlflow_model`` (an ``mlflow.models.Model``
     carrying a logged model's ids) links the directory to its MLflow run."""
     import mlflow.pyfunc
@@ -141,4 +149,3 @@ def _requirements() -> list[str]:
             continue
         out.append(f"{dist}=={version}")
     return out
-

@@ -8,6 +8,7 @@ whitespace-only cells are missing); other columns (the id column excluded in tra
 class) and ``label`` (0/1 at the saved threshold); a missing or non-numeric column is an ``MlflowException``
 (INVALID_PARAMETER_VALUE: HTTP 400 when served) that names it.
 """
+
 # no `from __future__ import annotations`: MLflow reads predict's type hint (pd.DataFrame: no input conversion,
 # and no warning asking for one)
 from pathlib import Path
@@ -24,7 +25,7 @@ from search.model.model_dir_loading import load_model_dir
 
 class LosstunePyfunc(PythonModel):
     def __init__(self) -> None:
-        self.model: "PackagedModel | None" = None
+        self.model: PackagedModel | None = None
 
     def load_context(self, context) -> None:
         # MLflow hands over the artifacts' paths in the (local or downloaded) model directory:

@@ -112,8 +112,8 @@ def _save_and_log(tracker, final, exported: ExportedConfig, out: Path, trained_o
     from mlflow.models import Model
 
     from search.model.model_dir_saving import save_model_dir
-    from search.tracking.run_params import final_params
     from search.tracking.mlflow_store import TAG_FINGERPRINT, TAG_ROLE, TAG_STUDY
+    from search.tracking.run_params import final_params
 
     client, p = tracker.client, exported.provenance
     tags = {

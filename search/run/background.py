@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class Recorder:
             key, job = item
             try:
                 job()
-            except BaseException as exc:  # noqa: BLE001 - handed to the worker's thread by check()
+            except BaseException as exc:
                 if self._error is None:
                     self._error = exc  # raised in the worker's thread: the one line the user sees
                 else:  # usually the same fault again (a full disk): -v shows it, the one line stays one
@@ -75,6 +75,6 @@ class Recorder:
             if dry and self._after_batch is not None:
                 try:
                     self._after_batch()
-                except Exception as exc:  # noqa: BLE001 - as above
+                except Exception as exc:
                     if self._error is None:
                         self._error = exc

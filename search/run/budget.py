@@ -116,8 +116,10 @@ class BudgetLedger:
 
     def spent(self, week: str) -> int:
         with self.engine.connect() as conn:
-            q = sa.select(sa.func.count()).select_from(slots_table).where(
-                slots_table.c.study == self.study, slots_table.c.week == week
+            q = (
+                sa.select(sa.func.count())
+                .select_from(slots_table)
+                .where(slots_table.c.study == self.study, slots_table.c.week == week)
             )
             return int(conn.execute(q).scalar_one())
 

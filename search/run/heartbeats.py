@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import sqlalchemy as sa
 from sqlalchemy import orm
@@ -118,7 +118,7 @@ def heartbeat(storage, trial_id: int) -> Iterator[None]:
         while not stop.wait(interval):
             try:
                 storage.record_heartbeat(trial_id)
-            except Exception as exc:  # noqa: BLE001 - a lost beat must not kill the trial
+            except Exception as exc:
                 log.warning("heartbeat of trial id %d failed (%s); retrying", trial_id, type(exc).__name__)
 
     storage.record_heartbeat(trial_id)

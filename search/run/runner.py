@@ -20,19 +20,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from objectives.errors import LosstuneError
-from search.run.budget import iso_week, worker_id
-from search.run.options import SearchOptions
-from search.study.plan import plan_step
 from search.formats.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 from search.formats.redaction import install_log_redaction, redact_text
-from search.study.results import trial_records
+from search.run.budget import iso_week, worker_id
+from search.run.options import SearchOptions
 from search.run.session import PARENT_OPEN_ATTR, StudySession
 from search.run.storage import init_lock, storage_fault
+from search.study.plan import plan_step
+from search.study.results import trial_records
 from search.tracking.run_params import UNWEIGHTED, study_params
 
 if TYPE_CHECKING:
-    from search.tracking.tracker import StudyTracker
     from search.run.trial_outcome import TrialOutcome
+    from search.tracking.tracker import StudyTracker
 
 # Imported when a trial is about to run, not before: the worker brings torch, the tracker MLflow. A week whose
 # budget is spent needs neither (unless a dead worker left runs to repair).
@@ -120,8 +120,11 @@ def run_search(study_path: Path, options: SearchOptions, echo=print) -> int:
             _close_abandoned_parent(session, tracker, echo)
             echo("the plan is complete: every phase has run (add a phase, or a tpe phase without 'trials')")
             return 0
-        parent = tracker.ensure_parent_run(session.file.name, session.study.user_attrs.get("mlflow_parent_run_id"),
-                                           params=study_params(session.file, session.storage_display))
+        parent = tracker.ensure_parent_run(
+            session.file.name,
+            session.study.user_attrs.get("mlflow_parent_run_id"),
+            params=study_params(session.file, session.storage_display),
+        )
         session.study.set_user_attr("mlflow_parent_run_id", parent)
         session.study.set_user_attr(PARENT_OPEN_ATTR, True)
     metric = session.file.trial_config().metric.label
@@ -154,7 +157,7 @@ def run_search(study_path: Path, options: SearchOptions, echo=print) -> int:
         try:
             tracker.set_parent_finished(parent, status)
             session.study.set_user_attr(PARENT_OPEN_ATTR, False)
-        except Exception:  # noqa: BLE001 - do not hide the error that got us here
+        except Exception:
             # the study still records its parent run as open: the next search closes it
             log.info("could not set the MLflow parent run %s to %s", parent, status)
     _print_summary(session, tracker, week, budget, echo)
@@ -197,6 +200,7 @@ def _run_in_process(session, options, week, parent, remaining, metric, echo) -> 
 
     worker = Worker(session, options, week, parent, echo)
     with tqdm(total=remaining, unit="trial", disable=not options.progress, file=sys.stderr, leave=False) as bar:
+
         def on_trial(o: TrialOutcome) -> None:
             bar.update(1)
             if options.progress:
@@ -256,7 +260,7 @@ def _print_interrupted(session, week: str, budget: int, first_trial: int, worker
         stopped = [t.number for t in mine if t.user_attrs.get("failure") == "interrupted"]
         failed = sum(1 for t in mine if t.state == TrialState.FAIL) - len(stopped)
         where = f"budget {session.ledger.spent(week)}/{budget} used in {week}"
-    except Exception:  # noqa: BLE001 - report what we can; the interrupt matters more
+    except Exception:
         echo("interrupted")
         return
     marked = (
@@ -286,4 +290,3 @@ def _print_summary(session: StudySession, tracker: StudyTracker, week: str, budg
     echo(f"budget {session.ledger.spent(week)}/{budget} used in {week}; plan phase: {phase}")
     echo(f"compare trials: {tracker.ui_command()}")
     echo(f"  then open {tracker.runs_url()} (the runs table: select the trials, press Compare)")
-

@@ -12,15 +12,21 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from objectives.errors import LosstuneError
-from search.tracking.mlflow_locations import check_tracking_reachable
 from search.run.budget import BudgetLedger
-from search.study.plan import distribution_bounds
 from search.run.heartbeats import adopt_silent_trials, fail_stale_trial, stale_trial_ids
 from search.run.storage import (
-    check_directory_target, check_sqlite_target, init_lock, open_optuna_storage, quiet_optuna, redact,
-    require_existing_study_file, study_exists,
+    check_directory_target,
+    check_sqlite_target,
+    init_lock,
+    open_optuna_storage,
+    quiet_optuna,
+    redact,
+    require_existing_study_file,
+    study_exists,
 )  # fmt: skip
+from search.study.plan import distribution_bounds
 from search.study.study_file import StudyFile, load_study_file
+from search.tracking.mlflow_locations import check_tracking_reachable
 
 # Only what every command needs is imported here. The data (pandas), the folds (torch, scikit-learn) and MLflow
 # are imported where they are used, so that `losstune status` and a week whose budget is spent answer at once.
@@ -74,7 +80,9 @@ class StudySession:
         if with_data:  # a search: it will write to MLflow too
             check_sqlite_target(self.file.tracking_uri, "the MLflow tracking store")
             check_tracking_reachable(self.file.tracking_uri)
-            check_directory_target(Path(unquote(urlparse(self.file.artifact_location).path)), "the MLflow artifact directory")
+            check_directory_target(
+                Path(unquote(urlparse(self.file.artifact_location).path)), "the MLflow artifact directory"
+            )
         with init_lock(self.url):
             self.storage = open_optuna_storage(self.url)
             self.study = _load_or_create_study(self.file.name, self.storage, create)
@@ -86,7 +94,7 @@ class StudySession:
         self._prepared: PreparedFolds | None = None
 
     @classmethod
-    def existing(cls, study_path: Path) -> "StudySession | None":
+    def existing(cls, study_path: Path) -> StudySession | None:
         """The study opened without its data when its storage already holds it, else None (nothing is created:
         a new study goes through the full checks of the constructor first). For a search to learn, at the cost
         of reading the study file and one query, that the week's budget is already spent."""

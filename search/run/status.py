@@ -8,12 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from search.run.budget import iso_week
-from search.study.choices import phase_choices
-from search.study.plan import config_key, plan_step
-from search.study.results import format_table, results_rows, results_table, trial_records
-from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
-from search.study.verdict import Confidence, confidence, format_confidence, resolve_rule, select
 from search.run.session import StudySession
+from search.study.choices import phase_choices
+from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
+from search.study.plan import config_key, plan_step
+from search.study.results import format_table, results_rows, trial_records
+from search.study.verdict import Confidence, confidence, format_confidence, resolve_rule, select
 
 
 def study_status(study_path: Path, budget_override: int | None = None) -> dict:
@@ -36,8 +36,12 @@ def study_status(study_path: Path, budget_override: int | None = None) -> dict:
         "spent": spent,
         "left": max(0, budget - spent),
         "phase": "complete" if step is None else step.phase.name,
-        "best": None if best is None else {
-            "trial": best.number, "phase": best.user_attrs.get("phase", "?"), "score": best.value,
+        "best": None
+        if best is None
+        else {
+            "trial": best.number,
+            "phase": best.user_attrs.get("phase", "?"),
+            "score": best.value,
             **best.user_attrs["loss"],
             "confidence": confidence(best, rule, trials, config_key(reference)).model_dump(),
         },
@@ -51,9 +55,7 @@ def format_status(status: dict) -> str:
     lines = [format_table(status["trials"]), ""]
     best = status["best"]
     if best:
-        params = " ".join(
-            f"{k}={UNWEIGHTED if best[k] is None else best[k]}" for k in LOSS_PARAMS
-        )
+        params = " ".join(f"{k}={UNWEIGHTED if best[k] is None else best[k]}" for k in LOSS_PARAMS)
         lines.append(f"best: trial {best['trial']} ({best['phase']}) {params}  score {best['score']:.4f}")
         lines += ["  " + line for line in format_confidence(Confidence(**best["confidence"]), status["metric"])]
     if status["choices"]:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -203,7 +203,9 @@ def storage_fault(exc: BaseException) -> LosstuneError | None:
             return LosstuneError(f"cannot write{where}: {reason}{_RERUN}")
         if isinstance(cause, (SQLAlchemyError, sqlite3.Error)):
             first = str(getattr(cause, "orig", None) or cause).strip().splitlines()
-            return LosstuneError(f"cannot write to a database: {redact_text(first[0] if first else type(cause).__name__)}{_RERUN}")
+            return LosstuneError(
+                f"cannot write to a database: {redact_text(first[0] if first else type(cause).__name__)}{_RERUN}"
+            )
         cause = cause.__cause__ or cause.__context__
     return None
 

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 from objectives.config import TrialConfig
 from objectives.errors import TrainingDiverged
-from search.study.plan import Step, TrialRecord
 from search.study.loss_params import UNWEIGHTED
+from search.study.plan import Step, TrialRecord
 
 if TYPE_CHECKING:
     import optuna
@@ -46,13 +46,18 @@ class TrialProgress:
             beat, self.beat = self.beat, None
             beat.__exit__(None, None, None)
 
-    def record(self, outcome: "EvaluationResult | TrainingDiverged") -> TrialRecord:
+    def record(self, outcome: EvaluationResult | TrainingDiverged) -> TrialRecord:
         """What the plan will read of this trial once it is told."""
         if isinstance(outcome, TrainingDiverged):
             return TrialRecord(self.trial.number, self.step.phase.name, "FAIL", self.loss, failure="diverged")
         cv = None if self.step.cv is None or self.config is None else self.config.cv.model_dump()
         return TrialRecord(
-            self.trial.number, self.step.phase.name, "COMPLETE", self.loss, value=outcome.oof_score, cv=cv,
+            self.trial.number,
+            self.step.phase.name,
+            "COMPLETE",
+            self.loss,
+            value=outcome.oof_score,
+            cv=cv,
             cv_seed=None if self.config is None else self.config.cv.seed,
         )
 

@@ -33,17 +33,16 @@ from objectives.errors import TrainingDiverged
 from objectives.evaluate import EvaluationResult, evaluate_batch
 from search.run.background import Recorder
 from search.run.budget import worker_id
-from search.study.noise import stats_metrics, trial_stats
-from search.run.options import SearchOptions
-from search.study.choices import phase_choices
-from search.study.plan import Step, TrialRecord, Wait, pending_steps, trial_cv
-from search.study.results import results_table, trial_records
 from search.run.heartbeats import grace_seconds, heartbeat
+from search.run.options import SearchOptions
+from search.run.session import StudySession
 from search.run.storage import quiet_optuna
 from search.run.trial_outcome import TrialOutcome, TrialProgress
+from search.study.choices import phase_choices
 from search.study.loss_params import LOSS_PARAMS
-
-from search.run.session import StudySession
+from search.study.noise import stats_metrics, trial_stats
+from search.study.plan import Step, TrialRecord, Wait, pending_steps, trial_cv
+from search.study.results import results_table, trial_records
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +125,7 @@ class Worker:
             log.info("%d workers looking for work: this one takes %d of %d step(s)", live, len(share), len(steps))
         return share
 
-    def _start_batch(self, steps: list[Step]) -> "list[TrialProgress] | None":
+    def _start_batch(self, steps: list[Step]) -> list[TrialProgress] | None:
         """For each step: a budget slot, the grid claim, an Optuna trial with its heartbeat and MLflow run.
         None when the budget is spent before the first; steps whose point another worker holds are left out.
         One step at a time (slot, claim, ask), so that a worker killed here leaves at most one slot unattached."""
@@ -173,7 +172,7 @@ class Worker:
             loss[name] = trial.suggest_float(name, low, high)
         return loss
 
-    def _ask(self, step: Step, slot: int) -> "TrialProgress":
+    def _ask(self, step: Step, slot: int) -> TrialProgress:
         """An Optuna trial for ``step``, beating its heartbeat, with its attrs and its RUNNING MLflow run."""
         study = self.s.study
         with quiet_optuna():
@@ -210,7 +209,7 @@ class Worker:
             raise
         return state
 
-    def _train_batch(self, batch: "list[TrialProgress]") -> None:
+    def _train_batch(self, batch: list[TrialProgress]) -> None:
         """Train the batch as one job, then hand each trial to the recorder. Whatever stops the training, no
         trial of the batch stays RUNNING:
 
@@ -231,15 +230,19 @@ class Worker:
         for state, outcome in zip(batch, outcomes):
             self.recorder.submit(state.trial.number, state.record(outcome), partial(self._record, state, outcome))
 
-    def _record(self, state: "TrialProgress", outcome: "EvaluationResult | TrainingDiverged") -> None:
+    def _record(self, state: TrialProgress, outcome: EvaluationResult | TrainingDiverged) -> None:
         """In the recorder's thread: one trial written, in the order that loses nothing (see below)."""
         try:
             if isinstance(outcome, TrainingDiverged):
                 self._finish(self._fail(state, "diverged", str(outcome)), summary=False)
                 return
             study, trial, result = self.s.study, state.trial, outcome
-            for key, value in {"honest_score": result.honest_score_mean, "threshold": result.threshold,
-                               "seconds": result.seconds, "honest_score_std": result.honest_score_std}.items():
+            for key, value in {
+                "honest_score": result.honest_score_mean,
+                "threshold": result.threshold,
+                "seconds": result.seconds,
+                "honest_score_std": result.honest_score_std,
+            }.items():
                 trial.set_user_attr(key, value)
             me = TrialRecord(trial.number, state.step.phase.name, "RUNNING", state.loss, cv=trial.user_attrs.get("cv"))
             stats = trial_stats(trial_records(study), me, result, state.config, self.s.file.reference_loss)
@@ -273,7 +276,7 @@ class Worker:
         notes = phase_choices(self.s.phases, trial_records(study), self.s.file.reference_loss)
         self.tracker.log_study_summary(self.parent_run_id, results_table(study), study, notes=notes)
 
-    def _fail_untold(self, batch: "list[TrialProgress]", exc: BaseException) -> None:
+    def _fail_untold(self, batch: list[TrialProgress], exc: BaseException) -> None:
         """Mark every trial of ``batch`` not told yet FAIL (interrupted or error) and stop its heartbeat."""
         with sigint_ignored():  # a second Ctrl-C must not leave a trial half-marked
             for state in batch:
@@ -283,13 +286,13 @@ class Worker:
                             self._fail(state, "interrupted", "interrupted (Ctrl-C)", status="KILLED")
                         else:
                             self._fail(state, "error", f"{type(exc).__name__}: {exc}")
-                    except Exception:  # noqa: BLE001 - the store itself may be what failed; the trial goes stale
+                    except Exception:
                         if not state.told:  # FAIL in Optuna is what counts; its MLflow run is closed by the next run
                             log.warning("could not mark trial %d FAILED; it is failed once its heartbeat is stale",
                                         state.trial.number)  # fmt: skip
                 state.stop_beating()
 
-    def _fail(self, state: "TrialProgress", kind: str, reason: str, status: str = "FAILED") -> TrialOutcome:
+    def _fail(self, state: TrialProgress, kind: str, reason: str, status: str = "FAILED") -> TrialOutcome:
         trial = state.trial
         trial.set_user_attr("failure", kind)
         trial.set_user_attr("failure_reason", reason)

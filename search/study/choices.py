@@ -5,10 +5,10 @@ trials on their shared splits, and one line per phase (the MLflow parent run's `
 from __future__ import annotations
 
 from objectives.stats import Comparison, compare
-from search.study.plan import TrialRecord, best_record, config_key
-from search.study.ranking import best
 from search.study.loss_params import UNWEIGHTED
 from search.study.phases import Phase, default_reference
+from search.study.plan import TrialRecord, best_record, config_key
+from search.study.ranking import best
 
 
 def loss_text(loss: dict[str, float | None]) -> str:

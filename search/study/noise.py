@@ -39,7 +39,7 @@ def result_scores(result: EvaluationResult, folds: int) -> dict:
         raise ValueError(f"{len(fold_scores)} fold scores for {repeats} repeats of {folds} folds")
     repeat_scores = getattr(result, "repeat_scores", None) or ([result.oof_score] if repeats == 1 else None)
     if repeat_scores is None:  # an engine with repeats but no per-repeat scores: the fold means stand in
-        repeat_scores = [sum(fold_scores[r * folds:(r + 1) * folds]) / folds for r in range(repeats)]
+        repeat_scores = [sum(fold_scores[r * folds : (r + 1) * folds]) / folds for r in range(repeats)]
     return {
         "folds": folds,
         "repeats": repeats,

@@ -46,7 +46,7 @@ class Phase(StrictModel):
         return data
 
     @model_validator(mode="after")
-    def _shape(self) -> "Phase":
+    def _shape(self) -> Phase:
         for k, v in self.fixed.items():
             check_value(k, v)
         check_weights(f"phase {self.name!r} fixed", self.fixed)

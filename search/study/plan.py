@@ -25,9 +25,9 @@ import json
 from dataclasses import dataclass, field
 
 from objectives.config import CVConfig, LossConfig
-from search.study.ranking import best, ranked
 from search.study.loss_params import LOSS_PARAMS, PARAM_LIMITS
 from search.study.phases import Phase, default_reference
+from search.study.ranking import best, ranked
 
 # failure kinds recorded in a trial's user attrs; these would fail the same way again
 REPEATABLE_FAILURES = frozenset({"diverged", "invalid"})
@@ -257,7 +257,10 @@ def distribution_bounds(phases: tuple[Phase, ...]) -> dict[str, tuple[float, flo
 
 
 def pending_steps(
-    phases: tuple[Phase, ...], records: list[TrialRecord], limit: int, reference: dict | None = None,
+    phases: tuple[Phase, ...],
+    records: list[TrialRecord],
+    limit: int,
+    reference: dict | None = None,
     study_seed: int = 0,
 ) -> list[Step] | Wait | None:
     """Up to ``limit`` steps of the current phase that can run at once (a batch): every pending grid point, or

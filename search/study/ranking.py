@@ -8,7 +8,8 @@ and ``number``, the default), or rows of the results table (given ``score`` and 
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 T = TypeVar("T")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
 from search.study.plan import TrialRecord
 from search.study.ranking import best
-from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
 
 if TYPE_CHECKING:  # pandas is imported by the functions that build a table, not by the plan's trial_records
     import pandas as pd
@@ -95,7 +95,7 @@ def plus_minus(value, se, signed: bool = False) -> str:
 VERDICT_MARK = {"better": "better", "worse": "worse", "not distinguishable": "~same"}
 
 
-def format_table(table: "pd.DataFrame | list[dict]") -> str:
+def format_table(table: pd.DataFrame | list[dict]) -> str:
     """The table (or :func:`results_rows`) as text, columns right-aligned under their names: each score with its
     SE, each difference with its SE and verdict (``~same``: not distinguishable), the noise columns folded into
     them. No pandas needed for rows."""
@@ -126,9 +126,12 @@ def _shown(row: dict) -> dict[str, str]:
         for name in ("reference", "best"):
             d, se = row.get(f"diff_vs_{name}"), row.get(f"diff_vs_{name}_se")
             v, n = row.get(f"verdict_vs_{name}"), row.get(f"{name}_trial")
-            out[f"vs_{name}"] = "" if _blank(d) else f"{plus_minus(d, se, signed=True)} {VERDICT_MARK.get(v, v)} (t{int(n)})"
+            out[f"vs_{name}"] = (
+                "" if _blank(d) else f"{plus_minus(d, se, signed=True)} {VERDICT_MARK.get(v, v)} (t{int(n)})"
+            )
         out["seed"] = "" if _blank(row.get("cv_seed")) else str(int(row["cv_seed"]))
     return out
+
 
 def for_people(table: pd.DataFrame) -> pd.DataFrame:
     """The table as it is written for people (the MLflow results table, JSON and CSV alike): an unweighted
@@ -140,5 +143,3 @@ def for_people(table: pd.DataFrame) -> pd.DataFrame:
     if "alpha" in shown.columns:
         shown["alpha"] = shown["alpha"].astype(object).map(lambda v: UNWEIGHTED if v is None or pd.isna(v) else v)
     return shown
-
-

@@ -68,7 +68,7 @@ class StudyFile(StrictModel):
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @model_validator(mode="after")
-    def _plan_shape(self) -> "StudyFile":
+    def _plan_shape(self) -> StudyFile:
         if self.metric == "fbeta" and self.beta is None:
             raise ValueError("metric 'fbeta' needs a 'beta' (e.g. beta: 2)")
         if self.metric != "fbeta" and self.beta is not None:

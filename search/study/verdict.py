@@ -90,7 +90,9 @@ def select(trials, rule: Rule):
     if rule == "confirmed":
         pool = _confirmed(complete)
         if not pool:
-            raise LosstuneError("no confirm-phase trial has finished yet: run the plan's confirm phase or use --by mean")
+            raise LosstuneError(
+                "no confirm-phase trial has finished yet: run the plan's confirm phase or use --by mean"
+            )
         return best(pool)
     pool = _on_study_splits(complete)
     if rule == "honest":

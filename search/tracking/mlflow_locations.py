@@ -110,10 +110,14 @@ def _check_database(uri: str, shown: str, timeout: float) -> None:
     what = f"cannot open the MLflow tracking store {shown}"
     try:
         url = sa.engine.make_url(uri)
-        engine = sa.create_engine(url, connect_args=_connect_timeout_args(url.drivername, timeout), poolclass=sa.pool.NullPool)
+        engine = sa.create_engine(
+            url, connect_args=_connect_timeout_args(url.drivername, timeout), poolclass=sa.pool.NullPool
+        )
     except (NoSuchModuleError, ImportError, ModuleNotFoundError) as exc:
-        raise LosstuneError(f"{what}: its database driver is not installed ({type(exc).__name__}: {exc}); "
-                            "install it, e.g. pip install 'losstune[postgres]'") from None
+        raise LosstuneError(
+            f"{what}: its database driver is not installed ({type(exc).__name__}: {exc}); "
+            "install it, e.g. pip install 'losstune[postgres]'"
+        ) from None
     except ArgumentError as exc:
         raise LosstuneError(f"{what}: {redact_text(str(exc), uri)}") from None
     try:
@@ -147,4 +151,6 @@ def _check_server(uri: str, shown: str, timeout: float) -> None:
         socket.create_connection((parsed.hostname or "localhost", port), timeout=timeout).close()
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise LosstuneError(f"cannot reach the MLflow tracking server {shown}: {reason} (within {timeout:g} s)") from None
+        raise LosstuneError(
+            f"cannot reach the MLflow tracking server {shown}: {reason} (within {timeout:g} s)"
+        ) from None

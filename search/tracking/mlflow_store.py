@@ -4,8 +4,8 @@ as one line. Used by every part of :class:`~search.tracking.tracker.StudyTracker
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import SQLAlchemyError

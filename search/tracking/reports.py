@@ -226,7 +226,10 @@ def _confusion_matrix(directory: Path, result: EvaluationResult, negative: str, 
             )  # fmt: skip
     # matplotlib's bundled font has no Japanese glyphs: such labels would be boxes (and a warning per glyph);
     # the JSON and the classification report keep the real labels
-    ticks = [f"{negative} (neg)" if negative.isascii() else "negative", f"{positive} (pos)" if positive.isascii() else "positive"]
+    ticks = [
+        f"{negative} (neg)" if negative.isascii() else "negative",
+        f"{positive} (pos)" if positive.isascii() else "positive",
+    ]
     ax.set_xticks([0, 1], ticks)
     ax.set_yticks([0, 1], ticks)
     ax.set_xlabel("predicted")

@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from objectives.config import TrialConfig
-
 from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
 
 if TYPE_CHECKING:
@@ -54,7 +53,7 @@ def trial_params(config: TrialConfig) -> dict[str, str]:
     return {RENAMED.get(k, k): _text(v) for k, v in params.items()}
 
 
-def study_params(file: "StudyFile", storage_display: str) -> dict[str, str]:
+def study_params(file: StudyFile, storage_display: str) -> dict[str, str]:
     """The study's settings, as params of its parent run: what every trial of the study shares."""
     config = file.trial_config()
     shared = {k: v for k, v in trial_params(config).items() if k not in LOSS_PARAM_NAMES}
@@ -72,7 +71,7 @@ def study_params(file: "StudyFile", storage_display: str) -> dict[str, str]:
     }
 
 
-def plan_summary(file: "StudyFile") -> str:
+def plan_summary(file: StudyFile) -> str:
     """``balance:grid4 gamma:grid4 alpha:grid2 confirm:confirm2 refine:tpe`` (a tpe phase with ``trials`` shows them)."""
     parts = []
     for phase in file.phases:
@@ -94,6 +93,11 @@ def final_params(config: TrialConfig, threshold: float) -> dict[str, str]:
 LOSS_PARAM_NAMES = ("alpha_pos", "alpha_neg", *(name for name in LOSS_PARAMS if name != "alpha"))
 
 __all__ = [
-    "UNWEIGHTED", "LOSS_PARAM_NAMES", "focal_class_weights", "trial_params", "study_params", "final_params",
+    "LOSS_PARAM_NAMES",
+    "UNWEIGHTED",
+    "final_params",
+    "focal_class_weights",
     "plan_summary",
+    "study_params",
+    "trial_params",
 ]  # fmt: skip

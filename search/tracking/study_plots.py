@@ -21,7 +21,7 @@ OPTIMIZATION_HISTORY_PNG = "optimization_history.png"
 PARAM_IMPORTANCES_PNG = "param_importances.png"
 
 
-def write_study_plots(study: "optuna.Study", directory: Path) -> list[Path]:
+def write_study_plots(study: optuna.Study, directory: Path) -> list[Path]:
     """Optuna's optimisation history and parameter importances as PNGs; skipped (log.info) when not computable.
 
     Optuna draws through pyplot and sets the ``ggplot`` style globally; both are contained here: the Agg
@@ -75,4 +75,3 @@ def write_study_plots(study: "optuna.Study", directory: Path) -> list[Path]:
                 plt.close(fig)
             written.append(directory / filename)
     return written
-

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from search.study.ranking import best
 from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
+from search.study.ranking import best
 
 if TYPE_CHECKING:
     import pandas
@@ -34,7 +34,7 @@ def experiment_kind_tags(existing: dict[str, str]) -> dict[str, str]:
     return {} if existing.get(EXPERIMENT_KIND_TAG) else {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
 
 
-def best_trial_row(table: "pandas.DataFrame", complete: "pandas.Series") -> dict | None:
+def best_trial_row(table: pandas.DataFrame, complete: pandas.Series) -> dict | None:
     """The best complete trial's row of the results table (highest ``cv_score``, ties to the lower trial
     number, as ``losstune status`` and ``export`` choose), or None before any trial completed."""
     if "trial" not in table.columns:
@@ -53,7 +53,7 @@ def _number(value, digits: int = 4) -> str:
     return "n/a" if number != number else f"{number:.{digits}f}"
 
 
-def parent_note(experiment_id: str, table: "pandas.DataFrame", complete: "pandas.Series", best: dict | None,
+def parent_note(experiment_id: str, table: pandas.DataFrame, complete: pandas.Series, best: dict | None,
                 best_run) -> str:  # fmt: skip
     """The parent run's description (markdown): trials so far, the best one with a link to its run."""
     failed = int(table["state"].astype(str).eq("FAIL").sum()) if "state" in table.columns else 0

@@ -36,7 +36,10 @@ class StudySummary:
     experiment_id: str
 
     def log_study_summary(
-        self, parent_run_id: str, table: "pandas.DataFrame", study: "optuna.Study | None" = None,
+        self,
+        parent_run_id: str,
+        table: pandas.DataFrame,
+        study: optuna.Study | None = None,
         notes: list[str] | None = None,
     ) -> None:
         """The study's results table on the parent run (replaced each time), its best score, and Optuna's plots.
@@ -84,7 +87,7 @@ class StudySummary:
             tags.append(RunTag(TAG_PLAN_CHOICES, truncate("\n".join(notes), MAX_NOTES_CHARS)))
         self.client.log_batch(parent_run_id, metrics=metrics, tags=tags)
 
-    def _best_trial_tags(self, parent_run_id: str, table: "pandas.DataFrame", complete) -> list[RunTag]:
+    def _best_trial_tags(self, parent_run_id: str, table: pandas.DataFrame, complete) -> list[RunTag]:
         """The best trial named on the parent run: tags ``losstune.best_trial`` and ``losstune.best_run_id``,
         and the run's description (``mlflow.note.content``) with a link to it; rewritten after every trial."""
         best = best_trial_row(table, complete)

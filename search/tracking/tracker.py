@@ -67,7 +67,9 @@ class StudyTracker(TrialRuns, StudySummary):
 
     # ------------------------------------------------------------------------------------------- study run
 
-    def ensure_parent_run(self, study_name: str, parent_run_id: str | None, params: dict[str, str] | None = None) -> str:
+    def ensure_parent_run(
+        self, study_name: str, parent_run_id: str | None, params: dict[str, str] | None = None
+    ) -> str:
         """The study's parent run: ``parent_run_id`` re-attached (status RUNNING) if it is a study run of this
         experiment, otherwise a new run named after the study. ``params`` (the study's settings) are logged on
         it (see :meth:`_log_study_params`). Store failures raise :class:`LosstuneError`."""
@@ -142,8 +144,6 @@ class StudyTracker(TrialRuns, StudySummary):
     def runs_url(self) -> str:
         """The experiment's runs table ("Model training" view) in the UI that :meth:`ui_command` starts."""
         return ui_hint(self.display_uri, self.experiment_id).url
-
-
 
 
 __all__ = ["StudyTracker"]

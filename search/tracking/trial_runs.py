@@ -8,8 +8,9 @@ import logging
 import math
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 from mlflow import MlflowClient
@@ -19,8 +20,19 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from objectives.config import LossConfig, TrialConfig
 from search.study.loss_params import UNWEIGHTED
 from search.tracking.mlflow_store import (
-    MAX_REASON_CHARS, STATE_COMPLETE, STATE_FAIL, STATE_RUNNING, TAG_FAILURE, TAG_FINGERPRINT, TAG_PHASE, TAG_ROLE,
-    TAG_STATE, TAG_TRIAL, TAG_WEEK, now_ms, truncate,
+    MAX_REASON_CHARS,
+    STATE_COMPLETE,
+    STATE_FAIL,
+    STATE_RUNNING,
+    TAG_FAILURE,
+    TAG_FINGERPRINT,
+    TAG_PHASE,
+    TAG_ROLE,
+    TAG_STATE,
+    TAG_TRIAL,
+    TAG_WEEK,
+    now_ms,
+    truncate,
 )  # fmt: skip
 from search.tracking.run_params import trial_params
 
@@ -140,7 +152,6 @@ class TrialRuns:
             token = page.token
             if not token:
                 return
-
 
 
 # ------------------------------------------------------------------------------------------------ metrics

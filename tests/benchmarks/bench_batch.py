@@ -142,7 +142,9 @@ def bench_week(data: Path, epochs: int, tmp: Path) -> dict:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    trials = optuna.load_study(study_name="bench-week", storage=f"sqlite:///{study.parent / 'bench-week.optuna.db'}").trials
+    trials = optuna.load_study(
+        study_name="bench-week", storage=f"sqlite:///{study.parent / 'bench-week.optuna.db'}"
+    ).trials
     losses = [t.user_attrs["loss"] for t in trials]
     ours_best = max(t.value for t in trials if t.value is not None)
     spec = {"path": str(data), "epochs": epochs, "losses": losses, "tracking_uri": f"sqlite:///{tmp / 'ref.db'}"}
@@ -189,8 +191,9 @@ def bench_together(data: Path, epochs: int) -> dict:
     configs = [_config(dict(alpha=None, gamma=3.0, bce_weight=b, focal_weight=f), epochs)
                for b, f in ((0.5, 0.5), (0.2, 0.8), (0.8, 0.2), (0.0, 1.0))]  # fmt: skip
     prepared = prepare_folds(ds, configs[0].cv)
-    evaluate(ds, configs[0].model_copy(update={"train": configs[0].train.model_copy(update={"epochs": 1})}),
-             prepared)  # warm-up, untimed: first-call costs (allocator, kernels) are paid by neither side
+    evaluate(
+        ds, configs[0].model_copy(update={"train": configs[0].train.model_copy(update={"epochs": 1})}), prepared
+    )  # warm-up, untimed: first-call costs (allocator, kernels) are paid by neither side
     start = time.perf_counter()
     alone = [evaluate(ds, c, prepared) for c in configs]
     alone_s = time.perf_counter() - start

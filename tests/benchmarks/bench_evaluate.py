@@ -140,7 +140,7 @@ def run_reference(spec: dict) -> dict:
         "threshold": float(grid[best]),
         "seconds": time.perf_counter() - imported,  # in-process, after imports (like losstune's "seconds")
         "seconds_with_imports": time.perf_counter() - start,
-        "n_rows": int(len(y)),
+        "n_rows": len(y),
         "torch_threads": torch.get_num_threads(),
     }
 
@@ -239,7 +239,9 @@ def _children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-WARM_UP = "import torch, pandas, pydantic, sklearn.compose, sklearn.metrics, sklearn.model_selection, objectives.evaluate"
+WARM_UP = (
+    "import torch, pandas, pydantic, sklearn.compose, sklearn.metrics, sklearn.model_selection, objectives.evaluate"
+)
 
 
 def warm_file_cache(data: str) -> None:
@@ -279,8 +281,20 @@ def losstune_cmd(ds: dict, epochs: int, precision: str = "fp32") -> list[str]:
 
 
 def reference_cmd(ds: dict, epochs: int) -> list[str]:
-    spec = dict(path=ds["path"], sep=ds["sep"], target=ds["target"], positive=ds["positive"], drop=ds["drop"],
-                folds=FOLDS, epochs=epochs, batch_size=BATCH, lr=LR, seed=SEED, hidden=list(HIDDEN), loss=LOSS)
+    spec = dict(
+        path=ds["path"],
+        sep=ds["sep"],
+        target=ds["target"],
+        positive=ds["positive"],
+        drop=ds["drop"],
+        folds=FOLDS,
+        epochs=epochs,
+        batch_size=BATCH,
+        lr=LR,
+        seed=SEED,
+        hidden=list(HIDDEN),
+        loss=LOSS,
+    )
     return [sys.executable, str(Path(__file__).resolve()), "--reference", json.dumps(spec)]
 
 
@@ -305,19 +319,24 @@ def cpu_model() -> str:
 
 def git_revision() -> str:
     """Short commit, plus a hash of any uncommitted change under objectives/ and search/ (the code measured)."""
+
     def git(*cmd: str) -> str:
         return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True).stdout
 
     try:
         rev = git("rev-parse", "--short", "HEAD").strip() or "unknown"
-        dirty = git("status", "--porcelain", "--", "objectives", "search") + git("diff", "HEAD", "--", "objectives", "search")
+        dirty = git("status", "--porcelain", "--", "objectives", "search") + git(
+            "diff", "HEAD", "--", "objectives", "search"
+        )
     except OSError:
         return "unknown"
     if not dirty.strip():
         return rev
     import hashlib
 
-    return f"{rev} + uncommitted changes in objectives/ or search/ (diff {hashlib.sha1(dirty.encode()).hexdigest()[:8]})"
+    return (
+        f"{rev} + uncommitted changes in objectives/ or search/ (diff {hashlib.sha1(dirty.encode()).hexdigest()[:8]})"
+    )
 
 
 def environment(revision: str) -> list[str]:
@@ -340,10 +359,17 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, help="time each side N times and take the median")
     parser.add_argument("--dataset", action="append", choices=["bank", "synthetic"],
                         help="run only this dataset (repeatable; default: both)")  # fmt: skip
-    parser.add_argument("--threads", type=int,
-                        help="OMP_NUM_THREADS/MKL_NUM_THREADS for both timed processes (default: torch's own choice)")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                        help="losstune's --precision (the reference always trains in fp32)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="OMP_NUM_THREADS/MKL_NUM_THREADS for both timed processes (default: torch's own choice)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="losstune's --precision (the reference always trains in fp32)",
+    )
     parser.add_argument("--reference", metavar="SPEC", help=argparse.SUPPRESS)  # internal: the child process
     args = parser.parse_args()
 
@@ -417,8 +443,8 @@ def main() -> int:
         f"{','.join(map(str, HIDDEN))}, CombinedLoss(alpha=None, gamma=2, bce_weight=0.5, focal_weight=0.5); "
         f"losstune --precision {args.precision}, reference fp32.",
         f"Target: speed-up >= {TARGET_SPEEDUP:g}x and abs F1 diff <= {TARGET_F1_DIFF:g}: "
-        f"**{'PASS' if all_pass else 'FAIL'}**" + (" (quick smoke run: not a measurement of the target)"
-                                                    if args.quick else ""),
+        f"**{'PASS' if all_pass else 'FAIL'}**"
+        + (" (quick smoke run: not a measurement of the target)" if args.quick else ""),
         "",
     ]
     for r in rows_out:
@@ -433,8 +459,11 @@ def main() -> int:
         notes.append(
             f"- WARNING: other processes used up to {_pct(busiest)} of the CPU while a side was being timed; "
             "these timings are slowed, unevenly"
-            + (": rerun on a quiet machine" if args.threads == 1 else
-               " (torch's threads oversubscribe the cores): rerun on a quiet machine, or compare with --threads 1")
+            + (
+                ": rerun on a quiet machine"
+                if args.threads == 1
+                else " (torch's threads oversubscribe the cores): rerun on a quiet machine, or compare with --threads 1"
+            )
         )
     revision_now = git_revision()
     if revision_now != revision:

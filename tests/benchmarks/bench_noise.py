@@ -33,14 +33,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from objectives.config import CVConfig, LossConfig, ModelConfig, TrainConfig, TrialConfig  # noqa: E402
-from objectives.data import Dataset, DataSpec, load_dataset  # noqa: E402
-from objectives.evaluate import evaluate, stratified_folds  # noqa: E402
-from objectives.final import fit_final_model  # noqa: E402
-from objectives.stats import compare, corrected_se  # noqa: E402
-from objectives.threshold import best_threshold, score_at  # noqa: E402
-from search.study.plan import TrialRecord, config_key, next_step, trial_cv  # noqa: E402
-from search.study.phases import DEFAULT_PLAN, default_reference  # noqa: E402
+from objectives.config import CVConfig, LossConfig, ModelConfig, TrainConfig, TrialConfig
+from objectives.data import Dataset, DataSpec, load_dataset
+from objectives.evaluate import evaluate, stratified_folds
+from objectives.final import fit_final_model
+from objectives.stats import compare, corrected_se
+from objectives.threshold import best_threshold, score_at
+from search.study.phases import DEFAULT_PLAN, default_reference
+from search.study.plan import TrialRecord, config_key, next_step, trial_cv
 
 # the shared tables: $LOSSTUNE_SHARED_DATA, else the first of ../shared/data beside the checkout or above it
 _HERE = Path(__file__).resolve().parents[2]
@@ -168,8 +168,10 @@ def main() -> int:
                       f"reference test {m['ref_test']:.4f}")  # fmt: skip
         if not args.no_spread:
             s = spread(name, ds)
-            print(f"  spread over 12 CV seeds of the reference: std 1 repeat {s['std_1']:.4f}, mean of 3: "
-                  f"{s['std_3_disjoint']:.4f} (4 disjoint triples) / {s['std_3_all_triples']:.4f} (all triples)")
+            print(
+                f"  spread over 12 CV seeds of the reference: std 1 repeat {s['std_1']:.4f}, mean of 3: "
+                f"{s['std_3_disjoint']:.4f} (4 disjoint triples) / {s['std_3_all_triples']:.4f} (all triples)"
+            )
     print(f"load average {os.getloadavg()[0]:.2f} at end")
     return 0
 

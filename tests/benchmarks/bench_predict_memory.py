@@ -74,7 +74,9 @@ def main() -> int:
         for rows, gb, seconds, mb in results:
             print(f"| {rows:,} | {mb:.0f} | {gb:.3f} | {seconds:.1f} |")
         growth = results[-1][1] - results[0][1]
-        print(f"peak RSS growth from {results[0][0]:,} to {results[-1][0]:,} rows: {growth:.3f} GB (target: within 0.3 GB)")
+        print(
+            f"peak RSS growth from {results[0][0]:,} to {results[-1][0]:,} rows: {growth:.3f} GB (target: within 0.3 GB)"
+        )
     return 0
 
 
