@@ -76,13 +76,13 @@ def optuna_db(path: Path) -> Path:
     return path.parent / f"{path.stem}.optuna.db"
 
 
-def running_trial_with_run(path: Path, number: int) -> bool:
+def running_trial_with_run(path: Path, number: int, timeout: float = 10.0) -> bool:
     """Trial ``number`` is RUNNING and has its MLflow run (read straight from the SQLite file)."""
     db = optuna_db(path)
     if not db.exists():
         return False
     try:
-        with sqlite3.connect(db, timeout=10) as conn:
+        with sqlite3.connect(db, timeout=timeout) as conn:
             row = conn.execute(
                 "SELECT t.state FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
                 "WHERE t.number = ? AND a.key = 'mlflow_run_id'", (number,)
@@ -105,8 +105,8 @@ def wait_for(condition, proc: subprocess.Popen, timeout: float = 120.0) -> None:
     pytest.fail("timed out waiting for a running trial")
 
 
-def ledger_rows(path: Path) -> list[tuple[int, int | None]]:
-    with sqlite3.connect(optuna_db(path)) as conn:  # path: the study file
+def ledger_rows(path: Path, timeout: float = 5.0) -> list[tuple[int, int | None]]:
+    with sqlite3.connect(optuna_db(path), timeout=timeout) as conn:  # path: the study file
         return conn.execute("SELECT slot, trial_number FROM losstune_budget_slots ORDER BY slot").fetchall()
 
 
@@ -128,22 +128,48 @@ def fast_stale(monkeypatch):
     monkeypatch.setenv("LOSSTUNE_GRACE_SECONDS", str(GRACE))
 
 
-def trial_states(path: Path) -> dict[int, str]:
+def trial_states(path: Path, timeout: float = 10.0) -> dict[int, str]:
     """Every trial's state, read straight from the SQLite file (empty while the tables do not exist)."""
     db = optuna_db(path)
     if not db.exists():
         return {}
     try:
-        with sqlite3.connect(db, timeout=10) as conn:
+        with sqlite3.connect(db, timeout=timeout) as conn:
             return dict(conn.execute("SELECT number, state FROM trials").fetchall())
     except sqlite3.OperationalError:
         return {}
 
 
+NO_WAIT = 0.0  # for reads while the process is stopped: it never releases a lock it holds, so do not wait for one
+
+
+def stop_when(condition, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Return with ``proc`` stopped (SIGSTOP) at a moment where ``condition`` holds.
+
+    The condition is checked only while the process is frozen, so the state seen is the state the kill lands on:
+    polling a running process races with it (the next batch may reserve its slots between the check and the
+    kill, above all on a loaded machine). The condition must read with ``timeout=NO_WAIT``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            if condition():
+                return
+        except sqlite3.OperationalError:  # the process was stopped while it held a write lock: look again later
+            pass
+        proc.send_signal(signal.SIGCONT)
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"losstune search exited ({proc.returncode}) before the condition held:\n{out}\n{err}")
+        time.sleep(0.02)
+    proc.kill()
+    pytest.fail("timed out waiting for the moment to kill")
+
+
 def _kill_then_rerun(path: Path, condition) -> tuple[dict, StudySession]:
     proc = start_search(path)
-    wait_for(condition, proc)
-    proc.send_signal(signal.SIGKILL)
+    stop_when(condition, proc)
+    proc.send_signal(signal.SIGKILL)  # a stopped process is killed too
     proc.communicate(timeout=30)
     before = {t.number: t for t in load(path).study.trials}
     time.sleep(GRACE + 1.5)  # stale now (SQLite keeps heartbeats to the second, hence the extra second)
@@ -186,21 +212,25 @@ def _nothing_lost(before: dict, session: StudySession, budget: int) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skip(
-    reason="races: the kill must land between the gamma batch's runs and the alpha batch's slots; "
-    "missed that moment under two test processes; to be made deterministic"
-)
 def test_kill_9_while_a_batch_trains_then_rerun_retries_only_its_points(tmp_path, fast_stale):
     """The balance phase (4 points) is one batch, recorded; the gamma phase's 4 points are killed before any
     is told, before the alpha batch (planned from their results) reserves its slots. The rerun keeps the first four,
     fails every killed trial and spends the slots left of 12 on the killed gamma points (second attempts)."""
     path = make_study(tmp_path, "crash", budget=12, rows=1000, epochs=100)  # a batch trains for seconds
+    # the balance phase in a run of its own: in one run its recording overlaps the gamma batch's training, and
+    # on a loaded machine may still be going on when the alpha batch reserves its slots (no moment to kill)
+    first = start_search(path, "--budget", "4")
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, out + err
 
     def gamma_batch_untold() -> bool:
-        states = trial_states(path)
+        states = trial_states(path, NO_WAIT)
         # ... and the alpha batch not yet started: its slots would leave the rerun nothing to retry with
-        return ([states.get(n) for n in range(8)] == ["COMPLETE"] * 4 + ["RUNNING"] * 4
-                and running_trial_with_run(path, 7) and len(ledger_rows(path)) == 8)  # fmt: skip
+        return (
+            [states.get(n) for n in range(8)] == ["COMPLETE"] * 4 + ["RUNNING"] * 4
+            and running_trial_with_run(path, 7, NO_WAIT)
+            and len(ledger_rows(path, NO_WAIT)) == 8
+        )
 
     before, session = _kill_then_rerun(path, gamma_batch_untold)
     assert [before[n].state.name for n in range(8)] == ["COMPLETE"] * 4 + ["RUNNING"] * 4
@@ -218,7 +248,7 @@ def test_kill_9_while_a_batch_is_being_recorded_keeps_every_told_trial(tmp_path,
     path = make_study(tmp_path, "recording", budget=12, rows=1000, epochs=30)
 
     def part_told() -> bool:
-        states = [trial_states(path).get(n) for n in range(4)]
+        states = [trial_states(path, NO_WAIT).get(n) for n in range(4)]
         return "COMPLETE" in states and "RUNNING" in states
 
     before, session = _kill_then_rerun(path, part_told)
