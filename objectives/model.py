@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from objectives.config import ModelConfig
+from objectives.torch_private import relu_backward
 
 
 class MLP(nn.Module):
@@ -160,7 +161,7 @@ class FoldMLP:
             if multiplier is not None:
                 delta = delta * multiplier
             # relu's derivative; a (the layer's input) is zero exactly where the relu (or dropout) zeroed it
-            delta = torch.ops.aten.threshold_backward(delta.to(self.compute_dtype), a, 0.0)
+            delta = relu_backward(delta.to(self.compute_dtype), a)
 
     def state_dict_of_fold(self, k: int) -> dict[str, Tensor]:
         """Fold ``k``'s weights as an :class:`MLP` state dict."""

@@ -1,4 +1,5 @@
-"""torch's private functions that the training step calls, each wrapped here and called nowhere else.
+"""torch's private functions (and one aten operator) that the training step calls, each wrapped here and called
+nowhere else.
 
 A name that starts with an underscore is outside torch's compatibility promise: a release may remove it, change
 its arguments or what it computes. ``tests/test_torch_private.py`` holds each wrapper to torch's public API (the
@@ -17,6 +18,14 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+
+def relu_backward(grad: Tensor, relu_input: Tensor) -> Tensor:
+    """``grad`` where ``relu_input > 0``, else 0: the gradient through a ReLU, in one kernel.
+
+    ``torch.ops.aten.threshold_backward`` is the operator autograd itself runs for ``relu``; it is not part of
+    torch's documented Python API (``torch.where(relu_input > 0, grad, 0)`` is, at the cost of a mask tensor)."""
+    return torch.ops.aten.threshold_backward(grad, relu_input, 0.0)
 
 
 def foreach_add_(tensors: list[Tensor], value: float) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from objectives.torch_private import foreach_add_, fused_adam_
+from objectives.torch_private import foreach_add_, fused_adam_, relu_backward
 
 OBJECTIVES = Path(__file__).resolve().parents[1] / "objectives"
 
@@ -82,3 +82,19 @@ def test_torch_private_names_are_called_only_from_the_wrapper_module():
         if path.name != "torch_private.py"
     }
     assert {name: found for name, found in calls.items() if found} == {}
+
+
+def test_threshold_backward_takes_grad_input_and_threshold():
+    names = [name for name, _, _ in _schema_arguments(torch.ops.aten.threshold_backward.default)]
+    assert names == ["grad_output", "self", "threshold"]
+
+
+def test_relu_backward_is_autograds_relu_gradient():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 9, generator=gen, dtype=torch.float64)
+    x[0, :3] = 0.0  # at 0 the ReLU's gradient is 0, as autograd has it
+    grad = torch.randn(4, 9, generator=gen, dtype=torch.float64)
+    leaf = x.clone().requires_grad_()
+    torch.relu(leaf).backward(grad)
+    assert torch.equal(relu_backward(grad, torch.relu(x)), leaf.grad)
+    assert torch.equal(relu_backward(grad, x), leaf.grad)
