@@ -279,9 +279,12 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from search.run.runner import run_search
 
     options = SearchOptions(
-        budget=args.budget, workers=args.workers, timeout=args.timeout,
-        allow_data_change=args.allow_data_change, progress=not args.no_progress and sys.stderr.isatty(),
-    )  # fmt: skip
+        budget=args.budget,
+        workers=args.workers,
+        timeout=args.timeout,
+        allow_data_change=args.allow_data_change,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
     return run_search(args.study, options)
 
 
@@ -314,8 +317,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from search.model.predict import format_predict, predict_file
 
-    outcome = predict_file(args.model_dir, args.test, args.output, id_col=args.id_col, proba=args.proba,
-                           labels=args.labels)  # fmt: skip
+    outcome = predict_file(
+        args.model_dir, args.test, args.output, id_col=args.id_col, proba=args.proba, labels=args.labels
+    )
     print(format_predict(outcome))
     return 0
 

@@ -38,7 +38,7 @@ def synthetic_frame(
     num2 = rng.normal(loc=5.0, scale=2.0, size=n)
     color = rng.choice(np.array(["red", "green", "blue"]), size=n)
     score = 1.5 * num1 - 0.3 * num2 + (color == "red") + rng.normal(scale=0.5, size=n)
-    n_pos = int(round(positive_rate * n))
+    n_pos = round(positive_rate * n)
     label = np.full(n, "no", dtype=object)
     label[np.argsort(-score)[:n_pos]] = "yes"
     df = pd.DataFrame({"num1": num1.round(4), "num2": num2.round(3), "color": color.astype(object), target: label})

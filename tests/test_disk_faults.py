@@ -60,7 +60,7 @@ def test_artifact_write_refused_mid_search_is_one_line(tmp_path, monkeypatch, ca
     monkeypatch.setattr(MlflowClient, "log_artifacts", refuse)
     with caplog.at_level(logging.WARNING):
         rc = main(["search", str(path), "--no-progress"])
-    out, err = capsys.readouterr()
+    _out, err = capsys.readouterr()
     assert rc == 2
     assert err.count("\n") == 1 and err.startswith("losstune search: error: cannot write /srv/mlartifacts/")
     assert FAULTS[fault].strerror in err
@@ -84,7 +84,7 @@ def test_database_full_mid_search_is_one_line(tmp_path, monkeypatch, capsys, cap
     monkeypatch.setattr(StudyTracker, "log_study_summary", refuse)
     with caplog.at_level(logging.WARNING):
         rc = main(["search", str(path), "--no-progress"])
-    out, err = capsys.readouterr()
+    _out, err = capsys.readouterr()
     assert rc == 2 and err.count("\n") == 1
     assert "cannot write to a database: database or disk is full" in err
     assert "could not mark" not in caplog.text
@@ -105,8 +105,12 @@ def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
 def _mount_tmpfs(where: Path, size: str) -> bool:
     if os.geteuid() != 0 or shutil.which("mount") is None:
         return False
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                          capture_output=True).returncode == 0  # fmt: skip
+    return (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 def test_a_really_full_artifact_disk(tmp_path):
@@ -126,8 +130,14 @@ def test_a_really_full_artifact_disk(tmp_path):
             assert exc.errno == errno.ENOSPC
         env = dict(os.environ, LOSSTUNE_NOW=WEEK, OMP_NUM_THREADS="1")
         env.pop("LOSSTUNE_TRACKING_URI", None)
-        proc = subprocess.run([sys.executable, "-m", "search.cli", "search", str(path), "--no-progress"],
-                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-m", "search.cli", "search", str(path), "--no-progress"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=300,
+        )
         assert proc.returncode == 2, proc.stdout + proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and "No space left on device" in lines[0], proc.stderr

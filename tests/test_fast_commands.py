@@ -32,8 +32,12 @@ def imported(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess, set[st
     env = dict(os.environ, LOSSTUNE_NOW=WEEK, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "search.cli", *args],
-        capture_output=True, text=True, env=env, cwd=cwd, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
     names = {m.group(1).split(".")[0] for m in re.finditer(r"^import time:.*\|\s*(\S+)\s*$", proc.stderr, re.M)}
     proc.stderr = "\n".join(line for line in proc.stderr.splitlines() if not line.startswith("import time:"))
     return proc, names

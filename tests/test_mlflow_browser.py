@@ -63,8 +63,15 @@ def _free_port() -> int:
 
 def _page(browser: str, url: str, screenshot: Path) -> str:
     """The page's DOM after its scripts ran (and a screenshot of it), as text without tags."""
-    args = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=2200,1400",
-            "--virtual-time-budget=30000"]  # fmt: skip
+    args = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--window-size=2200,1400",
+        "--virtual-time-budget=30000",
+    ]
     subprocess.run([*args, f"--screenshot={screenshot}", url], capture_output=True, timeout=180, check=True)
     dom = subprocess.run([*args, "--dump-dom", url], capture_output=True, text=True, timeout=180, check=True).stdout
     text = re.sub(r"<script.*?</script>|<style.*?</style>", " ", dom, flags=re.S)
@@ -89,8 +96,12 @@ def ui_server(tmp_path, monkeypatch):
     port = _free_port()
     mlflow = Path(sys.executable).parent / "mlflow"
     log = (tmp_path / "mlflow-ui.log").open("w")
-    server = subprocess.Popen([str(mlflow), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port",
-                               str(port)], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)  # fmt: skip
+    server = subprocess.Popen(
+        [str(mlflow), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -129,8 +140,9 @@ def test_runs_table_and_compare_view_show_numbers_for_every_trial(ui_server, tmp
     assert re.search(r"\b\d+ matching runs\b", runs_page), runs_page[:2000]
 
     ids = urllib.parse.quote(json.dumps([r.info.run_id for r in trials]))
-    compare = _page(browser, f"{base}/#/compare-runs?runs={ids}&experiments=%5B%22{experiment}%22%5D",
-                    tmp_path / "compare_view.png")  # fmt: skip
+    compare = _page(
+        browser, f"{base}/#/compare-runs?runs={ids}&experiments=%5B%22{experiment}%22%5D", tmp_path / "compare_view.png"
+    )
     assert (tmp_path / "compare_view.png").stat().st_size > 10_000
     assert f"Comparing {len(trials)} Runs" in compare, compare[:2000]
     for run in trials:  # the names tell the trials apart from their first characters

@@ -58,9 +58,13 @@ def losstune_command() -> list[str]:
 def child_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
-        LOSSTUNE_NOW=WEEK, LOSSTUNE_HEARTBEAT_SECONDS=str(HEARTBEAT), LOSSTUNE_GRACE_SECONDS=str(GRACE),
-        PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", **extra,
-    )  # fmt: skip
+        LOSSTUNE_NOW=WEEK,
+        LOSSTUNE_HEARTBEAT_SECONDS=str(HEARTBEAT),
+        LOSSTUNE_GRACE_SECONDS=str(GRACE),
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS="1",
+        **extra,
+    )
     return env
 
 
@@ -68,8 +72,12 @@ def start_search(path: Path, *args: str, flags: tuple[str, ...] = (), **env: str
     """``losstune [flags] search PATH --no-progress [args]`` in the background, output captured."""
     return subprocess.Popen(
         [*losstune_command(), *flags, "search", str(path), "--no-progress", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(**env), cwd=path.parent,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(**env),
+        cwd=path.parent,
+    )
 
 
 def optuna_db(path: Path) -> Path:
@@ -85,8 +93,9 @@ def running_trial_with_run(path: Path, number: int) -> bool:
         with sqlite3.connect(db, timeout=10) as conn:
             row = conn.execute(
                 "SELECT t.state FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
-                "WHERE t.number = ? AND a.key = 'mlflow_run_id'", (number,)
-            ).fetchone()  # fmt: skip
+                "WHERE t.number = ? AND a.key = 'mlflow_run_id'",
+                (number,),
+            ).fetchone()
     except sqlite3.OperationalError:  # tables not created yet
         return False
     return row is not None and row[0] == "RUNNING"
@@ -163,7 +172,7 @@ def _nothing_lost(before: dict, session: StudySession, budget: int) -> None:
     # each slot spent once; a slot may lack its trial number when the kill fell between asking and attaching
     attached = [n for _, n in rows if n is not None]
     assert len(set(attached)) == len(attached) and len(attached) >= budget - 1
-    client, runs = trial_runs(session)
+    _client, runs = trial_runs(session)
     killed = [n for n, t in before.items() if t.state.name == "RUNNING"]
     assert killed, "the kill should have caught trials in flight"
     for number, old in before.items():
@@ -199,8 +208,11 @@ def test_kill_9_while_a_batch_trains_then_rerun_retries_only_its_points(tmp_path
     def gamma_batch_untold() -> bool:
         states = trial_states(path)
         # ... and the alpha batch not yet started: its slots would leave the rerun nothing to retry with
-        return ([states.get(n) for n in range(8)] == ["COMPLETE"] * 4 + ["RUNNING"] * 4
-                and running_trial_with_run(path, 7) and len(ledger_rows(path)) == 8)  # fmt: skip
+        return (
+            [states.get(n) for n in range(8)] == ["COMPLETE"] * 4 + ["RUNNING"] * 4
+            and running_trial_with_run(path, 7)
+            and len(ledger_rows(path)) == 8
+        )
 
     before, session = _kill_then_rerun(path, gamma_batch_untold)
     assert [before[n].state.name for n in range(8)] == ["COMPLETE"] * 4 + ["RUNNING"] * 4
@@ -299,7 +311,7 @@ def test_two_searches_at_once_on_one_sqlite_study(tmp_path, fast_stale):
     # what must hold is that together they spend the budget once and run each point once)
     assert sorted(n for _, n in ledger_rows(path)) == list(range(6))
 
-    client, runs = trial_runs(session)
+    _client, runs = trial_runs(session)
     assert sorted(runs) == list(range(6))
     parents = {r.data.tags["mlflow.parentRunId"] for r in runs.values()}
     assert parents == {session.study.user_attrs["mlflow_parent_run_id"]}  # one parent run, not one per process

@@ -62,16 +62,20 @@ def test_whole_default_plan_in_one_week(tmp_path, week1, monkeypatch):
 
     balance = [r for r in records if r.phase == "balance"]
     assert {(r.loss["bce_weight"], r.loss["focal_weight"]) for r in balance} == {
-        (0.5, 0.5), (0.2, 0.8), (0.8, 0.2), (0.0, 1.0)
-    }  # fmt: skip
+        (0.5, 0.5),
+        (0.2, 0.8),
+        (0.8, 0.2),
+        (0.0, 1.0),
+    }
     assert all(r.loss["gamma"] == 3.0 and r.loss["alpha"] is None for r in balance)
     best_balance = max(balance, key=lambda r: (r.value, -r.number))
     gamma = [r for r in records if r.phase == "gamma"]
     assert sorted(r.loss["gamma"] for r in gamma) == [1.0, 2.0, 4.0, 5.0]
     for r in gamma:  # phase 2 keeps the best phase-1 balance
         assert (r.loss["bce_weight"], r.loss["focal_weight"]) == (
-            best_balance.loss["bce_weight"], best_balance.loss["focal_weight"]
-        )  # fmt: skip
+            best_balance.loss["bce_weight"],
+            best_balance.loss["focal_weight"],
+        )
     best_so_far = max([*balance, *gamma], key=lambda r: (r.value, -r.number))
     alpha = [r for r in records if r.phase == "alpha"]
     assert sorted(r.loss["alpha"] for r in alpha) == [0.25, 0.75]

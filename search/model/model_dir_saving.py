@@ -33,7 +33,7 @@ from search.model.model_dir import (
     WEIGHTS,
     self_sha256,
     sha256_of,
-)  # fmt: skip
+)
 
 
 def save_model_dir(final: FinalModel, config: ExportedConfig, out: Path, trained_on: dict, mlflow_model=None) -> dict:
@@ -74,8 +74,9 @@ def save_model_dir(final: FinalModel, config: ExportedConfig, out: Path, trained
         # converts and explains instead.
         # The id columns excluded in training and the target are named too (optional), so that MLflow does not
         # warn about them: the model ignores them, as `losstune predict` does.
-        ignored = [c for c in [*trained_on.get("excluded_columns", []), config.data.target]
-                   if c not in final.feature_columns]  # fmt: skip
+        ignored = [
+            c for c in [*trained_on.get("excluded_columns", []), config.data.target] if c not in final.feature_columns
+        ]
         signature = ModelSignature(
             inputs=Schema([ColSpec(AnyType(), c, required=False) for c in [*final.feature_columns, *ignored]]),
             outputs=Schema([ColSpec("double", "proba"), ColSpec("long", "label")]),
@@ -89,10 +90,15 @@ def save_model_dir(final: FinalModel, config: ExportedConfig, out: Path, trained
         }
         with _quiet_mlflow_save():
             mlflow.pyfunc.save_model(
-                path=str(out), python_model=str(stage / ENTRY_FILE),
-                artifacts={key: str(p) for key, p in paths.items()}, code_paths=[str(p) for p in code],
-                pip_requirements=_requirements(), signature=signature, metadata=meta, mlflow_model=mlflow_model,
-            )  # fmt: skip
+                path=str(out),
+                python_model=str(stage / ENTRY_FILE),
+                artifacts={key: str(p) for key, p in paths.items()},
+                code_paths=[str(p) for p in code],
+                pip_requirements=_requirements(),
+                signature=signature,
+                metadata=meta,
+                mlflow_model=mlflow_model,
+            )
     return _sign(out, manifest)
 
 

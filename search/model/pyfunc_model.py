@@ -4,9 +4,9 @@
 and calls :meth:`LosstunePyfunc.load_context`, which loads the directory through the same checked loader as
 ``losstune predict`` (:func:`search.model.model_dir_loading.load_model_dir`). ``predict`` takes a DataFrame of raw
 feature columns, read as ``losstune predict`` reads a file (:func:`objectives.data.normalise_frame`: blank or
-whitespace-only cells are missing); other columns (the id column excluded in training, the target) are ignored and returns a DataFrame with ``proba`` (positive
-class) and ``label`` (0/1 at the saved threshold); a missing or non-numeric column is an ``MlflowException``
-(INVALID_PARAMETER_VALUE: HTTP 400 when served) that names it.
+whitespace-only cells are missing); other columns (the id column excluded in training, the target) are ignored and
+returns a DataFrame with ``proba`` (positive class) and ``label`` (0/1 at the saved threshold); a missing or
+non-numeric column is an ``MlflowException`` (INVALID_PARAMETER_VALUE: HTTP 400 when served) that names it.
 """
 
 # no `from __future__ import annotations`: MLflow reads predict's type hint (pd.DataFrame: no input conversion,

@@ -128,8 +128,10 @@ def run_search(study_path: Path, options: SearchOptions, echo=print) -> int:
         session.study.set_user_attr("mlflow_parent_run_id", parent)
         session.study.set_user_attr(PARENT_OPEN_ATTR, True)
     metric = session.file.trial_config().metric.label
-    echo(f"study {session.file.name}: {session.dataset.n_rows} rows, week {week}, budget {spent}/{budget} used, "
-         f"storage {session.storage_display}")  # fmt: skip
+    echo(
+        f"study {session.file.name}: {session.dataset.n_rows} rows, week {week}, budget {spent}/{budget} used, "
+        f"storage {session.storage_display}"
+    )
     first_trial = len(session.study.get_trials(deepcopy=False))
     workers: set[str] = set()  # the worker ids of this run, for the report after an interrupt
     status = "FAILED"
@@ -253,9 +255,10 @@ def _print_interrupted(session, week: str, budget: int, first_trial: int, worker
 
     try:
         mine = [
-            t for t in session.study.get_trials(deepcopy=False)
+            t
+            for t in session.study.get_trials(deepcopy=False)
             if t.number >= first_trial and t.user_attrs.get("worker") in workers
-        ]  # fmt: skip
+        ]
         complete = sum(1 for t in mine if t.state == TrialState.COMPLETE)
         stopped = [t.number for t in mine if t.user_attrs.get("failure") == "interrupted"]
         failed = sum(1 for t in mine if t.state == TrialState.FAIL) - len(stopped)
@@ -265,8 +268,9 @@ def _print_interrupted(session, week: str, budget: int, first_trial: int, worker
         return
     marked = (
         f"trial(s) {', '.join(map(str, stopped))} marked FAILED (interrupted) and will be retried"
-        if stopped else "no trial was running"
-    )  # fmt: skip
+        if stopped
+        else "no trial was running"
+    )
     echo(f"interrupted: {complete} trial(s) complete and {failed} failed in this run; {marked}; {where}")
 
 
@@ -280,8 +284,11 @@ def _print_summary(session: StudySession, tracker: StudyTracker, week: str, budg
     best = select(trials, rule) if any(r.state == "COMPLETE" for r in records) else None
     if best is not None:
         loss = best.user_attrs["loss"]
-        echo(f"best: trial {best.number} ({best.user_attrs.get('phase')}) "
-             + " ".join(f"{k}={UNWEIGHTED if v is None else v}" for k, v in loss.items()) + f"  score {best.value:.4f}")  # fmt: skip
+        echo(
+            f"best: trial {best.number} ({best.user_attrs.get('phase')}) "
+            + " ".join(f"{k}={UNWEIGHTED if v is None else v}" for k, v in loss.items())
+            + f"  score {best.value:.4f}"
+        )
         sure = confidence(best, rule, trials, config_key(session.file.reference_loss))
         for line in format_confidence(sure, session.file.trial_config().metric.label):
             echo("  " + line)

@@ -23,7 +23,7 @@ from search.run.storage import (
     redact,
     require_existing_study_file,
     study_exists,
-)  # fmt: skip
+)
 from search.study.plan import distribution_bounds
 from search.study.study_file import StudyFile, load_study_file
 from search.tracking.mlflow_locations import check_tracking_reachable

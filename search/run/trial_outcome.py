@@ -80,5 +80,7 @@ def _with_noise(score: float, stats: dict | None) -> str:
 def _vs_reference(stats: dict | None) -> str:
     if not stats or stats.get("diff_vs_reference") is None:
         return ""
-    return (f"  vs reference t{stats['reference_trial']:03d}: {stats['diff_vs_reference']:+.4f} ± "
-            f"{stats['diff_vs_reference_se']:.4f} {stats['verdict_vs_reference']}")  # fmt: skip
+    return (
+        f"  vs reference t{stats['reference_trial']:03d}: {stats['diff_vs_reference']:+.4f} ± "
+        f"{stats['diff_vs_reference_se']:.4f} {stats['verdict_vs_reference']}"
+    )

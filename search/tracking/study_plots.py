@@ -38,13 +38,13 @@ def write_study_plots(study: optuna.Study, directory: Path) -> list[Path]:
     from optuna.visualization import matplotlib as optuna_plots
 
     trials = [
-        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if t.value is not None and math.isfinite(t.value)
-    ]  # fmt: skip
+    ]
     varying = sorted(
-        name for name in {n for t in trials for n in t.params}
-        if len({repr(t.params.get(name)) for t in trials}) > 1
-    )  # fmt: skip
+        name for name in {n for t in trials for n in t.params} if len({repr(t.params.get(name)) for t in trials}) > 1
+    )
     wanted: list[tuple[str, object]] = []
     if trials:
         wanted.append((OPTIMIZATION_HISTORY_PNG, optuna_plots.plot_optimization_history))
@@ -55,8 +55,10 @@ def write_study_plots(study: optuna.Study, directory: Path) -> list[Path]:
     else:
         log.info(
             "parameter importances need >= 2 complete trials and >= 2 parameters that vary "
-            "(have %d and %d): no importance plot", len(trials), len(varying),
-        )  # fmt: skip
+            "(have %d and %d): no importance plot",
+            len(trials),
+            len(varying),
+        )
 
     written = []
     with warnings.catch_warnings(), matplotlib.rc_context():

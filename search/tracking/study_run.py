@@ -53,8 +53,9 @@ def _number(value, digits: int = 4) -> str:
     return "n/a" if number != number else f"{number:.{digits}f}"
 
 
-def parent_note(experiment_id: str, table: pandas.DataFrame, complete: pandas.Series, best: dict | None,
-                best_run) -> str:  # fmt: skip
+def parent_note(
+    experiment_id: str, table: pandas.DataFrame, complete: pandas.Series, best: dict | None, best_run
+) -> str:
     """The parent run's description (markdown): trials so far, the best one with a link to its run."""
     failed = int(table["state"].astype(str).eq("FAIL").sum()) if "state" in table.columns else 0
     lines = [f"**{len(table)} trial(s)**: {int(complete.sum())} complete, {failed} failed.", ""]
@@ -63,9 +64,8 @@ def parent_note(experiment_id: str, table: pandas.DataFrame, complete: pandas.Se
             lines.append("No complete trial yet.")
     else:
         loss = " ".join(
-            f"{k}={UNWEIGHTED if v is None or v != v else f'{float(v):g}'}"
-            for k, v in best.items() if k in LOSS_PARAMS
-        )  # fmt: skip
+            f"{k}={UNWEIGHTED if v is None or v != v else f'{float(v):g}'}" for k, v in best.items() if k in LOSS_PARAMS
+        )
         name = best_run.info.run_name if best_run is not None else f"trial {best['trial']}"
         link = f"[{name}](#/experiments/{experiment_id}/runs/{best_run.info.run_id})" if best_run else name
         lines.append(
@@ -73,8 +73,11 @@ def parent_note(experiment_id: str, table: pandas.DataFrame, complete: pandas.Se
             f"cv_score {_number(best['cv_score'])}, honest_score {_number(best.get('honest_score'))}, "
             f"threshold {_number(best.get('threshold'))}."
         )
-    lines += ["", f"[All trials in the runs table](#/experiments/{experiment_id}/runs); the study's results "
-              "table is the artifact results_table.json of this run. Rewritten after every trial."]  # fmt: skip
+    lines += [
+        "",
+        f"[All trials in the runs table](#/experiments/{experiment_id}/runs); the study's results "
+        "table is the artifact results_table.json of this run. Rewritten after every trial.",
+    ]
     return "\n".join(lines)
 
 

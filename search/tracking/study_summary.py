@@ -93,10 +93,10 @@ class StudySummary:
         best = best_trial_row(table, complete)
         run = None
         if best is not None:
-            found = self.client.search_runs(
-                [self.experiment_id], max_results=1,
-                filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and tags.`{TAG_TRIAL}` = '{best['trial']}'",
-            )  # fmt: skip
+            of_best_trial = (
+                f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and tags.`{TAG_TRIAL}` = '{best['trial']}'"
+            )
+            found = self.client.search_runs([self.experiment_id], max_results=1, filter_string=of_best_trial)
             run = found[0] if found else None
         note = parent_note(self.experiment_id, table, complete, best, run)
         tags = [RunTag("mlflow.note.content", note)]

@@ -62,8 +62,9 @@ class StudyTracker(TrialRuns, StudySummary):
         self.artifact_location = _artifact_uri(artifact_location, self.tracking_uri, experiment)
         with store_errors(f"cannot open the MLflow tracking store {self.display_uri}"):
             self.client = MlflowClient(tracking_uri=self.tracking_uri)
-        self.experiment_id = open_experiment(self.client, experiment, self.artifact_location, artifact_location,
-                                             self.display_uri)  # fmt: skip
+        self.experiment_id = open_experiment(
+            self.client, experiment, self.artifact_location, artifact_location, self.display_uri
+        )
 
     # ------------------------------------------------------------------------------------------- study run
 
@@ -99,8 +100,13 @@ class StudyTracker(TrialRuns, StudySummary):
         logged = run.data.params
         changed = {k: v for k, v in params.items() if k in logged and logged[k] != v}
         for key, value in changed.items():
-            log.warning("MLflow parent run %s keeps param %s=%s (the study file now gives %s)",
-                        run.info.run_id, key, logged[key], value)  # fmt: skip
+            log.warning(
+                "MLflow parent run %s keeps param %s=%s (the study file now gives %s)",
+                run.info.run_id,
+                key,
+                logged[key],
+                value,
+            )
         new = [Param(k, v) for k, v in params.items() if k not in logged]
         if new:
             self.client.log_batch(run.info.run_id, params=new)
