@@ -67,8 +67,9 @@ def _userinfo_end(rest: str) -> int:
     return -1
 
 
-def _split(url: str) -> tuple[str, str, str, str] | None:
-    """(``scheme://``, userinfo, rest after the ``@``, query) of a URL, or None for text that is not one."""
+def _split(url: str) -> tuple[str, str, str, str | None] | None:
+    """(``scheme://``, userinfo, rest after the ``@``, query or None without a ``?``) of a URL, or None for text that
+    is not one."""
     m = _SCHEME.match(url)
     if m is None:
         return None

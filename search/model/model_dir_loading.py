@@ -10,6 +10,7 @@ import json
 import os
 import stat
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,6 +32,9 @@ from search.model.model_dir import (
     self_sha256,
     sha256_of,
 )
+
+if TYPE_CHECKING:
+    from sklearn.compose import ColumnTransformer
 
 
 def load_model_dir(model_dir: Path) -> PackagedModel:
@@ -206,7 +210,7 @@ def _build(raw: dict[str, bytes], manifest: dict, where: str) -> PackagedModel:
     return PackagedModel(final=final, threshold=threshold, config=config, manifest=manifest)
 
 
-def _load_preprocessing(data: bytes):
+def _load_preprocessing(data: bytes) -> ColumnTransformer:
     """The fitted ColumnTransformer from skops, allowing only the types listed in TRUSTED_SKOPS_TYPES."""
     import skops.io as sio
 

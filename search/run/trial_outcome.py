@@ -3,6 +3,7 @@ failure handler needs), :class:`TrialOutcome` (what the worker reports) and the 
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -39,7 +40,7 @@ class TrialProgress:
     run_id: str | None = None
     told: bool = False
     outcome: TrialOutcome | None = None
-    beat: object = None  # the heartbeat, entered by the worker, left once the trial is told
+    beat: AbstractContextManager[None] | None = None  # the heartbeat, entered by the worker, left once told
 
     def stop_beating(self) -> None:
         if self.beat is not None:

@@ -35,7 +35,9 @@ def open_experiment(
     for key, value in experiment_kind_tags(found.tags).items():  # experiments made before it was set
         with store_errors(f"cannot write to the MLflow tracking store {display_uri}"):
             client.set_experiment_tag(found.experiment_id, key, value)
-    if requested is not None and not _same_location(found.artifact_location, artifact_location):
+    # (artifact_location is None only when none was requested: the store's own default)
+    moved = artifact_location is not None and not _same_location(found.artifact_location, artifact_location)
+    if requested is not None and moved:
         log.warning(
             "MLflow experiment %r already exists with artifacts in %s (not %s): keeping its location",
             experiment,

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 
 from mlflow import MlflowClient
-from mlflow.entities import Param
+from mlflow.entities import Param, Run
 from mlflow.exceptions import MlflowException
 
 from search.tracking.experiment import open_experiment
@@ -78,7 +78,7 @@ class StudyTracker(TrialRuns, StudySummary):
             if parent_run_id:
                 run = self._find_run(parent_run_id)
                 why_not = self._why_not_parent(run, study_name)
-                if why_not is None:
+                if run is not None and why_not is None:
                     self.client.update_run(parent_run_id, status="RUNNING")
                     self._log_study_params(run, params or {})
                     log.info("re-attached to MLflow parent run %s of study %r", parent_run_id, study_name)
@@ -93,7 +93,7 @@ class StudyTracker(TrialRuns, StudySummary):
         log.info("started MLflow parent run %s for study %r", run.info.run_id, study_name)
         return run.info.run_id
 
-    def _log_study_params(self, run, params: dict[str, str]) -> None:
+    def _log_study_params(self, run: Run, params: dict[str, str]) -> None:
         """The params the run lacks. MLflow never changes a logged param, so a setting edited in the study file
         since (``trials_per_week``, say) keeps its first value on the parent run, with a warning; the trials'
         own params always show what each of them ran."""
@@ -111,7 +111,7 @@ class StudyTracker(TrialRuns, StudySummary):
         if new:
             self.client.log_batch(run.info.run_id, params=new)
 
-    def _find_run(self, run_id: str):
+    def _find_run(self, run_id: str) -> Run | None:
         """The run, or None when the store has no run with this id."""
         try:
             return self.client.get_run(run_id)
@@ -120,7 +120,7 @@ class StudyTracker(TrialRuns, StudySummary):
                 return None
             raise
 
-    def _why_not_parent(self, run, study_name: str) -> str | None:
+    def _why_not_parent(self, run: Run | None, study_name: str) -> str | None:
         if run is None:
             return "is not in the tracking store"
         if run.info.experiment_id != self.experiment_id:
