@@ -48,6 +48,43 @@ def synthetic_frame(
     return df
 
 
+def tiny_study(
+    directory: Path,
+    name: str,
+    *,
+    budget: int,
+    plan: str | None = "default",
+    extra: str = "",
+    rows: int = 240,
+    data_seed: int = 3,
+    cv_seed: int = 0,
+    model: str = "{hidden: [8], dropout: 0.0}",
+    epochs: int = 2,
+    lr: float = 0.01,
+) -> Path:
+    """``directory/<name>.yaml``: a study of a small table (``data.csv`` beside it, ``rows`` rows of
+    :func:`synthetic_frame` with ``data_seed`` and no blank cells), 3 folds, ``model`` trained ``epochs`` epochs.
+
+    ``plan`` is what follows ``plan:`` (one line such as ``default``, or the indented lines of a list of phases;
+    None: no ``plan:`` line); ``extra``, more top-level lines (``reference: ...``, ``tracking: ...``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    synthetic_frame(n=rows, seed=data_seed, missing=False).to_csv(directory / "data.csv", index=False)
+    lines = [
+        f"name: {name}",
+        'data: {path: data.csv, target: label, positive: "yes"}',
+        f"cv: {{folds: 3, seed: {cv_seed}}}",
+        f"model: {model}",
+        f"train: {{epochs: {epochs}, batch_size: 64, lr: {lr}}}",
+        f"budget: {{trials_per_week: {budget}}}",
+        *([extra] if extra else []),
+    ]
+    if plan is not None:
+        lines.append(f"plan:\n{plan.rstrip()}" if "\n" in plan else f"plan: {plan}")
+    path = directory / f"{name}.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 @pytest.fixture
 def write_csv(tmp_path: Path) -> Callable[..., Path]:
     """``write_csv(df=None, name="data.csv", sep=",", encoding="utf-8", **synthetic_frame_kwargs) -> Path``."""

@@ -17,24 +17,13 @@ import sqlalchemy.exc
 
 from search.cli import main
 from search.run.session import StudySession
-from tests.conftest import synthetic_frame
+from tests.conftest import tiny_study
 
 WEEK = "2026-11-18T10:00:00"
-STUDY = """\
-name: disk
-data: {path: data.csv, target: label, positive: "yes"}
-cv: {folds: 3, seed: 0}
-model: {hidden: [8], dropout: 0.0}
-train: {epochs: 1, batch_size: 64, lr: 0.01}
-budget: {trials_per_week: 3}
-"""
 
 
 def make_study(tmp_path: Path) -> Path:
-    synthetic_frame(n=90, seed=4, missing=False).to_csv(tmp_path / "data.csv", index=False)
-    path = tmp_path / "disk.yaml"
-    path.write_text(STUDY)
-    return path
+    return tiny_study(tmp_path, "disk", budget=3, plan=None, rows=90, data_seed=4, epochs=1)
 
 
 def trials(path: Path):

@@ -12,18 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import synthetic_frame
+from tests.conftest import tiny_study
 
 WEEK = "2026-11-18T10:00:00"
-STUDY = """\
-name: {name}
-data: {{path: data.csv, target: label, positive: "yes"}}
-cv: {{folds: 3, seed: 0}}
-model: {{hidden: [8], dropout: 0.0}}
-train: {{epochs: 1, batch_size: 64, lr: 0.01}}
-budget: {{trials_per_week: 1}}
-plan: default
-"""
 HEAVY = {"torch", "mlflow", "sklearn", "matplotlib", "scipy", "pandas"}
 
 
@@ -44,11 +35,7 @@ def imported(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess, set[st
 
 
 def write_study(directory: Path, name: str = "fast") -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    synthetic_frame(n=120, seed=1, missing=False).to_csv(directory / "data.csv", index=False)
-    path = directory / f"{name}.yaml"
-    path.write_text(STUDY.format(name=name))
-    return path
+    return tiny_study(directory, name, budget=1, rows=120, data_seed=1, epochs=1)
 
 
 @pytest.fixture(scope="module")

@@ -27,17 +27,10 @@ from mlflow import MlflowClient
 from search.run.options import SearchOptions
 from search.run.runner import run_search
 from search.tracking.run_params import LOSS_PARAM_NAMES
-from tests.conftest import synthetic_frame
+from tests.conftest import tiny_study
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-STUDY = """\
-name: ui
-data: {path: data.csv, target: label, positive: "yes"}
-cv: {folds: 3, seed: 0}
-model: {hidden: [8]}
-train: {epochs: 2, batch_size: 64, lr: 0.01}
-budget: {trials_per_week: 3}
-plan:
+PLAN = """\
   - name: p
     fixed: {gamma: 2}
     # two weighted trials and an unweighted one (alpha: null, the base), which used to be logged as "None"
@@ -82,8 +75,7 @@ def _page(browser: str, url: str, screenshot: Path) -> str:
 def ui_server(tmp_path, monkeypatch):
     """A searched tiny study (3 trials) and ``mlflow ui`` serving its store: (base URL, experiment id, runs)."""
     monkeypatch.setenv("LOSSTUNE_NOW", "2026-11-18T10:00:00")
-    synthetic_frame(n=150, seed=2, missing=False).to_csv(tmp_path / "data.csv", index=False)
-    (tmp_path / "ui.yaml").write_text(STUDY)
+    tiny_study(tmp_path, "ui", budget=3, plan=PLAN, rows=150, data_seed=2, model="{hidden: [8]}")
     lines: list[str] = []
     assert run_search(tmp_path / "ui.yaml", SearchOptions(progress=False), echo=lines.append) == 0
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -27,27 +27,16 @@ from search.run.storage import quiet_optuna
 from search.run.worker import Worker
 from search.study.plan import config_key, next_step, pending_steps
 from search.study.results import trial_records
-from tests.conftest import synthetic_frame
+from tests.conftest import tiny_study
 
 WEEK = "2026-11-18T10:00:00"  # ISO week 2026-W47
 HEARTBEAT, GRACE = 1, 3
 
-STUDY = """\
-name: {name}
-data: {{path: data.csv, target: label, positive: "yes"}}
-cv: {{folds: 3, seed: 0}}
-model: {{hidden: [16], dropout: 0.0}}
-train: {{epochs: {epochs}, batch_size: 64, lr: {lr}}}
-budget: {{trials_per_week: {budget}}}
-plan: default
-"""
-
 
 def make_study(tmp_path: Path, name: str, budget: int, rows: int = 240, epochs: int = 2, lr: float = 0.01) -> Path:
-    synthetic_frame(n=rows, seed=3, missing=False).to_csv(tmp_path / "data.csv", index=False)
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(STUDY.format(name=name, budget=budget, epochs=epochs, lr=lr))
-    return path
+    return tiny_study(
+        tmp_path, name, budget=budget, rows=rows, model="{hidden: [16], dropout: 0.0}", epochs=epochs, lr=lr
+    )
 
 
 def losstune_command() -> list[str]:

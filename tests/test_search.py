@@ -15,27 +15,14 @@ from search.run.runner import run_search
 from search.run.session import StudySession
 from search.study.plan import config_key
 from search.study.results import trial_records
-from tests.conftest import synthetic_frame
+from tests.conftest import tiny_study
 
 WEEK1 = "2026-11-18T10:00:00"  # ISO week 2026-W47
 WEEK2 = "2026-11-25T10:00:00"  # 2026-W48
 
-STUDY = """\
-name: {name}
-data: {{path: data.csv, target: label, positive: "yes"}}
-cv: {{folds: 3, seed: 0}}
-model: {{hidden: [8], dropout: 0.0}}
-train: {{epochs: 2, batch_size: 64, lr: 0.01}}
-budget: {{trials_per_week: {budget}}}
-plan: default
-"""
-
 
 def make_study(tmp_path: Path, name: str = "wk", budget: int = 10) -> Path:
-    synthetic_frame(n=240, seed=3, missing=False).to_csv(tmp_path / "data.csv", index=False)
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(STUDY.format(name=name, budget=budget))
-    return path
+    return tiny_study(tmp_path, name, budget=budget)
 
 
 def search(path: Path, lines: list[str] | None = None, **options) -> int:
