@@ -87,6 +87,9 @@ def _worker_process(study_path: str, options: SearchOptions, week: str, parent_r
 
 
 def run_workers(study_path: Path, options: SearchOptions, week: str, parent: str, worker_ids: set[str]) -> None:
+    """``options.workers`` worker processes under the parent run, waited for; their ids added to ``worker_ids``.
+    Ctrl-C is forwarded to them once, as SIGTERM; a worker stopped that way is reported as an interrupt, one that
+    failed as a :class:`LosstuneError`."""
     from search.run.worker import sigint_ignored
 
     ctx = multiprocessing.get_context("spawn")
