@@ -38,13 +38,14 @@ venv: $(BIN)/losstune
 demo: venv
 	$(BIN)/losstune search studies/demo.yaml
 
-# formatting, lint rules and types, as configured in pyproject.toml ([tool.ruff], [tool.mypy]). LINTED lists
-# the folders held to them so far: objectives/ passes; search/ and tests/ are not formatted and typed yet
-LINTED ?= objectives
+# formatting, lint rules and types, as configured in pyproject.toml ([tool.ruff], [tool.mypy]): ruff on the code
+# and the tests, mypy on the code (the tests are not typed)
+LINTED ?= objectives search tests
+TYPED  ?= objectives search
 lint: venv
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/ruff check $(LINTED)
-	$(BIN)/mypy $(LINTED)
+	$(BIN)/mypy $(TYPED)
 
 # two test processes: much of the suite waits on subprocesses, SQLite and sleeps, so two overlap well even on
 # two cores (every test uses its own directory, database and port; torch uses one thread per process there)

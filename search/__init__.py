@@ -10,6 +10,7 @@ Packages, each importing only those listed before it (and :mod:`objectives`), ne
 - :mod:`search.model`: the chosen configuration and the final model (``export``, ``train``, ``predict``,
   ``evaluate``, the model directory and its pyfunc model).
 
-:mod:`search.cli` (the ``losstune`` command) sits on top and may import any of them. Package ``__init__`` files
+:mod:`search.cli` (the ``losstune`` command, with :mod:`search.cli_args`, its arguments, and :mod:`search.commands`,
+what each command runs) sits on top and may import any of them. Package ``__init__`` files
 import nothing, so that a command imports only the modules it uses (``status`` never imports torch).
 """

@@ -38,7 +38,7 @@ def synthetic_frame(
     num2 = rng.normal(loc=5.0, scale=2.0, size=n)
     color = rng.choice(np.array(["red", "green", "blue"]), size=n)
     score = 1.5 * num1 - 0.3 * num2 + (color == "red") + rng.normal(scale=0.5, size=n)
-    n_pos = int(round(positive_rate * n))
+    n_pos = round(positive_rate * n)
     label = np.full(n, "no", dtype=object)
     label[np.argsort(-score)[:n_pos]] = "yes"
     df = pd.DataFrame({"num1": num1.round(4), "num2": num2.round(3), "color": color.astype(object), target: label})
@@ -46,6 +46,43 @@ def synthetic_frame(
         df.loc[rng.choice(n, size=max(1, n // 20), replace=False), "num1"] = np.nan
         df.loc[rng.choice(n, size=max(1, n // 20), replace=False), "color"] = np.nan
     return df
+
+
+def tiny_study(
+    directory: Path,
+    name: str,
+    *,
+    budget: int,
+    plan: str | None = "default",
+    extra: str = "",
+    rows: int = 240,
+    data_seed: int = 3,
+    cv_seed: int = 0,
+    model: str = "{hidden: [8], dropout: 0.0}",
+    epochs: int = 2,
+    lr: float = 0.01,
+) -> Path:
+    """``directory/<name>.yaml``: a study of a small table (``data.csv`` beside it, ``rows`` rows of
+    :func:`synthetic_frame` with ``data_seed`` and no blank cells), 3 folds, ``model`` trained ``epochs`` epochs.
+
+    ``plan`` is what follows ``plan:`` (one line such as ``default``, or the indented lines of a list of phases;
+    None: no ``plan:`` line); ``extra``, more top-level lines (``reference: ...``, ``tracking: ...``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    synthetic_frame(n=rows, seed=data_seed, missing=False).to_csv(directory / "data.csv", index=False)
+    lines = [
+        f"name: {name}",
+        'data: {path: data.csv, target: label, positive: "yes"}',
+        f"cv: {{folds: 3, seed: {cv_seed}}}",
+        f"model: {model}",
+        f"train: {{epochs: {epochs}, batch_size: 64, lr: {lr}}}",
+        f"budget: {{trials_per_week: {budget}}}",
+        *([extra] if extra else []),
+    ]
+    if plan is not None:
+        lines.append(f"plan:\n{plan.rstrip()}" if "\n" in plan else f"plan: {plan}")
+    path = directory / f"{name}.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 @pytest.fixture

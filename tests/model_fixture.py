@@ -22,15 +22,32 @@ def make_model_dir(root: Path) -> dict[str, Path]:
     train.to_csv(root / "train.csv", index=False)
     test.drop(columns=["label"]).to_csv(root / "test.csv", index=False)
     exported = ExportedConfig(
-        format_version=1, loss=LossConfig(gamma=2.0), threshold=0.4, model=ModelConfig(hidden=(8,)),
-        train=TrainConfig(epochs=3, batch_size=32, lr=1e-2, device="cpu"), cv=CVConfig(folds=3, seed=0),
-        metric=MetricConfig(), data=DataSpec(path=root / "train.csv", target="label", positive="yes"),
-        provenance=Provenance(study="tiny", trial=0, selected_by="oof", metric="f1", cv_score=0.5,
-                              exported_at="2026-11-30T09:00:00+00:00", versions={}),
-    )  # fmt: skip
+        format_version=1,
+        loss=LossConfig(gamma=2.0),
+        threshold=0.4,
+        model=ModelConfig(hidden=(8,)),
+        train=TrainConfig(epochs=3, batch_size=32, lr=1e-2, device="cpu"),
+        cv=CVConfig(folds=3, seed=0),
+        metric=MetricConfig(),
+        data=DataSpec(path=root / "train.csv", target="label", positive="yes"),
+        provenance=Provenance(
+            study="tiny",
+            trial=0,
+            selected_by="oof",
+            metric="f1",
+            cv_score=0.5,
+            exported_at="2026-11-30T09:00:00+00:00",
+            versions={},
+        ),
+    )
     dump_exported(exported, root / "best.yaml")
     with redirect_stdout(StringIO()):
         rc = main(["train", str(root / "best.yaml"), "-o", str(root / "model"), "--no-track"])
     assert rc == 0
-    return {"root": root, "train": root / "train.csv", "test": root / "test.csv", "best": root / "best.yaml",
-            "model": root / "model"}  # fmt: skip
+    return {
+        "root": root,
+        "train": root / "train.csv",
+        "test": root / "test.csv",
+        "best": root / "best.yaml",
+        "model": root / "model",
+    }

@@ -32,19 +32,20 @@ budget: {{trials_per_week: 2}}
 SECRET = "s3cret-Pa55"
 
 
-def study_text(data: str, *, name: str = NAME, target: str = "label", folds: int = 3, extra: str = "",
-               data_extra: str = "") -> str:  # fmt: skip
+def study_text(
+    data: str, *, name: str = NAME, target: str = "label", folds: int = 3, extra: str = "", data_extra: str = ""
+) -> str:
     return (
-        f"name: {name}\ndata: {{path: {data}, target: {target}{data_extra}}}\n"
-        + SETTINGS.format(folds=folds) + extra
-    )  # fmt: skip
+        f"name: {name}\ndata: {{path: {data}, target: {target}{data_extra}}}\n" + SETTINGS.format(folds=folds) + extra
+    )
 
 
 def tree_hashes(directory: Path) -> dict[str, str]:
     return {
         str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(directory.rglob("*")) if p.is_file()
-    }  # fmt: skip
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -92,16 +93,26 @@ DATA_CASES = {
     "missing_target": (csv_bytes(frame().drop(columns="label")), "label", 3, "target column 'label' not found"),
     "target_one_class": (csv_bytes(frame(label="no")), "label", 3, "must have exactly 2 classes, found 1"),
     "target_three_classes": (
-        csv_bytes(frame(label=np.resize(np.array(["yes", "no", "maybe"], dtype=object), 60))), "label", 3,
+        csv_bytes(frame(label=np.resize(np.array(["yes", "no", "maybe"], dtype=object), 60))),
+        "label",
+        3,
         "must have exactly 2 classes, found 3",
     ),
     "fewer_positives_than_folds": (
-        csv_bytes(frame(label=["yes", "yes"] + ["no"] * 58)), "label", 3, "only 2 positive row(s)",
+        csv_bytes(frame(label=["yes", "yes"] + ["no"] * 58)),
+        "label",
+        3,
+        "only 2 positive row(s)",
     ),
-    "junk_in_numeric_column": (csv_bytes(junk_numeric()), "label", 3, "column 'num1' is numeric except 1 value(s) (line 9: 'abc')"),
+    "junk_in_numeric_column": (
+        csv_bytes(junk_numeric()),
+        "label",
+        3,
+        "column 'num1' is numeric except 1 value(s) (line 9: 'abc')",
+    ),
     "all_nan_column": (csv_bytes(frame(empty=[np.nan] * 60)), "label", 3, "['empty'] have no values at all"),
     "duplicate_column_names": (duplicate_columns(), "label", 3, "duplicate column name(s) ['num1']"),
-}  # fmt: skip
+}
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
@@ -133,11 +144,11 @@ def test_bad_data_is_one_line_and_writes_nothing(case, study_dir, capsys, week):
     study.write_text(study_text(data.name, target=target, folds=folds))
     before = tree_hashes(study_dir)
 
-    code, out, err = run_cli(["search", str(study), "--no-progress"], capsys)
+    code, _out, err = run_cli(["search", str(study), "--no-progress"], capsys)
     assert_one_error_line(code, err, "search", expected)
-    code, out, err = run_cli(
+    code, _out, err = run_cli(
         ["evaluate", "--data", str(data), "--target", target, "--folds", str(folds), "--epochs", "1"], capsys
-    )  # fmt: skip
+    )
     assert_one_error_line(code, err, "evaluate", expected)
     assert tree_hashes(study_dir) == before
 
@@ -147,12 +158,13 @@ STUDY_FILE_CASES = {
     "wrong_type": ("plan:\n  - {name: g, grid: [{gamma: high}]}\n", "gamma: Input should be a valid number"),
     "gamma_negative": ("plan:\n  - {name: g, grid: [{gamma: -1}]}\n", "gamma=-1 is outside [0, 10]"),
     "both_weights_zero": (
-        "plan:\n  - {name: w, grid: [{bce_weight: 0, focal_weight: 0}]}\n", "bce_weight and focal_weight are both 0",
+        "plan:\n  - {name: w, grid: [{bce_weight: 0, focal_weight: 0}]}\n",
+        "bce_weight and focal_weight are both 0",
     ),
     "alpha_outside_0_1": ("plan:\n  - {name: a, grid: [{alpha: 1.5}]}\n", "alpha=1.5 is outside [0, 1]"),
     "folds_below_2": (None, "cv.folds: Input should be greater than or equal to 2"),
     "budget_negative": (None, "budget.trials_per_week: Input should be greater than or equal to 0"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", list(STUDY_FILE_CASES))
@@ -166,7 +178,7 @@ def test_bad_study_file_is_one_line_and_writes_nothing(case, study_dir, capsys, 
     study = study_dir / f"bad_{case}.yaml"
     study.write_text(text)
     before = tree_hashes(study_dir)
-    code, out, err = run_cli(["search", str(study), "--no-progress"], capsys)
+    code, _out, err = run_cli(["search", str(study), "--no-progress"], capsys)
     assert_one_error_line(code, err, "search", expected)
     assert tree_hashes(study_dir) == before
 
@@ -198,7 +210,7 @@ def test_unusable_store_location_is_one_line(study_dir, capsys, week, name, key,
     study = study_dir / f"{name}.yaml"
     study.write_text(study_text("data.csv", extra=extra))
     before = tree_hashes(study_dir)
-    code, out, err = run_cli(["search", str(study), "--no-progress"], capsys)
+    code, _out, err = run_cli(["search", str(study), "--no-progress"], capsys)
     assert_one_error_line(code, err, "search", message)
     assert tree_hashes(study_dir) == before
 
@@ -210,7 +222,7 @@ def test_unwritable_artifact_directory_writes_nothing_at_all(tmp_path, capsys, w
     study = tmp_path / "study.yaml"
     study.write_text(study_text("data.csv", name="fresh"))
     before = tree_hashes(tmp_path)
-    code, out, err = run_cli(["search", str(study), "--no-progress"], capsys)
+    code, _out, err = run_cli(["search", str(study), "--no-progress"], capsys)
     assert_one_error_line(code, err, "search", "MLflow artifact directory")
     assert tree_hashes(tmp_path) == before
 
@@ -226,7 +238,7 @@ def test_read_only_mlflow_directory_is_one_line(tmp_path, capsys, week):
     )
     locked.chmod(0o500)
     try:
-        code, out, err = run_cli(["search", str(study), "--no-progress"], capsys)
+        code, _out, err = run_cli(["search", str(study), "--no-progress"], capsys)
     finally:
         locked.chmod(0o700)
     assert_one_error_line(code, err, "search", "is not writable")
@@ -263,8 +275,21 @@ def test_japanese_columns_work_through_search_and_evaluate(tmp_path_factory, cap
     assert "地域" in Path(misclassified).read_text(encoding="utf-8")
     assert not [p for p in tmp_path.parent.rglob("*") if "%" in p.name]  # no percent-encoded twin directory
 
-    code, out, err = run_cli(["evaluate", "--data", str(tmp_path / "顧客.csv"), "--target", "解約", "--folds", "3",
-                              "--epochs", "2", "--json"], capsys)  # fmt: skip
+    code, out, err = run_cli(
+        [
+            "evaluate",
+            "--data",
+            str(tmp_path / "顧客.csv"),
+            "--target",
+            "解約",
+            "--folds",
+            "3",
+            "--epochs",
+            "2",
+            "--json",
+        ],
+        capsys,
+    )
     assert code == 0, err
 
 
@@ -276,8 +301,8 @@ def test_changed_data_is_refused_without_writing(study_dir, capsys, week):
     study = study_dir / "changed.yaml"
     study.write_text(study_text("changed.csv"))
     before = tree_hashes(study_dir)
-    code, out, err = run_cli(["search", str(study), "--no-progress"], capsys)
+    code, _out, err = run_cli(["search", str(study), "--no-progress"], capsys)
     assert_one_error_line(code, err, "search", "changed since this study started")
-    code, out, err = run_cli(["status", str(study)], capsys)
+    code, _out, err = run_cli(["status", str(study)], capsys)
     assert code == 0, err
     assert tree_hashes(study_dir) == before

@@ -140,11 +140,11 @@ CASES: dict[str, tuple[Callable[[dict, Path], list], str]] = {
     "predict-invalid-utf8": (
         lambda t, d: predict(t["model"], _train_csv_bytes(t, d, lambda b: b.replace(b"red", b"r\x80d", 1)), d),
         "cannot detect the encoding",
-    ),  # fmt: skip
+    ),
     "predict-nul": (
         lambda t, d: predict(t["model"], _train_csv_bytes(t, d, lambda b: b.replace(b"red", b"r\x00d", 1)), d),
         "NUL byte",
-    ),  # fmt: skip
+    ),
     "predict-dev-zero": (lambda t, d: predict(t["model"], Path("/dev/zero"), d), "not a regular file"),
     "predict-directory": (lambda t, d: predict(t["model"], d, d), "is a directory"),
     "predict-fifo": (lambda t, d: predict(t["model"], _fifo(d), d), "not a regular file"),
@@ -152,16 +152,16 @@ CASES: dict[str, tuple[Callable[[dict, Path], list], str]] = {
     "predict-missing-column": (
         lambda t, d: predict(t["model"], _test_csv(t, d, lambda f: f.pop("num2")), d),
         "lacks 1 column",
-    ),  # fmt: skip
+    ),
     "predict-no-output-dir": (
         lambda t, d: ["predict", t["model"], t["test"], "-o", d / "nowhere" / "o.csv"],
         "output directory does not exist",
-    ),  # fmt: skip
+    ),
     # the model directory
     "model-stray-pickle": (
         lambda t, d: predict(_model(t, d, lambda m: (m / "model.pkl").write_bytes(b"x"), resign=False), t["test"], d),
         "not part of the saved model",
-    ),  # fmt: skip
+    ),
     "model-symlink": (
         lambda t, d: predict(_model(t, d, _symlink_weights, resign=False), t["test"], d),
         "symbolic link",
@@ -169,25 +169,25 @@ CASES: dict[str, tuple[Callable[[dict, Path], list], str]] = {
     "model-absolute-artifact": (
         lambda t, d: predict(_model(t, d, _mlmodel(("path: artifacts/weights.pt", "path: /etc/passwd"))), t["test"], d),
         "outside the model directory",
-    ),  # fmt: skip
+    ),
     "model-dotdot-artifact": (
         lambda t, d: predict(
             _model(t, d, _mlmodel(("path: artifacts/weights.pt", "path: ../weights.pt"))), t["test"], d
         ),
         "outside the model directory",
-    ),  # fmt: skip
+    ),
     "model-mlmodel-edited": (
         lambda t, d: predict(_model(t, d, _mlmodel(append="# x\n"), resign=False), t["test"], d),
         "MLmodel does not match the sha256",
-    ),  # fmt: skip
+    ),
     "model-mlmodel-duplicate-key": (
         lambda t, d: predict(_model(t, d, _mlmodel(append="mlflow_version: 0.0\n")), t["test"], d),
         "duplicate key 'mlflow_version'",
-    ),  # fmt: skip
+    ),
     "model-mlmodel-deep": (
         lambda t, d: predict(_model(t, d, lambda m: (m / "MLmodel").write_text(f"metadata: {DEEP}\n")), t["test"], d),
         "nested too deeply",
-    ),  # fmt: skip
+    ),
     "model-config-duplicate-key": (
         lambda t, d: predict(
             _model(t, d, lambda m: (m / "artifacts" / "exported_config.yaml").open("a").write("threshold: 0.9\n")),
@@ -195,7 +195,7 @@ CASES: dict[str, tuple[Callable[[dict, Path], list], str]] = {
             d,
         ),
         "duplicate key 'threshold'",
-    ),  # fmt: skip
+    ),
     "model-nan-weights": (lambda t, d: predict(_model(t, d, _nan_weights), t["test"], d), "NaN or infinite"),
     "model-old-format": (
         lambda t, d: predict(
@@ -204,7 +204,7 @@ CASES: dict[str, tuple[Callable[[dict, Path], list], str]] = {
             d,
         ),
         "version 1 had no checksum",
-    ),  # fmt: skip
+    ),
     # training data, exported configurations, study files
     "evaluate-1e308": (
         lambda t, d: [
@@ -219,7 +219,7 @@ CASES: dict[str, tuple[Callable[[dict, Path], list], str]] = {
             "1",
         ],
         "'num2'",
-    ),  # fmt: skip
+    ),
     "evaluate-cp932-odd-byte": (
         lambda t, d: [
             "evaluate",
@@ -231,7 +231,7 @@ CASES: dict[str, tuple[Callable[[dict, Path], list], str]] = {
             "cp932",
         ],
         "not valid cp932",
-    ),  # fmt: skip
+    ),
     "evaluate-utf16-missing-target": (
         lambda t, d: [
             "evaluate",
@@ -241,7 +241,7 @@ CASES: dict[str, tuple[Callable[[dict, Path], list], str]] = {
             "nope",
         ],
         "(read as utf-16)",
-    ),  # fmt: skip
+    ),
     "evaluate-dev-zero": (lambda t, d: ["evaluate", "--data", "/dev/zero", "--target", "label"], "not a regular file"),
     "evaluate-huge-network": (
         lambda t, d: [
@@ -256,7 +256,7 @@ CASES: dict[str, tuple[Callable[[dict, Path], list], str]] = {
             "cpu",
         ],
         "would need about",
-    ),  # fmt: skip
+    ),
     "train-1e308": (
         lambda t, d: [
             "train",
@@ -268,19 +268,19 @@ CASES: dict[str, tuple[Callable[[dict, Path], list], str]] = {
             "--no-track",
         ],
         "'num2'",
-    ),  # fmt: skip
+    ),
     "train-config-duplicate-key": (
         lambda t, d: ["train", _exported(t, d, lambda s: s + "threshold: 0.1\n"), "-o", d / "m", "--no-track"],
         "duplicate key 'threshold'",
-    ),  # fmt: skip
+    ),
     "train-config-deep": (
         lambda t, d: ["train", _exported(t, d, lambda s: s + f"extra: {DEEP}\n"), "-o", d / "m", "--no-track"],
         "nested too deeply",
-    ),  # fmt: skip
+    ),
     "search-duplicate-key": (
         lambda t, d: ["search", _study(d, GOOD_STUDY + "cv: {folds: 4}\n", t["train"]), "--no-progress"],
         "duplicate key 'cv' (line 3 and line 6)",
-    ),  # fmt: skip
+    ),
     "search-deep": (
         lambda t, d: ["search", _study(d, f"name: m\nplan: {DEEP}\n"), "--no-progress"],
         "nested too deeply",
@@ -296,7 +296,7 @@ CASES: dict[str, tuple[Callable[[dict, Path], list], str]] = {
             "--no-progress",
         ],
         "would need about",
-    ),  # fmt: skip
+    ),
 }
 
 
@@ -355,8 +355,9 @@ def test_bad_input_in_a_fresh_process(case, tiny, tmp_path):
     build, expected = CASES[case]
     argv = [str(a) for a in build(tiny, tmp_path)]
     before = _snapshot(tmp_path, tiny["root"])
-    done = subprocess.run([sys.executable, "-m", "search.cli", *argv], capture_output=True, text=True, cwd=REPO,
-                          timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "search.cli", *argv], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
     assert done.returncode == EXIT_BAD_INPUT, done.stderr
     assert done.stderr.count("\n") == 1 and expected in done.stderr, done.stderr
     assert _snapshot(tmp_path, tiny["root"]) == before

@@ -50,13 +50,23 @@ def _stated_default(help_text: str) -> str:
 
 # option -> (section, field) of TrialConfig
 TRIAL_FIELDS = {
-    "--alpha": ("loss", "alpha"), "--gamma": ("loss", "gamma"), "--bce-weight": ("loss", "bce_weight"),
-    "--focal-weight": ("loss", "focal_weight"), "--hidden": ("model", "hidden"), "--dropout": ("model", "dropout"),
-    "--folds": ("cv", "folds"), "--epochs": ("train", "epochs"), "--batch-size": ("train", "batch_size"),
-    "--lr": ("train", "lr"), "--weight-decay": ("train", "weight_decay"), "--seed": ("cv", "seed"),
-    "--device": ("train", "device"), "--precision": ("train", "precision"), "--metric": ("metric", "name"),
+    "--alpha": ("loss", "alpha"),
+    "--gamma": ("loss", "gamma"),
+    "--bce-weight": ("loss", "bce_weight"),
+    "--focal-weight": ("loss", "focal_weight"),
+    "--hidden": ("model", "hidden"),
+    "--dropout": ("model", "dropout"),
+    "--folds": ("cv", "folds"),
+    "--epochs": ("train", "epochs"),
+    "--batch-size": ("train", "batch_size"),
+    "--lr": ("train", "lr"),
+    "--weight-decay": ("train", "weight_decay"),
+    "--seed": ("cv", "seed"),
+    "--device": ("train", "device"),
+    "--precision": ("train", "precision"),
+    "--metric": ("metric", "name"),
     "--beta": ("metric", "beta"),
-}  # fmt: skip
+}
 
 
 def test_the_defaults_stated_for_the_trial_options_are_trial_configs():
@@ -89,7 +99,9 @@ def test_top_level_help_is_plain_text(capsys):
 def test_the_readme_names_every_option():
     text = README.read_text(encoding="utf-8")
     missing = [
-        f"{command} {flag}" for command, action in _all_actions() for flag in action.option_strings
+        f"{command} {flag}"
+        for command, action in _all_actions()
+        for flag in action.option_strings
         if not re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text)
-    ]  # fmt: skip
+    ]
     assert not missing, f"options the README does not mention: {missing}"

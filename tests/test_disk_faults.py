@@ -17,24 +17,13 @@ import sqlalchemy.exc
 
 from search.cli import main
 from search.run.session import StudySession
-from tests.conftest import synthetic_frame
+from tests.conftest import tiny_study
 
 WEEK = "2026-11-18T10:00:00"
-STUDY = """\
-name: disk
-data: {path: data.csv, target: label, positive: "yes"}
-cv: {folds: 3, seed: 0}
-model: {hidden: [8], dropout: 0.0}
-train: {epochs: 1, batch_size: 64, lr: 0.01}
-budget: {trials_per_week: 3}
-"""
 
 
 def make_study(tmp_path: Path) -> Path:
-    synthetic_frame(n=90, seed=4, missing=False).to_csv(tmp_path / "data.csv", index=False)
-    path = tmp_path / "disk.yaml"
-    path.write_text(STUDY)
-    return path
+    return tiny_study(tmp_path, "disk", budget=3, plan=None, rows=90, data_seed=4, epochs=1)
 
 
 def trials(path: Path):
@@ -60,7 +49,7 @@ def test_artifact_write_refused_mid_search_is_one_line(tmp_path, monkeypatch, ca
     monkeypatch.setattr(MlflowClient, "log_artifacts", refuse)
     with caplog.at_level(logging.WARNING):
         rc = main(["search", str(path), "--no-progress"])
-    out, err = capsys.readouterr()
+    _out, err = capsys.readouterr()
     assert rc == 2
     assert err.count("\n") == 1 and err.startswith("losstune search: error: cannot write /srv/mlartifacts/")
     assert FAULTS[fault].strerror in err
@@ -84,7 +73,7 @@ def test_database_full_mid_search_is_one_line(tmp_path, monkeypatch, capsys, cap
     monkeypatch.setattr(StudyTracker, "log_study_summary", refuse)
     with caplog.at_level(logging.WARNING):
         rc = main(["search", str(path), "--no-progress"])
-    out, err = capsys.readouterr()
+    _out, err = capsys.readouterr()
     assert rc == 2 and err.count("\n") == 1
     assert "cannot write to a database: database or disk is full" in err
     assert "could not mark" not in caplog.text
@@ -105,8 +94,12 @@ def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
 def _mount_tmpfs(where: Path, size: str) -> bool:
     if os.geteuid() != 0 or shutil.which("mount") is None:
         return False
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                          capture_output=True).returncode == 0  # fmt: skip
+    return (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 def test_a_really_full_artifact_disk(tmp_path):
@@ -126,8 +119,14 @@ def test_a_really_full_artifact_disk(tmp_path):
             assert exc.errno == errno.ENOSPC
         env = dict(os.environ, LOSSTUNE_NOW=WEEK, OMP_NUM_THREADS="1")
         env.pop("LOSSTUNE_TRACKING_URI", None)
-        proc = subprocess.run([sys.executable, "-m", "search.cli", "search", str(path), "--no-progress"],
-                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-m", "search.cli", "search", str(path), "--no-progress"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=300,
+        )
         assert proc.returncode == 2, proc.stdout + proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and "No space left on device" in lines[0], proc.stderr

@@ -21,8 +21,9 @@ from search.study.study_file import load_study_file
 
 ROWS = "".join(f"{i % 7 / 3:.3f},{'ab'[i % 2]},{'yn'[i % 3 == 0]}\n" for i in range(30))
 CSV = "x,c,label\n" + ROWS
-JAPANESE = "年齢,地域,購入\n" + "".join(f"{20 + i},{'東京大阪'[i % 2 * 2:i % 2 * 2 + 2]},{'はい' if i % 3 == 0 else 'いいえ'}\n"
-                                   for i in range(12))  # fmt: skip
+JAPANESE = "年齢,地域,購入\n" + "".join(
+    f"{20 + i},{'東京大阪'[i % 2 * 2 : i % 2 * 2 + 2]},{'はい' if i % 3 == 0 else 'いいえ'}\n" for i in range(12)
+)
 
 
 def load(path, **kw):
@@ -104,7 +105,7 @@ def test_data_path_that_is_not_a_regular_file_is_never_read(tmp_path, kind):
     if kind == "fifo":
         os.mkfifo(path)  # opening it would block: the check must come first
     for read in (lambda: load(path), lambda: next(iter_table(DataSpec(path=path, target="label"), 10))):
-        with pytest.raises(DataError, match="directory|not a regular file"):
+        with pytest.raises(DataError, match=r"directory|not a regular file"):
             read()
 
 
@@ -165,8 +166,10 @@ def test_deep_nesting_is_one_line(tmp_path, capsys, nested):
 
 
 def test_exported_config_with_duplicate_key_or_deep_nesting(tmp_path, capsys):
-    for name, text in (("dup.yaml", "format_version: 1\nthreshold: 0.5\nthreshold: 0.6\n"),
-                       ("deep.yaml", "format_version: 1\nloss: " + "[" * 20000 + "]" * 20000 + "\n")):  # fmt: skip
+    for name, text in (
+        ("dup.yaml", "format_version: 1\nthreshold: 0.5\nthreshold: 0.6\n"),
+        ("deep.yaml", "format_version: 1\nloss: " + "[" * 20000 + "]" * 20000 + "\n"),
+    ):
         (tmp_path / name).write_text(text)
         rc = main(["train", str(tmp_path / name), "-o", str(tmp_path / "m"), "--no-track"])
         err = capsys.readouterr().err
@@ -192,8 +195,9 @@ def test_estimate_grows_with_the_network_and_the_data():
 
 
 def test_network_too_large_for_memory_is_refused_before_training(small_dataset, tmp_path, capsys, write_csv):
-    config = TrialConfig(model=ModelConfig(hidden=(65536, 65536, 65536)), cv=CVConfig(folds=3),
-                         train=TrainConfig(device="cpu"))  # fmt: skip
+    config = TrialConfig(
+        model=ModelConfig(hidden=(65536, 65536, 65536)), cv=CVConfig(folds=3), train=TrainConfig(device="cpu")
+    )
     with pytest.raises(OutOfMemory, match=r"would need about \d+\.\d GB .* GB is available"):
         check_trial_memory(small_dataset, config)
     path = write_csv()
@@ -263,6 +267,6 @@ def test_on_a_gpu_the_free_device_memory_is_the_limit(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (2 * 10**9, 80 * 10**9))
     shape = TrialShape(10_000, 20, (8192, 8192), 5, 256)  # about 5.4 GB of parameters and Adam state
-    with pytest.raises(OutOfMemory, match="but 2.0 GB is available on the GPU"):
+    with pytest.raises(OutOfMemory, match=r"but 2\.0 GB is available on the GPU"):
         check_fits(shape, "cuda")
     assert check_fits(TrialShape(10_000, 20, (64,), 5, 256), "cuda") < 2 * 10**9

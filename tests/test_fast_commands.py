@@ -12,18 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import synthetic_frame
+from tests.conftest import tiny_study
 
 WEEK = "2026-11-18T10:00:00"
-STUDY = """\
-name: {name}
-data: {{path: data.csv, target: label, positive: "yes"}}
-cv: {{folds: 3, seed: 0}}
-model: {{hidden: [8], dropout: 0.0}}
-train: {{epochs: 1, batch_size: 64, lr: 0.01}}
-budget: {{trials_per_week: 1}}
-plan: default
-"""
 HEAVY = {"torch", "mlflow", "sklearn", "matplotlib", "scipy", "pandas"}
 
 
@@ -32,19 +23,19 @@ def imported(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess, set[st
     env = dict(os.environ, LOSSTUNE_NOW=WEEK, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "search.cli", *args],
-        capture_output=True, text=True, env=env, cwd=cwd, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
     names = {m.group(1).split(".")[0] for m in re.finditer(r"^import time:.*\|\s*(\S+)\s*$", proc.stderr, re.M)}
     proc.stderr = "\n".join(line for line in proc.stderr.splitlines() if not line.startswith("import time:"))
     return proc, names
 
 
 def write_study(directory: Path, name: str = "fast") -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    synthetic_frame(n=120, seed=1, missing=False).to_csv(directory / "data.csv", index=False)
-    path = directory / f"{name}.yaml"
-    path.write_text(STUDY.format(name=name))
-    return path
+    return tiny_study(directory, name, budget=1, rows=120, data_seed=1, epochs=1)
 
 
 @pytest.fixture(scope="module")

@@ -228,8 +228,12 @@ def test_training_loss_with_analytic_gradient_matches_autograd(cfg):
     from objectives.losses import combined_terms, combined_terms_and_grad
 
     gen = torch.Generator().manual_seed(0)
-    z = torch.cat([torch.randn(300, generator=gen, dtype=torch.float64) * 6,
-                   torch.tensor([100.0, -100.0, 1e4, -1e4, 0.0], dtype=torch.float64)]).requires_grad_()  # fmt: skip
+    z = torch.cat(
+        [
+            torch.randn(300, generator=gen, dtype=torch.float64) * 6,
+            torch.tensor([100.0, -100.0, 1e4, -1e4, 0.0], dtype=torch.float64),
+        ]
+    ).requires_grad_()
     y = (torch.rand(305, generator=gen, dtype=torch.float64) < 0.3).double()
     reference = combined_terms(z, y, cfg)
     (ref_grad,) = torch.autograd.grad(reference.sum(), z)

@@ -27,17 +27,10 @@ from mlflow import MlflowClient
 from search.run.options import SearchOptions
 from search.run.runner import run_search
 from search.tracking.run_params import LOSS_PARAM_NAMES
-from tests.conftest import synthetic_frame
+from tests.conftest import tiny_study
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-STUDY = """\
-name: ui
-data: {path: data.csv, target: label, positive: "yes"}
-cv: {folds: 3, seed: 0}
-model: {hidden: [8]}
-train: {epochs: 2, batch_size: 64, lr: 0.01}
-budget: {trials_per_week: 3}
-plan:
+PLAN = """\
   - name: p
     fixed: {gamma: 2}
     # two weighted trials and an unweighted one (alpha: null, the base), which used to be logged as "None"
@@ -63,8 +56,15 @@ def _free_port() -> int:
 
 def _page(browser: str, url: str, screenshot: Path) -> str:
     """The page's DOM after its scripts ran (and a screenshot of it), as text without tags."""
-    args = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=2200,1400",
-            "--virtual-time-budget=30000"]  # fmt: skip
+    args = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--window-size=2200,1400",
+        "--virtual-time-budget=30000",
+    ]
     subprocess.run([*args, f"--screenshot={screenshot}", url], capture_output=True, timeout=180, check=True)
     dom = subprocess.run([*args, "--dump-dom", url], capture_output=True, text=True, timeout=180, check=True).stdout
     text = re.sub(r"<script.*?</script>|<style.*?</style>", " ", dom, flags=re.S)
@@ -75,8 +75,7 @@ def _page(browser: str, url: str, screenshot: Path) -> str:
 def ui_server(tmp_path, monkeypatch):
     """A searched tiny study (3 trials) and ``mlflow ui`` serving its store: (base URL, experiment id, runs)."""
     monkeypatch.setenv("LOSSTUNE_NOW", "2026-11-18T10:00:00")
-    synthetic_frame(n=150, seed=2, missing=False).to_csv(tmp_path / "data.csv", index=False)
-    (tmp_path / "ui.yaml").write_text(STUDY)
+    tiny_study(tmp_path, "ui", budget=3, plan=PLAN, rows=150, data_seed=2, model="{hidden: [8]}")
     lines: list[str] = []
     assert run_search(tmp_path / "ui.yaml", SearchOptions(progress=False), echo=lines.append) == 0
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -89,8 +88,12 @@ def ui_server(tmp_path, monkeypatch):
     port = _free_port()
     mlflow = Path(sys.executable).parent / "mlflow"
     log = (tmp_path / "mlflow-ui.log").open("w")
-    server = subprocess.Popen([str(mlflow), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port",
-                               str(port)], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)  # fmt: skip
+    server = subprocess.Popen(
+        [str(mlflow), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -129,8 +132,9 @@ def test_runs_table_and_compare_view_show_numbers_for_every_trial(ui_server, tmp
     assert re.search(r"\b\d+ matching runs\b", runs_page), runs_page[:2000]
 
     ids = urllib.parse.quote(json.dumps([r.info.run_id for r in trials]))
-    compare = _page(browser, f"{base}/#/compare-runs?runs={ids}&experiments=%5B%22{experiment}%22%5D",
-                    tmp_path / "compare_view.png")  # fmt: skip
+    compare = _page(
+        browser, f"{base}/#/compare-runs?runs={ids}&experiments=%5B%22{experiment}%22%5D", tmp_path / "compare_view.png"
+    )
     assert (tmp_path / "compare_view.png").stat().st_size > 10_000
     assert f"Comparing {len(trials)} Runs" in compare, compare[:2000]
     for run in trials:  # the names tell the trials apart from their first characters

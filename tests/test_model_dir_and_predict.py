@@ -67,8 +67,11 @@ def predict_refuses(capsys, model, test, tmp_path, expected) -> str:
 
 def test_every_file_is_listed_with_its_sha256_mlmodel_included(tiny):
     manifest = json.loads((tiny["model"] / "artifacts" / "losstune_model.json").read_text())
-    on_disk = {p.relative_to(tiny["model"]).as_posix() for p in tiny["model"].rglob("*") if p.is_file()
-               and "__pycache__" not in p.parts}  # fmt: skip
+    on_disk = {
+        p.relative_to(tiny["model"]).as_posix()
+        for p in tiny["model"].rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
     assert set(manifest["files"]) == on_disk - {"artifacts/losstune_model.json"}
     assert manifest["files"]["MLmodel"] == sha256_of(tiny["model"] / "MLmodel")
 
@@ -156,7 +159,7 @@ def test_value_that_standardises_beyond_float32_is_refused(tiny):
     scaler.scale_ = scaler.scale_ * 1e-9  # a column that varied little in training
     test = pd.read_csv(tiny["test"])
     test.loc[3, "num1"] = 3e38  # within float32, but beyond it once standardised
-    with pytest.raises(LosstuneError, match="'num1' has value.* too far outside the training range.* line 5"):
+    with pytest.raises(LosstuneError, match=r"'num1' has value.* too far outside the training range.* line 5"):
         model.predict(test, first_line=2)
 
 
@@ -166,8 +169,9 @@ def test_training_refuses_a_value_beyond_float32_in_one_line(tiny, capsys, tmp_p
     train.to_csv(tmp_path / "train.csv", index=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no numpy RuntimeWarning on the way
-        rc, _, err = run_cli(capsys, "train", tiny["best"], "--data", tmp_path / "train.csv", "-o",
-                             tmp_path / "m", "--no-track")  # fmt: skip
+        rc, _, err = run_cli(
+            capsys, "train", tiny["best"], "--data", tmp_path / "train.csv", "-o", tmp_path / "m", "--no-track"
+        )
     assert rc == EXIT_BAD_INPUT and err.count("\n") == 1
     assert "'num2'" in err and "line 12" in err and "learning rate" not in err
     assert not (tmp_path / "m").exists()
@@ -246,7 +250,10 @@ def test_pyfunc_load_leaves_the_directory_loadable_by_predict(model_copy, tiny, 
     import subprocess
     import sys
 
-    script = f"import mlflow.pyfunc, pandas as pd; mlflow.pyfunc.load_model({str(model_copy)!r}).predict(pd.read_csv({str(tiny['test'])!r}))"
+    script = (
+        "import mlflow.pyfunc, pandas as pd; "
+        f"mlflow.pyfunc.load_model({str(model_copy)!r}).predict(pd.read_csv({str(tiny['test'])!r}))"
+    )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     rc, _, err = run_cli(capsys, "predict", model_copy, tiny["test"], "-o", tmp_path / "s.csv")

@@ -19,36 +19,25 @@ from search.study.phases import Phase
 from search.study.plan import FRESH_SEED_STRIDE, config_key, next_step
 from search.study.results import trial_records
 from search.study.study_file import load_study_file
-from tests.conftest import synthetic_frame
+from tests.conftest import tiny_study
 
-STUDY = """\
-name: {name}
-data: {{path: data.csv, target: label, positive: "yes"}}
-cv: {{folds: 3, seed: 7}}
-model: {{hidden: [8], dropout: 0.0}}
-train: {{epochs: 3, batch_size: 64, lr: 0.01}}
-budget: {{trials_per_week: {budget}}}
-{extra}
-plan:
+PLAN = """\
   - name: balance
-    fixed: {{gamma: 2, alpha: null}}
-    grid: [{{bce_weight: 0.5, focal_weight: 0.5}}, {{bce_weight: 1.0, focal_weight: 0.0}},
-           {{bce_weight: 0.2, focal_weight: 0.8}}]
+    fixed: {gamma: 2, alpha: null}
+    grid: [{bce_weight: 0.5, focal_weight: 0.5}, {bce_weight: 1.0, focal_weight: 0.0},
+           {bce_weight: 0.2, focal_weight: 0.8}]
   - name: check
     kind: confirm
     top: 2
     repeats: 2
   - name: refine
     sampler: tpe
-    space: {{gamma: [0.0, 4.0]}}
+    space: {gamma: [0.0, 4.0]}
 """
 
 
 def make_study(tmp_path: Path, name: str = "nz", budget: int = 6, extra: str = "") -> Path:
-    synthetic_frame(n=240, seed=3, missing=False).to_csv(tmp_path / "data.csv", index=False)
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(STUDY.format(name=name, budget=budget, extra=extra))
-    return path
+    return tiny_study(tmp_path, name, budget=budget, plan=PLAN, extra=extra, cv_seed=7, epochs=3)
 
 
 @pytest.fixture

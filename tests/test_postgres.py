@@ -70,8 +70,7 @@ def databases(pg_url):
 def wait_for_lock_waiters(engine: sa.Engine, count: int, procs, timeout: float = 300.0) -> None:
     """Until ``count`` sessions of this database wait for a lock (or fail, should a worker exit first)."""
     deadline = time.monotonic() + timeout
-    query = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-             "AND wait_event_type = 'Lock'")  # fmt: skip
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
     while time.monotonic() < deadline:
         with engine.connect() as conn:
             if conn.exec_driver_sql(query).scalar_one() >= count:
@@ -137,12 +136,18 @@ def test_three_workers_on_one_postgresql_study(tmp_path: Path, databases, monkey
     # run names, the results table, Optuna's attributes, the status, the exported configuration, any artifact
     texts = [out + err for out, err in outputs]
     for run in runs:
-        texts.append(json.dumps([run.info.run_name, run.data.params, run.data.tags, experiment.tags,
-                                 experiment.artifact_location]))  # fmt: skip
+        texts.append(
+            json.dumps(
+                [run.info.run_name, run.data.params, run.data.tags, experiment.tags, experiment.artifact_location]
+            )
+        )
     table = client.download_artifacts(parent_id, "results_table.csv", str(tmp_path / "dl"))
     texts.append(Path(table).read_text())
-    texts.append(json.dumps([session.study.user_attrs, [t.user_attrs for t in trials],
-                             [t.system_attrs for t in trials]], default=str))  # fmt: skip
+    texts.append(
+        json.dumps(
+            [session.study.user_attrs, [t.user_attrs for t in trials], [t.system_attrs for t in trials]], default=str
+        )
+    )
     status = start_search(study_path, **env)  # once more: the budget is spent, nothing runs
     out, err = status.communicate(timeout=120)
     assert status.returncode == 0 and "budget for 2026-W47 spent: 7/7" in out
@@ -158,6 +163,10 @@ def test_three_workers_on_one_postgresql_study(tmp_path: Path, databases, monkey
 
     forms = {password, quote(password, safe="/:"), quote(password, safe=""), *password.replace("@", "/").split("/")}
     forms = {f for f in forms if len(f) >= 6}
-    leaks = [(form, text[max(0, text.find(form) - 80):text.find(form) + 40]) for text in texts for form in forms
-             if form in text]  # fmt: skip
+    leaks = [
+        (form, text[max(0, text.find(form) - 80) : text.find(form) + 40])
+        for text in texts
+        for form in forms
+        if form in text
+    ]
     assert not leaks, leaks

@@ -28,7 +28,7 @@ from objectives.evaluate import (
     prepare_folds,
     repeat_seed,
     stratified_folds,
-)  # fmt: skip
+)
 from objectives.model import MLP
 from objectives.preprocess import category_codes, fit_fold_preprocessors, make_preprocessor
 from objectives.threshold import best_threshold, cross_fitted_scores
@@ -103,13 +103,15 @@ def test_coded_categories_give_the_matrix_the_strings_give():
     fitted on the raw strings gives."""
     rng = np.random.default_rng(5)
     n = 400
-    features = pd.DataFrame({
-        "z": rng.normal(loc=3.0, size=n),  # no missing value: skips the imputer, and must come back in place
-        "x": rng.normal(size=n),
-        "w": rng.integers(0, 9, size=n),
-        "地域": rng.choice(np.array(["東京", "大阪", "名古屋", "Osaka"], dtype=object), size=n),
-        "plan": np.array(["b", "a"] * (n // 2), dtype=object),  # a tie: most-frequent must pick "a"
-    })  # fmt: skip
+    features = pd.DataFrame(
+        {
+            "z": rng.normal(loc=3.0, size=n),  # no missing value: skips the imputer, and must come back in place
+            "x": rng.normal(size=n),
+            "w": rng.integers(0, 9, size=n),
+            "地域": rng.choice(np.array(["東京", "大阪", "名古屋", "Osaka"], dtype=object), size=n),
+            "plan": np.array(["b", "a"] * (n // 2), dtype=object),  # a tie: most-frequent must pick "a"
+        }
+    )
     features.loc[rng.choice(n, 30, replace=False), "地域"] = np.nan
     features.loc[rng.choice(n, 25, replace=False), "plan"] = np.nan
     features.loc[rng.choice(n, 20, replace=False), "x"] = np.nan
@@ -324,9 +326,11 @@ def uneven_dataset(write_csv):
 
 def _config(loss: LossConfig, repeats: int = 1, batch_size: int = 20, **train) -> TrialConfig:
     return TrialConfig(
-        loss=loss, model=ModelConfig(hidden=(13, 7)), cv=CVConfig(folds=4, seed=3, repeats=repeats),
+        loss=loss,
+        model=ModelConfig(hidden=(13, 7)),
+        cv=CVConfig(folds=4, seed=3, repeats=repeats),
         train=TrainConfig(epochs=3, batch_size=batch_size, lr=1e-2, device="cpu", **train),
-    )  # fmt: skip
+    )
 
 
 def _same_result(a, b) -> None:

@@ -58,8 +58,14 @@ def test_readme_commands_run_as_written(tmp_path):
     outputs: dict[str, str] = {}
     for heading in SECTIONS:
         for block in shell_blocks(readme, heading):
-            done = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=work, env=env, capture_output=True,
-                                  text=True, timeout=900)  # fmt: skip
+            done = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", block],
+                cwd=work,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
             assert done.returncode == 0, f"README '{heading}' block failed:\n{block}\n{done.stdout}\n{done.stderr}"
             # the demo declares its ID column: no warning on any command
             assert "an ID?" not in done.stderr, done.stderr
@@ -82,9 +88,23 @@ def test_readme_commands_run_as_written(tmp_path):
     assert submission["proba"].between(0, 1).all() and set(submission["churn"]) <= {0, 1}
 
     # every output the README's commands leave in the project directory is ignored by git
-    ignored = subprocess.run(["git", "check-ignore", "--no-index", "best.yaml", "model/", "submission.csv",
-                              "studies/my_study.yaml", "studies/demo.optuna.db", "studies/mlflow.db",
-                              "studies/mlartifacts/"], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    ignored = subprocess.run(
+        [
+            "git",
+            "check-ignore",
+            "--no-index",
+            "best.yaml",
+            "model/",
+            "submission.csv",
+            "studies/my_study.yaml",
+            "studies/demo.optuna.db",
+            "studies/mlflow.db",
+            "studies/mlartifacts/",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert len(ignored.stdout.split()) == 7, ignored.stdout + ignored.stderr
 
 

@@ -44,9 +44,25 @@ def test_percent_encoded_password_is_hidden_in_both_forms(password):
     assert password not in redact_text(message, url)
 
 
-@pytest.mark.parametrize("key", ["password", "PASSWORD", "Passwd", "pwd", "token", "access_token", "secret",
-                                 "client_secret", "access_key", "AWS_SECRET_ACCESS_KEY", "api_key", "apikey",
-                                 "X-Api-Key", "sslpassword"])  # fmt: skip
+@pytest.mark.parametrize(
+    "key",
+    [
+        "password",
+        "PASSWORD",
+        "Passwd",
+        "pwd",
+        "token",
+        "access_token",
+        "secret",
+        "client_secret",
+        "access_key",
+        "AWS_SECRET_ACCESS_KEY",
+        "api_key",
+        "apikey",
+        "X-Api-Key",
+        "sslpassword",
+    ],
+)
 def test_secret_query_parameters_are_hidden(key):
     url = f"postgresql://losstune@db.internal/opt?sslmode=require&{key}=hunter2%2Fx&application_name=lt"
     shown = redact_url(url)
@@ -59,14 +75,17 @@ def test_both_places_at_once_and_other_parameters_kept():
     assert redact_url(url) == "postgresql://u:***@h:5/db?password=***&sslmode=verify-full&passfile=/home/u/.pgpass"
 
 
-@pytest.mark.parametrize("url", [
-    "sqlite:////tmp/studies/demo.optuna.db",
-    "sqlite:///relative/mlflow.db?timeout=60",
-    "postgresql://losstune@db.internal:5432/opt",     # no password: libpq's ~/.pgpass
-    "http://mlflow.internal:5000",
-    "file:///srv/mlartifacts/demo",
-    "/plain/path/not/a/url",
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:////tmp/studies/demo.optuna.db",
+        "sqlite:///relative/mlflow.db?timeout=60",
+        "postgresql://losstune@db.internal:5432/opt",  # no password: libpq's ~/.pgpass
+        "http://mlflow.internal:5000",
+        "file:///srv/mlartifacts/demo",
+        "/plain/path/not/a/url",
+    ],
+)
 def test_urls_without_secrets_are_unchanged(url):
     assert redact_url(url) == url
 

@@ -15,9 +15,10 @@ from objectives.evaluate import EvaluationResult, score_oof
 from search.tracking.reports import REPORT_FILES, write_trial_reports
 
 FOLDS, EPOCHS = 3, 4
+DEFAULT_METRIC = MetricConfig()
 
 
-def make_trial(n: int = 300, seed: int = 0, metric: MetricConfig = MetricConfig()) -> tuple[EvaluationResult, Dataset]:
+def make_trial(n: int = 300, seed: int = 0, metric: MetricConfig = DEFAULT_METRIC) -> tuple[EvaluationResult, Dataset]:
     """A scored trial without any training: noisy OOF probabilities, per-fold loss curves, features with a
     column named ``row`` (clashes with a misclassified.csv column)."""
     rng = np.random.default_rng(seed)
@@ -28,16 +29,27 @@ def make_trial(n: int = 300, seed: int = 0, metric: MetricConfig = MetricConfig(
     train_loss = np.linspace(0.7, 0.3, EPOCHS)[None, :] + 0.01 * np.arange(FOLDS)[:, None]
     val_loss = train_loss + 0.05
     result = EvaluationResult(
-        **scored, train_loss=train_loss, val_loss=val_loss, n_rows=n, positive_rate=float(y.mean()),
-        fingerprint="sha256:test", seconds=1.5,
-    )  # fmt: skip
+        **scored,
+        train_loss=train_loss,
+        val_loss=val_loss,
+        n_rows=n,
+        positive_rate=float(y.mean()),
+        fingerprint="sha256:test",
+        seconds=1.5,
+    )
     features = pd.DataFrame(
         {"x": rng.normal(size=n), "row": np.arange(n) * 10.0, "color": rng.choice(["red", "blue"], size=n)}
     )
     dataset = Dataset(
-        features=features, y=y, positive_label="yes", negative_label="no", numeric_columns=["x", "row"],
-        categorical_columns=["color"], fingerprint="sha256:test", source=Path("data.csv"),
-    )  # fmt: skip
+        features=features,
+        y=y,
+        positive_label="yes",
+        negative_label="no",
+        numeric_columns=["x", "row"],
+        categorical_columns=["color"],
+        fingerprint="sha256:test",
+        source=Path("data.csv"),
+    )
     return result, dataset
 
 

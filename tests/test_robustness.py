@@ -27,27 +27,16 @@ from search.run.storage import quiet_optuna
 from search.run.worker import Worker
 from search.study.plan import config_key, next_step, pending_steps
 from search.study.results import trial_records
-from tests.conftest import synthetic_frame
+from tests.conftest import tiny_study
 
 WEEK = "2026-11-18T10:00:00"  # ISO week 2026-W47
 HEARTBEAT, GRACE = 1, 3
 
-STUDY = """\
-name: {name}
-data: {{path: data.csv, target: label, positive: "yes"}}
-cv: {{folds: 3, seed: 0}}
-model: {{hidden: [16], dropout: 0.0}}
-train: {{epochs: {epochs}, batch_size: 64, lr: {lr}}}
-budget: {{trials_per_week: {budget}}}
-plan: default
-"""
-
 
 def make_study(tmp_path: Path, name: str, budget: int, rows: int = 240, epochs: int = 2, lr: float = 0.01) -> Path:
-    synthetic_frame(n=rows, seed=3, missing=False).to_csv(tmp_path / "data.csv", index=False)
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(STUDY.format(name=name, budget=budget, epochs=epochs, lr=lr))
-    return path
+    return tiny_study(
+        tmp_path, name, budget=budget, rows=rows, model="{hidden: [16], dropout: 0.0}", epochs=epochs, lr=lr
+    )
 
 
 def losstune_command() -> list[str]:
@@ -58,9 +47,13 @@ def losstune_command() -> list[str]:
 def child_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
-        LOSSTUNE_NOW=WEEK, LOSSTUNE_HEARTBEAT_SECONDS=str(HEARTBEAT), LOSSTUNE_GRACE_SECONDS=str(GRACE),
-        PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", **extra,
-    )  # fmt: skip
+        LOSSTUNE_NOW=WEEK,
+        LOSSTUNE_HEARTBEAT_SECONDS=str(HEARTBEAT),
+        LOSSTUNE_GRACE_SECONDS=str(GRACE),
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS="1",
+        **extra,
+    )
     return env
 
 
@@ -68,8 +61,12 @@ def start_search(path: Path, *args: str, flags: tuple[str, ...] = (), **env: str
     """``losstune [flags] search PATH --no-progress [args]`` in the background, output captured."""
     return subprocess.Popen(
         [*losstune_command(), *flags, "search", str(path), "--no-progress", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(**env), cwd=path.parent,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(**env),
+        cwd=path.parent,
+    )
 
 
 def optuna_db(path: Path) -> Path:
@@ -85,8 +82,9 @@ def running_trial_with_run(path: Path, number: int, timeout: float = 10.0) -> bo
         with sqlite3.connect(db, timeout=timeout) as conn:
             row = conn.execute(
                 "SELECT t.state FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
-                "WHERE t.number = ? AND a.key = 'mlflow_run_id'", (number,)
-            ).fetchone()  # fmt: skip
+                "WHERE t.number = ? AND a.key = 'mlflow_run_id'",
+                (number,),
+            ).fetchone()
     except sqlite3.OperationalError:  # tables not created yet
         return False
     return row is not None and row[0] == "RUNNING"
@@ -189,7 +187,7 @@ def _nothing_lost(before: dict, session: StudySession, budget: int) -> None:
     # each slot spent once; a slot may lack its trial number when the kill fell between asking and attaching
     attached = [n for _, n in rows if n is not None]
     assert len(set(attached)) == len(attached) and len(attached) >= budget - 1
-    client, runs = trial_runs(session)
+    _client, runs = trial_runs(session)
     killed = [n for n, t in before.items() if t.state.name == "RUNNING"]
     assert killed, "the kill should have caught trials in flight"
     for number, old in before.items():
@@ -329,7 +327,7 @@ def test_two_searches_at_once_on_one_sqlite_study(tmp_path, fast_stale):
     # what must hold is that together they spend the budget once and run each point once)
     assert sorted(n for _, n in ledger_rows(path)) == list(range(6))
 
-    client, runs = trial_runs(session)
+    _client, runs = trial_runs(session)
     assert sorted(runs) == list(range(6))
     parents = {r.data.tags["mlflow.parentRunId"] for r in runs.values()}
     assert parents == {session.study.user_attrs["mlflow_parent_run_id"]}  # one parent run, not one per process

@@ -65,8 +65,9 @@ def old(tmp_path_factory) -> dict[str, Path]:
         np.save({str(root / "old_proba.npy")!r}, out["proba"].to_numpy())
         np.save({str(root / "old_label.npy")!r}, out["label"].to_numpy())
     """)
-    done = subprocess.run([sys.executable, "-c", script], cwd=code, env=_clean_env(), capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=code, env=_clean_env(), capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return {"model": work / "model", "test": work / "test.csv", "root": root}
 
@@ -106,6 +107,7 @@ def test_the_bundle_is_what_the_pyfunc_model_imports(tmp_path):
         outside = [m.__name__ for m in own if not (getattr(m, "__file__", None) or "").startswith({str(tmp_path)!r})]
         assert not outside, outside
     """)
-    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=_clean_env(), capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]

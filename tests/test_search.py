@@ -15,27 +15,14 @@ from search.run.runner import run_search
 from search.run.session import StudySession
 from search.study.plan import config_key
 from search.study.results import trial_records
-from tests.conftest import synthetic_frame
+from tests.conftest import tiny_study
 
 WEEK1 = "2026-11-18T10:00:00"  # ISO week 2026-W47
 WEEK2 = "2026-11-25T10:00:00"  # 2026-W48
 
-STUDY = """\
-name: {name}
-data: {{path: data.csv, target: label, positive: "yes"}}
-cv: {{folds: 3, seed: 0}}
-model: {{hidden: [8], dropout: 0.0}}
-train: {{epochs: 2, batch_size: 64, lr: 0.01}}
-budget: {{trials_per_week: {budget}}}
-plan: default
-"""
-
 
 def make_study(tmp_path: Path, name: str = "wk", budget: int = 10) -> Path:
-    synthetic_frame(n=240, seed=3, missing=False).to_csv(tmp_path / "data.csv", index=False)
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(STUDY.format(name=name, budget=budget))
-    return path
+    return tiny_study(tmp_path, name, budget=budget)
 
 
 def search(path: Path, lines: list[str] | None = None, **options) -> int:
@@ -62,16 +49,20 @@ def test_whole_default_plan_in_one_week(tmp_path, week1, monkeypatch):
 
     balance = [r for r in records if r.phase == "balance"]
     assert {(r.loss["bce_weight"], r.loss["focal_weight"]) for r in balance} == {
-        (0.5, 0.5), (0.2, 0.8), (0.8, 0.2), (0.0, 1.0)
-    }  # fmt: skip
+        (0.5, 0.5),
+        (0.2, 0.8),
+        (0.8, 0.2),
+        (0.0, 1.0),
+    }
     assert all(r.loss["gamma"] == 3.0 and r.loss["alpha"] is None for r in balance)
     best_balance = max(balance, key=lambda r: (r.value, -r.number))
     gamma = [r for r in records if r.phase == "gamma"]
     assert sorted(r.loss["gamma"] for r in gamma) == [1.0, 2.0, 4.0, 5.0]
     for r in gamma:  # phase 2 keeps the best phase-1 balance
         assert (r.loss["bce_weight"], r.loss["focal_weight"]) == (
-            best_balance.loss["bce_weight"], best_balance.loss["focal_weight"]
-        )  # fmt: skip
+            best_balance.loss["bce_weight"],
+            best_balance.loss["focal_weight"],
+        )
     best_so_far = max([*balance, *gamma], key=lambda r: (r.value, -r.number))
     alpha = [r for r in records if r.phase == "alpha"]
     assert sorted(r.loss["alpha"] for r in alpha) == [0.25, 0.75]

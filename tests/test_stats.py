@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -40,7 +41,7 @@ def test_corrected_variance_is_unbiased_where_the_naive_one_is_not():
 def test_se_shrinks_as_repeats_grow():
     rng = np.random.default_rng(1)
     mean_se = [np.mean([corrected_se(row, K) for row in correlated_scores(rng, 4000, r)]) for r in (1, 2, 3, 10)]
-    assert all(a > b for a, b in zip(mean_se, mean_se[1:])), mean_se
+    assert all(a > b for a, b in itertools.pairwise(mean_se)), mean_se
 
 
 def test_identical_configurations_are_not_distinguishable_in_far_more_than_90_percent():
@@ -64,8 +65,7 @@ def test_a_real_difference_is_seen_and_its_sign_is_right():
     noise = correlated_scores(rng, 200, 3, sigma=0.004)
     better = [compare(0.72 + row, 0.70 + row + 0.001 * rng.normal(size=row.size), K) for row in noise]
     assert all(c.verdict == BETTER for c in better)
-    assert all(compare(0.70 + row, 0.72 + row + 0.001 * rng.normal(size=row.size), K).verdict == WORSE
-               for row in noise)  # fmt: skip
+    assert all(compare(0.70 + row, 0.72 + row + 0.001 * rng.normal(size=row.size), K).verdict == WORSE for row in noise)
 
 
 def test_estimate_per_repeat_and_degenerate_cases():
@@ -99,9 +99,10 @@ def learnable(write_csv):
 
 def _config(seed: int, epochs: int = 8, lr: float = 1e-2) -> TrialConfig:
     return TrialConfig(
-        model=ModelConfig(hidden=(8,)), train=TrainConfig(epochs=epochs, batch_size=64, lr=lr, device="cpu"),
+        model=ModelConfig(hidden=(8,)),
+        train=TrainConfig(epochs=epochs, batch_size=64, lr=lr, device="cpu"),
         cv=CVConfig(folds=K, seed=seed),
-    )  # fmt: skip
+    )
 
 
 def test_real_trials_identical_up_to_init_seed_are_not_distinguishable(learnable, monkeypatch):

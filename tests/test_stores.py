@@ -33,8 +33,14 @@ def run_search(tmp_path: Path, uri: str) -> tuple[subprocess.CompletedProcess, f
     (tmp_path / "s.yaml").write_text(STUDY.format(uri=uri))
     env = {k: v for k, v in os.environ.items() if k not in ("LOSSTUNE_TRACKING_URI", "LOSSTUNE_STORAGE")}
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "search.cli", "search", "s.yaml", "--no-progress"],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "search.cli", "search", "s.yaml", "--no-progress"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
     return proc, time.monotonic() - start
 
 
@@ -80,14 +86,17 @@ def test_search_with_an_unreachable_tracking_server(tmp_path):
     assert seconds < 60
 
 
-@pytest.mark.parametrize("uri", [
-    "postgresql+psycopg2://losstune:***@db.internal:5432/losstune_mlflow",
-    "postgresql://losstune@db.internal/losstune_mlflow?password=***",
-    "http://admin:***@mlflow.internal:5000",
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "postgresql+psycopg2://losstune:***@db.internal:5432/losstune_mlflow",
+        "postgresql://losstune@db.internal/losstune_mlflow?password=***",
+        "http://admin:***@mlflow.internal:5000",
+    ],
+)
 def test_a_uri_recorded_without_its_password_is_refused_at_once(uri):
     start = time.monotonic()
-    with pytest.raises(LosstuneError, match="has no usable password .* set LOSSTUNE_TRACKING_URI"):
+    with pytest.raises(LosstuneError, match=r"has no usable password .* set LOSSTUNE_TRACKING_URI"):
         check_tracking_reachable(uri)
     assert time.monotonic() - start < 1  # no connection was even tried
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from search.formats.strict_json import dumps, strict_jsonable
-from tests.conftest import synthetic_frame
+from tests.conftest import tiny_study
 
 
 def strict_loads(text: str):
@@ -33,14 +33,7 @@ def test_the_strict_parser_of_these_tests_does_reject_nan():
         strict_loads(json.dumps({"x": math.nan}))
 
 
-STUDY = """\
-name: sj
-data: {path: data.csv, target: label, positive: "yes"}
-cv: {folds: 3, seed: 0}
-model: {hidden: [8]}
-train: {epochs: 2, batch_size: 64, lr: 0.01}
-budget: {trials_per_week: 2}
-plan:
+PLAN = """\
   - name: p
     fixed: {gamma: 2}
     # the second point is refused when it runs (alpha=1 without BCE: the negatives get no loss): a FAIL trial
@@ -52,8 +45,7 @@ def test_status_json_of_a_study_with_a_failed_trial_is_strict_json(tmp_path, mon
     from search.cli import main
 
     monkeypatch.setenv("LOSSTUNE_NOW", "2026-11-18T10:00:00")
-    synthetic_frame(n=150, seed=1, missing=False).to_csv(tmp_path / "data.csv", index=False)
-    (tmp_path / "sj.yaml").write_text(STUDY)
+    tiny_study(tmp_path, "sj", budget=2, plan=PLAN, rows=150, data_seed=1, model="{hidden: [8]}")
     assert main(["search", str(tmp_path / "sj.yaml"), "--no-progress"]) == 0
     capsys.readouterr()
     assert main(["status", str(tmp_path / "sj.yaml"), "--json"]) == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -184,7 +186,7 @@ def _brute_force_cross_fitted(y, p, fold, sk):
         yt, pt = y[~held], p[~held]
         values = np.unique(pt)[::-1]
         thresholds = [np.nextafter(values[0], np.inf)]
-        thresholds += [(a + b) / 2 for a, b in zip(values[:-1], values[1:])] + [values[-1]]
+        thresholds += [(a + b) / 2 for a, b in itertools.pairwise(values)] + [values[-1]]
         scores = [sk(yt, pt >= t) for t in thresholds]
         t = thresholds[int(np.argmax(scores))]
         out.append(sk(y[held], p[held] >= t))

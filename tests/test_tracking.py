@@ -116,9 +116,18 @@ def test_parent_and_trial_runs(tracker: StudyTracker, trial) -> None:
         assert {a.path for a in client.list_artifacts(run.info.run_id)} == set(REPORT_FILES)
 
     # the best trial is named on the parent run, with a link to its run in the description, after every summary
-    table = pd.DataFrame({"trial": [0, 1], "phase": ["gamma"] * 2, "alpha": [None, 0.25], "gamma": [2.0, 0.5],
-                          "bce_weight": [0.5] * 2, "focal_weight": [0.5] * 2, "cv_score": [0.6, 0.4],
-                          "state": ["COMPLETE"] * 2})  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "trial": [0, 1],
+            "phase": ["gamma"] * 2,
+            "alpha": [None, 0.25],
+            "gamma": [2.0, 0.5],
+            "bce_weight": [0.5] * 2,
+            "focal_weight": [0.5] * 2,
+            "cv_score": [0.6, 0.4],
+            "state": ["COMPLETE"] * 2,
+        }
+    )
     for best in (0, 1):
         table["cv_score"] = [0.6, 0.4] if best == 0 else [0.6, 0.8]
         tracker.log_study_summary(parent, table)
@@ -205,7 +214,7 @@ def _study(n_trials: int):
     study.optimize(
         lambda t: t.suggest_float("gamma", 0.0, 5.0) - abs(t.suggest_float("alpha", 0.0, 1.0) - 0.3),
         n_trials=n_trials,
-    )  # fmt: skip
+    )
     return study
 
 

@@ -11,8 +11,8 @@ A URL may carry a secret in two places, and both are hidden as ``***``:
 
 :func:`redact_url` takes one URL; :func:`redact_text` every URL inside a message (an error, a log line), and
 also any literal occurrence of the passwords of the URLs redacted so far in this process (every URL is redacted
-for display as soon as it is read, so those are the study's storage and tracking URLs). :func:`install_log_redaction` applies
-:func:`redact_text` to every log record the command prints.
+for display as soon as it is read, so those are the study's storage and tracking URLs).
+:func:`install_log_redaction` applies :func:`redact_text` to every log record the command prints.
 """
 
 from __future__ import annotations
@@ -23,8 +23,21 @@ from urllib.parse import unquote, unquote_plus
 
 MASK = "***"
 # a query parameter is secret when its name (lower-cased, without - and _) contains one of these
-_SECRET_WORDS = ("password", "passwd", "pwd", "pass", "token", "secret", "accesskey", "apikey", "credential",
-                 "signature", "privatekey", "sessionkey", "auth")  # fmt: skip
+_SECRET_WORDS = (
+    "password",
+    "passwd",
+    "pwd",
+    "pass",
+    "token",
+    "secret",
+    "accesskey",
+    "apikey",
+    "credential",
+    "signature",
+    "privatekey",
+    "sessionkey",
+    "auth",
+)
 # names that contain a word above but hold no secret (a file path, a method name)
 _NOT_SECRET = frozenset({"passfile", "sslpassword_file", "authsource", "authmechanism", "gssencmode"})
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -54,8 +67,9 @@ def _userinfo_end(rest: str) -> int:
     return -1
 
 
-def _split(url: str) -> tuple[str, str, str, str] | None:
-    """(``scheme://``, userinfo, rest after the ``@``, query) of a URL, or None for text that is not one."""
+def _split(url: str) -> tuple[str, str, str, str | None] | None:
+    """(``scheme://``, userinfo, rest after the ``@``, query or None without a ``?``) of a URL, or None for text that
+    is not one."""
     m = _SCHEME.match(url)
     if m is None:
         return None

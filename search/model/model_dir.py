@@ -88,8 +88,9 @@ class PackagedModel:
 
     def check(self, frame: pd.DataFrame, source: str = "the input", first_line: int | None = None) -> CheckedFeatures:
         """The model's columns from ``frame`` (see :func:`objectives.final.check_features`)."""
-        return check_features(frame, self.final.numeric_columns, self.final.categorical_columns,
-                              self.final.categories, source, first_line)  # fmt: skip
+        return check_features(
+            frame, self.final.numeric_columns, self.final.categorical_columns, self.final.categories, source, first_line
+        )
 
     def predict_checked(self, checked: CheckedFeatures, first_line: int | None = None) -> pd.DataFrame:
         """``proba`` (positive class) and ``label`` (1 when ``proba >= threshold``), one row per checked row."""
@@ -111,8 +112,12 @@ def warn_unusual(unseen: dict[str, int], examples: dict[str, list[str]], empty: 
         shown = ", ".join(repr(v) for v in examples[col])
         log.warning(
             "column %r: %d row(s) of %s have a category not seen in training (%s): encoded as no category "
-            "(one-hot ignore)", col, count, source, shown,
-        )  # fmt: skip
+            "(one-hot ignore)",
+            col,
+            count,
+            source,
+            shown,
+        )
     for col in empty:
         log.warning("column %r has no value in %s: imputed as in training", col, source)
 

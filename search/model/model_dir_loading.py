@@ -10,6 +10,7 @@ import json
 import os
 import stat
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,7 +31,10 @@ from search.model.model_dir import (
     PackagedModel,
     self_sha256,
     sha256_of,
-)  # fmt: skip
+)
+
+if TYPE_CHECKING:
+    from sklearn.compose import ColumnTransformer
 
 
 def load_model_dir(model_dir: Path) -> PackagedModel:
@@ -45,8 +49,9 @@ def load_model_dir(model_dir: Path) -> PackagedModel:
     where = str(model_dir)
     files = _inventory(model_dir)
     if "MLmodel" not in files:
-        raise LosstuneError(f"{model_dir} is not an MLflow model directory (no MLmodel file): make one with "
-                            "`losstune train`")  # fmt: skip
+        raise LosstuneError(
+            f"{model_dir} is not an MLflow model directory (no MLmodel file): make one with `losstune train`"
+        )
     raw_mlmodel = (model_dir / "MLmodel").read_bytes()
     descriptor = parse_yaml(_text(raw_mlmodel, "MLmodel", where), f"MLmodel in {where}")
     meta = (descriptor.get("metadata") if isinstance(descriptor, dict) else None) or {}
@@ -86,8 +91,10 @@ def _inventory(model_dir: Path) -> set[str]:
             rel = (rel_root / name).as_posix()
             mode = os.lstat(Path(root) / name).st_mode
             if stat.S_ISLNK(mode):
-                raise LosstuneError(f"model directory {model_dir} holds a symbolic link, {rel!r}: a model directory "
-                                    "holds regular files only (copy the files instead of linking them)")  # fmt: skip
+                raise LosstuneError(
+                    f"model directory {model_dir} holds a symbolic link, {rel!r}: a model directory "
+                    "holds regular files only (copy the files instead of linking them)"
+                )
             if stat.S_ISDIR(mode):
                 continue
             if not stat.S_ISREG(mode):
@@ -111,8 +118,9 @@ def _artifact_paths(descriptor: dict, where: str) -> dict[str, str]:
         text = str((info or {}).get("path", "")) if isinstance(info, dict) else ""
         posix = PurePosixPath(text.replace("\\", "/"))
         if posix.is_absolute() or PureWindowsPath(text).is_absolute() or ".." in posix.parts:
-            raise LosstuneError(f"MLmodel in {where} points artifact {key!r} outside the model directory ({text!r}): "
-                                "refused")  # fmt: skip
+            raise LosstuneError(
+                f"MLmodel in {where} points artifact {key!r} outside the model directory ({text!r}): refused"
+            )
         paths[str(key)] = posix.as_posix()
     return paths
 
@@ -138,8 +146,9 @@ def _read_manifest(raw: bytes, where: str) -> dict:
     except (ValueError, RecursionError):
         manifest = None
     if not isinstance(manifest, dict):
-        raise LosstuneError(f"model directory {where} is corrupted: {FILES[MANIFEST]} is not a JSON object "
-                            "(with unique keys)")  # fmt: skip
+        raise LosstuneError(
+            f"model directory {where} is corrupted: {FILES[MANIFEST]} is not a JSON object (with unique keys)"
+        )
     _check_version(manifest.get("format_version"), f"{FILES[MANIFEST]} in {where}")
     if manifest.get("self_sha256") != self_sha256(manifest) or not isinstance(manifest.get("files"), dict):
         raise LosstuneError(
@@ -181,11 +190,15 @@ def _build(raw: dict[str, bytes], manifest: dict, where: str) -> PackagedModel:
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise LosstuneError(f"{FILES[WEIGHTS]} is not a state_dict of tensors")
         final = FinalModel(
-            preprocessor=preprocessor, state_dict=state, model_config=config.model,
-            n_inputs=int(manifest["n_inputs"]), numeric_columns=list(manifest["numeric_columns"]),
+            preprocessor=preprocessor,
+            state_dict=state,
+            model_config=config.model,
+            n_inputs=int(manifest["n_inputs"]),
+            numeric_columns=list(manifest["numeric_columns"]),
             categorical_columns=list(manifest["categorical_columns"]),
-            positive_label=str(manifest["positive_label"]), negative_label=str(manifest["negative_label"]),
-        )  # fmt: skip
+            positive_label=str(manifest["positive_label"]),
+            negative_label=str(manifest["negative_label"]),
+        )
         final.network()  # shape mismatches and non-finite weights surface here, not at the first prediction
         threshold = float(manifest["threshold"])
     except LosstuneError as exc:
@@ -197,7 +210,7 @@ def _build(raw: dict[str, bytes], manifest: dict, where: str) -> PackagedModel:
     return PackagedModel(final=final, threshold=threshold, config=config, manifest=manifest)
 
 
-def _load_preprocessing(data: bytes):
+def _load_preprocessing(data: bytes) -> ColumnTransformer:
     """The fitted ColumnTransformer from skops, allowing only the types listed in TRUSTED_SKOPS_TYPES."""
     import skops.io as sio
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata as importlib_metadata
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
@@ -33,16 +34,18 @@ from search.model.model_dir import (
     WEIGHTS,
     self_sha256,
     sha256_of,
-)  # fmt: skip
+)
+
+if TYPE_CHECKING:
+    from mlflow.models import Model, ModelSignature
 
 
-def save_model_dir(final: FinalModel, config: ExportedConfig, out: Path, trained_on: dict, mlflow_model=None) -> dict:
+def save_model_dir(
+    final: FinalModel, config: ExportedConfig, out: Path, trained_on: dict[str, Any], mlflow_model: Model | None = None
+) -> dict[str, Any]:
     """Write ``out`` as an MLflow pyfunc model; returns the manifest. ``mlflow_model`` (an ``mlflow.models.Model``
     carrying a logged model's ids) links the directory to its MLflow run."""
     import mlflow.pyfunc
-    import skops.io as sio
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import AnyType, ColSpec, Schema
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -50,53 +53,81 @@ def save_model_dir(final: FinalModel, config: ExportedConfig, out: Path, trained
     with tempfile.TemporaryDirectory(prefix="losstune-model-") as tmp:
         stage = Path(tmp)
         paths = {key: stage / name for key, name in FILES.items()}
-        torch.save(final.state_dict, paths[WEIGHTS])
-        sio.dump(final.preprocessor, paths[PREPROCESSING])
-        paths[CONFIG].write_text(yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True), "utf-8")
-        manifest = {
-            "format_version": MODEL_FORMAT_VERSION,
-            "threshold": config.threshold,
-            "target": config.data.target,
-            "positive_label": final.positive_label,
-            "negative_label": final.negative_label,
-            "numeric_columns": final.numeric_columns,
-            "categorical_columns": final.categorical_columns,
-            "n_inputs": final.n_inputs,
-            "sha256": {key: sha256_of(paths[key]) for key in CHECKED},
-            "trained_on": trained_on,
-            "provenance": config.provenance.model_dump(mode="json"),
-        }
-        paths[MANIFEST].write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        manifest = _stage_artifacts(final, config, trained_on, paths)
         (stage / ENTRY_FILE).write_text(ENTRY_CODE, encoding="utf-8")
         code = _stage_code(stage / "code")
-        # The input columns are named but typed Any and optional: MLflow's own enforcement would refuse an integer
-        # column for a double (a CSV of whole numbers) and report a missing column in its words; check_features
-        # converts and explains instead.
-        # The id columns excluded in training and the target are named too (optional), so that MLflow does not
-        # warn about them: the model ignores them, as `losstune predict` does.
-        ignored = [c for c in [*trained_on.get("excluded_columns", []), config.data.target]
-                   if c not in final.feature_columns]  # fmt: skip
-        signature = ModelSignature(
-            inputs=Schema([ColSpec(AnyType(), c, required=False) for c in [*final.feature_columns, *ignored]]),
-            outputs=Schema([ColSpec("double", "proba"), ColSpec("long", "label")]),
-        )
-        meta = {
-            "losstune_format_version": MODEL_FORMAT_VERSION,
-            "threshold": config.threshold,
-            "positive_label": final.positive_label,
-            "study": config.provenance.study,
-            "trial": config.provenance.trial,
-        }
         with _quiet_mlflow_save():
             mlflow.pyfunc.save_model(
-                path=str(out), python_model=str(stage / ENTRY_FILE),
-                artifacts={key: str(p) for key, p in paths.items()}, code_paths=[str(p) for p in code],
-                pip_requirements=_requirements(), signature=signature, metadata=meta, mlflow_model=mlflow_model,
-            )  # fmt: skip
+                path=str(out),
+                python_model=str(stage / ENTRY_FILE),
+                artifacts={key: str(p) for key, p in paths.items()},
+                code_paths=[str(p) for p in code],
+                pip_requirements=_requirements(),
+                signature=_signature(final, config, trained_on),
+                metadata=_metadata(final, config),
+                mlflow_model=mlflow_model,
+            )
     return _sign(out, manifest)
 
 
-def _sign(out: Path, manifest: dict) -> dict:
+def _stage_artifacts(
+    final: FinalModel, config: ExportedConfig, trained_on: dict[str, Any], paths: dict[str, Path]
+) -> dict[str, Any]:
+    """The weights, the fitted preprocessing, the configuration and the manifest (with their sha256) written to
+    ``paths``; returns the manifest."""
+    import skops.io as sio
+
+    torch.save(final.state_dict, paths[WEIGHTS])
+    sio.dump(final.preprocessor, paths[PREPROCESSING])
+    paths[CONFIG].write_text(yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True), "utf-8")
+    manifest = {
+        "format_version": MODEL_FORMAT_VERSION,
+        "threshold": config.threshold,
+        "target": config.data.target,
+        "positive_label": final.positive_label,
+        "negative_label": final.negative_label,
+        "numeric_columns": final.numeric_columns,
+        "categorical_columns": final.categorical_columns,
+        "n_inputs": final.n_inputs,
+        "sha256": {key: sha256_of(paths[key]) for key in CHECKED},
+        "trained_on": trained_on,
+        "provenance": config.provenance.model_dump(mode="json"),
+    }
+    paths[MANIFEST].write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+def _signature(final: FinalModel, config: ExportedConfig, trained_on: dict[str, Any]) -> ModelSignature:
+    """The input columns are named but typed Any and optional: MLflow's own enforcement would refuse an integer
+    column for a double (a CSV of whole numbers) and report a missing column in its words; check_features
+    converts and explains instead.
+
+    The id columns excluded in training and the target are named too (optional), so that MLflow does not
+    warn about them: the model ignores them, as `losstune predict` does."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    ignored = [
+        c for c in [*trained_on.get("excluded_columns", []), config.data.target] if c not in final.feature_columns
+    ]
+    return ModelSignature(
+        inputs=Schema([ColSpec(AnyType(), c, required=False) for c in [*final.feature_columns, *ignored]]),
+        outputs=Schema([ColSpec("double", "proba"), ColSpec("long", "label")]),
+    )
+
+
+def _metadata(final: FinalModel, config: ExportedConfig) -> dict[str, Any]:
+    """What the MLmodel file says of the model, for a reader without losstune."""
+    return {
+        "losstune_format_version": MODEL_FORMAT_VERSION,
+        "threshold": config.threshold,
+        "positive_label": final.positive_label,
+        "study": config.provenance.study,
+        "trial": config.provenance.trial,
+    }
+
+
+def _sign(out: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """The manifest, rewritten with the sha256 of every other file of the saved directory (MLmodel included)
     and its own checksum: from here on the directory's content is fixed."""
     listing = {}

@@ -64,16 +64,21 @@ class _Unusual:
 
 
 def predict_file(
-    model_dir: Path, test_path: Path, out: Path, id_col: str | None = None, proba: bool = False,
+    model_dir: Path,
+    test_path: Path,
+    out: Path,
+    id_col: str | None = None,
+    proba: bool = False,
     labels: Literal["01", "original"] = "01",
-) -> PredictOutcome:  # fmt: skip
+) -> PredictOutcome:
     out = Path(out)
     if not out.parent.is_dir():
         raise LosstuneError(f"output directory does not exist: {out.parent}")
     model = load_model_dir(model_dir)
     data = model.config.data
-    spec = DataSpec(path=Path(test_path), target=model.target, sep=data.sep, encoding=data.encoding,
-                    na_values=data.na_values)  # fmt: skip
+    spec = DataSpec(
+        path=Path(test_path), target=model.target, sep=data.sep, encoding=data.encoding, na_values=data.na_values
+    )
     source = Path(test_path).name
     tmp = out.with_name(out.name + ".tmp")
     unusual, n_rows, n_positive = _Unusual(), 0, 0
@@ -103,8 +108,15 @@ def predict_file(
     return PredictOutcome(out, n_rows, n_positive, model.threshold, id_col, label_col)
 
 
-def _result(model: PackagedModel, chunk: pd.DataFrame, pred: pd.DataFrame, id_col: str | None, label_col: str,
-            proba: bool, labels: str) -> pd.DataFrame:  # fmt: skip
+def _result(
+    model: PackagedModel,
+    chunk: pd.DataFrame,
+    pred: pd.DataFrame,
+    id_col: str | None,
+    label_col: str,
+    proba: bool,
+    labels: str,
+) -> pd.DataFrame:
     result = pd.DataFrame(index=chunk.index)
     if id_col is not None:
         result[id_col] = chunk[id_col]

@@ -129,9 +129,11 @@ class BudgetLedger:
         Slots are numbered ``0 .. budget-1``, so at most ``budget`` can exist; the lowest free one is taken, which
         also reuses a number given back by :meth:`release` while another worker held a higher one."""
         with self.engine.connect() as conn:
-            taken = set(conn.execute(sa.select(slots_table.c.slot).where(
-                slots_table.c.study == self.study, slots_table.c.week == week
-            )).scalars())  # fmt: skip
+            taken = set(
+                conn.execute(
+                    sa.select(slots_table.c.slot).where(slots_table.c.study == self.study, slots_table.c.week == week)
+                ).scalars()
+            )
         for slot in (n for n in range(budget) if n not in taken):
             row = dict(study=self.study, week=week, slot=slot, worker=worker_id(), reserved_at=now().isoformat())
             try:
@@ -162,10 +164,12 @@ class BudgetLedger:
         with self.engine.begin() as conn:
             conn.execute(
                 slots_table.delete().where(
-                    slots_table.c.study == self.study, slots_table.c.week == week, slots_table.c.slot == slot,
+                    slots_table.c.study == self.study,
+                    slots_table.c.week == week,
+                    slots_table.c.slot == slot,
                     slots_table.c.trial_number.is_(None),
                 )
-            )  # fmt: skip
+            )
 
     def claim(self, key: str, grace_seconds: float | None = None) -> bool:
         """True if this worker now owns grid point ``key`` (point and attempt); False if another worker does.
@@ -192,13 +196,21 @@ class BudgetLedger:
         with self.engine.begin() as conn:
             taken = conn.execute(
                 claims_table.update()
-                .where(mine, claims_table.c.worker == row["worker"], claims_table.c.claimed_at == row["claimed_at"],
-                       claims_table.c.trial_number.is_(None))
+                .where(
+                    mine,
+                    claims_table.c.worker == row["worker"],
+                    claims_table.c.claimed_at == row["claimed_at"],
+                    claims_table.c.trial_number.is_(None),
+                )
                 .values(worker=me, claimed_at=stamp)
-            ).rowcount  # fmt: skip
+            ).rowcount
         if taken == 1:
-            log.warning("took over grid point %s: claimed by %s at %s, which never started its trial",
-                        key, row["worker"], row["claimed_at"])  # fmt: skip
+            log.warning(
+                "took over grid point %s: claimed by %s at %s, which never started its trial",
+                key,
+                row["worker"],
+                row["claimed_at"],
+            )
         return taken == 1
 
     def check_in(self) -> None:
@@ -218,9 +230,9 @@ class BudgetLedger:
     def check_out(self) -> None:
         """This worker stops: it no longer counts in the others' shares."""
         with self.engine.begin() as conn:
-            conn.execute(workers_table.delete().where(
-                workers_table.c.study == self.study, workers_table.c.worker == worker_id()
-            ))  # fmt: skip
+            conn.execute(
+                workers_table.delete().where(workers_table.c.study == self.study, workers_table.c.worker == worker_id())
+            )
 
     def live_workers(self, window_seconds: float) -> int:
         """How many workers (this one included) checked in within the last ``window_seconds``: at least 1."""

@@ -16,12 +16,16 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy import orm
 from sqlalchemy.exc import SQLAlchemyError
 
 from objectives.errors import LosstuneError
+
+if TYPE_CHECKING:
+    from optuna.storages import RDBStorage
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +64,7 @@ def grace_seconds() -> float:
     return grace
 
 
-def adopt_silent_trials(storage, study_id: int) -> int:
+def adopt_silent_trials(storage: RDBStorage, study_id: int) -> int:
     """Record a first heartbeat for RUNNING trials that have none, so that they can go stale.
 
     Optuna only ever fails a trial whose heartbeat it has seen; a worker killed between asking for a trial and
@@ -87,12 +91,12 @@ def adopt_silent_trials(storage, study_id: int) -> int:
     return adopted
 
 
-def stale_trial_ids(storage, study_id: int) -> list[int]:
+def stale_trial_ids(storage: RDBStorage, study_id: int) -> list[int]:
     """The RUNNING trials of the study whose heartbeat is older than the grace period (their workers died)."""
     return list(storage._get_stale_trial_ids(study_id))
 
 
-def fail_stale_trial(storage, trial_id: int, kind: str, reason: str) -> bool:
+def fail_stale_trial(storage: RDBStorage, trial_id: int, kind: str, reason: str) -> bool:
     """Mark a stale trial FAIL with ``failure``/``failure_reason`` user attrs, as every other failed trial has
     (Optuna's ``fail_stale_trials`` sets the state only). False when another process finished it first."""
     from optuna.exceptions import UpdateFinishedTrialError
@@ -107,7 +111,7 @@ def fail_stale_trial(storage, trial_id: int, kind: str, reason: str) -> bool:
 
 
 @contextmanager
-def heartbeat(storage, trial_id: int) -> Iterator[None]:
+def heartbeat(storage: RDBStorage, trial_id: int) -> Iterator[None]:
     """Beat for ``trial_id`` while the block runs, as ``study.optimize`` does for its own trials (ask/tell
     does not), so that a killed worker's trial is detected as stale. A beat that fails (the database briefly
     unreachable) is logged and retried at the next interval; it does not stop the trial."""

@@ -1,29 +1,24 @@
 """``losstune search``: spend this week's budget on the phased plan, every trial in MLflow.
 
-This module starts the work: it opens the study (:mod:`search.run.session`), runs one :class:`~search.run.worker.Worker`
-in this process or ``--workers N`` worker processes, turns Ctrl-C and SIGTERM into a clean stop, and prints the
-summary. Several workers (processes here, or machines on one PostgreSQL) run the same loop; the budget ledger and
-the grid claims keep them from overspending or duplicating.
+This module starts the work: it opens the study (:mod:`search.run.session`), runs one
+:class:`~search.run.worker.Worker` in this process or ``--workers N`` worker processes (:mod:`search.run.processes`,
+which also turns Ctrl-C and SIGTERM into a clean stop), and prints the summary. Several workers (processes here,
+or machines on one PostgreSQL) run the same loop; the budget ledger and the grid claims keep them from
+overspending or duplicating.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import os
-import signal
-import socket
 import sys
-import threading
-from contextlib import contextmanager
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from objectives.errors import LosstuneError
-from search.formats.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED
-from search.formats.redaction import install_log_redaction, redact_text
 from search.run.budget import iso_week, worker_id
 from search.run.options import SearchOptions
+from search.run.processes import run_workers, sigterm_as_interrupt
 from search.run.session import PARENT_OPEN_ATTR, StudySession
 from search.run.storage import init_lock, storage_fault
 from search.study.plan import plan_step
@@ -39,72 +34,42 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-WORKER_STOP_SECONDS = 120.0  # after Ctrl-C, how long a worker process may take to mark its trial
+Echo = Callable[[str], None]  # where the run's lines go: print, or a test's list
 
 
-def _raise_interrupt(signum, _frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+@dataclass(frozen=True)
+class _ThisRun:
+    """A search run once the study's MLflow parent run is open for it: what its workers and reports need."""
+
+    session: StudySession
+    tracker: StudyTracker
+    week: str
+    budget: int
+    spent: int  # of the week's budget, when this run started
+    parent: str  # the MLflow parent run's id
 
 
-@contextmanager
-def _sigterm_as_interrupt():
-    """``kill PID`` (SIGTERM) stops a search like Ctrl-C: the current trial is marked, nothing is left RUNNING."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _share_cores(workers: int) -> None:
-    """Give each of ``workers`` processes its share of this machine's cores for torch's intra-op threads: left
-    alone, every worker starts one thread per core, and spinning threads on oversubscribed cores slow all workers
-    several times over. An explicit ``OMP_NUM_THREADS`` is respected."""
-    if "OMP_NUM_THREADS" in os.environ:
-        return
-    import torch
-
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-
-
-def _worker_process(study_path: str, options: SearchOptions, week: str, parent_run_id: str) -> None:
-    # Ctrl-C in a terminal reaches the whole process group; the parent forwards it once, as SIGTERM, so that a
-    # second signal cannot interrupt a worker while it marks its trial
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _share_cores(options.workers)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    install_log_redaction()
-    from search.run.trial_outcome import format_outcome
-    from search.run.worker import Worker
-
-    try:
-        session = StudySession(Path(study_path), allow_data_change=options.allow_data_change)
-        worker = Worker(session, options, week, parent_run_id, echo=print)
-        metric = session.file.trial_config().metric.label
-        worker.run(on_trial=lambda o: print(format_outcome(o, metric), flush=True))
-    except KeyboardInterrupt:
-        sys.exit(EXIT_INTERRUPTED)
-    except LosstuneError as exc:
-        print(f"losstune search: error: {redact_text(str(exc))}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_BAD_INPUT)
-    except Exception as exc:
-        fault = storage_fault(exc)
-        if fault is None:
-            raise
-        print(f"losstune search: error: {redact_text(str(fault))}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_BAD_INPUT)
-
-
-def run_search(study_path: Path, options: SearchOptions, echo=print) -> int:
+def run_search(study_path: Path, options: SearchOptions, echo: Echo = print) -> int:
     week = iso_week()
     if _budget_spent(study_path, options, week, echo):
         return 0
     session = StudySession(study_path, allow_data_change=options.allow_data_change)
+    run = _open_parent_run(session, options, week, echo)
+    if run is None:
+        return 0
+    echo(
+        f"study {session.file.name}: {session.dataset.n_rows} rows, week {week}, budget {run.spent}/{run.budget} "
+        f"used, storage {session.storage_display}"
+    )
+    _work(study_path, options, run, echo)
+    _print_summary(session, run.tracker, week, run.budget, echo)
+    return 0
+
+
+def _open_parent_run(session: StudySession, options: SearchOptions, week: str, echo: Echo) -> _ThisRun | None:
+    """The study's MLflow parent run, open (RUNNING) for this run once what dead workers left is repaired; None,
+    and said, when there is nothing to run (the budget spent by another machine since the first look, or the plan
+    complete)."""
     budget = session.budget_for_week(options.budget)
     with init_lock(session.url):  # one parent run, even when several workers start at once on a new study
         tracker = session.tracker()
@@ -115,11 +80,11 @@ def run_search(study_path: Path, options: SearchOptions, echo=print) -> int:
         if spent >= budget:  # spent by another machine since the first look
             _close_abandoned_parent(session, tracker, echo)
             echo(f"budget for {week} spent: {spent}/{budget}")
-            return 0
+            return None
         if plan_step(session.file, trial_records(session.study)) is None:
             _close_abandoned_parent(session, tracker, echo)
             echo("the plan is complete: every phase has run (add a phase, or a tpe phase without 'trials')")
-            return 0
+            return None
         parent = tracker.ensure_parent_run(
             session.file.name,
             session.study.user_attrs.get("mlflow_parent_run_id"),
@@ -127,19 +92,24 @@ def run_search(study_path: Path, options: SearchOptions, echo=print) -> int:
         )
         session.study.set_user_attr("mlflow_parent_run_id", parent)
         session.study.set_user_attr(PARENT_OPEN_ATTR, True)
+    return _ThisRun(session, tracker, week, budget, spent, parent)
+
+
+def _work(study_path: Path, options: SearchOptions, run: _ThisRun, echo: Echo) -> None:
+    """The week's trials, in this process or in ``--workers`` processes; the parent run then ends FINISHED, KILLED
+    (Ctrl-C, SIGTERM: what was done is reported) or FAILED."""
+    session = run.session
     metric = session.file.trial_config().metric.label
-    echo(f"study {session.file.name}: {session.dataset.n_rows} rows, week {week}, budget {spent}/{budget} used, "
-         f"storage {session.storage_display}")  # fmt: skip
     first_trial = len(session.study.get_trials(deepcopy=False))
     workers: set[str] = set()  # the worker ids of this run, for the report after an interrupt
     status = "FAILED"
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             if options.workers <= 1:
                 workers.add(worker_id())
-                _run_in_process(session, options, week, parent, budget - spent, metric, echo)
+                _run_in_process(session, options, run.week, run.parent, run.budget - run.spent, metric, echo)
             else:
-                _run_workers(study_path, options, week, parent, workers)
+                run_workers(study_path, options, run.week, run.parent, workers)
         status = "FINISHED"
     except Exception as exc:  # a full disk, a read-only directory: one line, not a traceback
         fault = storage_fault(exc)
@@ -151,20 +121,18 @@ def run_search(study_path: Path, options: SearchOptions, echo=print) -> int:
 
         status = "KILLED"
         with sigint_ignored():
-            _print_interrupted(session, week, budget, first_trial, workers, echo)
+            _print_interrupted(session, run.week, run.budget, first_trial, workers, echo)
         raise
     finally:
         try:
-            tracker.set_parent_finished(parent, status)
+            run.tracker.set_parent_finished(run.parent, status)
             session.study.set_user_attr(PARENT_OPEN_ATTR, False)
         except Exception:
             # the study still records its parent run as open: the next search closes it
-            log.info("could not set the MLflow parent run %s to %s", parent, status)
-    _print_summary(session, tracker, week, budget, echo)
-    return 0
+            log.info("could not set the MLflow parent run %s to %s", run.parent, status)
 
 
-def _budget_spent(study_path: Path, options: SearchOptions, week: str, echo) -> bool:
+def _budget_spent(study_path: Path, options: SearchOptions, week: str, echo: Echo) -> bool:
     """True (and said) when the study exists and this week's budget is spent. Only the study file and the study's
     database are read: no data, no torch, and MLflow only to repair what a dead worker left (its trial's run and
     the study's parent run, left RUNNING when a worker is killed during the week's last trial)."""
@@ -187,12 +155,14 @@ def _budget_spent(study_path: Path, options: SearchOptions, week: str, echo) -> 
         session.close()
 
 
-def _close_abandoned_parent(session: StudySession, tracker, echo) -> None:
+def _close_abandoned_parent(session: StudySession, tracker: StudyTracker | None, echo: Echo) -> None:
     if session.close_abandoned_parent(tracker):
         echo("closed the study's MLflow parent run, left RUNNING by a stopped search")
 
 
-def _run_in_process(session, options, week, parent, remaining, metric, echo) -> None:
+def _run_in_process(
+    session: StudySession, options: SearchOptions, week: str, parent: str, remaining: int, metric: str, echo: Echo
+) -> None:
     from tqdm import tqdm
 
     from search.run.trial_outcome import format_outcome
@@ -215,47 +185,18 @@ def _run_in_process(session, options, week, parent, remaining, metric, echo) -> 
             raise
 
 
-def _run_workers(study_path: Path, options: SearchOptions, week: str, parent: str, worker_ids: set[str]) -> None:
-    from search.run.worker import sigint_ignored
-
-    ctx = multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(target=_worker_process, args=(str(study_path), options, week, parent), name=f"losstune-worker-{i}")
-        for i in range(options.workers)
-    ]
-    for p in procs:
-        p.start()
-        worker_ids.add(f"{socket.gethostname()}:{p.pid}")
-    try:
-        for p in procs:
-            p.join()
-    except KeyboardInterrupt:
-        with sigint_ignored():
-            for p in procs:
-                if p.is_alive():
-                    os.kill(p.pid, signal.SIGTERM)  # each marks its current trial, then stops
-            for p in procs:
-                p.join(WORKER_STOP_SECONDS)
-                if p.is_alive():  # stuck: its trial goes stale and is failed by the next run
-                    p.kill()
-        raise
-    codes = {p.name: p.exitcode for p in procs}
-    if any(code == EXIT_INTERRUPTED for code in codes.values()):
-        raise KeyboardInterrupt  # a worker was stopped (kill -TERM): report like Ctrl-C
-    failed = [name for name, code in codes.items() if code != 0]
-    if failed:
-        raise LosstuneError(f"worker process(es) {', '.join(failed)} stopped with an error (see their output above)")
-
-
-def _print_interrupted(session, week: str, budget: int, first_trial: int, workers: set[str], echo) -> None:
+def _print_interrupted(
+    session: StudySession, week: str, budget: int, first_trial: int, workers: set[str], echo: Echo
+) -> None:
     """What an interrupted run did: its trials (complete, failed, interrupted) and the budget used."""
     from optuna.trial import TrialState
 
     try:
         mine = [
-            t for t in session.study.get_trials(deepcopy=False)
+            t
+            for t in session.study.get_trials(deepcopy=False)
             if t.number >= first_trial and t.user_attrs.get("worker") in workers
-        ]  # fmt: skip
+        ]
         complete = sum(1 for t in mine if t.state == TrialState.COMPLETE)
         stopped = [t.number for t in mine if t.user_attrs.get("failure") == "interrupted"]
         failed = sum(1 for t in mine if t.state == TrialState.FAIL) - len(stopped)
@@ -265,12 +206,13 @@ def _print_interrupted(session, week: str, budget: int, first_trial: int, worker
         return
     marked = (
         f"trial(s) {', '.join(map(str, stopped))} marked FAILED (interrupted) and will be retried"
-        if stopped else "no trial was running"
-    )  # fmt: skip
+        if stopped
+        else "no trial was running"
+    )
     echo(f"interrupted: {complete} trial(s) complete and {failed} failed in this run; {marked}; {where}")
 
 
-def _print_summary(session: StudySession, tracker: StudyTracker, week: str, budget: int, echo) -> None:
+def _print_summary(session: StudySession, tracker: StudyTracker, week: str, budget: int, echo: Echo) -> None:
     from search.study.plan import config_key
     from search.study.verdict import confidence, format_confidence, resolve_rule, select
 
@@ -280,8 +222,11 @@ def _print_summary(session: StudySession, tracker: StudyTracker, week: str, budg
     best = select(trials, rule) if any(r.state == "COMPLETE" for r in records) else None
     if best is not None:
         loss = best.user_attrs["loss"]
-        echo(f"best: trial {best.number} ({best.user_attrs.get('phase')}) "
-             + " ".join(f"{k}={UNWEIGHTED if v is None else v}" for k, v in loss.items()) + f"  score {best.value:.4f}")  # fmt: skip
+        echo(
+            f"best: trial {best.number} ({best.user_attrs.get('phase')}) "
+            + " ".join(f"{k}={UNWEIGHTED if v is None else v}" for k, v in loss.items())
+            + f"  score {best.value:.4f}"
+        )
         sure = confidence(best, rule, trials, config_key(session.file.reference_loss))
         for line in format_confidence(sure, session.file.trial_config().metric.label):
             echo("  " + line)

@@ -23,7 +23,7 @@ from search.run.storage import (
     redact,
     require_existing_study_file,
     study_exists,
-)  # fmt: skip
+)
 from search.study.plan import distribution_bounds
 from search.study.study_file import StudyFile, load_study_file
 from search.tracking.mlflow_locations import check_tracking_reachable
@@ -31,7 +31,10 @@ from search.tracking.mlflow_locations import check_tracking_reachable
 # Only what every command needs is imported here. The data (pandas), the folds (torch, scikit-learn) and MLflow
 # are imported where they are used, so that `losstune status` and a week whose budget is spent answer at once.
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     import optuna
+    from optuna.storages import RDBStorage
 
     from objectives.data import Dataset
     from objectives.evaluate import PreparedFolds
@@ -60,15 +63,15 @@ class StudySession:
     ) -> None:
         self.path = Path(study_path)
         self.file: StudyFile = load_study_file(self.path)
-        self.dataset: Dataset | None = None
+        self._dataset: Dataset | None = None
         if with_data:
             from objectives.data import check_folds, load_dataset
 
-            self.dataset = load_dataset(self.file.data_spec)
-            check_folds(self.dataset, self.file.cv.folds)
+            self._dataset = load_dataset(self.file.data_spec)
+            check_folds(self._dataset, self.file.cv.folds)
             from objectives.memory import check_trial_memory
 
-            check_trial_memory(self.dataset, self.file.trial_config())  # before any store is opened for writing
+            check_trial_memory(self._dataset, self.file.trial_config())  # before any store is opened for writing
         import optuna  # after the checks that need no storage: bad input is refused without it
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -87,8 +90,8 @@ class StudySession:
             self.storage = open_optuna_storage(self.url)
             self.study = _load_or_create_study(self.file.name, self.storage, create)
             self.ledger = BudgetLedger(self.storage.engine, self.file.name)  # the study's own database and pool
-            if self.dataset is not None:
-                self._check_fingerprint(allow_data_change)
+            if self._dataset is not None:
+                self._check_fingerprint(self._dataset, allow_data_change)
         self.phases = self.file.phases
         self.bounds = distribution_bounds(self.phases)
         self._prepared: PreparedFolds | None = None
@@ -108,6 +111,13 @@ class StudySession:
         self.storage.engine.dispose()
 
     @property
+    def dataset(self) -> Dataset:
+        """The study's data, loaded by the constructor (a session opened with ``with_data=False`` has none)."""
+        if self._dataset is None:
+            raise RuntimeError(f"the study {self.file.name!r} was opened without its data")
+        return self._dataset
+
+    @property
     def prepared(self) -> PreparedFolds:
         """Folds and their preprocessing, made once per process: every trial of the study shares them."""
         if self._prepared is None:
@@ -116,9 +126,9 @@ class StudySession:
             self._prepared = prepare_folds(self.dataset, self.file.cv)
         return self._prepared
 
-    def _check_fingerprint(self, allow_change: bool) -> None:
+    def _check_fingerprint(self, dataset: Dataset, allow_change: bool) -> None:
         recorded = self.study.user_attrs.get("data_fingerprint")
-        current = self.dataset.fingerprint
+        current = dataset.fingerprint
         if recorded is None:
             self.study.set_user_attr("data_fingerprint", current)
         elif recorded != current:
@@ -182,7 +192,7 @@ class StudySession:
         return closed
 
 
-def _load_or_create_study(name: str, storage, create: bool = True) -> optuna.Study:
+def _load_or_create_study(name: str, storage: RDBStorage, create: bool = True) -> optuna.Study:
     """Load the study; create it only when it does not exist yet (loading first writes nothing)."""
     import optuna
 
@@ -194,7 +204,7 @@ def _load_or_create_study(name: str, storage, create: bool = True) -> optuna.Stu
         return optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
 
 
-def close_orphan_runs(study: optuna.Study, tracker: StudyTracker, stale_numbers: set[int] = frozenset()) -> int:
+def close_orphan_runs(study: optuna.Study, tracker: StudyTracker, stale_numbers: Collection[int] = frozenset()) -> int:
     """Close the MLflow runs left RUNNING by workers that died: the run of a FAIL trial ends FAILED (with the
     trial's reason, or that its worker stopped), the run of a COMPLETE trial (killed after telling Optuna, its
     metrics already logged) ends FINISHED. A run is matched to its trial by the trial's ``mlflow_run_id``, or,

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -22,6 +23,9 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from objectives.errors import LosstuneError
 from search.formats.redaction import redact_text, redact_url
 from search.run.heartbeats import grace_seconds, heartbeat_seconds
+
+if TYPE_CHECKING:
+    from optuna.storages import RDBStorage
 
 log = logging.getLogger(__name__)
 
@@ -169,15 +173,19 @@ def quiet_optuna() -> Iterator[None]:
         yield
 
 
-def open_optuna_storage(url: str):
+def open_optuna_storage(url: str) -> RDBStorage:
     import optuna
 
     open_engine(url).dispose()  # a clear error for an unreachable server or an unwritable file
     beat, grace = heartbeat_seconds(), grace_seconds()
     try:
         with quiet_optuna():
+            # Optuna's hints say int, but it waits and compares in (fractional) seconds: a float works as given
             storage = optuna.storages.RDBStorage(
-                url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=beat, grace_period=grace
+                url,
+                engine_kwargs=_engine_kwargs(url),
+                heartbeat_interval=beat,  # type: ignore[arg-type]
+                grace_period=grace,  # type: ignore[arg-type]
             )
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] or type(exc).__name__

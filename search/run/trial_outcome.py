@@ -3,6 +3,7 @@ failure handler needs), :class:`TrialOutcome` (what the worker reports) and the 
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -39,7 +40,7 @@ class TrialProgress:
     run_id: str | None = None
     told: bool = False
     outcome: TrialOutcome | None = None
-    beat: object = None  # the heartbeat, entered by the worker, left once the trial is told
+    beat: AbstractContextManager[None] | None = None  # the heartbeat, entered by the worker, left once told
 
     def stop_beating(self) -> None:
         if self.beat is not None:
@@ -80,5 +81,7 @@ def _with_noise(score: float, stats: dict | None) -> str:
 def _vs_reference(stats: dict | None) -> str:
     if not stats or stats.get("diff_vs_reference") is None:
         return ""
-    return (f"  vs reference t{stats['reference_trial']:03d}: {stats['diff_vs_reference']:+.4f} ± "
-            f"{stats['diff_vs_reference_se']:.4f} {stats['verdict_vs_reference']}")  # fmt: skip
+    return (
+        f"  vs reference t{stats['reference_trial']:03d}: {stats['diff_vs_reference']:+.4f} ± "
+        f"{stats['diff_vs_reference_se']:.4f} {stats['verdict_vs_reference']}"
+    )

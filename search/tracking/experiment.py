@@ -17,8 +17,9 @@ from search.tracking.study_run import experiment_kind_tags
 log = logging.getLogger(__name__)
 
 
-def open_experiment(client: MlflowClient, experiment: str, artifact_location: str | None, requested: str | None,
-                    display_uri: str) -> str:  # fmt: skip
+def open_experiment(
+    client: MlflowClient, experiment: str, artifact_location: str | None, requested: str | None, display_uri: str
+) -> str:
     """The id of ``experiment``, created with ``artifact_location`` when missing. ``requested`` is the location the
     caller asked for (None: the default), warned about when the existing experiment keeps another one."""
     with store_errors(f"cannot open the MLflow tracking store {display_uri}"):
@@ -34,11 +35,15 @@ def open_experiment(client: MlflowClient, experiment: str, artifact_location: st
     for key, value in experiment_kind_tags(found.tags).items():  # experiments made before it was set
         with store_errors(f"cannot write to the MLflow tracking store {display_uri}"):
             client.set_experiment_tag(found.experiment_id, key, value)
-    if requested is not None and not _same_location(found.artifact_location, artifact_location):
+    # (artifact_location is None only when none was requested: the store's own default)
+    moved = artifact_location is not None and not _same_location(found.artifact_location, artifact_location)
+    if requested is not None and moved:
         log.warning(
             "MLflow experiment %r already exists with artifacts in %s (not %s): keeping its location",
-            experiment, found.artifact_location, artifact_location,
-        )  # fmt: skip
+            experiment,
+            found.artifact_location,
+            artifact_location,
+        )
     log.debug("reusing MLflow experiment %r (id %s)", experiment, found.experiment_id)
     return found.experiment_id
 
@@ -60,7 +65,10 @@ def _create(client: MlflowClient, experiment: str, artifact_location: str | None
                 raise
             experiment_id = found.experiment_id
     log.info(
-        "MLflow experiment %r (id %s) in %s, artifacts in %s", experiment, experiment_id, display_uri,
+        "MLflow experiment %r (id %s) in %s, artifacts in %s",
+        experiment,
+        experiment_id,
+        display_uri,
         client.get_experiment(experiment_id).artifact_location,
-    )  # fmt: skip
+    )
     return experiment_id

@@ -131,7 +131,7 @@ def _check_database(uri: str, shown: str, timeout: float) -> None:
 
 
 def _connect_timeout_args(drivername: str, timeout: float) -> dict:
-    seconds = max(1, int(round(timeout)))
+    seconds = max(1, round(timeout))
     if drivername in ("postgresql", "postgresql+psycopg2", "postgresql+psycopg"):
         return {"connect_timeout": seconds}
     if drivername.startswith("mysql"):

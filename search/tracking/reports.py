@@ -181,9 +181,13 @@ def _threshold_curves(path: Path, result: EvaluationResult, config: TrialConfig)
     ax_pr.plot(recall, precision, color="C0", linewidth=1.2, drawstyle="steps-post")
     ax_pr.axhline(result.positive_rate, color="grey", linestyle=":", linewidth=1, label="positive rate")
     ax_pr.plot(
-        [result.recall], [result.precision], "o", color="C3", markersize=7,
+        [result.recall],
+        [result.precision],
+        "o",
+        color="C3",
+        markersize=7,
         label=f"threshold {t:.3f}\nP={result.precision:.3f} R={result.recall:.3f}",
-    )  # fmt: skip
+    )
     ax_pr.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.02))
     ax_pr.set_title(f"precision-recall (PR-AUC {result.pr_auc:.3f})")
     ax_pr.legend(fontsize="small", loc="lower left")
@@ -221,9 +225,14 @@ def _confusion_matrix(directory: Path, result: EvaluationResult, negative: str, 
     for i in range(2):
         for j in range(2):
             ax.text(
-                j, i, f"{counts[i, j]:,}\n({shares[i, j]:.1%})", ha="center", va="center",
-                color="white" if shares[i, j] > 0.6 else "black", fontsize=11,
-            )  # fmt: skip
+                j,
+                i,
+                f"{counts[i, j]:,}\n({shares[i, j]:.1%})",
+                ha="center",
+                va="center",
+                color="white" if shares[i, j] > 0.6 else "black",
+                fontsize=11,
+            )
     # matplotlib's bundled font has no Japanese glyphs: such labels would be boxes (and a warning per glyph);
     # the JSON and the classification report keep the real labels
     ticks = [

@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import optuna
+    from matplotlib.axes import Axes
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +37,42 @@ def write_study_plots(study: optuna.Study, directory: Path) -> list[Path]:
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from optuna.exceptions import ExperimentalWarning
+
+    wanted = _wanted_plots(study)
+    written = []
+    with warnings.catch_warnings(), matplotlib.rc_context():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        # PED-ANOVA's caveat for early, small studies; the plot is still drawn and the table says how many trials
+        warnings.filterwarnings("ignore", message="Some regimes for parameter")
+        warnings.filterwarnings("ignore", message="Target and region quantiles select the same set")
+        for filename, plot in wanted:
+            fig = plot(study).get_figure(root=True)
+            if fig is None:  # Optuna draws every plot on a new figure of its own
+                raise RuntimeError(f"Optuna drew {filename} on no figure")
+            try:
+                fig.set_size_inches(7, 4.5)
+                fig.tight_layout()
+                fig.savefig(directory / filename, dpi=100)
+            finally:
+                plt.close(fig)
+            written.append(directory / filename)
+    return written
+
+
+def _wanted_plots(study: optuna.Study) -> list[tuple[str, Callable[[optuna.Study], Axes]]]:
+    """The plots the study's trials allow (file name, Optuna's function); why another is not drawn is logged."""
     from optuna.trial import TrialState
     from optuna.visualization import matplotlib as optuna_plots
 
     trials = [
-        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if t.value is not None and math.isfinite(t.value)
-    ]  # fmt: skip
+    ]
     varying = sorted(
-        name for name in {n for t in trials for n in t.params}
-        if len({repr(t.params.get(name)) for t in trials}) > 1
-    )  # fmt: skip
-    wanted: list[tuple[str, object]] = []
+        name for name in {n for t in trials for n in t.params} if len({repr(t.params.get(name)) for t in trials}) > 1
+    )
+    wanted: list[tuple[str, Callable[[optuna.Study], Axes]]] = []
     if trials:
         wanted.append((OPTIMIZATION_HISTORY_PNG, optuna_plots.plot_optimization_history))
     else:
@@ -55,23 +82,8 @@ def write_study_plots(study: optuna.Study, directory: Path) -> list[Path]:
     else:
         log.info(
             "parameter importances need >= 2 complete trials and >= 2 parameters that vary "
-            "(have %d and %d): no importance plot", len(trials), len(varying),
-        )  # fmt: skip
-
-    written = []
-    with warnings.catch_warnings(), matplotlib.rc_context():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        # PED-ANOVA's caveat for early, small studies; the plot is still drawn and the table says how many trials
-        warnings.filterwarnings("ignore", message="Some regimes for parameter")
-        warnings.filterwarnings("ignore", message="Target and region quantiles select the same set")
-        for filename, plot in wanted:
-            ax = plot(study)
-            fig = ax.figure
-            try:
-                fig.set_size_inches(7, 4.5)
-                fig.tight_layout()
-                fig.savefig(directory / filename, dpi=100)
-            finally:
-                plt.close(fig)
-            written.append(directory / filename)
-    return written
+            "(have %d and %d): no importance plot",
+            len(trials),
+            len(varying),
+        )
+    return wanted

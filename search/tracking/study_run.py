@@ -9,13 +9,14 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, SupportsFloat
 
 from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
 from search.study.ranking import best
 
 if TYPE_CHECKING:
     import pandas
+    from mlflow.entities import Run
 
 TAG_BEST_TRIAL = "losstune.best_trial"  # the Optuna number of the best complete trial so far
 TAG_BEST_RUN = "losstune.best_run_id"  # its MLflow run
@@ -34,18 +35,21 @@ def experiment_kind_tags(existing: dict[str, str]) -> dict[str, str]:
     return {} if existing.get(EXPERIMENT_KIND_TAG) else {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
 
 
-def best_trial_row(table: pandas.DataFrame, complete: pandas.Series) -> dict | None:
+def best_trial_row(table: pandas.DataFrame, complete: pandas.Series[bool]) -> dict[str, Any] | None:
     """The best complete trial's row of the results table (highest ``cv_score``, ties to the lower trial
     number, as ``losstune status`` and ``export`` choose), or None before any trial completed."""
     if "trial" not in table.columns:
         return None
     scores = table["cv_score"].astype("float64")
-    candidates = [(float(scores[i]), row) for i, row in table[complete & scores.notna()].iterrows()]
+    eligible = complete & scores.notna()
+    candidates = [(float(score), row) for score, (_, row) in zip(scores[eligible], table[eligible].iterrows())]
     top = best(candidates, score=lambda c: c[0], number=lambda c: int(c[1]["trial"]))
-    return None if top is None else top[1].to_dict()
+    return None if top is None else {str(k): v for k, v in top[1].to_dict().items()}
 
 
-def _number(value, digits: int = 4) -> str:
+def _number(value: object, digits: int = 4) -> str:
+    if not isinstance(value, (SupportsFloat, str)):  # None, or anything else float() refuses
+        return "n/a"
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -53,8 +57,13 @@ def _number(value, digits: int = 4) -> str:
     return "n/a" if number != number else f"{number:.{digits}f}"
 
 
-def parent_note(experiment_id: str, table: pandas.DataFrame, complete: pandas.Series, best: dict | None,
-                best_run) -> str:  # fmt: skip
+def parent_note(
+    experiment_id: str,
+    table: pandas.DataFrame,
+    complete: pandas.Series[bool],
+    best: dict[str, Any] | None,
+    best_run: Run | None,
+) -> str:
     """The parent run's description (markdown): trials so far, the best one with a link to its run."""
     failed = int(table["state"].astype(str).eq("FAIL").sum()) if "state" in table.columns else 0
     lines = [f"**{len(table)} trial(s)**: {int(complete.sum())} complete, {failed} failed.", ""]
@@ -63,9 +72,8 @@ def parent_note(experiment_id: str, table: pandas.DataFrame, complete: pandas.Se
             lines.append("No complete trial yet.")
     else:
         loss = " ".join(
-            f"{k}={UNWEIGHTED if v is None or v != v else f'{float(v):g}'}"
-            for k, v in best.items() if k in LOSS_PARAMS
-        )  # fmt: skip
+            f"{k}={UNWEIGHTED if v is None or v != v else f'{float(v):g}'}" for k, v in best.items() if k in LOSS_PARAMS
+        )
         name = best_run.info.run_name if best_run is not None else f"trial {best['trial']}"
         link = f"[{name}](#/experiments/{experiment_id}/runs/{best_run.info.run_id})" if best_run else name
         lines.append(
@@ -73,8 +81,11 @@ def parent_note(experiment_id: str, table: pandas.DataFrame, complete: pandas.Se
             f"cv_score {_number(best['cv_score'])}, honest_score {_number(best.get('honest_score'))}, "
             f"threshold {_number(best.get('threshold'))}."
         )
-    lines += ["", f"[All trials in the runs table](#/experiments/{experiment_id}/runs); the study's results "
-              "table is the artifact results_table.json of this run. Rewritten after every trial."]  # fmt: skip
+    lines += [
+        "",
+        f"[All trials in the runs table](#/experiments/{experiment_id}/runs); the study's results "
+        "table is the artifact results_table.json of this run. Rewritten after every trial.",
+    ]
     return "\n".join(lines)
 
 

@@ -62,6 +62,21 @@ class StudySummary:
         if len(finite):
             metrics.append(Metric("best_cv_score", float(finite.max()), now, step))
 
+        self._upload_summary_files(parent_run_id, table, study, notes)
+
+        tags = self._best_trial_tags(parent_run_id, table, complete)
+        logged = json.loads(self.client.get_run(parent_run_id).data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
+        entry = {"path": RESULTS_TABLE_JSON, "type": "table"}
+        if entry not in logged:  # what log_table records, so the UI lists the file among the run's tables
+            tags.append(RunTag(MLFLOW_LOGGED_ARTIFACTS, json.dumps([*logged, entry])))
+        if notes:
+            tags.append(RunTag(TAG_PLAN_CHOICES, truncate("\n".join(notes), MAX_NOTES_CHARS)))
+        self.client.log_batch(parent_run_id, metrics=metrics, tags=tags)
+
+    def _upload_summary_files(
+        self, parent_run_id: str, table: pandas.DataFrame, study: optuna.Study | None, notes: list[str] | None
+    ) -> None:
+        """The results table (JSON and CSV), Optuna's plots and the plan's choices, uploaded in one call."""
         with tempfile.TemporaryDirectory(prefix="losstune-study-") as tmp:
             directory = Path(tmp)
             # mlflow.log_table / MlflowClient.log_table *append* to an existing table file, which would repeat
@@ -78,25 +93,18 @@ class StudySummary:
                 (directory / PLAN_CHOICES_TXT).write_text("\n".join(notes) + "\n", encoding="utf-8")
             self.client.log_artifacts(parent_run_id, tmp)
 
-        tags = self._best_trial_tags(parent_run_id, table, complete)
-        logged = json.loads(self.client.get_run(parent_run_id).data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
-        entry = {"path": RESULTS_TABLE_JSON, "type": "table"}
-        if entry not in logged:  # what log_table records, so the UI lists the file among the run's tables
-            tags.append(RunTag(MLFLOW_LOGGED_ARTIFACTS, json.dumps([*logged, entry])))
-        if notes:
-            tags.append(RunTag(TAG_PLAN_CHOICES, truncate("\n".join(notes), MAX_NOTES_CHARS)))
-        self.client.log_batch(parent_run_id, metrics=metrics, tags=tags)
-
-    def _best_trial_tags(self, parent_run_id: str, table: pandas.DataFrame, complete) -> list[RunTag]:
+    def _best_trial_tags(
+        self, parent_run_id: str, table: pandas.DataFrame, complete: pandas.Series[bool]
+    ) -> list[RunTag]:
         """The best trial named on the parent run: tags ``losstune.best_trial`` and ``losstune.best_run_id``,
         and the run's description (``mlflow.note.content``) with a link to it; rewritten after every trial."""
         best = best_trial_row(table, complete)
         run = None
         if best is not None:
-            found = self.client.search_runs(
-                [self.experiment_id], max_results=1,
-                filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and tags.`{TAG_TRIAL}` = '{best['trial']}'",
-            )  # fmt: skip
+            of_best_trial = (
+                f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and tags.`{TAG_TRIAL}` = '{best['trial']}'"
+            )
+            found = self.client.search_runs([self.experiment_id], max_results=1, filter_string=of_best_trial)
             run = found[0] if found else None
         note = parent_note(self.experiment_id, table, complete, best, run)
         tags = [RunTag("mlflow.note.content", note)]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 
 from mlflow import MlflowClient
-from mlflow.entities import Param
+from mlflow.entities import Param, Run
 from mlflow.exceptions import MlflowException
 
 from search.tracking.experiment import open_experiment
@@ -62,8 +62,9 @@ class StudyTracker(TrialRuns, StudySummary):
         self.artifact_location = _artifact_uri(artifact_location, self.tracking_uri, experiment)
         with store_errors(f"cannot open the MLflow tracking store {self.display_uri}"):
             self.client = MlflowClient(tracking_uri=self.tracking_uri)
-        self.experiment_id = open_experiment(self.client, experiment, self.artifact_location, artifact_location,
-                                             self.display_uri)  # fmt: skip
+        self.experiment_id = open_experiment(
+            self.client, experiment, self.artifact_location, artifact_location, self.display_uri
+        )
 
     # ------------------------------------------------------------------------------------------- study run
 
@@ -77,7 +78,7 @@ class StudyTracker(TrialRuns, StudySummary):
             if parent_run_id:
                 run = self._find_run(parent_run_id)
                 why_not = self._why_not_parent(run, study_name)
-                if why_not is None:
+                if run is not None and why_not is None:
                     self.client.update_run(parent_run_id, status="RUNNING")
                     self._log_study_params(run, params or {})
                     log.info("re-attached to MLflow parent run %s of study %r", parent_run_id, study_name)
@@ -92,20 +93,25 @@ class StudyTracker(TrialRuns, StudySummary):
         log.info("started MLflow parent run %s for study %r", run.info.run_id, study_name)
         return run.info.run_id
 
-    def _log_study_params(self, run, params: dict[str, str]) -> None:
+    def _log_study_params(self, run: Run, params: dict[str, str]) -> None:
         """The params the run lacks. MLflow never changes a logged param, so a setting edited in the study file
         since (``trials_per_week``, say) keeps its first value on the parent run, with a warning; the trials'
         own params always show what each of them ran."""
         logged = run.data.params
         changed = {k: v for k, v in params.items() if k in logged and logged[k] != v}
         for key, value in changed.items():
-            log.warning("MLflow parent run %s keeps param %s=%s (the study file now gives %s)",
-                        run.info.run_id, key, logged[key], value)  # fmt: skip
+            log.warning(
+                "MLflow parent run %s keeps param %s=%s (the study file now gives %s)",
+                run.info.run_id,
+                key,
+                logged[key],
+                value,
+            )
         new = [Param(k, v) for k, v in params.items() if k not in logged]
         if new:
             self.client.log_batch(run.info.run_id, params=new)
 
-    def _find_run(self, run_id: str):
+    def _find_run(self, run_id: str) -> Run | None:
         """The run, or None when the store has no run with this id."""
         try:
             return self.client.get_run(run_id)
@@ -114,7 +120,7 @@ class StudyTracker(TrialRuns, StudySummary):
                 return None
             raise
 
-    def _why_not_parent(self, run, study_name: str) -> str | None:
+    def _why_not_parent(self, run: Run | None, study_name: str) -> str | None:
         if run is None:
             return "is not in the tracking store"
         if run.info.experiment_id != self.experiment_id:

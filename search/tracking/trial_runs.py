@@ -33,7 +33,7 @@ from search.tracking.mlflow_store import (
     TAG_WEEK,
     now_ms,
     truncate,
-)  # fmt: skip
+)
 from search.tracking.run_params import trial_params
 
 if TYPE_CHECKING:  # torch and pandas stay unimported until a trial is logged (repairs need none)
@@ -92,9 +92,13 @@ class TrialRuns:
         self.mark_finished(run_id)
 
     def log_trial_result(
-        self, run_id: str, result: EvaluationResult, dataset: Dataset, config: TrialConfig,
+        self,
+        run_id: str,
+        result: EvaluationResult,
+        dataset: Dataset,
+        config: TrialConfig,
         extra_metrics: dict[str, float] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """:meth:`finish_trial` without the final status: the run stays RUNNING until :meth:`mark_finished`.
 
         A search logs the result, then tells Optuna, then marks the run FINISHED, so that a worker killed in
@@ -145,9 +149,11 @@ class TrialRuns:
         token = None
         while True:
             page = self.client.search_runs(
-                [self.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000,
+                [self.experiment_id],
+                filter_string="attributes.status = 'RUNNING'",
+                max_results=1000,
                 page_token=token,
-            )  # fmt: skip
+            )
             yield from page
             token = page.token
             if not token:

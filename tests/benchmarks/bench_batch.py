@@ -33,9 +33,17 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 # ../shared/data beside the checkout (or two levels up, from a worktree under wt/)
-BANK_CSV = next((p for p in (REPO.parent / "shared" / "data" / "bank_full.csv",
-                             REPO.parents[1] / "shared" / "data" / "bank_full.csv") if p.exists()),
-                REPO.parent / "shared" / "data" / "bank_full.csv")  # fmt: skip
+BANK_CSV = next(
+    (
+        p
+        for p in (
+            REPO.parent / "shared" / "data" / "bank_full.csv",
+            REPO.parents[1] / "shared" / "data" / "bank_full.csv",
+        )
+        if p.exists()
+    ),
+    REPO.parent / "shared" / "data" / "bank_full.csv",
+)
 sys.path.insert(0, str(REPO))
 
 STUDY = """\
@@ -98,19 +106,35 @@ def reference_week(spec: dict) -> None:
         start = time.perf_counter()
         oof = np.zeros(len(y))
         for train_idx, val_idx in StratifiedKFold(5, shuffle=True, random_state=0).split(features, y):
-            pre = ColumnTransformer([
-                ("num", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), numeric),
-                ("cat", Pipeline([("impute", SimpleImputer(strategy="most_frequent")),
-                                  ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False))]), categorical),
-            ]).fit(features.iloc[train_idx])  # fmt: skip
+            pre = ColumnTransformer(
+                [
+                    (
+                        "num",
+                        Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]),
+                        numeric,
+                    ),
+                    (
+                        "cat",
+                        Pipeline(
+                            [
+                                ("impute", SimpleImputer(strategy="most_frequent")),
+                                ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+                            ]
+                        ),
+                        categorical,
+                    ),
+                ]
+            ).fit(features.iloc[train_idx])
             x_train = torch.tensor(pre.transform(features.iloc[train_idx]), dtype=torch.float32)
             x_val = torch.tensor(pre.transform(features.iloc[val_idx]), dtype=torch.float32)
-            model = nn.Sequential(nn.Linear(x_train.shape[1], 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(),
-                                  nn.Linear(64, 1))  # fmt: skip
+            model = nn.Sequential(
+                nn.Linear(x_train.shape[1], 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 1)
+            )
             criterion = CombinedLoss(**loss)
             optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-            loader = DataLoader(TensorDataset(x_train, torch.tensor(y[train_idx], dtype=torch.float32)),
-                                batch_size=256, shuffle=True)  # fmt: skip
+            loader = DataLoader(
+                TensorDataset(x_train, torch.tensor(y[train_idx], dtype=torch.float32)), batch_size=256, shuffle=True
+            )
             for _ in range(spec["epochs"]):
                 for xb, yb in loader:
                     optimizer.zero_grad()
@@ -151,17 +175,24 @@ def bench_week(data: Path, epochs: int, tmp: Path) -> dict:
     start = time.perf_counter()
     subprocess.run([sys.executable, __file__, "--reference-week", json.dumps(spec)], check=True)
     reference = time.perf_counter() - start
-    return {"trials": len(trials), "losstune_s": ours, "reference_s": reference, "ratio": reference / ours,
-            "losstune_best_f1": ours_best}  # fmt: skip
+    return {
+        "trials": len(trials),
+        "losstune_s": ours,
+        "reference_s": reference,
+        "ratio": reference / ours,
+        "losstune_best_f1": ours_best,
+    }
 
 
 def _config(loss: dict, epochs: int, repeats: int = 1):
     from objectives.config import CVConfig, LossConfig, ModelConfig, TrainConfig, TrialConfig
 
     return TrialConfig(
-        loss=LossConfig(**loss), model=ModelConfig(hidden=(128, 64)), cv=CVConfig(folds=5, seed=0, repeats=repeats),
+        loss=LossConfig(**loss),
+        model=ModelConfig(hidden=(128, 64)),
+        cv=CVConfig(folds=5, seed=0, repeats=repeats),
         train=TrainConfig(epochs=epochs, batch_size=256, lr=1e-3, device="cpu"),
-    )  # fmt: skip
+    )
 
 
 def _dataset(data: Path):
@@ -188,8 +219,10 @@ def bench_together(data: Path, epochs: int) -> dict:
     from objectives.evaluate import evaluate, evaluate_many, prepare_folds
 
     ds = _dataset(data)
-    configs = [_config(dict(alpha=None, gamma=3.0, bce_weight=b, focal_weight=f), epochs)
-               for b, f in ((0.5, 0.5), (0.2, 0.8), (0.8, 0.2), (0.0, 1.0))]  # fmt: skip
+    configs = [
+        _config(dict(alpha=None, gamma=3.0, bce_weight=b, focal_weight=f), epochs)
+        for b, f in ((0.5, 0.5), (0.2, 0.8), (0.8, 0.2), (0.0, 1.0))
+    ]
     prepared = prepare_folds(ds, configs[0].cv)
     evaluate(
         ds, configs[0].model_copy(update={"train": configs[0].train.model_copy(update={"epochs": 1})}), prepared
@@ -218,9 +251,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="losstune-bench-") as tmp_name:
         tmp = Path(tmp_name)
         data = data_file(args.quick, tmp)
-        for name, bench in (("together", lambda: bench_together(data, epochs)),
-                            ("repeats", lambda: bench_repeats(data, epochs)),
-                            ("week", lambda: bench_week(data, epochs, tmp))):  # fmt: skip
+        for name, bench in (
+            ("together", lambda: bench_together(data, epochs)),
+            ("repeats", lambda: bench_repeats(data, epochs)),
+            ("week", lambda: bench_week(data, epochs, tmp)),
+        ):
             if args.only in (None, name):
                 figures = bench()
                 shown = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items())

@@ -202,8 +202,9 @@ def datasets(args: argparse.Namespace, tmp: Path) -> list[dict]:
         t0 = time.perf_counter()
         write_synthetic(path, rows)
         print(f"wrote synthetic table: {rows} rows -> {path} ({time.perf_counter() - t0:.1f}s)")
-        out.append(dict(name=f"synthetic_{rows // 1000}k", path=str(path), sep=",", target="target", positive="1",
-                        drop=[]))  # fmt: skip
+        out.append(
+            dict(name=f"synthetic_{rows // 1000}k", path=str(path), sep=",", target="target", positive="1", drop=[])
+        )
     return out
 
 
@@ -272,12 +273,36 @@ def timed(cmd: list[str], data: str) -> tuple[float, dict, float | None]:
 
 
 def losstune_cmd(ds: dict, epochs: int, precision: str = "fp32") -> list[str]:
-    cmd = [losstune_exe(), "evaluate", "--data", ds["path"], "--target", ds["target"], "--positive", ds["positive"],
-           "--sep", ds["sep"]]  # fmt: skip
+    cmd = [
+        losstune_exe(),
+        "evaluate",
+        "--data",
+        ds["path"],
+        "--target",
+        ds["target"],
+        "--positive",
+        ds["positive"],
+        "--sep",
+        ds["sep"],
+    ]
     for col in ds["drop"]:
         cmd += ["--drop", col]
-    return cmd + ["--folds", str(FOLDS), "--epochs", str(epochs), "--batch-size", str(BATCH), "--lr", f"{LR:g}",
-                  "--seed", str(SEED), "--precision", precision, "--json"]  # fmt: skip
+    return [
+        *cmd,
+        "--folds",
+        str(FOLDS),
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        str(BATCH),
+        "--lr",
+        f"{LR:g}",
+        "--seed",
+        str(SEED),
+        "--precision",
+        precision,
+        "--json",
+    ]
 
 
 def reference_cmd(ds: dict, epochs: int) -> list[str]:
@@ -354,11 +379,16 @@ def environment(revision: str) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="Benchmark losstune evaluate against a per-fold reference.")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"smoke run: {QUICK_ROWS} rows per dataset, {QUICK_EPOCHS} epochs")  # fmt: skip
+    parser.add_argument(
+        "--quick", action="store_true", help=f"smoke run: {QUICK_ROWS} rows per dataset, {QUICK_EPOCHS} epochs"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="time each side N times and take the median")
-    parser.add_argument("--dataset", action="append", choices=["bank", "synthetic"],
-                        help="run only this dataset (repeatable; default: both)")  # fmt: skip
+    parser.add_argument(
+        "--dataset",
+        action="append",
+        choices=["bank", "synthetic"],
+        help="run only this dataset (repeatable; default: both)",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -397,28 +427,43 @@ def main() -> int:
                 print(f"[{ds['name']}] run {r + 1}/{args.repeat}: losstune evaluate ...", flush=True)
                 lt_runs.append(timed(losstune_cmd(ds, epochs, args.precision), ds["path"]))
                 w, j, o = lt_runs[-1]
-                print(f"[{ds['name']}]   losstune  {w:8.1f}s  F1 {j['oof_score']:.4f}  ({j['seconds']:.1f}s in "
-                      f"evaluate(); other processes {_pct(o)} of the CPU)", flush=True)  # fmt: skip
+                print(
+                    f"[{ds['name']}]   losstune  {w:8.1f}s  F1 {j['oof_score']:.4f}  ({j['seconds']:.1f}s in "
+                    f"evaluate(); other processes {_pct(o)} of the CPU)",
+                    flush=True,
+                )
                 print(f"[{ds['name']}] run {r + 1}/{args.repeat}: reference ...", flush=True)
                 ref_runs.append(timed(reference_cmd(ds, epochs), ds["path"]))
                 w, j, o = ref_runs[-1]
-                print(f"[{ds['name']}]   reference {w:8.1f}s  F1 {j['oof_score']:.4f}  ({j['seconds']:.1f}s after "
-                      f"imports; other processes {_pct(o)} of the CPU)", flush=True)  # fmt: skip
+                print(
+                    f"[{ds['name']}]   reference {w:8.1f}s  F1 {j['oof_score']:.4f}  ({j['seconds']:.1f}s after "
+                    f"imports; other processes {_pct(o)} of the CPU)",
+                    flush=True,
+                )
             lt_s = statistics.median(w for w, _, _ in lt_runs)
             ref_s = statistics.median(w for w, _, _ in ref_runs)
             lt_f1 = statistics.median(j["oof_score"] for _, j, _ in lt_runs)
             ref_f1 = statistics.median(j["oof_score"] for _, j, _ in ref_runs)
             contention = [o for _, _, o in lt_runs + ref_runs if o is not None]
-            rows_out.append(dict(
-                name=ds["name"], rows=lt_runs[0][1]["n_rows"], lt_s=lt_s, ref_s=ref_s, speedup=ref_s / lt_s,
-                lt_f1=lt_f1, ref_f1=ref_f1, diff=abs(lt_f1 - ref_f1),
-                lt_inner=statistics.median(j["seconds"] for _, j, _ in lt_runs),
-                ref_inner=statistics.median(j["seconds"] for _, j, _ in ref_runs),
-                contention=max(contention) if contention else None,
-                child_threads=ref_runs[0][1]["torch_threads"],
-                lt_thr=lt_runs[0][1]["threshold"], ref_thr=ref_runs[0][1]["threshold"],
-                f1_varies=any(len({j["oof_score"] for _, j, _ in runs}) > 1 for runs in (lt_runs, ref_runs)),
-            ))  # fmt: skip
+            rows_out.append(
+                dict(
+                    name=ds["name"],
+                    rows=lt_runs[0][1]["n_rows"],
+                    lt_s=lt_s,
+                    ref_s=ref_s,
+                    speedup=ref_s / lt_s,
+                    lt_f1=lt_f1,
+                    ref_f1=ref_f1,
+                    diff=abs(lt_f1 - ref_f1),
+                    lt_inner=statistics.median(j["seconds"] for _, j, _ in lt_runs),
+                    ref_inner=statistics.median(j["seconds"] for _, j, _ in ref_runs),
+                    contention=max(contention) if contention else None,
+                    child_threads=ref_runs[0][1]["torch_threads"],
+                    lt_thr=lt_runs[0][1]["threshold"],
+                    ref_thr=ref_runs[0][1]["threshold"],
+                    f1_varies=any(len({j["oof_score"] for _, j, _ in runs}) > 1 for runs in (lt_runs, ref_runs)),
+                )
+            )
 
     if not rows_out:
         print("no dataset to run")
@@ -451,7 +496,8 @@ def main() -> int:
         notes.append(
             f"- {r['name']}: inside the process, losstune evaluate() {r['lt_inner']:.1f}s, reference after imports "
             f"{r['ref_inner']:.1f}s; threshold losstune {r['lt_thr']:.4f} (exact), reference {r['ref_thr']:.2f} "
-            f"(0.01 grid); torch threads in the timed processes {r['child_threads']}; other processes used at most {_pct(r['contention'])} of the CPU during a timed run"
+            f"(0.01 grid); torch threads in the timed processes {r['child_threads']}; other processes used at most "
+            f"{_pct(r['contention'])} of the CPU during a timed run"
             + ("; NOTE: the F1 differed between repeats" if r["f1_varies"] else "")
         )
     busiest = max((r["contention"] for r in rows_out if r["contention"] is not None), default=None)

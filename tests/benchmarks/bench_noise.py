@@ -44,9 +44,13 @@ from search.study.plan import TrialRecord, config_key, next_step, trial_cv
 
 # the shared tables: $LOSSTUNE_SHARED_DATA, else the first of ../shared/data beside the checkout or above it
 _HERE = Path(__file__).resolve().parents[2]
-DATA = Path(os.environ.get("LOSSTUNE_SHARED_DATA") or next(
-    (p for p in (_HERE.parent / "shared" / "data", _HERE.parent.parent / "shared" / "data") if p.is_dir()),
-    _HERE.parent / "shared" / "data"))  # fmt: skip
+DATA = Path(
+    os.environ.get("LOSSTUNE_SHARED_DATA")
+    or next(
+        (p for p in (_HERE.parent / "shared" / "data", _HERE.parent.parent / "shared" / "data") if p.is_dir()),
+        _HERE.parent / "shared" / "data",
+    )
+)
 TABLES = {
     "pima": DataSpec(path=DATA / "pima_indians_diabetes.csv", target="Outcome"),
     "german_credit": DataSpec(path=DATA / "german_credit.csv", target="bad_credit"),
@@ -54,15 +58,17 @@ TABLES = {
     "islp_default": DataSpec(path=DATA / "islp_default.csv", target="default", positive="Yes"),
 }
 BASE = TrialConfig(
-    model=ModelConfig(hidden=(128, 64)), train=TrainConfig(epochs=20, batch_size=256, lr=1e-3, device="cpu"),
+    model=ModelConfig(hidden=(128, 64)),
+    train=TrainConfig(epochs=20, batch_size=256, lr=1e-3, device="cpu"),
     cv=CVConfig(folds=5, seed=0),
-)  # fmt: skip
+)
 PHASES = tuple(p for p in DEFAULT_PLAN if p.kind != "tpe")  # the week: grid phases and confirm
 
 
 def subset(ds: Dataset, rows: np.ndarray, tag: str) -> Dataset:
-    return replace(ds, features=ds.features.iloc[rows].reset_index(drop=True), y=ds.y[rows],
-                   fingerprint=f"{ds.fingerprint}:{tag}")  # fmt: skip
+    return replace(
+        ds, features=ds.features.iloc[rows].reset_index(drop=True), y=ds.y[rows], fingerprint=f"{ds.fingerprint}:{tag}"
+    )
 
 
 def run_trial(ds: Dataset, config: TrialConfig) -> dict:
@@ -70,16 +76,25 @@ def run_trial(ds: Dataset, config: TrialConfig) -> dict:
     r = config.cv.repeats
     first = evaluate(ds, config)
     if getattr(first, "repeats", 1) == r:
-        return dict(value=first.oof_score, fold_scores=list(first.fold_scores), honest=first.honest_score_mean,
-                    threshold=first.threshold, seconds=first.seconds)  # fmt: skip
-    runs = [first] + [evaluate(ds, config.model_copy(update={"cv": config.cv.model_copy(update={"seed": config.cv.seed + i})}))
-                      for i in range(1, r)]  # fmt: skip
+        return dict(
+            value=first.oof_score,
+            fold_scores=list(first.fold_scores),
+            honest=first.honest_score_mean,
+            threshold=first.threshold,
+            seconds=first.seconds,
+        )
+    runs = [first] + [
+        evaluate(ds, config.model_copy(update={"cv": config.cv.model_copy(update={"seed": config.cv.seed + i})}))
+        for i in range(1, r)
+    ]
     pooled = best_threshold(np.tile(ds.y, r), np.concatenate([x.oof_proba for x in runs]), config.metric)
     return dict(
         value=float(np.mean([score_at(ds.y, x.oof_proba, pooled.threshold, config.metric) for x in runs])),
-        fold_scores=[s for x in runs for s in x.fold_scores], honest=float(np.mean([x.honest_score_mean for x in runs])),
-        threshold=pooled.threshold, seconds=sum(x.seconds for x in runs),
-    )  # fmt: skip
+        fold_scores=[s for x in runs for s in x.fold_scores],
+        honest=float(np.mean([x.honest_score_mean for x in runs])),
+        threshold=pooled.threshold,
+        seconds=sum(x.seconds for x in runs),
+    )
 
 
 def week(ds: Dataset) -> tuple[list[TrialRecord], dict[int, dict]]:
@@ -93,9 +108,19 @@ def week(ds: Dataset) -> tuple[list[TrialRecord], dict[int, dict]]:
         config = BASE.model_copy(update={"loss": LossConfig(**step.loss), "cv": cv})
         f = run_trial(ds, config)
         n = len(records)
-        records.append(TrialRecord(n, step.phase.name, "COMPLETE", dict(step.loss), value=f["value"],
-                                   cv=None if step.cv is None else cv.model_dump(), cv_seed=cv.seed,
-                                   fold_scores=tuple(f["fold_scores"]), folds=cv.folds))  # fmt: skip
+        records.append(
+            TrialRecord(
+                n,
+                step.phase.name,
+                "COMPLETE",
+                dict(step.loss),
+                value=f["value"],
+                cv=None if step.cv is None else cv.model_dump(),
+                cv_seed=cv.seed,
+                fold_scores=tuple(f["fold_scores"]),
+                folds=cv.folds,
+            )
+        )
         figures[n] = {**f, "config": config}
 
 
@@ -121,11 +146,15 @@ def one_split(name: str, ds: Dataset, split: int) -> dict:
         f = figures[pick.number]
         c = compare(pick.fold_scores, ref.fold_scores, pick.folds, diff=pick.value - ref.value)
         out[label] = dict(
-            trial=pick.number, loss=pick.loss, oof=pick.value, se=corrected_se(pick.fold_scores, pick.folds),
-            honest=f["honest"], test=test_score(train, test, f["config"], f["threshold"]),
-            vs_ref=c.text(4), ref_test=test_score(train, test, figures[ref.number]["config"],
-                                                  figures[ref.number]["threshold"]),
-        )  # fmt: skip
+            trial=pick.number,
+            loss=pick.loss,
+            oof=pick.value,
+            se=corrected_se(pick.fold_scores, pick.folds),
+            honest=f["honest"],
+            test=test_score(train, test, f["config"], f["threshold"]),
+            vs_ref=c.text(4),
+            ref_test=test_score(train, test, figures[ref.number]["config"], figures[ref.number]["threshold"]),
+        )
     return out
 
 
@@ -133,12 +162,21 @@ def spread(name: str, ds: Dataset, seeds: int = 12) -> dict:
     (train_rows, _), *_ = stratified_folds(ds.y, 5, 0)
     train = subset(ds, train_rows, "train0")
     loss = LossConfig(**default_reference(PHASES))
-    scores = np.array([evaluate(train, BASE.model_copy(update={"loss": loss, "cv": CVConfig(folds=5, seed=s)})).oof_score
-                       for s in range(seeds)])  # fmt: skip
+    scores = np.array(
+        [
+            evaluate(train, BASE.model_copy(update={"loss": loss, "cv": CVConfig(folds=5, seed=s)})).oof_score
+            for s in range(seeds)
+        ]
+    )
     disjoint = scores.reshape(-1, 3).mean(axis=1)
     every = np.array([scores[list(c)].mean() for c in itertools.combinations(range(seeds), 3)])
-    return {"table": name, "std_1": scores.std(ddof=1), "std_3_disjoint": disjoint.std(ddof=1),
-            "std_3_all_triples": every.std(ddof=1), "mean": scores.mean()}  # fmt: skip
+    return {
+        "table": name,
+        "std_1": scores.std(ddof=1),
+        "std_3_disjoint": disjoint.std(ddof=1),
+        "std_3_all_triples": every.std(ddof=1),
+        "mean": scores.mean(),
+    }
 
 
 def main() -> int:
@@ -162,10 +200,12 @@ def main() -> int:
             print(f"\n{name} split {split} (train {r['rows'][0]}, test {r['rows'][1]} rows, {r['seconds']:.0f}s)")
             for label in ("mean", "confirmed"):
                 m = r[label]
-                print(f"  by {label:<9} t{m['trial']:02d} OOF {m['oof']:.4f} ± {m['se']:.4f}  quoted (honest) "
-                      f"{m['honest']:.4f}  test {m['test']:.4f}  quoted-test {m['honest'] - m['test']:+.4f}  "
-                      f"OOF-test {m['oof'] - m['test']:+.4f}  vs reference {m['vs_ref']}  "
-                      f"reference test {m['ref_test']:.4f}")  # fmt: skip
+                print(
+                    f"  by {label:<9} t{m['trial']:02d} OOF {m['oof']:.4f} ± {m['se']:.4f}  quoted (honest) "
+                    f"{m['honest']:.4f}  test {m['test']:.4f}  quoted-test {m['honest'] - m['test']:+.4f}  "
+                    f"OOF-test {m['oof'] - m['test']:+.4f}  vs reference {m['vs_ref']}  "
+                    f"reference test {m['ref_test']:.4f}"
+                )
         if not args.no_spread:
             s = spread(name, ds)
             print(

@@ -32,12 +32,14 @@ def write_test_file(path: Path, rows: int, seed: int = 0) -> None:
     with open(path, "w", encoding="utf-8", newline="") as f:
         for start in range(0, rows, block):
             n = min(block, rows - start)
-            frame = pd.DataFrame({
-                "row_id": [f"T{i:08d}" for i in range(start, start + n)],
-                "num1": rng.normal(size=n).round(4),
-                "num2": (rng.normal(5.0, 2.0, size=n)).round(3),
-                "color": rng.choice(np.array(["red", "green", "blue"], dtype=object), size=n),
-            })  # fmt: skip
+            frame = pd.DataFrame(
+                {
+                    "row_id": [f"T{i:08d}" for i in range(start, start + n)],
+                    "num1": rng.normal(size=n).round(4),
+                    "num2": (rng.normal(5.0, 2.0, size=n)).round(3),
+                    "color": rng.choice(np.array(["red", "green", "blue"], dtype=object), size=n),
+                }
+            )
             frame.loc[frame.index[::97], "num1"] = np.nan
             frame.to_csv(f, index=False, header=start == 0, lineterminator="\n")
 
@@ -47,8 +49,10 @@ def peak_rss(model: Path, test: Path, out: Path) -> tuple[float, float]:
     losstune = Path(sys.executable).with_name("losstune")
     done = subprocess.run(
         ["/usr/bin/time", "-v", str(losstune), "predict", str(model), str(test), "-o", str(out), "--proba"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))
     wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", done.stderr)
     hours, minutes, seconds = (float(g) if g else 0.0 for g in wall.groups())
@@ -67,7 +71,8 @@ def main() -> int:
             test = root / f"test_{rows}.csv"
             write_test_file(test, rows)
             gb, seconds = peak_rss(model, test, root / f"out_{rows}.csv")
-            assert sum(1 for _ in open(root / f"out_{rows}.csv")) == rows + 1
+            with open(root / f"out_{rows}.csv") as out:
+                assert sum(1 for _ in out) == rows + 1
             results.append((rows, gb, seconds, test.stat().st_size / 1e6))
             test.unlink()
         print("| rows | file MB | peak RSS GB | wall s |\n| ---: | ---: | ---: | ---: |")
@@ -75,7 +80,8 @@ def main() -> int:
             print(f"| {rows:,} | {mb:.0f} | {gb:.3f} | {seconds:.1f} |")
         growth = results[-1][1] - results[0][1]
         print(
-            f"peak RSS growth from {results[0][0]:,} to {results[-1][0]:,} rows: {growth:.3f} GB (target: within 0.3 GB)"
+            f"peak RSS growth from {results[0][0]:,} to {results[-1][0]:,} rows: {growth:.3f} GB "
+            "(target: within 0.3 GB)"
         )
     return 0
 
