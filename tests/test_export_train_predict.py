@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -23,10 +24,15 @@ from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus
 from sklearn.metrics import f1_score
 
+from objectives.config import LossConfig
 from objectives.errors import LosstuneError
 from search.cli import EXIT_BAD_INPUT, main
+from search.model.export_trial import export_trial
 from search.model.exported_config import load_exported
 from search.model.model_dir_loading import load_model_dir
+from search.study.loss_params import LOSS_PARAMS
+from search.study.stored_config import CONFIG_ATTR, stored_config
+from search.study.study_file import load_study_file
 from tests.conftest import synthetic_frame
 
 REPO = Path(__file__).resolve().parents[1]
@@ -267,15 +273,78 @@ def test_pyfunc_names_a_missing_column(flow):
         model.predict(pd.read_csv(flow["test.csv"]).drop(columns=["num2"]))
 
 
-def test_export_refuses_a_study_file_changed_since_the_trial(flow, capsys, tmp_path):
+def test_every_trial_carries_its_configuration_and_export_reads_it(flow):
+    """The worker stores each trial's resolved TrialConfig as one versioned user attr; the export (and so train
+    and evaluate --config) is exactly that configuration."""
+    file = load_study_file(flow["study.yaml"])
+    for trial in study_trials(flow):
+        record = trial.user_attrs[CONFIG_ATTR]
+        assert record["version"] == 1
+        config = stored_config(trial)  # no study file needed: the record alone
+        assert config == file.trial_config(LossConfig(**trial.user_attrs["loss"]))
+        assert record == {"version": 1, **config.model_dump(mode="json")}
+    exported = load_exported(flow["best.yaml"])
+    best = next(t for t in study_trials(flow) if t.number == exported.provenance.trial)
+    assert exported.trial_config == stored_config(best)
+
+
+def test_export_after_the_study_file_changed_gives_the_trials_own_configuration(flow, tmp_path):
     edited = flow["root"] / "edited.yaml"  # same name and directory: same storage and tracking store
-    edited.write_text(STUDY.replace("epochs: 8", "epochs: 9"))
+    edited.write_text(STUDY.replace("epochs: 8", "epochs: 9").replace("lr: 0.01", "lr: 0.5"))
     try:
-        rc, _, err = run_cli(capsys, "export", edited, "-o", tmp_path / "b.yaml")
+        exported, _ = export_trial(edited, tmp_path / "b.yaml", log_to_mlflow=False)
     finally:
         edited.unlink()
-    assert rc == EXIT_BAD_INPUT and err.count("\n") == 1
-    assert "epochs: run has 8, study file gives 9" in err and not (tmp_path / "b.yaml").exists()
+    # no drift to check: the configuration is the trial's record, not the study file as it is now
+    assert (exported.train.epochs, exported.train.lr) == (8, 0.01)
+    assert load_exported(tmp_path / "b.yaml").trial_config == load_exported(flow["best.yaml"]).trial_config
+
+
+def legacy_study(flow, tmp_path: Path, study_text: str, drop: tuple[str, ...] = (CONFIG_ATTR,), params=True) -> Path:
+    """A copy of the flow's study with the user attrs ``drop`` removed (by default: as losstune wrote it before
+    the record), and without Optuna's params unless ``params``. The study file in ``tmp_path`` reads the copy and
+    the flow's own MLflow store (read only: nothing is logged)."""
+    shutil.copy(flow["root"] / "e2e.optuna.db", tmp_path / "legacy.optuna.db")
+    with sqlite3.connect(tmp_path / "legacy.optuna.db") as db:
+        db.executemany("DELETE FROM trial_user_attributes WHERE key = ?", [(key,) for key in drop])
+        if not params:
+            db.execute("DELETE FROM trial_params")
+    text = study_text.replace("path: train.csv", f"path: {flow['root'] / 'train.csv'}")
+    text += f"storage: sqlite:///{tmp_path / 'legacy.optuna.db'}\n"
+    text += f"tracking: {{uri: 'sqlite:///{flow['root'] / 'mlflow.db'}', experiment: e2e}}\n"
+    (tmp_path / "legacy.yaml").write_text(text)
+    return tmp_path / "legacy.yaml"
+
+
+def test_a_trial_without_the_record_still_exports_and_is_checked_for_drift(flow, tmp_path):
+    """Studies written before the record: the configuration is rebuilt from the study file, as it always was, and
+    only there is it checked against the trial's MLflow run."""
+    expected = load_exported(flow["best.yaml"])
+    exported, _ = export_trial(legacy_study(flow, tmp_path, STUDY), tmp_path / "b.yaml", log_to_mlflow=False)
+    assert exported.trial_config == expected.trial_config
+    assert exported.provenance.trial == expected.provenance.trial
+
+    with pytest.raises(LosstuneError, match="epochs: run has 8, study file gives 9") as refused:
+        export_trial(legacy_study(flow, tmp_path, STUDY.replace("epochs: 8", "epochs: 9")), tmp_path / "c.yaml")
+    assert "\n" not in str(refused.value) and not (tmp_path / "c.yaml").exists()
+
+
+def test_results_and_status_read_the_loss_from_the_record(flow, tmp_path):
+    """With the ``loss`` user attr and Optuna's params gone, the results table, the plan's records and status
+    still have every trial's loss: they read the stored configuration."""
+    from search.run.status import study_status
+    from search.study.results import results_rows, trial_records
+
+    path = legacy_study(flow, tmp_path, STUDY, drop=("loss",), params=False)
+    status = study_status(path)
+    trials = {t.number: stored_config(t).loss.model_dump() for t in study_trials(flow)}
+    for row in status["trials"]:
+        assert {k: row[k] for k in LOSS_PARAMS} == trials[row["trial"]]
+    assert {k: status["best"][k] for k in LOSS_PARAMS} == trials[status["best"]["trial"]]
+    storage = f"sqlite:///{tmp_path / 'legacy.optuna.db'}"
+    study = optuna.load_study(study_name="e2e", storage=storage)
+    assert {r.number: r.loss for r in trial_records(study)} == trials
+    assert results_rows(study) == status["trials"]
 
 
 def test_missing_column_is_one_clear_line(flow, capsys, tmp_path):

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from mlflow import MlflowClient
+
+from objectives.config import LossConfig
 
 from search.run.options import SearchOptions
 from search.run.runner import run_search
@@ -217,3 +220,55 @@ def test_status_and_export_of_a_study_never_run_create_nothing(tmp_path, capsys)
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and "run `losstune search` first" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+INVALID_POINT_PLAN = """\
+plan:
+  - name: focal
+    fixed: {gamma: 2}
+    grid: [{bce_weight: 0.0, focal_weight: 1.0}]
+  - name: weight
+    grid: [{alpha: 1.0}, {alpha: 0.5}]
+"""
+NO_NEGATIVE_LOSS = (
+    "alpha=1 with bce_weight=0 gives the negatives no loss at all: use 0 < alpha < 1, or a bce_weight above 0"
+)
+
+
+def test_a_plan_point_is_validated_when_the_step_is_made():
+    """Before any budget slot: the step carries its typed loss, or the reason LossConfig refuses it."""
+    from search.study.loss_params import InvalidLoss
+    from search.study.phases import Phase
+    from search.study.plan import TrialRecord, pending_steps
+
+    phases = tuple(Phase(**p) for p in yaml.safe_load(INVALID_POINT_PLAN)["plan"])
+    (first,) = pending_steps(phases, [], limit=16)
+    assert first.invalid is None and first.loss_config == LossConfig(gamma=2, bce_weight=0, focal_weight=1)
+    done = [TrialRecord(0, "focal", "COMPLETE", first.loss_config.model_dump(), value=0.5)]
+    refused, valid = pending_steps(phases, done, limit=16)
+    assert refused.loss_config is None and refused.invalid == NO_NEGATIVE_LOSS
+    with pytest.raises(InvalidLoss, match="gives the negatives no loss"):
+        refused.resolved_loss(dict(refused.loss))
+    assert valid.invalid is None and valid.resolved_loss({}) == LossConfig(
+        alpha=0.5, gamma=2, bce_weight=0, focal_weight=1
+    )
+
+
+def test_an_invalid_point_fails_at_once_with_its_reason_and_the_plan_goes_on(tmp_path, week1):
+    from search.study.plan import plan_step
+    from search.study.stored_config import CONFIG_ATTR, stored_config
+
+    path = make_study(tmp_path, name="inv", budget=3)
+    path.write_text(path.read_text().replace("plan: default\n", INVALID_POINT_PLAN))
+    lines: list[str] = []
+    assert search(path, lines) == 0
+    session = load(path)
+    trials = session.study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    refused = trials[1].user_attrs
+    assert (refused["failure"], refused["failure_reason"]) == ("invalid", f"invalid configuration: {NO_NEGATIVE_LOSS}")
+    assert refused["loss"]["alpha"] == 1.0 and CONFIG_ATTR not in refused  # no valid configuration to record
+    assert any(line.startswith("t001 weight") and f"FAILED: invalid configuration: {NO_NEGATIVE_LOSS}" in line
+               for line in lines)  # fmt: skip
+    assert stored_config(trials[2]).loss == LossConfig(alpha=0.5, gamma=2, bce_weight=0, focal_weight=1)
+    assert plan_step(session.file, trial_records(session.study)) is None  # the refused point counts as done

@@ -2,9 +2,12 @@
 
 The trial is chosen by a rule of :mod:`search.study.verdict` (``--by auto|mean|honest|confirmed``; default ``auto``:
 the confirmed best when a confirm phase has run, else the best mean), or given by number; the file's provenance
-says how sure the choice is (score ± SE, difference from the reference ± SE, verdict, estimate for unseen data). Its configuration is rebuilt from the study file and the trial's loss parameters, and checked against
-the params its MLflow run recorded: a study file edited since the trial ran (other epochs, say) would export a
-configuration that never produced the scores beside it, so that is refused.
+says how sure the choice is (score ± SE, difference from the reference ± SE, verdict, estimate for unseen data).
+
+Its configuration is the one the trial recorded when it was asked (:func:`~search.study.stored_config.stored_config`),
+whatever the study file says now. A trial from before that record is rebuilt from the study file instead, and
+only there is the result checked against the params its MLflow run recorded: a study file edited since the trial
+ran (other epochs, say) would export a configuration that never produced the scores beside it, so that is refused.
 """
 
 from __future__ import annotations
@@ -14,14 +17,21 @@ import logging
 import platform
 from importlib import metadata
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from objectives.config import CVConfig, LossConfig, TrialConfig
+from objectives.config import TrialConfig
 from objectives.errors import LosstuneError
-from search.model.exported_config import FORMAT_VERSION, ExportedConfig, PreprocessingSpec, Provenance, dump_exported
+from search.model.exported_config import ExportedConfig, Provenance, dump_exported
 from search.study.plan import config_key
+from search.study.stored_config import has_record, stored_config
 from search.study.study_file import StudyFile, load_study_file
 from search.study.verdict import confidence, format_confidence, resolve_rule, select
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+    from search.tracking.tracker import StudyTracker
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +72,6 @@ def select_trial(study, by: str, number: int | None):
     return chosen
 
 
-def trial_config(file: StudyFile, trial) -> TrialConfig:
-    loss = trial.user_attrs.get("loss")
-    if not isinstance(loss, dict):
-        raise LosstuneError(f"trial {trial.number} has no recorded loss parameters (not a losstune trial?)")
-    cv = trial.user_attrs.get("cv")  # a confirm trial's own CV seed and repeats
-    return file.trial_config(LossConfig(**loss), cv=CVConfig(**cv) if cv else None)
-
-
 def check_against_run(config: TrialConfig, run_params: dict[str, str], trial_number: int) -> None:
     """Refuse when the study file no longer gives the configuration the trial's MLflow run recorded."""
     from search.tracking.run_params import trial_params
@@ -94,58 +96,71 @@ def export_trial(
     """Write the exported configuration of the chosen trial to ``out`` and log it on the trial's MLflow run.
 
     Returns the configuration and the id of the run it was logged on (None when it was not logged)."""
-    import optuna
-
-    from search.run.storage import open_optuna_storage, quiet_optuna, require_existing_study_file
     from search.tracking.tracker import StudyTracker
 
     file = load_study_file(study_path)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    require_existing_study_file(file.storage_url, file.name)
-    storage = open_optuna_storage(file.storage_url)
-    try:
-        with quiet_optuna():
-            study = optuna.load_study(study_name=file.name, storage=storage)
-    except KeyError:
-        raise LosstuneError(f"study {file.name!r} is not in its storage yet: run `losstune search` first") from None
+    study = _load_study(file)
     trial = select_trial(study, by, number)
-    rule = "trial" if number is not None else resolve_rule(study.get_trials(deepcopy=False), by)
-    sure = confidence(trial, rule, study.get_trials(deepcopy=False), config_key(file.reference_loss))
-    config = trial_config(file, trial)
-    attrs = trial.user_attrs
-    if attrs.get("threshold") is None:
+    config = stored_config(trial, file)
+    if trial.user_attrs.get("threshold") is None:
         raise LosstuneError(f"trial {trial.number} has no threshold recorded")
-
-    run_id = attrs.get("mlflow_run_id")
     tracker = StudyTracker(file.tracking_uri, file.experiment, artifact_location=file.artifact_location)
-    run = _get_run(tracker, run_id)
-    if run is not None:
+    run = _get_run(tracker, trial.user_attrs.get("mlflow_run_id"))
+    if run is not None and not has_record(trial):  # only a rebuilt configuration can differ from what was run
         check_against_run(config, run.data.params, trial.number)
-    exported = ExportedConfig(
-        format_version=FORMAT_VERSION,
-        loss=config.loss, threshold=float(attrs["threshold"]), model=config.model, train=config.train,
-        cv=config.cv, metric=config.metric, preprocessing=PreprocessingSpec(), data=file.data_spec,
-        provenance=Provenance(
-            study=file.name, trial=trial.number, phase=attrs.get("phase"),
-            selected_by="oof" if by == "oof" and number is None else rule, mlflow_run_id=run_id,
-            tracking_uri=tracker.display_uri, experiment=file.experiment, metric=config.metric.label,
-            cv_score=float(trial.value), honest_score=attrs.get("honest_score"),
-            honest_score_std=attrs.get("honest_score_std"), data_fingerprint=attrs.get("data_fingerprint"),
-            week=attrs.get("week"), exported_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            versions=versions(), confidence=sure,
-        ),
-    )  # fmt: skip
+    exported = _exported(file, study, trial, config, by, number, tracker.display_uri)
     dump_exported(exported, out, fmt)
     if not log_to_mlflow:
         return exported, None
     if run is None:
         log.warning("trial %d has no MLflow run in %s: %s not logged there", trial.number, tracker.display_uri, out)
         return exported, None
+    _log_export(tracker, run.info.run_id, out, exported)
+    return exported, run.info.run_id
+
+
+def _load_study(file: StudyFile) -> optuna.Study:
+    """The study of ``file``, read-only: one-line errors when its storage or the study does not exist yet."""
+    import optuna
+
+    from search.run.storage import open_optuna_storage, quiet_optuna, require_existing_study_file
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    require_existing_study_file(file.storage_url, file.name)
+    storage = open_optuna_storage(file.storage_url)
+    try:
+        with quiet_optuna():
+            return optuna.load_study(study_name=file.name, storage=storage)
+    except KeyError:
+        raise LosstuneError(f"study {file.name!r} is not in its storage yet: run `losstune search` first") from None
+
+
+def _exported(
+    file: StudyFile, study: optuna.Study, trial: FrozenTrial, config: TrialConfig, by: str, number: int | None,
+    tracking_uri: str,
+) -> ExportedConfig:  # fmt: skip
+    """The file's content: the trial's configuration and threshold, the study's data spec, the provenance."""
+    trials = study.get_trials(deepcopy=False)
+    rule = "trial" if number is not None else resolve_rule(trials, by)
+    attrs = trial.user_attrs
+    provenance = Provenance(
+        study=file.name, trial=trial.number, phase=attrs.get("phase"),
+        selected_by="oof" if by == "oof" and number is None else rule, mlflow_run_id=attrs.get("mlflow_run_id"),
+        tracking_uri=tracking_uri, experiment=file.experiment, metric=config.metric.label,
+        cv_score=float(trial.value), honest_score=attrs.get("honest_score"),
+        honest_score_std=attrs.get("honest_score_std"), data_fingerprint=attrs.get("data_fingerprint"),
+        week=attrs.get("week"), exported_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        versions=versions(), confidence=confidence(trial, rule, trials, config_key(file.reference_loss)),
+    )  # fmt: skip
+    return ExportedConfig.of_trial(config, float(attrs["threshold"]), file.data_spec, provenance)
+
+
+def _log_export(tracker: StudyTracker, run_id: str, out: Path, exported: ExportedConfig) -> None:
+    """The file as an artifact of the trial's run, which is tagged as exported."""
     tracker.client.log_artifact(run_id, str(out), artifact_path=EXPORT_ARTIFACT_DIR)
     tracker.client.set_tag(run_id, TAG_EXPORTED, "true")
     tracker.client.set_tag(run_id, TAG_EXPORTED_AT, exported.provenance.exported_at)
     tracker.client.set_tag(run_id, TAG_EXPORT_FILE, f"{EXPORT_ARTIFACT_DIR}/{Path(out).name}")
-    return exported, run_id
 
 
 def _get_run(tracker, run_id: str | None):

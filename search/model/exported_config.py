@@ -66,9 +66,17 @@ class ExportedConfig(StrictModel):
     data: DataSpec
     provenance: Provenance
 
+    @classmethod
+    def of_trial(cls, config: TrialConfig, threshold: float, data: DataSpec, provenance: Provenance) -> ExportedConfig:
+        """The file for a trial: its stored configuration's sections as they are, so that :attr:`trial_config`
+        gives that configuration back (what ``train`` and ``evaluate --config`` run)."""
+        sections = {name: getattr(config, name) for name in TrialConfig.model_fields}
+        return cls(format_version=FORMAT_VERSION, threshold=threshold, data=data, provenance=provenance, **sections)
+
     @property
     def trial_config(self) -> TrialConfig:
-        return TrialConfig(loss=self.loss, model=self.model, train=self.train, cv=self.cv, metric=self.metric)
+        """The exported trial's configuration, as the trial stored it (:meth:`of_trial`)."""
+        return TrialConfig(**{name: getattr(self, name) for name in TrialConfig.model_fields})
 
     def to_dict(self, relative_to: Path | None = None) -> dict:
         """Plain JSON-able data; the data path relative to ``relative_to`` (a directory) when given."""

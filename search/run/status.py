@@ -13,6 +13,7 @@ from search.study.choices import phase_choices
 from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
 from search.study.plan import config_key, plan_step
 from search.study.results import format_table, results_rows, trial_records
+from search.study.stored_config import stored_config
 from search.study.verdict import Confidence, confidence, format_confidence, resolve_rule, select
 
 
@@ -42,7 +43,7 @@ def study_status(study_path: Path, budget_override: int | None = None) -> dict:
             "trial": best.number,
             "phase": best.user_attrs.get("phase", "?"),
             "score": best.value,
-            **best.user_attrs["loss"],
+            **stored_config(best, session.file).loss.model_dump(),
             "confidence": confidence(best, rule, trials, config_key(reference)).model_dump(),
         },
         "reference": reference,

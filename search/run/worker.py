@@ -17,36 +17,29 @@ beating its heartbeats, and every worker fails such stale trials before each bat
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
-from contextlib import contextmanager
 from functools import partial
 
-import optuna
-from optuna.samplers import PartialFixedSampler, RandomSampler, TPESampler
-from optuna.trial import TrialState
-from pydantic import ValidationError
-
-from objectives.config import LossConfig
 from objectives.errors import TrainingDiverged
 from objectives.evaluate import EvaluationResult, evaluate_batch
 from search.run.background import Recorder
-from search.run.budget import worker_id
 from search.run.heartbeats import grace_seconds, heartbeat
 from search.run.options import SearchOptions
 from search.run.session import StudySession
 from search.run.storage import quiet_optuna
+from search.run.trial_ask import sampler_for, suggest_loss, trial_attrs
+from search.run.trial_failures import fail_trial, fail_untold, sigint_ignored
 from search.run.trial_outcome import TrialOutcome, TrialProgress
 from search.study.choices import phase_choices
-from search.study.loss_params import LOSS_PARAMS
+from search.study.loss_params import InvalidLoss
 from search.study.noise import stats_metrics, trial_stats
 from search.study.plan import Step, TrialRecord, Wait, pending_steps, trial_cv
 from search.study.results import results_table, trial_records
 
+__all__ = ["Worker", "sigint_ignored"]  # sigint_ignored: the runner takes it from here too
+
 log = logging.getLogger(__name__)
 
-TPE_STARTUP_TRIALS = 2  # TPE's default of 10 random trials would spend a whole week's budget at random
 WAIT_POLL_SECONDS = 2.0  # a worker waiting for another's trial (the next phase needs it) looks again this often
 CLAIM_RETRY_SECONDS = 0.2
 MAX_BATCH = 16  # configurations trained together at most (memory grows with them: 16 x folds models)
@@ -152,31 +145,12 @@ class Worker:
             raise
         return batch
 
-    def _sampler(self, step: Step, n_trials: int):
-        fixed = {k: v for k, v in step.fixed.items() if v is not None}
-        if step.loss is not None:
-            return PartialFixedSampler(fixed_params=fixed, base_sampler=RandomSampler(seed=0))
-        tpe = TPESampler(
-            n_startup_trials=TPE_STARTUP_TRIALS, constant_liar=True, seed=self.s.file.cv.seed * 100_003 + n_trials
-        )
-        return PartialFixedSampler(fixed_params=fixed, base_sampler=tpe) if fixed else tpe
-
-    def _suggest(self, trial: optuna.Trial, step: Step) -> dict[str, float | None]:
-        loss: dict[str, float | None] = {}
-        sampled = step.space or {}
-        for name in LOSS_PARAMS:
-            if name not in sampled and step.fixed.get(name) is None:
-                loss[name] = None  # alpha=None: no class weighting, so no alpha parameter at all
-                continue
-            low, high = sampled.get(name, self.s.bounds[name])
-            loss[name] = trial.suggest_float(name, low, high)
-        return loss
-
     def _ask(self, step: Step, slot: int) -> TrialProgress:
-        """An Optuna trial for ``step``, beating its heartbeat, with its attrs and its RUNNING MLflow run."""
+        """An Optuna trial for ``step``, beating its heartbeat, with its attrs (its configuration record among
+        them) and its RUNNING MLflow run; a configuration LossConfig refuses is failed at once (``invalid``)."""
         study = self.s.study
         with quiet_optuna():
-            study.sampler = self._sampler(step, len(study.get_trials(deepcopy=False)))
+            study.sampler = sampler_for(step, self.s.file.cv.seed, len(study.get_trials(deepcopy=False)))
             trial = study.ask()
         state = TrialProgress(trial, step)
         state.beat = heartbeat(self.s.storage, trial._trial_id)
@@ -184,20 +158,18 @@ class Worker:
         try:
             self.s.ledger.attach(self.week, slot, trial.number, claim=step.claim)
             with quiet_optuna():
-                state.loss = self._suggest(trial, step)
+                state.loss = suggest_loss(trial, step, self.s.bounds)
             cv = trial_cv(self.s.file.cv, step)
-            attrs = {
-                "phase": step.phase.name, "phase_index": step.phase_index, "week": self.week, "loss": state.loss,
-                "slot": slot, "worker": worker_id(), "data_fingerprint": self.s.dataset.fingerprint,
-                "cv_seed": cv.seed, **({"cv": cv.model_dump()} if step.cv is not None else {}),
-            }  # fmt: skip
+            invalid = None
+            try:
+                state.config = self.s.file.trial_config(step.resolved_loss(state.loss), cv=cv)
+            except InvalidLoss as exc:
+                invalid = f"invalid configuration: {exc}"
+            attrs = trial_attrs(step, self.week, slot, self.s.dataset.fingerprint, state.loss, cv, state.config)
             for key, value in attrs.items():
                 trial.set_user_attr(key, value)
-            try:
-                state.config = self.s.file.trial_config(LossConfig(**state.loss), cv=cv)
-            except ValidationError as exc:
-                reason = f"invalid configuration: {exc.errors()[0]['msg'].removeprefix('Value error, ')}"
-                self._fail(state, "invalid", reason)
+            if invalid is not None:
+                self._fail(state, "invalid", invalid)
                 return state
             state.run_id = self.tracker.start_trial(
                 self.parent_run_id, trial.number, step.phase.name, self.week, state.config,
@@ -277,45 +249,11 @@ class Worker:
         self.tracker.log_study_summary(self.parent_run_id, results_table(study), study, notes=notes)
 
     def _fail_untold(self, batch: list[TrialProgress], exc: BaseException) -> None:
-        """Mark every trial of ``batch`` not told yet FAIL (interrupted or error) and stop its heartbeat."""
-        with sigint_ignored():  # a second Ctrl-C must not leave a trial half-marked
-            for state in batch:
-                if not state.told:
-                    try:
-                        if isinstance(exc, KeyboardInterrupt):
-                            self._fail(state, "interrupted", "interrupted (Ctrl-C)", status="KILLED")
-                        else:
-                            self._fail(state, "error", f"{type(exc).__name__}: {exc}")
-                    except Exception:
-                        if not state.told:  # FAIL in Optuna is what counts; its MLflow run is closed by the next run
-                            log.warning("could not mark trial %d FAILED; it is failed once its heartbeat is stale",
-                                        state.trial.number)  # fmt: skip
-                state.stop_beating()
+        fail_untold(self.s.study, self.tracker, batch, exc)
 
-    def _fail(self, state: TrialProgress, kind: str, reason: str, status: str = "FAILED") -> TrialOutcome:
-        trial = state.trial
-        trial.set_user_attr("failure", kind)
-        trial.set_user_attr("failure_reason", reason)
-        self.s.study.tell(trial, state=TrialState.FAIL)
-        state.told = True
-        if state.run_id is not None:
-            self.tracker.fail_trial(state.run_id, reason, status=status)
-        state.outcome = TrialOutcome(trial.number, state.step.phase.name, state.loss, "FAIL", reason=reason)
-        return state.outcome
+    def _fail(self, state: TrialProgress, kind: str, reason: str) -> TrialOutcome:
+        return fail_trial(self.s.study, self.tracker, state, kind, reason)
 
     def _data_change_tags(self) -> dict[str, str]:
         history = self.s.study.user_attrs.get("data_fingerprint_history")
         return {"losstune.data_changed": "true", "losstune.data_previous": history[-2]} if history else {}
-
-
-@contextmanager
-def sigint_ignored():
-    """Ignore Ctrl-C for the block (main thread only: elsewhere signals cannot be changed, nor delivered)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)

@@ -1,9 +1,13 @@
-"""The loss parameters, named once: their names (LossConfig's fields), the ranges a plan may give them, and how
-an unweighted alpha is written as text."""
+"""The loss parameters, named once: their names (LossConfig's fields), the ranges a plan may give them, how
+an unweighted alpha is written as text, and the one check that turns a point of the plan into a
+:class:`~objectives.config.LossConfig` (or the reason it is refused)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal, get_args
+
+from pydantic import ValidationError
 
 from objectives.config import LossConfig
 
@@ -38,3 +42,16 @@ def check_weights(where: str, values: dict[str, float | None]) -> None:
     """A point (or fixed values) that sets both loss weights to 0 would make every such trial invalid."""
     if values.get("bce_weight") == 0 and values.get("focal_weight") == 0:
         raise ValueError(f"{where}: bce_weight and focal_weight are both 0: the loss would be identically zero")
+
+
+class InvalidLoss(ValueError):
+    """A combination of loss parameters that LossConfig refuses; the message is its first error, one line."""
+
+
+def validated_loss(values: Mapping[str, float | None]) -> LossConfig:
+    """``values`` as a LossConfig, or :class:`InvalidLoss` with LossConfig's reason (``bce_weight and focal_weight
+    are both 0: ...``): the same words for a grid point, a TPE draw and the study file's ``reference``."""
+    try:
+        return LossConfig(**values)
+    except ValidationError as exc:
+        raise InvalidLoss(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None

@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass, field
 
 from objectives.config import CVConfig, LossConfig
-from search.study.loss_params import LOSS_PARAMS, PARAM_LIMITS
+from search.study.loss_params import LOSS_PARAMS, PARAM_LIMITS, InvalidLoss, validated_loss
 from search.study.phases import Phase, default_reference
 from search.study.ranking import best, ranked
 
@@ -63,7 +63,11 @@ class TrialRecord:
 
 @dataclass(frozen=True)
 class Step:
-    """The next trial to run: a grid point (``loss`` given) or a TPE draw (``space`` given)."""
+    """The next trial to run: a grid point (``loss`` given) or a TPE draw (``space`` given).
+
+    A point is validated when the step is made, before any worker reserves a budget slot for it:
+    ``loss_config`` is its typed loss, or ``invalid`` says why LossConfig refuses it (such a point still becomes
+    a trial, failed at once with that reason, so that the plan counts it as done and moves on)."""
 
     phase_index: int
     phase: Phase
@@ -72,6 +76,25 @@ class Step:
     space: dict[str, tuple[float, float]] | None = None
     attempt: int = 0
     cv: dict | None = None  # CV settings replacing the study's for this trial (a confirm trial's fresh seed)
+    loss_config: LossConfig | None = field(default=None, init=False, compare=False)
+    invalid: str | None = field(default=None, init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.loss is None:
+            return  # a TPE draw is validated when it is drawn: resolved_loss
+        try:  # the usual way to set a derived field of a frozen dataclass
+            object.__setattr__(self, "loss_config", validated_loss(self.loss))
+        except InvalidLoss as exc:
+            object.__setattr__(self, "invalid", str(exc))
+
+    def resolved_loss(self, drawn: dict[str, float | None]) -> LossConfig:
+        """The trial's typed loss: the point's, validated when the step was made, or the TPE draw's (``drawn``,
+        what Optuna sampled), validated now; :class:`InvalidLoss` for a configuration LossConfig refuses."""
+        if self.loss is None:
+            return validated_loss(drawn)
+        if self.loss_config is None:
+            raise InvalidLoss(self.invalid)
+        return self.loss_config
 
     @property
     def claim(self) -> str | None:

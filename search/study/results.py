@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
 from search.study.plan import TrialRecord
 from search.study.ranking import best
+from search.study.stored_config import stored_loss
 
 if TYPE_CHECKING:  # pandas is imported by the functions that build a table, not by the plan's trial_records
     import pandas as pd
@@ -24,7 +25,7 @@ COLUMNS = ["trial", "phase", *LOSS_PARAMS, "cv_score", "honest_score", "threshol
 def trial_records(study) -> list[TrialRecord]:
     records = []
     for t in study.get_trials(deepcopy=False):
-        loss = t.user_attrs.get("loss") or {k: t.params.get(k) for k in LOSS_PARAMS}
+        loss = stored_loss(t)
         records.append(
             TrialRecord(
                 number=t.number,
@@ -58,7 +59,7 @@ def results_rows(study) -> list[dict]:
     rows = []
     for t in trials:
         a = t.user_attrs
-        loss = a.get("loss") or {k: t.params.get(k) for k in LOSS_PARAMS}
+        loss = stored_loss(t)
         if t.state.name == "FAIL":
             memo = a.get("failure_reason") or "worker stopped (no heartbeat): retried"
         else:

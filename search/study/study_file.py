@@ -11,13 +11,13 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from objectives.config import CVConfig, LossConfig, MetricConfig, ModelConfig, StrictModel, TrainConfig, TrialConfig
 from objectives.data_spec import DataSpec
 from objectives.errors import LosstuneError
 from search.formats.validation import read_yaml, validated
-from search.study.loss_params import LossParam, check_value
+from search.study.loss_params import LossParam, check_value, validated_loss
 from search.study.phases import DEFAULT_PLAN, Phase, default_reference
 
 
@@ -90,10 +90,7 @@ class StudyFile(StrictModel):
         if v is not None:
             for k, value in v.items():
                 check_value(k, value)
-            try:
-                LossConfig(**{**LossConfig().model_dump(), **v})
-            except ValidationError as exc:
-                raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+            validated_loss({**LossConfig().model_dump(), **v})  # InvalidLoss is a ValueError: pydantic's one line
         return v
 
     @property

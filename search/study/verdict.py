@@ -107,13 +107,14 @@ def confidence(trial, selected_by: str, trials, reference_key: str) -> Confidenc
     """The verdict and estimate of ``trial``; ``reference_key`` is :func:`search.study.plan.config_key` of the study's
     reference configuration."""
     from search.study.plan import config_key
+    from search.study.stored_config import stored_loss
 
     a = trial.user_attrs
     complete = complete_trials(trials)
     if a.get("verdict_vs_reference") is not None:
         verdict = a["verdict_vs_reference"]
         text = f"{VERDICT_TEXT[verdict]} (trial {a['reference_trial']})"
-    elif config_key(a.get("loss") or {}) == reference_key:
+    elif config_key(stored_loss(trial)) == reference_key:
         verdict, text = "is the reference", "this is the reference configuration"
     else:
         verdict, text = "no reference", "no reference trial on the same splits to compare with"

@@ -1,0 +1,61 @@
+"""What asking Optuna for a step's trial takes: the sampler (a grid point's values fixed, a TPE phase's space
+drawn), the loss parameters suggested to it (so that Optuna records them as params TPE can learn from), and the
+user attrs the trial is written with, its stored configuration (:mod:`search.study.stored_config`) among them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from optuna.samplers import BaseSampler, PartialFixedSampler, RandomSampler, TPESampler
+
+from objectives.config import CVConfig, TrialConfig
+from search.run.budget import worker_id
+from search.study.loss_params import LOSS_PARAMS
+from search.study.plan import Step
+from search.study.stored_config import CONFIG_ATTR, config_attr
+
+if TYPE_CHECKING:
+    import optuna
+
+TPE_STARTUP_TRIALS = 2  # TPE's default of 10 random trials would spend a whole week's budget at random
+
+
+def sampler_for(step: Step, study_seed: int, n_trials: int) -> BaseSampler:
+    """A grid point's values fixed (the random base sampler never draws: every parameter is fixed), or TPE over
+    the step's space with the rest fixed; seeded by the study's CV seed and the trials so far."""
+    fixed = {k: v for k, v in step.fixed.items() if v is not None}
+    if step.loss is not None:
+        return PartialFixedSampler(fixed_params=fixed, base_sampler=RandomSampler(seed=0))
+    tpe = TPESampler(n_startup_trials=TPE_STARTUP_TRIALS, constant_liar=True, seed=study_seed * 100_003 + n_trials)
+    return PartialFixedSampler(fixed_params=fixed, base_sampler=tpe) if fixed else tpe
+
+
+def suggest_loss(trial: optuna.Trial, step: Step, bounds: dict[str, tuple[float, float]]) -> dict[str, float | None]:
+    """Every loss parameter suggested to ``trial`` (within ``bounds``, the plan's one range per parameter), but
+    an unweighted alpha, which is no parameter at all."""
+    loss: dict[str, float | None] = {}
+    sampled = step.space or {}
+    for name in LOSS_PARAMS:
+        if name not in sampled and step.fixed.get(name) is None:
+            loss[name] = None  # alpha=None: no class weighting, so no alpha parameter at all
+            continue
+        low, high = sampled.get(name, bounds[name])
+        loss[name] = trial.suggest_float(name, low, high)
+    return loss
+
+
+def trial_attrs(
+    step: Step, week: str, slot: int, fingerprint: str, loss: dict[str, float | None], cv: CVConfig,
+    config: TrialConfig | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The user attrs a trial is asked with, written before it trains (a killed trial has them too): where it
+    stands in the plan and the budget, its ``loss`` and CV seed (and a confirm trial's own ``cv``), then its
+    configuration record; an invalid configuration (``config`` None) has none."""
+    attrs: dict[str, Any] = {
+        "phase": step.phase.name, "phase_index": step.phase_index, "week": week, "loss": loss, "slot": slot,
+        "worker": worker_id(), "data_fingerprint": fingerprint, "cv_seed": cv.seed,
+        **({"cv": cv.model_dump()} if step.cv is not None else {}),
+    }  # fmt: skip
+    if config is not None:
+        attrs[CONFIG_ATTR] = config_attr(config)
+    return attrs
