@@ -31,8 +31,10 @@ def test_a_tpe_phase_takes_its_batch_within_its_trials():
     plan = (Phase(name="refine", sampler="tpe", space={"gamma": (0.0, 5.0)}, trials=3, batch=2),)
     first = pending_steps(plan, [], limit=16)
     assert len(first) == 2 and all(isinstance(s, Step) and s.space for s in first)
-    one_left = [TrialRecord(0, "refine", "COMPLETE", {"gamma": 1.0}, value=0.5),
-                TrialRecord(1, "refine", "COMPLETE", {"gamma": 2.0}, value=0.4)]  # fmt: skip
+    one_left = [
+        TrialRecord(0, "refine", "COMPLETE", {"gamma": 1.0}, value=0.5),
+        TrialRecord(1, "refine", "COMPLETE", {"gamma": 2.0}, value=0.4),
+    ]
     assert len(pending_steps(plan, one_left, limit=16)) == 1  # the phase's third and last trial
     default_batch = pending_steps(DEFAULT_PLAN[3:], [], limit=16)
     assert len(default_batch) == 1  # batch: 1 unless the phase says otherwise

@@ -20,9 +20,20 @@ from search.cli import EXIT_BAD_INPUT, main
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--folds", "3", "--epochs", "2", "--hidden", "8", "--batch-size", "32", "--lr", "0.01", "--device", "cpu"]
 JSON_KEYS = {
-    "metric", "threshold", "oof_score", "honest_score_mean", "honest_score_std", "fold_scores", "f1_at_0_5",
-    "precision", "recall", "roc_auc", "pr_auc", "log_loss", "seconds",
-}  # fmt: skip
+    "metric",
+    "threshold",
+    "oof_score",
+    "honest_score_mean",
+    "honest_score_std",
+    "fold_scores",
+    "f1_at_0_5",
+    "precision",
+    "recall",
+    "roc_auc",
+    "pr_auc",
+    "log_loss",
+    "seconds",
+}
 
 
 def evaluate_args(path: Path, *extra: str) -> list[str]:
@@ -113,10 +124,19 @@ def _bad_input(case, write_csv, write_text, tmp_path):
 @pytest.mark.parametrize(
     "case",
     [
-        "missing file", "no --data", "missing target", "junk column", "alpha out of range", "silent class",
-        "one fold", "too many folds", "diverges", "beta without fbeta", "oof-out directory missing",
+        "missing file",
+        "no --data",
+        "missing target",
+        "junk column",
+        "alpha out of range",
+        "silent class",
+        "one fold",
+        "too many folds",
+        "diverges",
+        "beta without fbeta",
+        "oof-out directory missing",
     ],
-)  # fmt: skip
+)
 def test_bad_input_is_one_line_and_exit_status_2(case, write_csv, write_text, tmp_path, capsys):
     argv, expected = _bad_input(case, write_csv, write_text, tmp_path)
     rc = main(argv)
@@ -173,5 +193,6 @@ def test_only_options_given_override_the_config_and_alpha_none_counts():
     parser = build_parser()
     assert trial_overrides(parser.parse_args(["evaluate"])) == {}
     assert trial_overrides(parser.parse_args(["evaluate", "--alpha", "none", "--epochs", "3"])) == {
-        "loss": {"alpha": None}, "train": {"epochs": 3}
-    }  # fmt: skip
+        "loss": {"alpha": None},
+        "train": {"epochs": 3},
+    }

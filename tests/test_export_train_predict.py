@@ -115,7 +115,7 @@ def test_export_is_the_best_trial_with_its_threshold_and_provenance(flow):
 
 
 def test_export_json_by_trial_number_and_by_honest(flow, capsys, tmp_path):
-    rc, out, err = run_cli(
+    rc, _out, err = run_cli(
         capsys, "export", flow["study.yaml"], "--trial", "0", "--format", "json", "-o", tmp_path / "t0.json"
     )
     assert rc == 0, err
@@ -162,8 +162,18 @@ def test_submission_rows_labels_and_score_on_held_back_rows(flow):
 
 
 def test_labels_original(flow, capsys, tmp_path):
-    rc, _, err = run_cli(capsys, "predict", flow["model"], flow["test.csv"], "-o", tmp_path / "o.csv",
-                         "--labels", "original", "--id-col", "num2")  # fmt: skip
+    rc, _, err = run_cli(
+        capsys,
+        "predict",
+        flow["model"],
+        flow["test.csv"],
+        "-o",
+        tmp_path / "o.csv",
+        "--labels",
+        "original",
+        "--id-col",
+        "num2",
+    )
     assert rc == 0, err
     original = pd.read_csv(tmp_path / "o.csv")
     numeric = pd.read_csv(flow["submission.csv"])
@@ -248,7 +258,7 @@ def test_corrupted_or_other_version_model_dir_is_one_clear_line(flow, capsys, tm
 
     with pytest.raises(LosstuneError, match=expected):
         load_model_dir(model)
-    rc, out, err = run_cli(capsys, "predict", model, flow["test.csv"], "-o", tmp_path / "s.csv")
+    rc, _out, err = run_cli(capsys, "predict", model, flow["test.csv"], "-o", tmp_path / "s.csv")
     assert rc == EXIT_BAD_INPUT and err.count("\n") == 1 and expected in err and "Traceback" not in err
     assert not (tmp_path / "s.csv").exists()
 
@@ -260,7 +270,7 @@ def test_pyfunc_load_of_a_damaged_model_says_why(flow, tmp_path):
     shutil.copytree(flow["model"], model)
     with open(model / "artifacts" / "weights.pt", "ab") as f:
         f.write(b"\0")
-    with pytest.raises(LosstuneError, match="weights.pt does not match the sha256"):
+    with pytest.raises(LosstuneError, match=r"weights\.pt does not match the sha256"):
         mlflow.pyfunc.load_model(str(model))
 
 
@@ -269,7 +279,7 @@ def test_pyfunc_names_a_missing_column(flow):
     from mlflow.exceptions import MlflowException
 
     model = mlflow.pyfunc.load_model(str(flow["model"]))
-    with pytest.raises(MlflowException, match="lacks 1 column.*'num2'"):
+    with pytest.raises(MlflowException, match=r"lacks 1 column.*'num2'"):
         model.predict(pd.read_csv(flow["test.csv"]).drop(columns=["num2"]))
 
 
@@ -370,8 +380,9 @@ def test_train_on_other_data_warns_and_names_the_file(flow, capsys, tmp_path, ca
     full = synthetic_frame(n=300, seed=5)
     full.to_csv(tmp_path / "full.csv", index=False)
     with caplog.at_level(logging.WARNING):
-        rc, out, err = run_cli(capsys, "train", flow["best.yaml"], "--data", tmp_path / "full.csv", "-o",
-                               tmp_path / "m", "--no-track")  # fmt: skip
+        rc, out, err = run_cli(
+            capsys, "train", flow["best.yaml"], "--data", tmp_path / "full.csv", "-o", tmp_path / "m", "--no-track"
+        )
     assert rc == 0, err
     assert f"trained on {tmp_path / 'full.csv'} (300 rows" in out and "NOT the data the trial was scored on" in out
     assert any("full.csv" in r.getMessage() and "fingerprint" in r.getMessage() for r in caplog.records)
@@ -411,7 +422,7 @@ def test_train_on_a_store_recorded_without_its_password_fails_at_once(flow, caps
     (tmp_path / "pg.yaml").write_text(yaml.safe_dump(data))
     monkeypatch.delenv("LOSSTUNE_TRACKING_URI", raising=False)
     start = time.monotonic()
-    rc, out, err = run_cli(capsys, "train", tmp_path / "pg.yaml", "-o", tmp_path / "m")
+    rc, _out, err = run_cli(capsys, "train", tmp_path / "pg.yaml", "-o", tmp_path / "m")
     assert time.monotonic() - start < 5
     assert rc == EXIT_BAD_INPUT and err.count("\n") == 1, err
     assert "has no usable password" in err and "LOSSTUNE_TRACKING_URI" in err

@@ -67,8 +67,14 @@ def test_same_numbers_everywhere(searched, tmp_path, capsys):
         assert f"{t.value:.4f} ± {a['cv_score_se']:.4f}" in out
         metrics = client.get_run(a["mlflow_run_id"]).data.metrics
         row = rows[t.number]
-        for key in ("cv_score_se", "honest_score_se", "diff_vs_reference", "diff_vs_reference_se", "diff_vs_best",
-                    "diff_vs_best_se"):  # fmt: skip
+        for key in (
+            "cv_score_se",
+            "honest_score_se",
+            "diff_vs_reference",
+            "diff_vs_reference_se",
+            "diff_vs_best",
+            "diff_vs_best_se",
+        ):
             if a[key] is None:
                 assert key not in metrics and (row[key] is None or math.isnan(row[key]))  # JSON null or NaN
             else:
@@ -138,12 +144,16 @@ def test_a_second_confirm_phase_takes_a_new_block_of_seeds():
     from search.study.plan import TrialRecord
 
     def rec(n, phase, seed, cv=None, value=0.5):
-        return TrialRecord(n, phase, "COMPLETE", {"alpha": None, "gamma": 2.0, "bce_weight": 0.5,
-                                                  "focal_weight": 0.5 + n / 100}, value=value, cv=cv, cv_seed=seed)  # fmt: skip
+        loss = {"alpha": None, "gamma": 2.0, "bce_weight": 0.5, "focal_weight": 0.5 + n / 100}
+        return TrialRecord(n, phase, "COMPLETE", loss, value=value, cv=cv, cv_seed=seed)
 
     grid = Phase(name="g", grid=[{"bce_weight": 0.5, "focal_weight": 0.5 + n / 100} for n in range(3)])
-    phases = (grid, Phase(name="c1", kind="confirm", top=1), Phase(name="g2", grid=[{"gamma": 3.0}]),
-              Phase(name="c2", kind="confirm", top=1, with_reference=False))  # fmt: skip
+    phases = (
+        grid,
+        Phase(name="c1", kind="confirm", top=1),
+        Phase(name="g2", grid=[{"gamma": 3.0}]),
+        Phase(name="c2", kind="confirm", top=1, with_reference=False),
+    )
     done = [rec(0, "g", 5), rec(1, "g", 5, value=0.9), rec(2, "g", 5)]
     step = next_step(phases, done, study_seed=5)
     assert (step.phase.name, step.cv) == ("c1", {"seed": 1000, "repeats": 3})
@@ -180,8 +190,9 @@ def test_reference_and_confirm_phase_are_validated(tmp_path, capsys, monkeypatch
     ]:
         with pytest.raises(Exception, match=message):
             Phase(**phase)
-    text = make_study(tmp_path, name="first").read_text().replace(
-        "plan:\n", "plan:\n  - {name: early, kind: confirm}\n")  # fmt: skip
+    text = (
+        make_study(tmp_path, name="first").read_text().replace("plan:\n", "plan:\n  - {name: early, kind: confirm}\n")
+    )
     (tmp_path / "first.yaml").write_text(text)
     assert main(["status", str(tmp_path / "first.yaml")]) == 2
     err = capsys.readouterr().err.strip()

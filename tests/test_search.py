@@ -12,7 +12,6 @@ import yaml
 from mlflow import MlflowClient
 
 from objectives.config import LossConfig
-
 from search.run.options import SearchOptions
 from search.run.runner import run_search
 from search.run.session import StudySession
@@ -268,7 +267,9 @@ def test_an_invalid_point_fails_at_once_with_its_reason_and_the_plan_goes_on(tmp
     refused = trials[1].user_attrs
     assert (refused["failure"], refused["failure_reason"]) == ("invalid", f"invalid configuration: {NO_NEGATIVE_LOSS}")
     assert refused["loss"]["alpha"] == 1.0 and CONFIG_ATTR not in refused  # no valid configuration to record
-    assert any(line.startswith("t001 weight") and f"FAILED: invalid configuration: {NO_NEGATIVE_LOSS}" in line
-               for line in lines)  # fmt: skip
+    assert any(
+        line.startswith("t001 weight") and f"FAILED: invalid configuration: {NO_NEGATIVE_LOSS}" in line
+        for line in lines
+    )
     assert stored_config(trials[2]).loss == LossConfig(alpha=0.5, gamma=2, bce_weight=0, focal_weight=1)
     assert plan_step(session.file, trial_records(session.study)) is None  # the refused point counts as done
