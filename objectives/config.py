@@ -14,14 +14,14 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 NonNegative = Annotated[float, Field(ge=0.0)]
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """The one strict base: every config here and search's file formats (study file, exported config). A class,
+    not an alias of one: pydantic's mypy plugin derives no ``__init__`` for subclasses of an alias."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-StrictModel = _Strict  # the one strict base: search's file formats (study file, exported config) build on it too
-
-
-class LossConfig(_Strict):
+class LossConfig(StrictModel):
     """``bce_weight * BCE + focal_weight * Focal(alpha, gamma)``; see :mod:`objectives.losses`."""
 
     alpha: Probability | None = None
@@ -44,12 +44,12 @@ class LossConfig(_Strict):
         return self
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     hidden: tuple[Annotated[int, Field(ge=1, le=65536)], ...] = (128, 64)
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictModel):
     epochs: Annotated[int, Field(ge=1, le=100_000)] = 20
     batch_size: Annotated[int, Field(ge=1)] = 256
     lr: Annotated[float, Field(gt=0.0)] = 1e-3
@@ -61,7 +61,7 @@ class TrainConfig(_Strict):
     precision: Literal["fp32", "bf16"] = "fp32"
 
 
-class CVConfig(_Strict):
+class CVConfig(StrictModel):
     folds: Annotated[int, Field(ge=2, le=100)] = 5
     seed: Annotated[int, Field(ge=0)] = 0
     # repeated stratified K-fold: repeat r has its own split and init seeds (objectives.evaluate.repeat_seed);
@@ -69,7 +69,7 @@ class CVConfig(_Strict):
     repeats: Annotated[int, Field(ge=1, le=100)] = 1
 
 
-class MetricConfig(_Strict):
+class MetricConfig(StrictModel):
     """The score the threshold maximises: binary F1, macro F1 or F-beta (``beta`` only for ``fbeta``)."""
 
     name: Literal["f1", "macro_f1", "fbeta"] = "f1"
@@ -86,7 +86,7 @@ class MetricConfig(_Strict):
         return f"f{self.beta:g}" if self.name == "fbeta" else self.name
 
 
-class TrialConfig(_Strict):
+class TrialConfig(StrictModel):
     loss: LossConfig = LossConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()

@@ -4,9 +4,9 @@ The data is the exported config's data file, or ``--data`` (typically the full s
 searched a part): a fingerprint other than the trial's is a warning, not an error, since that is the normal
 case; the output says which file was used. The model directory is saved locally and, unless ``track=False``,
 also logged, in the study's final-models experiment ``<experiment>-final``, as a run named ``final <study>``
-with a logged model (and registered under ``register`` when given). MLflow is driven through an explicit client and run id: the logged
-model is created with ``MlflowClient.create_logged_model``, the directory saved with its ids and uploaded with
-``log_model_artifacts`` (what ``mlflow.pyfunc.log_model`` does, without its global active run and tracking URI).
+with a logged model (and registered under ``register`` when given). MLflow is driven through an explicit client
+and run id: the logged model is created with ``MlflowClient.create_logged_model``, the directory saved with its
+ids and uploaded with ``log_model_artifacts`` (what ``mlflow.pyfunc.log_model`` does, without its global active run and tracking URI).
 """
 
 from __future__ import annotations

@@ -19,14 +19,16 @@ def loss_text(loss: dict[str, float | None]) -> str:
 
 def paired(a: TrialRecord, b: TrialRecord) -> Comparison | None:
     """A minus B on their shared splits, or None when they cannot be paired (other splits, no fold scores)."""
-    if not (a.scored and b.scored and a.cv_key == b.cv_key and a.fold_scores and b.fold_scores and a.folds):
+    if a.value is None or b.value is None or not (a.scored and b.scored and a.cv_key == b.cv_key):
         return None
-    if len(a.fold_scores) != len(b.fold_scores):
+    if not (a.fold_scores and b.fold_scores and a.folds) or len(a.fold_scores) != len(b.fold_scores):
         return None
     return compare(a.fold_scores, b.fold_scores, a.folds, diff=a.value - b.value)
 
 
-def phase_choices(phases: tuple[Phase, ...], records: list[TrialRecord], reference: dict | None = None) -> list[str]:
+def phase_choices(
+    phases: tuple[Phase, ...], records: list[TrialRecord], reference: dict[str, float | None] | None = None
+) -> list[str]:
     """One line per phase with a result: what it chose and whether that choice was within noise, e.g.
     ``balance: g=3 a=none w=0.8/0.2 chosen (trial 2), +0.002 ± 0.003 over g=3 a=none w=0.5/0.5 (trial 0), not
     distinguishable``. For a grid or tpe phase, the best configuration so far against the runner-up among the
@@ -38,7 +40,7 @@ def phase_choices(phases: tuple[Phase, ...], records: list[TrialRecord], referen
         if not mine:
             continue
         if phase.kind == "confirm":
-            top = best(mine)
+            top = _first(best(mine))
             ref = next((r for r in mine if config_key(r.loss) == config_key(reference)), None)
             if ref is None or ref.number == top.number:
                 lines.append(f"{phase.name}: {loss_text(top.loss)} confirmed best (trial {top.number}, "
@@ -46,14 +48,14 @@ def phase_choices(phases: tuple[Phase, ...], records: list[TrialRecord], referen
                 continue
             lines.append(_choice_line(phase.name, "confirmed best", top, ref, "the reference "))
             continue
-        chosen = best_record(records, i + 1, phases)
+        chosen = _first(best_record(records, i + 1, phases))  # the phase's own scored trials rank: never None
         earlier = best_record(records, i, phases)
         rivals = [r for r in [*mine, *([earlier] if earlier else [])] if r.number != chosen.number]
         rivals = [r for r in rivals if config_key(r.loss) != config_key(chosen.loss)]
         if not rivals:
             lines.append(f"{phase.name}: {loss_text(chosen.loss)} chosen (trial {chosen.number}), no rival")
             continue
-        runner_up = best(rivals)
+        runner_up = _first(best(rivals))
         lines.append(_choice_line(phase.name, "chosen", chosen, runner_up, ""))
     return lines
 
@@ -62,5 +64,20 @@ def _choice_line(phase: str, what: str, a: TrialRecord, b: TrialRecord, b_role: 
     c = paired(a, b)
     head = f"{phase}: {loss_text(a.loss)} {what} (trial {a.number})"
     if c is None:
-        return f"{head}, {a.value - b.value:+.4f} over {b_role}{loss_text(b.loss)} (trial {b.number}), no paired folds"
+        return (
+            f"{head}, {_score(a) - _score(b):+.4f} over {b_role}{loss_text(b.loss)} (trial {b.number}), no paired folds"
+        )
     return f"{head}, {c.diff:+.4f} ± {c.se:.4f} over {b_role}{loss_text(b.loss)} (trial {b.number}), {c.verdict}"
+
+
+def _first(record: TrialRecord | None) -> TrialRecord:
+    """The best of a pool known to hold a scored trial (the caller checked it is not empty)."""
+    if record is None:
+        raise ValueError("no scored trial to choose from")
+    return record
+
+
+def _score(record: TrialRecord) -> float:
+    if record.value is None:
+        raise ValueError(f"trial {record.number} has no score")
+    return record.value

@@ -5,7 +5,7 @@ an unweighted alpha is written as text, and the one check that turns a point of 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal, get_args
+from typing import Literal, TypeVar, get_args
 
 from pydantic import ValidationError
 
@@ -16,6 +16,7 @@ LOSS_PARAMS: tuple[str, ...] = tuple(LossConfig.model_fields)
 LossParam = Literal["alpha", "gamma", "bce_weight", "focal_weight"]  # a type needs the names written out:
 if get_args(LossParam) != LOSS_PARAMS:  # so they are checked against LossConfig's on import
     raise RuntimeError(f"LossParam {get_args(LossParam)} does not name LossConfig's fields {LOSS_PARAMS}")
+V = TypeVar("V")
 UNWEIGHTED = "none"  # an unweighted alpha (alpha: null), wherever it is written as text
 # Every value a plan may give a loss parameter lies in these ranges; Optuna records each parameter with the same
 # distribution kind in every phase.
@@ -25,6 +26,12 @@ PARAM_LIMITS: dict[str, tuple[float, float]] = {
     "bce_weight": (0.0, 1.0),
     "focal_weight": (0.0, 1.0),
 }
+
+
+def by_name(values: Mapping[LossParam, V]) -> dict[str, V]:
+    """A study file's loss mapping (its keys checked against :data:`LossParam`) as the plain ``str``-keyed dict
+    the plan and the tables use (mypy holds ``dict[LossParam, ...]`` and ``dict[str, ...]`` apart)."""
+    return {name: value for name, value in values.items()}
 
 
 def check_value(name: str, value: float | None) -> float | None:

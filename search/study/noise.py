@@ -75,7 +75,7 @@ def trial_stats(
     }
     for name, other in (("reference", ref), ("best", best_other)):
         c = None if other is None else paired(me, other)
-        out[f"{name}_trial"] = None if c is None else other.number
+        out[f"{name}_trial"] = None if c is None or other is None else other.number
         out[f"diff_vs_{name}"] = None if c is None else c.diff
         out[f"diff_vs_{name}_se"] = None if c is None else c.se
         out[f"verdict_vs_{name}"] = None if c is None else c.verdict

@@ -3,12 +3,12 @@ configuration a study compares every trial with."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from objectives.config import LossConfig, StrictModel
-from search.study.loss_params import LossParam, check_value, check_weights
+from search.study.loss_params import LossParam, by_name, check_value, check_weights
 
 GAMMA_BALANCE_PHASE = 3.0
 # a confirm phase's defaults: the two best configurations (and the reference), three repeats each on fresh seeds
@@ -24,7 +24,7 @@ class Phase(StrictModel):
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
     kind: Literal["grid", "tpe", "confirm"] = "grid"
-    fixed: dict[LossParam, float | None] = {}
+    fixed: dict[LossParam, float | None] = Field(default_factory=dict)
     grid: list[dict[LossParam, float | None]] | None = None
     sampler: Literal["grid", "tpe"] | None = None
     space: dict[LossParam, tuple[float, float]] | None = None
@@ -38,7 +38,7 @@ class Phase(StrictModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _derive_kind(cls, data):
+    def _derive_kind(cls, data: Any) -> Any:  # the raw input, whatever YAML gave
         """``kind`` defaults to what ``sampler`` (or a ``space``) says, so older study files keep working."""
         if isinstance(data, dict) and "kind" not in data:
             sampler = data.get("sampler")
@@ -49,7 +49,7 @@ class Phase(StrictModel):
     def _shape(self) -> Phase:
         for k, v in self.fixed.items():
             check_value(k, v)
-        check_weights(f"phase {self.name!r} fixed", self.fixed)
+        check_weights(f"phase {self.name!r} fixed", by_name(self.fixed))
         if self.sampler is not None and self.sampler != self.kind:
             raise ValueError(f"phase {self.name!r}: kind {self.kind!r} and sampler {self.sampler!r} disagree")
         confirm_only = {"top": self.top, "repeats": self.repeats, "with_reference": self.with_reference}
@@ -70,7 +70,7 @@ class Phase(StrictModel):
                     raise ValueError(f"phase {self.name!r}: empty grid point")
                 for k, v in point.items():
                     check_value(k, v)
-                check_weights(f"phase {self.name!r} grid point {point}", {**self.fixed, **point})
+                check_weights(f"phase {self.name!r} grid point {point}", {**by_name(self.fixed), **by_name(point)})
         else:
             if not self.space:
                 raise ValueError(f"phase {self.name!r}: a tpe phase needs a non-empty 'space'")
@@ -126,7 +126,7 @@ def default_reference(phases: tuple[Phase, ...]) -> dict[str, float | None]:
     """The plan's first trial: the first point of the first phase over the defaults (the seed's starting
     configuration in the default plan: gamma 3, no alpha, 0.5/0.5)."""
     first = phases[0]
-    base = {**LossConfig().model_dump(), **first.fixed}
+    base = {**LossConfig().model_dump(), **by_name(first.fixed)}
     if first.kind == "grid" and first.grid:
-        base.update(first.grid[0])
+        base.update(by_name(first.grid[0]))
     return LossConfig(**base).model_dump()

@@ -23,11 +23,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from objectives.config import CVConfig, LossConfig
-from search.study.loss_params import LOSS_PARAMS, PARAM_LIMITS, InvalidLoss, validated_loss
+from search.study.loss_params import LOSS_PARAMS, PARAM_LIMITS, InvalidLoss, by_name, validated_loss
 from search.study.phases import Phase, default_reference
 from search.study.ranking import best, ranked
+
+if TYPE_CHECKING:
+    from search.study.study_file import StudyFile
 
 # failure kinds recorded in a trial's user attrs; these would fail the same way again
 REPEATABLE_FAILURES = frozenset({"diverged", "invalid"})
@@ -120,7 +124,7 @@ class Wait:
 
 
 def config_key(loss: dict[str, float | None]) -> str:
-    return json.dumps({k: (None if loss.get(k) is None else round(float(loss[k]), 10)) for k in LOSS_PARAMS})
+    return json.dumps({k: (None if (v := loss.get(k)) is None else round(float(v), 10)) for k in LOSS_PARAMS})
 
 
 def default_loss() -> dict[str, float | None]:
@@ -147,7 +151,7 @@ def best_record(records: list[TrialRecord], before_phase: int | None, phases: tu
 def phase_base(records: list[TrialRecord], index: int, phases: tuple[Phase, ...]) -> dict[str, float | None]:
     chosen = best_record(records, index, phases)
     base = dict(chosen.loss) if chosen else default_loss()
-    return {**base, **phases[index].fixed}
+    return {**base, **by_name(phases[index].fixed)}
 
 
 def trial_cv(study_cv: CVConfig, step: Step) -> CVConfig:
@@ -155,7 +159,14 @@ def trial_cv(study_cv: CVConfig, step: Step) -> CVConfig:
     return study_cv if step.cv is None else CVConfig(**{**study_cv.model_dump(), **step.cv})
 
 
-def plan_step(file, records: list[TrialRecord]) -> Step | Wait | None:
+def _finished(same: list[TrialRecord], phase: str) -> bool:
+    """Whether a point has its outcome among ``same`` (its trials): a complete one, or one of ``phase`` that
+    failed for a reason that would repeat (divergence, an invalid configuration)."""
+    repeats = (r.phase == phase and r.state == "FAIL" and r.failure in REPEATABLE_FAILURES for r in same)
+    return any(r.state == "COMPLETE" for r in same) or any(repeats)
+
+
+def plan_step(file: StudyFile, records: list[TrialRecord]) -> Step | Wait | None:
     """:func:`next_step` for a :class:`~search.study.study_file.StudyFile`: its phases, reference and CV seed."""
     return next_step(file.phases, records, reference=file.reference_loss, study_seed=file.cv.seed)
 
@@ -174,18 +185,14 @@ def next_step(
         if phase.kind == "tpe":
             spent = sum(1 for r in records if r.phase == phase.name and r.state != "WAITING")
             if phase.trials is None or spent < phase.trials:
-                return Step(phase_index=i, phase=phase, base=base, space=dict(phase.space or {}))
+                return Step(phase_index=i, phase=phase, base=base, space=by_name(phase.space or {}))
             continue
         pending, running = [], []
         for point in phase.grid or []:
-            loss = {**base, **point}
+            loss = {**base, **by_name(point)}
             key = config_key(loss)
             same = [r for r in records if config_key(r.loss) == key and r.cv is None]  # the study's splits
-            finished = any(
-                (r.state == "COMPLETE" and r.cv is None) or (r.phase == phase.name and r.state == "FAIL" and r.failure in REPEATABLE_FAILURES)
-                for r in same
-            )  # fmt: skip
-            if finished:
+            if _finished(same, phase.name):
                 continue
             in_flight = [r.number for r in same if r.state in ("RUNNING", "WAITING")]
             if in_flight:
@@ -240,7 +247,7 @@ def _confirm_step(
     pending, running = [], []
     for loss in confirm_candidates(index, phase, phases, records, reference):
         same = [r for r in mine if config_key(r.loss) == config_key(loss)]
-        if any(r.state == "COMPLETE" or (r.state == "FAIL" and r.failure in REPEATABLE_FAILURES) for r in same):
+        if _finished(same, phase.name):
             continue
         in_flight = [r.number for r in same if r.state in ("RUNNING", "WAITING")]
         if in_flight:

@@ -9,17 +9,20 @@ and ``number``, the default), or rows of the results table (given ``score`` and 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+# The defaults read ``value`` and ``number`` of whatever is ranked (an Optuna trial, a TrialRecord): typed Any so
+# that they fit the ``Callable[[T], ...]`` parameters for every T; callers rank scored items only.
 
-def _value(item) -> float:
-    return item.value
+
+def _value(item: Any) -> float:
+    return float(item.value)
 
 
-def _number(item) -> int:
-    return item.number
+def _number(item: Any) -> int:
+    return int(item.number)
 
 
 def _rank_key(score: Callable[[T], float], number: Callable[[T], int]) -> Callable[[T], tuple[float, int]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
 from search.study.plan import TrialRecord
@@ -11,6 +11,7 @@ from search.study.ranking import best
 from search.study.stored_config import stored_loss
 
 if TYPE_CHECKING:  # pandas is imported by the functions that build a table, not by the plan's trial_records
+    import optuna
     import pandas as pd
 
 # the noise columns (search.study.noise) stand beside the score they qualify; differences are this trial minus the other
@@ -22,7 +23,7 @@ COLUMNS = ["trial", "phase", *LOSS_PARAMS, "cv_score", "honest_score", "threshol
            *NOISE_COLUMNS]  # fmt: skip
 
 
-def trial_records(study) -> list[TrialRecord]:
+def trial_records(study: optuna.Study) -> list[TrialRecord]:
     records = []
     for t in study.get_trials(deepcopy=False):
         loss = stored_loss(t)
@@ -43,13 +44,13 @@ def trial_records(study) -> list[TrialRecord]:
     return records
 
 
-def results_table(study) -> pd.DataFrame:
+def results_table(study: optuna.Study) -> pd.DataFrame:
     import pandas as pd
 
     return pd.DataFrame(results_rows(study), columns=COLUMNS)
 
 
-def results_rows(study) -> list[dict]:
+def results_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """One dict per stored trial, keyed by :data:`COLUMNS` (missing values are None); no pandas needed."""
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state.name == "COMPLETE"]
@@ -81,11 +82,11 @@ def results_rows(study) -> list[dict]:
     return rows
 
 
-def _blank(v) -> bool:
+def _blank(v: object) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-def plus_minus(value, se, signed: bool = False) -> str:
+def plus_minus(value: float | None, se: float | None, signed: bool = False) -> str:
     """``0.6919 ± 0.0030``; blank without a value, the value alone without an SE."""
     if _blank(value):
         return ""
@@ -96,11 +97,12 @@ def plus_minus(value, se, signed: bool = False) -> str:
 VERDICT_MARK = {"better": "better", "worse": "worse", "not distinguishable": "~same"}
 
 
-def format_table(table: pd.DataFrame | list[dict]) -> str:
+def format_table(table: pd.DataFrame | list[dict[str, Any]]) -> str:
     """The table (or :func:`results_rows`) as text, columns right-aligned under their names: each score with its
     SE, each difference with its SE and verdict (``~same``: not distinguishable), the noise columns folded into
     them. No pandas needed for rows."""
-    rows = table if isinstance(table, list) else table.to_dict(orient="records")
+    records = table if isinstance(table, list) else table.to_dict("records")
+    rows = [{str(k): v for k, v in row.items()} for row in records]
     if not rows:
         return "(no trials yet)"
     shown = [_shown(row) for row in rows]
@@ -110,7 +112,7 @@ def format_table(table: pd.DataFrame | list[dict]) -> str:
     return "\n".join(" ".join(t.rjust(w) for t, w in zip(line, widths)).rstrip() for line in [columns, *cells])
 
 
-def _shown(row: dict) -> dict[str, str]:
+def _shown(row: dict[str, Any]) -> dict[str, str]:
     out: dict[str, str] = {}
     for col, v in row.items():
         if col in NOISE_COLUMNS:
@@ -126,10 +128,11 @@ def _shown(row: dict) -> dict[str, str]:
     if "cv_score_se" in row:
         for name in ("reference", "best"):
             d, se = row.get(f"diff_vs_{name}"), row.get(f"diff_vs_{name}_se")
-            v, n = row.get(f"verdict_vs_{name}"), row.get(f"{name}_trial")
-            out[f"vs_{name}"] = (
-                "" if _blank(d) else f"{plus_minus(d, se, signed=True)} {VERDICT_MARK.get(v, v)} (t{int(n)})"
-            )
+            if _blank(d):
+                out[f"vs_{name}"] = ""
+                continue
+            verdict, other = row[f"verdict_vs_{name}"], row[f"{name}_trial"]  # recorded with every difference
+            out[f"vs_{name}"] = f"{plus_minus(d, se, signed=True)} {VERDICT_MARK.get(verdict, verdict)} (t{int(other)})"
         out["seed"] = "" if _blank(row.get("cv_seed")) else str(int(row["cv_seed"]))
     return out
 

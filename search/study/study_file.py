@@ -17,7 +17,7 @@ from objectives.config import CVConfig, LossConfig, MetricConfig, ModelConfig, S
 from objectives.data_spec import DataSpec
 from objectives.errors import LosstuneError
 from search.formats.validation import read_yaml, validated
-from search.study.loss_params import LossParam, check_value, validated_loss
+from search.study.loss_params import LossParam, by_name, check_value, validated_loss
 from search.study.phases import DEFAULT_PLAN, Phase, default_reference
 
 
@@ -31,8 +31,8 @@ class DataBlock(StrictModel):
     positive: str | int | None = None
     sep: str | None = None
     encoding: Literal["utf-8", "utf-8-sig", "cp932", "shift_jis"] | None = None
-    drop: list[str] = []
-    na_values: list[str] = []
+    drop: list[str] = Field(default_factory=list)
+    na_values: list[str] = Field(default_factory=list)
 
     @field_validator("positive")
     @classmethod
@@ -97,7 +97,7 @@ class StudyFile(StrictModel):
     def reference_loss(self) -> dict[str, float | None]:
         """The study's reference configuration: ``reference:`` over the defaults, or the plan's first trial."""
         if self.reference is not None:
-            return LossConfig(**{**LossConfig().model_dump(), **self.reference}).model_dump()
+            return LossConfig(**{**LossConfig().model_dump(), **by_name(self.reference)}).model_dump()
         return default_reference(self.phases)
 
     @property

@@ -17,7 +17,8 @@ Rules:
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field
 
@@ -25,6 +26,9 @@ from objectives.config import StrictModel
 from objectives.errors import LosstuneError
 from objectives.stats import BETTER, SAME, WORSE
 from search.study.ranking import best
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
 
 Rule = Literal["mean", "honest", "confirmed"]
 RULES = ("auto", "mean", "honest", "confirmed", "oof")
@@ -57,11 +61,11 @@ class Confidence(StrictModel):
     n_trials: int  # complete trials the choice was made among
 
 
-def _on_study_splits(trials) -> list:
+def _on_study_splits(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if t.user_attrs.get("cv") is None]
 
 
-def _confirmed(trials) -> list:
+def _confirmed(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     """The complete trials of the latest confirm phase (they share its fresh seed, so they are paired)."""
     confirm = [t for t in trials if t.user_attrs.get("cv") is not None]
     if not confirm:
@@ -70,7 +74,7 @@ def _confirmed(trials) -> list:
     return [t for t in confirm if t.user_attrs.get("phase_index", -1) == latest]
 
 
-def resolve_rule(trials, by: str) -> Rule:
+def resolve_rule(trials: Sequence[FrozenTrial], by: str) -> Rule:
     if by not in RULES:
         raise LosstuneError(f"unknown selection rule {by!r}: use one of {', '.join(RULES)}")
     if by == "oof":
@@ -80,11 +84,11 @@ def resolve_rule(trials, by: str) -> Rule:
     return by  # type: ignore[return-value]
 
 
-def complete_trials(trials) -> list:
+def complete_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
 
 
-def select(trials, rule: Rule):
+def select(trials: Sequence[FrozenTrial], rule: Rule) -> FrozenTrial | None:
     """The chosen complete trial under ``rule`` (ties: the earliest); None when there is none to choose from."""
     complete = complete_trials(trials)
     if rule == "confirmed":
@@ -103,13 +107,15 @@ def select(trials, rule: Rule):
     return best(pool)
 
 
-def confidence(trial, selected_by: str, trials, reference_key: str) -> Confidence:
+def confidence(trial: FrozenTrial, selected_by: str, trials: Sequence[FrozenTrial], reference_key: str) -> Confidence:
     """The verdict and estimate of ``trial``; ``reference_key`` is :func:`search.study.plan.config_key` of the study's
     reference configuration."""
     from search.study.plan import config_key
     from search.study.stored_config import stored_loss
 
     a = trial.user_attrs
+    if trial.value is None:
+        raise LosstuneError(f"trial {trial.number} has no score: only a complete trial is chosen")
     complete = complete_trials(trials)
     if a.get("verdict_vs_reference") is not None:
         verdict = a["verdict_vs_reference"]
@@ -132,7 +138,7 @@ def confidence(trial, selected_by: str, trials, reference_key: str) -> Confidenc
             "selection among them (run a confirm phase for an estimate free of it)"
         )
     return Confidence(
-        selected_by=selected_by, score=float(trial.value), score_se=a.get("cv_score_se"), folds=a.get("folds"),
+        selected_by=selected_by, score=trial.value, score_se=a.get("cv_score_se"), folds=a.get("folds"),
         repeats=a.get("repeats"), cv_seed=a.get("cv_seed"), reference_trial=a.get("reference_trial"),
         diff_vs_reference=a.get("diff_vs_reference"), diff_vs_reference_se=a.get("diff_vs_reference_se"),
         verdict=verdict, verdict_text=text, estimate=a.get("honest_score"), estimate_se=a.get("honest_score_se"),

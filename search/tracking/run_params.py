@@ -72,7 +72,7 @@ def study_params(file: StudyFile, storage_display: str) -> dict[str, str]:
 
 
 def plan_summary(file: StudyFile) -> str:
-    """``balance:grid4 gamma:grid4 alpha:grid2 confirm:confirm2 refine:tpe`` (a tpe phase with ``trials`` shows them)."""
+    """``balance:grid4 gamma:grid4 alpha:grid2 confirm:confirm2 refine:tpe`` (a tpe phase shows its ``trials``)."""
     parts = []
     for phase in file.phases:
         if phase.kind == "grid":
