@@ -7,10 +7,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from objectives.errors import LosstuneError
 from search.formats.strict_json import dumps
 from search.study.loss_params import LOSS_PARAMS
+
+if TYPE_CHECKING:
+    from objectives.config import TrialConfig
+    from objectives.data import DataSpec
+    from objectives.evaluate import EvaluationResult
+    from search.model.exported_config import ExportedConfig
 
 
 def trial_overrides(args: argparse.Namespace) -> dict:
@@ -52,10 +59,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
     else:
         if args.data is None or args.target is None:
             raise LosstuneError("evaluate needs --data FILE.csv and --target COLUMN (or --config FILE)")
-        spec = validated(DataSpec, "data", dict(
-            path=args.data, target=args.target, positive=args.positive, sep=args.sep, encoding=args.encoding,
-            drop=tuple(args.drop), na_values=tuple(args.na_value),
-        ))  # fmt: skip
+        spec = validated(
+            DataSpec,
+            "data",
+            dict(
+                path=args.data,
+                target=args.target,
+                positive=args.positive,
+                sep=args.sep,
+                encoding=args.encoding,
+                drop=tuple(args.drop),
+                na_values=tuple(args.na_value),
+            ),
+        )
         config = validated(TrialConfig, "options", trial_overrides(args))
     if args.oof_out and not args.oof_out.parent.is_dir():  # checked before training, not after it
         raise LosstuneError(f"--oof-out directory does not exist: {args.oof_out.parent}")
@@ -73,12 +89,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
             p = exported.provenance
             honest = "n/a" if p.honest_score is None else f"{p.honest_score:.4f}"
             data = "same data" if p.data_fingerprint == dataset.fingerprint else "OTHER data"
-            print(f"exported trial {p.trial} of {p.study!r}: OOF {p.cv_score:.4f}  honest {honest}  "
-                  f"threshold {exported.threshold:.4f}  ({data})")  # fmt: skip
+            print(
+                f"exported trial {p.trial} of {p.study!r}: OOF {p.cv_score:.4f}  honest {honest}  "
+                f"threshold {exported.threshold:.4f}  ({data})"
+            )
     return 0
 
 
-def _config_with_overrides(exported, args: argparse.Namespace):
+def _config_with_overrides(exported: ExportedConfig, args: argparse.Namespace) -> tuple[DataSpec, TrialConfig]:
     """The exported data spec and trial config, with the options given on the command line replacing theirs."""
     from objectives.config import TrialConfig
     from objectives.data import DataSpec
@@ -101,19 +119,23 @@ def _config_with_overrides(exported, args: argparse.Namespace):
     return validated(DataSpec, "data", data), validated(TrialConfig, "options", trial)
 
 
-def _write_oof(path: Path, result) -> None:
+def _write_oof(path: Path, result: EvaluationResult) -> None:
     import pandas as pd
 
     frame = pd.DataFrame(
-        {"row": range(len(result.oof_proba)), "fold": result.fold_of_row, "y_true": result.y_true,
-         "proba": result.oof_proba}
-    )  # fmt: skip
+        {
+            "row": range(len(result.oof_proba)),
+            "fold": result.fold_of_row,
+            "y_true": result.y_true,
+            "proba": result.oof_proba,
+        }
+    )
     tmp = path.with_name(path.name + ".tmp")
     frame.to_csv(tmp, index=False)
     tmp.replace(path)  # atomic: an interrupted write never leaves a half file under the real name
 
 
-def format_summary(result, config, positive_label: str) -> str:
+def format_summary(result: EvaluationResult, config: TrialConfig, positive_label: str) -> str:
     m = result.metric
     tn, fp = result.confusion_matrix[0]
     fn, tp = result.confusion_matrix[1]

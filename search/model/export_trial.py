@@ -29,6 +29,7 @@ from search.study.verdict import confidence, format_confidence, resolve_rule, se
 
 if TYPE_CHECKING:
     import optuna
+    from mlflow.entities import Run
     from optuna.trial import FrozenTrial
 
     from search.tracking.tracker import StudyTracker
@@ -53,7 +54,7 @@ def versions() -> dict[str, str]:
     return out
 
 
-def select_trial(study, by: str, number: int | None):
+def select_trial(study: optuna.Study, by: str, number: int | None) -> FrozenTrial:
     """The chosen COMPLETE trial (ties: the earliest); one-line errors for an unknown or unfinished one."""
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
@@ -90,9 +91,13 @@ def check_against_run(config: TrialConfig, run_params: dict[str, str], trial_num
 
 
 def export_trial(
-    study_path: Path, out: Path, by: str = "auto", number: int | None = None,
-    fmt: Literal["yaml", "json"] = "yaml", log_to_mlflow: bool = True,
-) -> tuple[ExportedConfig, str | None]:  # fmt: skip
+    study_path: Path,
+    out: Path,
+    by: str = "auto",
+    number: int | None = None,
+    fmt: Literal["yaml", "json"] = "yaml",
+    log_to_mlflow: bool = True,
+) -> tuple[ExportedConfig, str | None]:
     """Write the exported configuration of the chosen trial to ``out`` and log it on the trial's MLflow run.
 
     Returns the configuration and the id of the run it was logged on (None when it was not logged)."""
@@ -136,22 +141,38 @@ def _load_study(file: StudyFile) -> optuna.Study:
 
 
 def _exported(
-    file: StudyFile, study: optuna.Study, trial: FrozenTrial, config: TrialConfig, by: str, number: int | None,
+    file: StudyFile,
+    study: optuna.Study,
+    trial: FrozenTrial,
+    config: TrialConfig,
+    by: str,
+    number: int | None,
     tracking_uri: str,
-) -> ExportedConfig:  # fmt: skip
+) -> ExportedConfig:
     """The file's content: the trial's configuration and threshold, the study's data spec, the provenance."""
     trials = study.get_trials(deepcopy=False)
     rule = "trial" if number is not None else resolve_rule(trials, by)
     attrs = trial.user_attrs
+    if trial.value is None:  # select_trial returns COMPLETE trials only
+        raise LosstuneError(f"trial {trial.number} has no score to export")
     provenance = Provenance(
-        study=file.name, trial=trial.number, phase=attrs.get("phase"),
-        selected_by="oof" if by == "oof" and number is None else rule, mlflow_run_id=attrs.get("mlflow_run_id"),
-        tracking_uri=tracking_uri, experiment=file.experiment, metric=config.metric.label,
-        cv_score=float(trial.value), honest_score=attrs.get("honest_score"),
-        honest_score_std=attrs.get("honest_score_std"), data_fingerprint=attrs.get("data_fingerprint"),
-        week=attrs.get("week"), exported_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        versions=versions(), confidence=confidence(trial, rule, trials, config_key(file.reference_loss)),
-    )  # fmt: skip
+        study=file.name,
+        trial=trial.number,
+        phase=attrs.get("phase"),
+        selected_by="oof" if by == "oof" and number is None else rule,
+        mlflow_run_id=attrs.get("mlflow_run_id"),
+        tracking_uri=tracking_uri,
+        experiment=file.experiment,
+        metric=config.metric.label,
+        cv_score=trial.value,
+        honest_score=attrs.get("honest_score"),
+        honest_score_std=attrs.get("honest_score_std"),
+        data_fingerprint=attrs.get("data_fingerprint"),
+        week=attrs.get("week"),
+        exported_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        versions=versions(),
+        confidence=confidence(trial, rule, trials, config_key(file.reference_loss)),
+    )
     return ExportedConfig.of_trial(config, float(attrs["threshold"]), file.data_spec, provenance)
 
 
@@ -163,7 +184,7 @@ def _log_export(tracker: StudyTracker, run_id: str, out: Path, exported: Exporte
     tracker.client.set_tag(run_id, TAG_EXPORT_FILE, f"{EXPORT_ARTIFACT_DIR}/{Path(out).name}")
 
 
-def _get_run(tracker, run_id: str | None):
+def _get_run(tracker: StudyTracker, run_id: str | None) -> Run | None:
     """The trial's MLflow run, or None (with a warning) when it has none or the store does not have it."""
     from mlflow.exceptions import MlflowException
 

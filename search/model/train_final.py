@@ -6,7 +6,8 @@ case; the output says which file was used. The model directory is saved locally 
 also logged, in the study's final-models experiment ``<experiment>-final``, as a run named ``final <study>``
 with a logged model (and registered under ``register`` when given). MLflow is driven through an explicit client
 and run id: the logged model is created with ``MlflowClient.create_logged_model``, the directory saved with its
-ids and uploaded with ``log_model_artifacts`` (what ``mlflow.pyfunc.log_model`` does, without its global active run and tracking URI).
+ids and uploaded with ``log_model_artifacts`` (what ``mlflow.pyfunc.log_model`` does, without its global
+active run and tracking URI).
 """
 
 from __future__ import annotations
@@ -16,11 +17,19 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from objectives.data import load_dataset
 from objectives.errors import LosstuneError
 from objectives.final import fit_final_model
-from search.model.exported_config import ExportedConfig, load_exported
+from search.model.exported_config import ExportedConfig, Provenance, load_exported
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    from objectives.final import FinalModel
+    from search.tracking.tracker import StudyTracker
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +65,8 @@ def final_experiment(study_experiment: str) -> str:
     return f"{study_experiment}-final"
 
 
-def train_model(
-    config_path: Path, out: Path, data: Path | None = None, register: str | None = None, track: bool = True
-) -> TrainOutcome:
-    exported = load_exported(config_path)
-    out = Path(out)
+def _checked_tracker(exported: ExportedConfig, out: Path, register: str | None, track: bool) -> StudyTracker | None:
+    """The final-models tracker (None with ``track=False``), after the checks that must fail before training."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise LosstuneError(f"{out} already exists and is not empty: choose another -o or remove it")
     if register and not track:
@@ -75,6 +81,15 @@ def train_model(
 
         check_tracking_reachable(target[0])  # a password left out, a dead server: one line at once
         tracker = StudyTracker(*target)  # opened before training: a bad store fails in seconds, not after it
+    return tracker
+
+
+def train_model(
+    config_path: Path, out: Path, data: Path | None = None, register: str | None = None, track: bool = True
+) -> TrainOutcome:
+    exported = load_exported(config_path)
+    out = Path(out)
+    tracker = _checked_tracker(exported, out, register, track)
 
     spec = exported.data if data is None else exported.data.model_copy(update={"path": Path(data).resolve()})
     dataset = load_dataset(spec)
@@ -84,20 +99,32 @@ def train_model(
         log.warning(
             "training on %s (fingerprint %s), not on the data trial %d was scored on (%s): expected when this is "
             "the full set; the CV scores in the config describe the other data",
-            spec.path, dataset.fingerprint, exported.provenance.trial, recorded,
-        )  # fmt: skip
+            spec.path,
+            dataset.fingerprint,
+            exported.provenance.trial,
+            recorded,
+        )
     start = time.perf_counter()
     final = fit_final_model(dataset, exported.trial_config)
     seconds = time.perf_counter() - start
     outcome = TrainOutcome(
-        model_dir=out, data_path=spec.path, fingerprint=dataset.fingerprint, same_data=same, n_rows=dataset.n_rows,
-        final_train_loss=float(final.train_loss[-1]), seconds=seconds,
-    )  # fmt: skip
+        model_dir=out,
+        data_path=spec.path,
+        fingerprint=dataset.fingerprint,
+        same_data=same,
+        n_rows=dataset.n_rows,
+        final_train_loss=float(final.train_loss[-1]),
+        seconds=seconds,
+    )
     trained_on = {
-        "path": str(spec.path), "fingerprint": dataset.fingerprint, "n_rows": dataset.n_rows,
-        "positive_rate": dataset.positive_rate, "excluded_columns": dataset.excluded_columns,
-        "same_data_as_trial": same, "seconds": round(seconds, 3),
-    }  # fmt: skip
+        "path": str(spec.path),
+        "fingerprint": dataset.fingerprint,
+        "n_rows": dataset.n_rows,
+        "positive_rate": dataset.positive_rate,
+        "excluded_columns": dataset.excluded_columns,
+        "same_data_as_trial": same,
+        "seconds": round(seconds, 3),
+    }
     if tracker is None:
         from search.model.model_dir_saving import save_model_dir
 
@@ -107,36 +134,38 @@ def train_model(
     return outcome
 
 
-def _save_and_log(tracker, final, exported: ExportedConfig, out: Path, trained_on: dict, register, outcome) -> None:
-    from mlflow.entities import LoggedModelOutput, Metric, Param, RunTag
+def _save_and_log(
+    tracker: StudyTracker,
+    final: FinalModel,
+    exported: ExportedConfig,
+    out: Path,
+    trained_on: dict[str, object],
+    register: str | None,
+    outcome: TrainOutcome,
+) -> None:
+    from mlflow.entities import LoggedModelOutput, Param, RunTag
     from mlflow.models import Model
 
     from search.model.model_dir_saving import save_model_dir
-    from search.tracking.mlflow_store import TAG_FINGERPRINT, TAG_ROLE, TAG_STUDY
+    from search.tracking.mlflow_store import TAG_STUDY
     from search.tracking.run_params import final_params
 
     client, p = tracker.client, exported.provenance
-    tags = {
-        TAG_ROLE: TAG_ROLE_FINAL, TAG_STUDY: p.study, TAG_FINGERPRINT: outcome.fingerprint,
-        "losstune.source_trial": str(p.trial), "losstune.source_run_id": p.mlflow_run_id or "",
-        "losstune.data_file": str(outcome.data_path), "losstune.same_data_as_trial": str(outcome.same_data).lower(),
-    }  # fmt: skip
-    run = client.create_run(tracker.experiment_id, run_name=f"final {p.study}", tags=tags)
+    run = client.create_run(tracker.experiment_id, run_name=f"final {p.study}", tags=_final_run_tags(p, outcome))
     run_id = run.info.run_id
     model_id = None
     try:
         params = final_params(exported.trial_config, exported.threshold)
-        now = int(time.time() * 1000)
-        metrics = [Metric("train_loss", float(v), now, epoch) for epoch, v in enumerate(final.train_loss, start=1)]
-        metrics += [Metric("n_rows", float(outcome.n_rows), now, 0)]  # the threshold is a param: no name twice
-        metrics += [Metric(f"trial_{k}", float(v), now, 0) for k, v in
-                    (("cv_score", p.cv_score), ("honest_score", p.honest_score)) if v is not None]  # fmt: skip
+        metrics = _final_metrics(final, p, outcome)
         client.log_batch(run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()])
         logged = client.create_logged_model(
-            tracker.experiment_id, name=MODEL_NAME, source_run_id=run_id, model_type="losstune-mlp",
+            tracker.experiment_id,
+            name=MODEL_NAME,
+            source_run_id=run_id,
+            model_type="losstune-mlp",
             params=params,
             tags={TAG_STUDY: p.study, "losstune.source_trial": str(p.trial)},
-        )  # fmt: skip
+        )
         model_id = logged.model_id
         # the ids in MLmodel, as mlflow.pyfunc.log_model writes them: the local directory is the logged model
         ids = Model(artifact_path=logged.artifact_location, run_id=run_id, model_uuid=model_id, model_id=model_id)
@@ -157,7 +186,37 @@ def _save_and_log(tracker, final, exported: ExportedConfig, out: Path, trained_o
     outcome.run_id, outcome.model_id = run_id, model_id
 
 
-def _register(client, name: str, model_id: str, source: str, run_id: str) -> str:
+def _final_run_tags(p: Provenance, outcome: TrainOutcome) -> dict[str, str]:
+    """The final run's tags: what it is, which trial and data it came from."""
+    from search.tracking.mlflow_store import TAG_FINGERPRINT, TAG_ROLE, TAG_STUDY
+
+    return {
+        TAG_ROLE: TAG_ROLE_FINAL,
+        TAG_STUDY: p.study,
+        TAG_FINGERPRINT: outcome.fingerprint,
+        "losstune.source_trial": str(p.trial),
+        "losstune.source_run_id": p.mlflow_run_id or "",
+        "losstune.data_file": str(outcome.data_path),
+        "losstune.same_data_as_trial": str(outcome.same_data).lower(),
+    }
+
+
+def _final_metrics(final: FinalModel, p: Provenance, outcome: TrainOutcome) -> list[Metric]:
+    """The training loss per epoch, the rows trained on, and the source trial's scores."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric("train_loss", float(v), now, epoch) for epoch, v in enumerate(final.train_loss, start=1)]
+    metrics += [Metric("n_rows", float(outcome.n_rows), now, 0)]  # the threshold is a param: no name twice
+    metrics += [
+        Metric(f"trial_{k}", float(v), now, 0)
+        for k, v in (("cv_score", p.cv_score), ("honest_score", p.honest_score))
+        if v is not None
+    ]
+    return metrics
+
+
+def _register(client: MlflowClient, name: str, model_id: str, source: str, run_id: str) -> str:
     """A new version of registered model ``name`` (created if missing). ``source`` is the logged model's
     artifact location: a ``models:/<id>`` source would be resolved by the registry store through MLflow's
     *global* tracking URI (mlflow 3.17), i.e. the current directory's store, not this one. The SQL registry
@@ -176,8 +235,11 @@ def _register(client, name: str, model_id: str, source: str, run_id: str) -> str
 
 
 def format_train(o: TrainOutcome) -> str:
-    same = {True: "the data the trial was scored on", False: "NOT the data the trial was scored on",
-            None: "no recorded fingerprint to compare"}[o.same_data]  # fmt: skip
+    same = {
+        True: "the data the trial was scored on",
+        False: "NOT the data the trial was scored on",
+        None: "no recorded fingerprint to compare",
+    }[o.same_data]
     lines = [
         f"trained on {o.data_path} ({o.n_rows} rows, fingerprint {o.fingerprint}: {same}) in {o.seconds:.1f}s, "
         f"final train loss {o.final_train_loss:.4f}",

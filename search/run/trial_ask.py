@@ -45,17 +45,28 @@ def suggest_loss(trial: optuna.Trial, step: Step, bounds: dict[str, tuple[float,
 
 
 def trial_attrs(
-    step: Step, week: str, slot: int, fingerprint: str, loss: dict[str, float | None], cv: CVConfig,
+    step: Step,
+    week: str,
+    slot: int,
+    fingerprint: str,
+    loss: dict[str, float | None],
+    cv: CVConfig,
     config: TrialConfig | None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """The user attrs a trial is asked with, written before it trains (a killed trial has them too): where it
     stands in the plan and the budget, its ``loss`` and CV seed (and a confirm trial's own ``cv``), then its
     configuration record; an invalid configuration (``config`` None) has none."""
     attrs: dict[str, Any] = {
-        "phase": step.phase.name, "phase_index": step.phase_index, "week": week, "loss": loss, "slot": slot,
-        "worker": worker_id(), "data_fingerprint": fingerprint, "cv_seed": cv.seed,
+        "phase": step.phase.name,
+        "phase_index": step.phase_index,
+        "week": week,
+        "loss": loss,
+        "slot": slot,
+        "worker": worker_id(),
+        "data_fingerprint": fingerprint,
+        "cv_seed": cv.seed,
         **({"cv": cv.model_dump()} if step.cv is not None else {}),
-    }  # fmt: skip
+    }
     if config is not None:
         attrs[CONFIG_ATTR] = config_attr(config)
     return attrs

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from functools import partial
 
 from objectives.errors import TrainingDiverged
@@ -48,7 +49,9 @@ MAX_BATCH = 16  # configurations trained together at most (memory grows with the
 class Worker:
     """Runs trials of one study until the week's budget, the plan or the time is used up."""
 
-    def __init__(self, session: StudySession, options: SearchOptions, week: str, parent_run_id: str, echo) -> None:
+    def __init__(
+        self, session: StudySession, options: SearchOptions, week: str, parent_run_id: str, echo: Callable[[str], None]
+    ) -> None:
         self.s = session
         self.options = options
         self.week = week
@@ -59,13 +62,13 @@ class Worker:
         self.deadline = None if options.timeout is None else time.monotonic() + options.timeout
         self.outcomes: list[TrialOutcome] = []  # this worker's trials so far, also when it is interrupted
         self.recorder: Recorder | None = None
-        self._on_trial = None
+        self._on_trial: Callable[[TrialOutcome], None] | None = None
         session.ledger.check_in()  # as early as possible: workers started together share the first phase
 
     def _out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
-    def run(self, on_trial=None) -> list[TrialOutcome]:
+    def run(self, on_trial: Callable[[TrialOutcome], None] | None = None) -> list[TrialOutcome]:
         self._on_trial = on_trial
         self.recorder = Recorder(after_batch=self._log_summary)
         try:
@@ -99,9 +102,12 @@ class Worker:
             self.s.ledger.check_in()
             self.s.reconcile_stale(self.tracker)  # a dead worker's trial is failed (and retried) as soon as it is stale
             steps = pending_steps(
-                self.s.phases, self._records(), limit=MAX_BATCH,
-                reference=self.s.file.reference_loss, study_seed=self.s.file.cv.seed,
-            )  # fmt: skip
+                self.s.phases,
+                self._records(),
+                limit=MAX_BATCH,
+                reference=self.s.file.reference_loss,
+                study_seed=self.s.file.cv.seed,
+            )
             if not isinstance(steps, Wait):
                 return steps if steps is None else self._my_share(steps)
             if self._out_of_time():
@@ -136,7 +142,7 @@ class Worker:
                     continue
                 state = self._ask(step, slot)
                 asked += 1
-                if state.told:  # an invalid configuration: failed at once, nothing to train
+                if state.outcome is not None:  # an invalid configuration: failed at once, nothing to train
                     self._finish(state.outcome, summary=True)
                 else:
                     batch.append(state)
@@ -171,10 +177,17 @@ class Worker:
             if invalid is not None:
                 self._fail(state, "invalid", invalid)
                 return state
+            config = state.config
+            assert config is not None  # set above, or the trial failed as invalid and returned
             state.run_id = self.tracker.start_trial(
-                self.parent_run_id, trial.number, step.phase.name, self.week, state.config,
-                self.s.dataset.fingerprint, extra_tags=self._data_change_tags(),
-            )  # fmt: skip
+                self.parent_run_id,
+                trial.number,
+                step.phase.name,
+                self.week,
+                config,
+                self.s.dataset.fingerprint,
+                extra_tags=self._data_change_tags(),
+            )
             trial.set_user_attr("mlflow_run_id", state.run_id)
         except BaseException as exc:
             self._fail_untold([state], exc)
@@ -192,15 +205,17 @@ class Worker:
         * ``kill -9``: nothing can run, but the heartbeats stop; any later run fails the trials once stale.
         """
         try:
-            configs = [state.config for state in batch]
+            configs = [state.trained_config() for state in batch]
             # a confirm batch's own seed splits the rows its own way: its folds are prepared for it alone
             prepared = self.s.prepared if configs[0].cv == self.s.file.cv else None
             outcomes = evaluate_batch(self.s.dataset, configs, prepared)
         except BaseException as exc:
             self._fail_untold(batch, exc)
             raise
+        recorder = self.recorder
+        assert recorder is not None  # batches are trained only inside run(), which starts the recorder
         for state, outcome in zip(batch, outcomes):
-            self.recorder.submit(state.trial.number, state.record(outcome), partial(self._record, state, outcome))
+            recorder.submit(state.trial.number, state.record(outcome), partial(self._record, state, outcome))
 
     def _record(self, state: TrialProgress, outcome: EvaluationResult | TrainingDiverged) -> None:
         """In the recorder's thread: one trial written, in the order that loses nothing (see below)."""
@@ -217,16 +232,15 @@ class Worker:
             }.items():
                 trial.set_user_attr(key, value)
             me = TrialRecord(trial.number, state.step.phase.name, "RUNNING", state.loss, cv=trial.user_attrs.get("cv"))
-            stats = trial_stats(trial_records(study), me, result, state.config, self.s.file.reference_loss)
+            config, run_id = state.trained_config(), state.trained_run_id()
+            stats = trial_stats(trial_records(study), me, result, config, self.s.file.reference_loss)
             for key, value in stats.items():
                 trial.set_user_attr(key, value)
             # MLflow first, then Optuna, then the run's final status: see StudyTracker.log_trial_result
-            self.tracker.log_trial_result(
-                state.run_id, result, self.s.dataset, state.config, extra_metrics=stats_metrics(stats)
-            )
+            self.tracker.log_trial_result(run_id, result, self.s.dataset, config, extra_metrics=stats_metrics(stats))
             study.tell(trial, result.oof_score)
             state.told = True
-            self.tracker.mark_finished(state.run_id)
+            self.tracker.mark_finished(run_id)
             self._finish(
                 TrialOutcome(trial.number, state.step.phase.name, state.loss, "COMPLETE", result=result, stats=stats)
             )

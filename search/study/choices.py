@@ -43,8 +43,10 @@ def phase_choices(
             top = _first(best(mine))
             ref = next((r for r in mine if config_key(r.loss) == config_key(reference)), None)
             if ref is None or ref.number == top.number:
-                lines.append(f"{phase.name}: {loss_text(top.loss)} confirmed best (trial {top.number}, "
-                             f"{top.value:.4f}){', the reference itself' if ref is not None else ''}")  # fmt: skip
+                lines.append(
+                    f"{phase.name}: {loss_text(top.loss)} confirmed best (trial {top.number}, "
+                    f"{top.value:.4f}){', the reference itself' if ref is not None else ''}"
+                )
                 continue
             lines.append(_choice_line(phase.name, "confirmed best", top, ref, "the reference "))
             continue

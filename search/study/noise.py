@@ -50,17 +50,26 @@ def result_scores(result: EvaluationResult, folds: int) -> dict:
 
 
 def trial_stats(
-    records: list[TrialRecord], record_of_trial: TrialRecord, result: EvaluationResult, config: TrialConfig,
+    records: list[TrialRecord],
+    record_of_trial: TrialRecord,
+    result: EvaluationResult,
+    config: TrialConfig,
     reference: dict,
-) -> dict:  # fmt: skip
+) -> dict:
     """The user attrs above for a trial that has just finished; ``records`` are the study's other trials."""
     folds = config.cv.folds
     scores = result_scores(result, folds)
     me = TrialRecord(
-        number=record_of_trial.number, phase=record_of_trial.phase, state="COMPLETE", loss=record_of_trial.loss,
-        value=float(result.oof_score), cv=record_of_trial.cv, cv_seed=config.cv.seed,
-        fold_scores=tuple(scores["fold_scores"]), folds=folds,
-    )  # fmt: skip
+        number=record_of_trial.number,
+        phase=record_of_trial.phase,
+        state="COMPLETE",
+        loss=record_of_trial.loss,
+        value=float(result.oof_score),
+        cv=record_of_trial.cv,
+        cv_seed=config.cv.seed,
+        fold_scores=tuple(scores["fold_scores"]),
+        folds=folds,
+    )
     others = [r for r in records if r.number != me.number and r.scored and r.cv_key == me.cv_key and r.fold_scores]
     ref_key = config_key(reference)
     ref = min((r for r in others if config_key(r.loss) == ref_key), key=lambda r: r.number, default=None)
@@ -84,8 +93,11 @@ def trial_stats(
 
 def stats_metrics(stats: dict) -> dict[str, float]:
     """The MLflow metrics of :func:`trial_stats`' values: SEs, per-repeat scores, differences and verdict codes."""
-    metrics = {"cv_score_se": stats["cv_score_se"], "honest_score_se": stats["honest_score_se"],
-               "repeats": float(stats["repeats"])}  # fmt: skip
+    metrics = {
+        "cv_score_se": stats["cv_score_se"],
+        "honest_score_se": stats["honest_score_se"],
+        "repeats": float(stats["repeats"]),
+    }
     metrics.update({f"cv_score_r{r}": s for r, s in enumerate(stats["repeat_scores"])})
     for name in ("reference", "best"):
         if stats.get(f"diff_vs_{name}") is not None:

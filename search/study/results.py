@@ -16,11 +16,31 @@ if TYPE_CHECKING:  # pandas is imported by the functions that build a table, not
 
 # the noise columns (search.study.noise) stand beside the score they qualify; differences are this trial minus the other
 NOISE_COLUMNS = [
-    "cv_score_se", "honest_score_se", "repeats", "cv_seed", "diff_vs_reference", "diff_vs_reference_se",
-    "verdict_vs_reference", "reference_trial", "diff_vs_best", "diff_vs_best_se", "verdict_vs_best", "best_trial",
-]  # fmt: skip
-COLUMNS = ["trial", "phase", *LOSS_PARAMS, "cv_score", "honest_score", "threshold", "state", "week", "memo",
-           *NOISE_COLUMNS]  # fmt: skip
+    "cv_score_se",
+    "honest_score_se",
+    "repeats",
+    "cv_seed",
+    "diff_vs_reference",
+    "diff_vs_reference_se",
+    "verdict_vs_reference",
+    "reference_trial",
+    "diff_vs_best",
+    "diff_vs_best_se",
+    "verdict_vs_best",
+    "best_trial",
+]
+COLUMNS = [
+    "trial",
+    "phase",
+    *LOSS_PARAMS,
+    "cv_score",
+    "honest_score",
+    "threshold",
+    "state",
+    "week",
+    "memo",
+    *NOISE_COLUMNS,
+]
 
 
 def trial_records(study: optuna.Study) -> list[TrialRecord]:

@@ -108,14 +108,22 @@ class StudyFile(StrictModel):
     def data_spec(self) -> DataSpec:
         d = self.data
         path = d.path if d.path.is_absolute() else (self.base_dir / d.path)
-        return DataSpec(path=path.resolve(), target=d.target, positive=d.positive, sep=d.sep, encoding=d.encoding,
-                        drop=tuple(d.drop), na_values=tuple(d.na_values))  # fmt: skip
+        return DataSpec(
+            path=path.resolve(),
+            target=d.target,
+            positive=d.positive,
+            sep=d.sep,
+            encoding=d.encoding,
+            drop=tuple(d.drop),
+            na_values=tuple(d.na_values),
+        )
 
     def trial_config(self, loss: LossConfig | None = None, cv: CVConfig | None = None) -> TrialConfig:
         """A trial's configuration; ``cv`` replaces the study's CV settings (a confirm trial's fresh seed)."""
         metric = MetricConfig(name=self.metric, beta=self.beta or 1.0)
-        return TrialConfig(loss=loss or LossConfig(), model=self.model, train=self.train, cv=cv or self.cv,
-                           metric=metric)  # fmt: skip
+        return TrialConfig(
+            loss=loss or LossConfig(), model=self.model, train=self.train, cv=cv or self.cv, metric=metric
+        )
 
     @property
     def storage_url(self) -> str:

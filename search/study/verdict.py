@@ -138,12 +138,22 @@ def confidence(trial: FrozenTrial, selected_by: str, trials: Sequence[FrozenTria
             "selection among them (run a confirm phase for an estimate free of it)"
         )
     return Confidence(
-        selected_by=selected_by, score=trial.value, score_se=a.get("cv_score_se"), folds=a.get("folds"),
-        repeats=a.get("repeats"), cv_seed=a.get("cv_seed"), reference_trial=a.get("reference_trial"),
-        diff_vs_reference=a.get("diff_vs_reference"), diff_vs_reference_se=a.get("diff_vs_reference_se"),
-        verdict=verdict, verdict_text=text, estimate=a.get("honest_score"), estimate_se=a.get("honest_score_se"),
-        estimate_basis=basis, n_trials=len(pool),
-    )  # fmt: skip
+        selected_by=selected_by,
+        score=trial.value,
+        score_se=a.get("cv_score_se"),
+        folds=a.get("folds"),
+        repeats=a.get("repeats"),
+        cv_seed=a.get("cv_seed"),
+        reference_trial=a.get("reference_trial"),
+        diff_vs_reference=a.get("diff_vs_reference"),
+        diff_vs_reference_se=a.get("diff_vs_reference_se"),
+        verdict=verdict,
+        verdict_text=text,
+        estimate=a.get("honest_score"),
+        estimate_se=a.get("honest_score_se"),
+        estimate_basis=basis,
+        n_trials=len(pool),
+    )
 
 
 def format_confidence(c: Confidence, metric: str) -> list[str]:

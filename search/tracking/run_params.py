@@ -41,14 +41,15 @@ def focal_class_weights(alpha: float | None) -> tuple[float, float]:
     return float(alpha), round(1.0 - float(alpha), 12)  # 1 - 0.3 = 0.7, not 0.7000000000000001
 
 
-def _text(value) -> str:
+def _text(value: object) -> str:
     return UNWEIGHTED if value is None else str(value)
 
 
 def trial_params(config: TrialConfig) -> dict[str, str]:
     """The params of a trial's run: every loss parameter a number, then model, training, CV and metric."""
     flat = dict(config.flat_params())
-    alpha_pos, alpha_neg = focal_class_weights(flat.pop("alpha"))
+    alpha_pos, alpha_neg = focal_class_weights(config.loss.alpha)
+    del flat["alpha"]
     params = {"alpha_pos": alpha_pos, "alpha_neg": alpha_neg, **flat}
     return {RENAMED.get(k, k): _text(v) for k, v in params.items()}
 
@@ -100,4 +101,4 @@ __all__ = [
     "plan_summary",
     "study_params",
     "trial_params",
-]  # fmt: skip
+]
