@@ -147,21 +147,18 @@ def stop_when(condition, proc: subprocess.Popen, timeout: float = 120.0) -> None
     The condition is checked only while the process is frozen, so the state seen is the state the kill lands on:
     polling a running process races with it (the next batch may reserve its slots between the check and the
     kill, above all on a loaded machine). The condition must read with ``timeout=NO_WAIT``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def holds_while_stopped() -> bool:
         proc.send_signal(signal.SIGSTOP)
         try:
             if condition():
-                return
+                return True  # left stopped: the caller kills it in this state
         except sqlite3.OperationalError:  # the process was stopped while it held a write lock: look again later
             pass
         proc.send_signal(signal.SIGCONT)
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"losstune search exited ({proc.returncode}) before the condition held:\n{out}\n{err}")
-        time.sleep(0.02)
-    proc.kill()
-    pytest.fail("timed out waiting for the moment to kill")
+        return False
+
+    wait_for(holds_while_stopped, proc, timeout)
 
 
 def _kill_then_rerun(path: Path, condition) -> tuple[dict, StudySession]:
