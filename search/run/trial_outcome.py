@@ -47,17 +47,11 @@ class TrialProgress:
             beat, self.beat = self.beat, None
             beat.__exit__(None, None, None)
 
-    def trained_config(self) -> TrialConfig:
-        """The configuration of a trial that is being trained: set when it was asked, as was its run."""
+    def trained(self) -> tuple[TrialConfig, str]:
+        """The configuration and MLflow run of a trial that is being trained: both set when it was asked."""
         if self.config is None or self.run_id is None:
             raise RuntimeError(f"trial {self.trial.number} was not asked with a valid configuration and a run")
-        return self.config
-
-    def trained_run_id(self) -> str:
-        """The MLflow run of a trial that is being trained (see :meth:`trained_config`)."""
-        self.trained_config()
-        assert self.run_id is not None  # checked just above; mypy does not follow it through the call
-        return self.run_id
+        return self.config, self.run_id
 
     def record(self, outcome: EvaluationResult | TrainingDiverged) -> TrialRecord:
         """What the plan will read of this trial once it is told."""

@@ -205,7 +205,7 @@ class Worker:
         * ``kill -9``: nothing can run, but the heartbeats stop; any later run fails the trials once stale.
         """
         try:
-            configs = [state.trained_config() for state in batch]
+            configs = [state.trained()[0] for state in batch]
             # a confirm batch's own seed splits the rows its own way: its folds are prepared for it alone
             prepared = self.s.prepared if configs[0].cv == self.s.file.cv else None
             outcomes = evaluate_batch(self.s.dataset, configs, prepared)
@@ -232,7 +232,7 @@ class Worker:
             }.items():
                 trial.set_user_attr(key, value)
             me = TrialRecord(trial.number, state.step.phase.name, "RUNNING", state.loss, cv=trial.user_attrs.get("cv"))
-            config, run_id = state.trained_config(), state.trained_run_id()
+            config, run_id = state.trained()
             stats = trial_stats(trial_records(study), me, result, config, self.s.file.reference_loss)
             for key, value in stats.items():
                 trial.set_user_attr(key, value)
