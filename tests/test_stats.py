@@ -89,6 +89,24 @@ def test_estimate_per_repeat_and_degenerate_cases():
     assert centred.diff == 0.01 and centred.se == pytest.approx(corrected_se([0.1, 0, 0.2, 0.1, 0], K))
 
 
+def test_p_value_is_the_two_sided_student_t_tail():
+    # t = 2.776445 is the 97.5% quantile of Student t with 4 degrees of freedom (tables): two-sided p = 0.05.
+    d = [0.02, 0.01, 0.03, 0.0, 0.04]  # 5 folds: df = 4
+    c = compare(d, [0.0] * 5, K)
+    assert c.df == 4
+    at_p05 = compare(d, [0.0] * 5, K, diff=2.776445 * c.se)  # the same SE, the difference set at t = 2.776445
+    assert at_p05.p_value == pytest.approx(0.05, abs=1e-6)
+    # df = 1: P(|T| >= t) = 1 - 2 atan(t) / pi exactly (Cauchy)
+    two = compare([0.1, 0.3], [0.0, 0.0], 2, diff=0.15)
+    assert two.p_value == pytest.approx(1 - 2 * math.atan(two.t) / math.pi, rel=1e-12)
+    from scipy.stats import t as student_t  # the reference distribution, imported here only
+
+    for row in correlated_scores(np.random.default_rng(11), 20, 3):
+        got = compare(row + 0.002, np.zeros_like(row), K)
+        assert got.p_value == pytest.approx(2 * student_t.sf(abs(got.t), got.df), rel=1e-10)
+    certain = compare([0.6] * 5, [0.5] * 5, K)  # zero SE, a non-zero difference: t is infinite
+    assert (certain.t, certain.p_value) == (math.inf, 0.0)
+
 # ---------------------------------------------------------------------------------------- with the engine
 
 
