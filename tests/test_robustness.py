@@ -253,6 +253,43 @@ def test_kill_9_while_a_batch_is_being_recorded_keeps_every_told_trial(tmp_path,
     assert len(balance) == 4  # every balance point complete once
 
 
+def test_sigterm_while_the_last_batch_is_recorded_still_records_all_of_it(tmp_path, fast_stale):
+    """``kill PID`` after the week's last batch finished training, while its trials are being written: the search
+    stops only once every one of them is told COMPLETE with its run FINISHED (a SIGTERM that cut the recorder's
+    drain short would leave trials that finished training RUNNING, to go stale and be trained again). One grid
+    phase of 12 points is one batch, so the drain lasts seconds and the signal lands in the middle of it."""
+    points = ", ".join(f"{{gamma: {g}}}" for g in (0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5, 5, 5.5, 6))
+    path = tiny_study(
+        tmp_path,
+        "sigterm",
+        budget=12,
+        rows=1000,
+        model="{hidden: [16], dropout: 0.0}",
+        epochs=30,
+        plan=f"  - {{name: wide, grid: [{points}]}}\n",
+    )
+
+    def early_in_the_drain() -> bool:
+        states = Counter(trial_states(path, NO_WAIT).values())
+        return states["COMPLETE"] >= 3 and states["RUNNING"] >= 6
+
+    proc = start_search(path)
+    stop_when(early_in_the_drain, proc)
+    proc.send_signal(signal.SIGTERM)  # delivered when the process continues, in the middle of the recording
+    proc.send_signal(signal.SIGCONT)
+    out, err = proc.communicate(timeout=120)
+
+    assert "Traceback" not in err
+    # the budget is spent and the plan has no more points, so the search was ending anyway: it ends normally
+    # (130 if the signal landed before the worker began to wait for its recorder)
+    assert proc.returncode in (0, 130), out + err
+    session = load(path)
+    _client, runs = trial_runs(session)
+    assert [t.state.name for t in session.study.trials] == ["COMPLETE"] * 12
+    assert all(runs[n].info.status == "FINISHED" for n in range(12))
+    assert len(ledger_rows(path)) == 12
+
+
 @pytest.mark.slow
 def test_ctrl_c_marks_the_current_batch_and_exits_130(tmp_path, fast_stale):
     path = make_study(tmp_path, "ctrlc", budget=3, rows=1000, epochs=30)

@@ -90,7 +90,7 @@ def run_workers(study_path: Path, options: SearchOptions, week: str, parent: str
     """``options.workers`` worker processes under the parent run, waited for; their ids added to ``worker_ids``.
     Ctrl-C is forwarded to them once, as SIGTERM; a worker stopped that way is reported as an interrupt, one that
     failed as a :class:`LosstuneError`."""
-    from search.run.worker import sigint_ignored
+    from search.run.worker import stop_signals_ignored
 
     ctx = multiprocessing.get_context("spawn")
     procs = [
@@ -104,7 +104,7 @@ def run_workers(study_path: Path, options: SearchOptions, week: str, parent: str
         for p in procs:
             p.join()
     except KeyboardInterrupt:
-        with sigint_ignored():
+        with stop_signals_ignored():
             for p in procs:
                 if p.is_alive():
                     p.terminate()  # SIGTERM: each marks its current trial, then stops

@@ -117,10 +117,10 @@ def _work(study_path: Path, options: SearchOptions, run: _ThisRun, echo: Echo) -
             raise
         raise fault from exc
     except KeyboardInterrupt:
-        from search.run.worker import sigint_ignored
+        from search.run.worker import stop_signals_ignored
 
         status = "KILLED"
-        with sigint_ignored():
+        with stop_signals_ignored():
             _print_interrupted(session, run.week, run.budget, first_trial, workers, echo)
         raise
     finally:

@@ -40,7 +40,7 @@ def fail_trial(
 
 def fail_untold(study: optuna.Study, tracker: StudyTracker, batch: list[TrialProgress], exc: BaseException) -> None:
     """Mark every trial of ``batch`` not told yet FAIL (interrupted or error) and stop its heartbeat."""
-    with sigint_ignored():  # a second Ctrl-C must not leave a trial half-marked
+    with stop_signals_ignored():  # a second Ctrl-C or SIGTERM must not leave a trial half-marked
         for state in batch:
             if not state.told:
                 try:
@@ -58,13 +58,20 @@ def fail_untold(study: optuna.Study, tracker: StudyTracker, batch: list[TrialPro
 
 
 @contextmanager
-def sigint_ignored() -> Iterator[None]:
-    """Ignore Ctrl-C for the block (main thread only: elsewhere signals cannot be changed, nor delivered)."""
+def stop_signals_ignored() -> Iterator[None]:
+    """Ignore Ctrl-C (SIGINT) and ``kill PID`` (SIGTERM) for the block, which must run to its end: a trial being
+    marked, the recorder writing the trials that finished training. Both stop a search the same way (SIGTERM
+    becomes an interrupt, see :func:`search.run.processes.sigterm_as_interrupt`), so a second one of either must
+    not cut the block short. Main thread only: elsewhere signals can be neither changed nor delivered."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)

@@ -29,7 +29,7 @@ from search.run.options import SearchOptions
 from search.run.session import StudySession
 from search.run.storage import quiet_optuna
 from search.run.trial_ask import sampler_for, suggest_loss, trial_attrs
-from search.run.trial_failures import fail_trial, fail_untold, sigint_ignored
+from search.run.trial_failures import fail_trial, fail_untold, stop_signals_ignored
 from search.run.trial_outcome import TrialOutcome, TrialProgress
 from search.study.choices import phase_choices
 from search.study.loss_params import InvalidLoss
@@ -37,7 +37,7 @@ from search.study.noise import stats_metrics, trial_stats
 from search.study.plan import Step, TrialRecord, Wait, pending_steps, trial_cv
 from search.study.results import results_table, trial_records
 
-__all__ = ["Worker", "sigint_ignored"]  # sigint_ignored: the runner takes it from here too
+__all__ = ["Worker", "stop_signals_ignored"]  # stop_signals_ignored: the runner takes it from here too
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class Worker:
                 else:
                     time.sleep(CLAIM_RETRY_SECONDS)  # other workers hold these points; look again
         finally:
-            with sigint_ignored():  # every trial that finished training is recorded before we stop
+            with stop_signals_ignored():  # every trial that finished training is recorded before we stop
                 self.recorder.close()
         self.recorder.check()
         self.s.ledger.check_out()  # only on a clean stop: after a fault, the check-in simply grows old
