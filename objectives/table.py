@@ -11,14 +11,13 @@ import csv
 import hashlib
 import io
 import logging
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from objectives.data_spec import DataSpec
+from objectives.data_spec import DataSpec, check_regular_file
 from objectives.encoding import decode, detect_file
 from objectives.errors import DataError
 
@@ -32,22 +31,6 @@ SEPARATORS = (",", ";", "\t", "|")
 def fingerprint_bytes(raw: bytes) -> str:
     """Content hash of the file as read: any edit to the data changes it."""
     return "sha256:" + hashlib.sha256(raw).hexdigest()[:16]
-
-
-def check_regular_file(path: Path) -> None:
-    """Refuse what is not a regular file before opening it: a directory, ``/dev/zero`` (read forever), a FIFO."""
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise DataError(
-            f"data file not found: {path} (check the path; in a study file it is relative to the study)"
-        ) from None
-    except OSError as exc:
-        raise DataError(f"cannot read data file {path}: {exc.strerror}") from None
-    if stat.S_ISDIR(mode):
-        raise DataError(f"data path is a directory, not a CSV file: {path}")
-    if not stat.S_ISREG(mode):
-        raise DataError(f"data path is not a regular file (a device, a FIFO or a socket): {path}; give a CSV file")
 
 
 def _read_bytes(path: Path) -> bytes:

@@ -15,7 +15,7 @@ from search.study.loss_params import LOSS_PARAMS
 
 if TYPE_CHECKING:
     from objectives.config import TrialConfig
-    from objectives.data import DataSpec
+    from objectives.data_spec import DataSpec
     from objectives.evaluate import EvaluationResult
     from search.model.exported_config import ExportedConfig
 
@@ -47,7 +47,7 @@ def trial_overrides(args: argparse.Namespace) -> dict:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from objectives.config import TrialConfig
-    from objectives.data import DataSpec, load_dataset
+    from objectives.data_spec import DataSpec, check_regular_file
     from search.formats.validation import validated
 
     exported = None
@@ -75,6 +75,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         config = validated(TrialConfig, "options", trial_overrides(args))
     if args.oof_out and not args.oof_out.parent.is_dir():  # checked before training, not after it
         raise LosstuneError(f"--oof-out directory does not exist: {args.oof_out.parent}")
+    check_regular_file(spec.path)  # a wrong path is one line at once, before pandas and scikit-learn are imported
+    from objectives.data import load_dataset
+
     dataset = load_dataset(spec)
     from objectives.evaluate import evaluate  # torch: only once the input is known to be good
 
@@ -99,7 +102,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def _config_with_overrides(exported: ExportedConfig, args: argparse.Namespace) -> tuple[DataSpec, TrialConfig]:
     """The exported data spec and trial config, with the options given on the command line replacing theirs."""
     from objectives.config import TrialConfig
-    from objectives.data import DataSpec
+    from objectives.data_spec import DataSpec
     from search.formats.validation import validated
 
     data = exported.data.model_dump()

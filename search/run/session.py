@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
+from objectives.data_spec import check_regular_file
 from objectives.errors import LosstuneError
 from search.run.budget import BudgetLedger
 from search.run.heartbeats import adopt_silent_trials, fail_stale_trial, stale_trial_ids
@@ -65,6 +66,7 @@ class StudySession:
         self.file: StudyFile = load_study_file(self.path)
         self._dataset: Dataset | None = None
         if with_data:
+            check_regular_file(self.file.data_spec.path)  # a wrong path: one line at once, before pandas is imported
             from objectives.data import check_folds, load_dataset
 
             self._dataset = load_dataset(self.file.data_spec)
