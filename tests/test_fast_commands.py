@@ -1,6 +1,7 @@
 """Commands that train nothing answer at once: ``--help``, ``status``, ``search`` when the week's budget is spent,
 and bad input. They must not import torch (nor pandas, scikit-learn or MLflow, except pandas to read a data file
-that exists and MLflow to repair what a dead worker left): checked here in a real process with ``python -X importtime``."""
+that exists and MLflow to repair what a dead worker left): checked here in a real process with
+``python -X importtime``."""
 
 from __future__ import annotations
 

@@ -423,3 +423,42 @@ def test_a_diverging_group_leaves_the_other_groups_training():
     alone_train = TrainConfig(epochs=4, batch_size=16, lr=1e6, device="cpu")
     alone = train_folds(sane, y, tr, va, LossConfig(), model, alone_train, [1])
     np.testing.assert_array_equal(together.val_logits[1], alone.val_logits[0])
+
+
+# --- bf16 on a CPU without bf16 instructions --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "native"),
+    [
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n", True),  # x86, Zen 4 / Sapphire Rapids
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 amx_tile amx_bf16\n", True),
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n", False),  # AVX-512 without its bf16 part
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx2\n", False),
+        ("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n", True),  # ARM
+        ("processor\t: 0\nFeatures\t: fp asimd\n", False),
+        ("processor\t: 0\n", None),
+    ],
+)
+def test_cpu_bf16_support_is_read_from_cpuinfo(tmp_path, cpuinfo, native):
+    from objectives.engine import cpu_has_bf16
+
+    path = tmp_path / "cpuinfo"
+    path.write_text(cpuinfo)
+    assert cpu_has_bf16(path) is native
+    assert cpu_has_bf16(tmp_path / "absent") is None
+
+
+@pytest.mark.parametrize(
+    ("precision", "native", "warned"),
+    [("bf16", False, True), ("bf16", True, False), ("bf16", None, False), ("fp32", False, False)],
+)
+def test_bf16_on_a_cpu_that_emulates_it_is_said(fold_inputs, monkeypatch, caplog, precision, native, warned):
+    import objectives.engine as engine
+
+    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: native)
+    y, x, train_rows, val_rows, seeds = fold_inputs
+    train = TrainConfig(epochs=1, batch_size=16, lr=1e-2, device="cpu", precision=precision)
+    with caplog.at_level("WARNING", logger="objectives.engine"):
+        train_folds(x, y, train_rows, val_rows, LOSS, MODEL, train, seeds)
+    assert (engine.EMULATED_BF16 in caplog.messages) is warned

@@ -107,6 +107,7 @@ def test_p_value_is_the_two_sided_student_t_tail():
     certain = compare([0.6] * 5, [0.5] * 5, K)  # zero SE, a non-zero difference: t is infinite
     assert (certain.t, certain.p_value) == (math.inf, 0.0)
 
+
 # ---------------------------------------------------------------------------------------- with the engine
 
 
