@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -338,6 +339,17 @@ def test_a_trial_without_the_record_still_exports_and_is_checked_for_drift(flow,
         export_trial(legacy_study(flow, tmp_path, STUDY.replace("epochs: 8", "epochs: 9")), tmp_path / "c.yaml")
     assert "\n" not in str(refused.value) and not (tmp_path / "c.yaml").exists()
 
+
+def test_export_with_an_unreachable_tracking_server_is_one_line_at_once(flow, capsys, tmp_path):
+    """The study and its trials are there, the MLflow server is not: one line within seconds (MLflow alone retries
+    for minutes), and no file is written."""
+    study = legacy_study(flow, tmp_path, STUDY, drop=())
+    study.write_text(study.read_text().replace(f"sqlite:///{flow['root'] / 'mlflow.db'}", "http://127.0.0.1:9"))
+    start = time.monotonic()
+    rc, _out, err = run_cli(capsys, "export", study, "-o", tmp_path / "best.yaml")
+    assert rc == 2 and time.monotonic() - start < 30
+    assert err.strip().splitlines() == [err.strip()] and "cannot reach the MLflow tracking server" in err
+    assert "Traceback" not in err and not (tmp_path / "best.yaml").exists()
 
 def test_results_and_status_read_the_loss_from_the_record(flow, tmp_path):
     """With the ``loss`` user attr and Optuna's params gone, the results table, the plan's records and status
