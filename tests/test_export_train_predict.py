@@ -351,6 +351,7 @@ def test_export_with_an_unreachable_tracking_server_is_one_line_at_once(flow, ca
     assert err.strip().splitlines() == [err.strip()] and "cannot reach the MLflow tracking server" in err
     assert "Traceback" not in err and not (tmp_path / "best.yaml").exists()
 
+
 def test_results_and_status_read_the_loss_from_the_record(flow, tmp_path):
     """With the ``loss`` user attr and Optuna's params gone, the results table, the plan's records and status
     still have every trial's loss: they read the stored configuration."""
