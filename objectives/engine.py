@@ -131,6 +131,14 @@ def _generators(
     return gens, torch.Generator(device=device).manual_seed(int(seeds[0]) + 7919)
 
 
+def _training_device(train_cfg: TrainConfig) -> torch.device:
+    """The device to train on; a warning when bf16 was asked for on a CPU that can only emulate it."""
+    device = resolve_device(train_cfg.device)
+    if train_cfg.precision == "bf16" and device.type == "cpu" and cpu_has_bf16() is False:
+        log.warning(EMULATED_BF16)  # it works, but a user who chose bf16 for speed gets the opposite
+    return device
+
+
 def train_folds(
     x: np.ndarray,
     y: np.ndarray,
@@ -150,9 +158,7 @@ def train_folds(
     ``seeds[m]`` alone, so a model trained here and alone gives the same weights. ``groups[m]`` says which
     configuration model m belongs to: a single group (the default) raises :class:`TrainingDiverged` as soon as
     one of its models diverges; with several, ``FoldTraining.diverged`` says which groups failed and why."""
-    device, n_models = resolve_device(train_cfg.device), len(train_rows)
-    if train_cfg.precision == "bf16" and device.type == "cpu" and cpu_has_bf16() is False:
-        log.warning(EMULATED_BF16)  # it works, but a user who chose bf16 for speed gets the opposite
+    device, n_models = _training_device(train_cfg), len(train_rows)
     gens, dropout_gen = _generators(seeds, model_cfg, device)
     model = FoldMLP(x.shape[2], model_cfg, gens, device, compute_dtype=_COMPUTE_DTYPE[train_cfg.precision])
     optimizer = FoldAdam(model.params, model.grad, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)

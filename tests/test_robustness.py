@@ -292,10 +292,21 @@ def test_sigterm_while_the_last_batch_is_recorded_still_records_all_of_it(tmp_pa
 
 @pytest.mark.slow
 def test_ctrl_c_marks_the_current_batch_and_exits_130(tmp_path, fast_stale):
-    path = make_study(tmp_path, "ctrlc", budget=3, rows=1000, epochs=30)
+    path = make_study(tmp_path, "ctrlc", budget=3, rows=1000, epochs=100)
+
+    def batch_training() -> bool:
+        """All three trials have their run and none has its score logged (a trial's metrics are written first,
+        once its training is over): the batch is training, not being recorded. A Ctrl-C that landed during the
+        recording of the week's last batch would (rightly) let it finish: a race this test must not depend on."""
+        if not all(running_trial_with_run(path, n, NO_WAIT) for n in range(3)):
+            return False
+        with sqlite3.connect(path.parent / "mlflow.db", timeout=NO_WAIT) as conn:
+            return conn.execute("SELECT COUNT(*) FROM metrics WHERE key = 'cv_score'").fetchone()[0] == 0
+
     proc = start_search(path)
-    wait_for(lambda: running_trial_with_run(path, 2), proc)  # the batch of three is training
-    proc.send_signal(signal.SIGINT)
+    stop_when(batch_training, proc)
+    proc.send_signal(signal.SIGINT)  # delivered when the process continues
+    proc.send_signal(signal.SIGCONT)
     out, err = proc.communicate(timeout=120)
 
     assert proc.returncode == 130, out + err

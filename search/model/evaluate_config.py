@@ -46,33 +46,9 @@ def trial_overrides(args: argparse.Namespace) -> dict:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from objectives.config import TrialConfig
-    from objectives.data_spec import DataSpec, check_regular_file
-    from search.formats.validation import validated
+    from objectives.data_spec import check_regular_file
 
-    exported = None
-    if args.config is not None:
-        from search.model.exported_config import load_exported
-
-        exported = load_exported(args.config)
-        spec, config = _config_with_overrides(exported, args)
-    else:
-        if args.data is None or args.target is None:
-            raise LosstuneError("evaluate needs --data FILE.csv and --target COLUMN (or --config FILE)")
-        spec = validated(
-            DataSpec,
-            "data",
-            dict(
-                path=args.data,
-                target=args.target,
-                positive=args.positive,
-                sep=args.sep,
-                encoding=args.encoding,
-                drop=tuple(args.drop),
-                na_values=tuple(args.na_value),
-            ),
-        )
-        config = validated(TrialConfig, "options", trial_overrides(args))
+    exported, spec, config = _spec_and_config(args)
     if args.oof_out and not args.oof_out.parent.is_dir():  # checked before training, not after it
         raise LosstuneError(f"--oof-out directory does not exist: {args.oof_out.parent}")
     check_regular_file(spec.path)  # a wrong path is one line at once, before pandas and scikit-learn are imported
@@ -86,17 +62,47 @@ def run_evaluate(args: argparse.Namespace) -> int:
         _write_oof(args.oof_out, result)
     if args.json:
         print(dumps(result.to_dict()))  # strict JSON: an undefined metric is null, not NaN
-    else:
-        print(format_summary(result, config, dataset.positive_label))
-        if exported is not None:
-            p = exported.provenance
-            honest = "n/a" if p.honest_score is None else f"{p.honest_score:.4f}"
-            data = "same data" if p.data_fingerprint == dataset.fingerprint else "OTHER data"
-            print(
-                f"exported trial {p.trial} of {p.study!r}: OOF {p.cv_score:.4f}  honest {honest}  "
-                f"threshold {exported.threshold:.4f}  ({data})"
-            )
+        return 0
+    print(format_summary(result, config, dataset.positive_label))
+    if exported is not None:
+        p = exported.provenance
+        honest = "n/a" if p.honest_score is None else f"{p.honest_score:.4f}"
+        data = "same data" if p.data_fingerprint == dataset.fingerprint else "OTHER data"
+        print(
+            f"exported trial {p.trial} of {p.study!r}: OOF {p.cv_score:.4f}  honest {honest}  "
+            f"threshold {exported.threshold:.4f}  ({data})"
+        )
     return 0
+
+
+def _spec_and_config(args: argparse.Namespace) -> tuple[ExportedConfig | None, DataSpec, TrialConfig]:
+    """What to evaluate: an exported config (``--config``) with the options given replacing its settings, or the
+    data and trial options of the command line alone."""
+    from objectives.config import TrialConfig
+    from objectives.data_spec import DataSpec
+    from search.formats.validation import validated
+
+    if args.config is not None:
+        from search.model.exported_config import load_exported
+
+        exported = load_exported(args.config)
+        return (exported, *_config_with_overrides(exported, args))
+    if args.data is None or args.target is None:
+        raise LosstuneError("evaluate needs --data FILE.csv and --target COLUMN (or --config FILE)")
+    spec = validated(
+        DataSpec,
+        "data",
+        dict(
+            path=args.data,
+            target=args.target,
+            positive=args.positive,
+            sep=args.sep,
+            encoding=args.encoding,
+            drop=tuple(args.drop),
+            na_values=tuple(args.na_value),
+        ),
+    )
+    return None, spec, validated(TrialConfig, "options", trial_overrides(args))
 
 
 def _config_with_overrides(exported: ExportedConfig, args: argparse.Namespace) -> tuple[DataSpec, TrialConfig]:
