@@ -292,7 +292,9 @@ def test_sigterm_while_the_last_batch_is_recorded_still_records_all_of_it(tmp_pa
 
 @pytest.mark.slow
 def test_ctrl_c_marks_the_current_batch_and_exits_130(tmp_path, fast_stale):
-    path = make_study(tmp_path, "ctrlc", budget=3, rows=1000, epochs=100)
+    # 2000 epochs: a training of tens of seconds, which the interrupt cuts short at once. A short one could end
+    # between two looks of a slow poll (a loaded machine), and the look after it would see the recording instead.
+    path = make_study(tmp_path, "ctrlc", budget=3, rows=1000, epochs=2000)
 
     def batch_training() -> bool:
         """All three trials have their run and none has its score logged (a trial's metrics are written first,
