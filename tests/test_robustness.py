@@ -66,7 +66,16 @@ def start_search(path: Path, *args: str, flags: tuple[str, ...] = (), **env: str
         text=True,
         env=child_env(**env),
         cwd=path.parent,
+        preexec_fn=_default_stop_signals,
     )
+
+
+def _default_stop_signals() -> None:
+    """In the child, before exec: Ctrl-C and SIGTERM as a shell leaves them. A child inherits an ignored signal,
+    and Python then keeps ignoring it; in the full suite (two xdist workers) the test process has been seen with
+    SIGINT ignored when the Ctrl-C test started, which made that test's losstune deaf to its Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def optuna_db(path: Path) -> Path:
