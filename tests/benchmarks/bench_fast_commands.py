@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import resource
 import shutil
 import statistics
@@ -27,6 +26,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1].parent
+sys.path.insert(0, str(REPO))
+from tests.test_fast_commands import WEEK, imported  # noqa: E402  (the test's own import check, run in a real process)
+
 EXE = str(Path(sys.executable).with_name("losstune"))
 
 
@@ -41,13 +43,6 @@ def timed(args: list[str], cwd: Path) -> tuple[float, float, int]:
     return wall, cpu, done.returncode
 
 
-def imports_torch(args: list[str], cwd: Path) -> bool:
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "search.cli", *args], cwd=cwd, capture_output=True, text=True
-    )
-    return re.search(r"^import time:.*\|\s*torch\s*$", done.stderr, re.M) is not None
-
-
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "n/a"
 
@@ -60,7 +55,7 @@ def main() -> int:
         tmp = Path(tmp_name)
         shutil.copytree(REPO / "studies", tmp / "studies")
         study = tmp / "studies" / "demo.yaml"
-        os.environ["LOSSTUNE_NOW"] = "2026-11-30T09:00"  # one fixed week: the search below spends its budget
+        os.environ["LOSSTUNE_NOW"] = WEEK  # the week the import check runs in, so the budget is spent in it too
         subprocess.run([EXE, "search", str(study), "--no-progress"], cwd=tmp, check=True, capture_output=True)
         (tmp / "typo.yaml").write_text(study.read_text().replace("plan: default", "plan: default\ngama: 2"))
         (tmp / "no_data.yaml").write_text(study.read_text().replace("data/demo_churn.csv", "data/missing.csv"))
@@ -77,7 +72,7 @@ def main() -> int:
             runs = sorted(timed(argv, tmp) for _ in range(args.runs))
             walls = [w for w, _, _ in runs]
             median = runs[len(runs) // 2]
-            torch = "imports torch" if imports_torch(argv, tmp) else "no torch"
+            torch = "imports torch" if "torch" in imported(*argv, cwd=tmp)[1] else "no torch"
             print(
                 f"{name:32s} {min(walls):5.2f} / {statistics.median(walls):5.2f} / {max(walls):5.2f} s wall, "
                 f"{median[1]:4.2f} s CPU, exit {median[2]}, {torch}",
