@@ -132,3 +132,25 @@ def fast_config() -> TrialConfig:
 def frame_factory() -> Callable[..., pd.DataFrame]:
     """:func:`synthetic_frame` itself, for tests that want to edit the frame before writing it."""
     return synthetic_frame
+
+
+
+def _ignored_signals() -> str:
+    """The process's ignored-signal mask as the kernel holds it (what a child inherits), or "" off Linux."""
+    status = Path("/proc/self/status")
+    if not status.exists():
+        return ""
+    return next((line.split()[1] for line in status.read_text().splitlines() if line.startswith("SigIgn:")), "")
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_restored():
+    """Whatever a test runs in-process (the CLI, a search) must give Ctrl-C and SIGTERM back as it found them: a
+    leaked SIG_IGN makes every later ``losstune`` child of this worker ignore its Ctrl-C (children inherit it).
+    Checked both as Python sees it and as the kernel does (a library may change it below Python)."""
+    import signal
+
+    before = ({sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}, _ignored_signals())
+    yield
+    after = ({sig: signal.getsignal(sig) for sig in before[0]}, _ignored_signals())
+    assert after == before, f"signal dispositions changed by the test: {before} -> {after}"

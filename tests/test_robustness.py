@@ -208,7 +208,13 @@ def _nothing_lost(before: dict, session: StudySession, budget: int) -> None:
                 assert runs[number].info.status == "FAILED"
                 assert runs[number].data.tags["losstune.failure_reason"] == STALE_REASON
     retried = {config_key(t.user_attrs["loss"]) for t in trials[len(before) :]}
-    assert {config_key(before[n].user_attrs["loss"]) for n in killed} & retried  # the killed points run again
+    # the next batch is asked while this one is still being recorded, so the kill may land on a trial asked and not
+    # yet given its attrs: it has no loss to compare (and no params), and its point is planned afresh
+    for n in killed:
+        if "loss" not in before[n].user_attrs:
+            assert not trials[n].params and trials[n].user_attrs["failure"] == "stale"
+    killed_points = {config_key(before[n].user_attrs["loss"]) for n in killed if "loss" in before[n].user_attrs}
+    assert killed_points & retried  # the killed points run again
     complete = [config_key(t.user_attrs["loss"]) for t in trials if t.state.name == "COMPLETE"]
     assert len(set(complete)) == len(complete)
     for number in range(len(before), len(trials)):
@@ -258,7 +264,7 @@ def test_kill_9_while_a_batch_is_being_recorded_keeps_every_told_trial(tmp_path,
     before, session = _kill_then_rerun(path, part_told)
     assert {before[n].state.name for n in range(4)} == {"COMPLETE", "RUNNING"}
     _nothing_lost(before, session, budget=12)
-    balance = [t for t in session.study.trials if t.user_attrs["phase"] == "balance" and t.state.name == "COMPLETE"]
+    balance = [t for t in session.study.trials if t.user_attrs.get("phase") == "balance" and t.state.name == "COMPLETE"]
     assert len(balance) == 4  # every balance point complete once
 
 
