@@ -134,7 +134,6 @@ def frame_factory() -> Callable[..., pd.DataFrame]:
     return synthetic_frame
 
 
-
 def _ignored_signals() -> str:
     """The process's ignored-signal mask as the kernel holds it (what a child inherits), or "" off Linux."""
     status = Path("/proc/self/status")
