@@ -36,12 +36,12 @@ def imported(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess, set[st
 
 
 def write_study(directory: Path, name: str = "fast") -> Path:
-    return tiny_study(directory, name, budget=1, rows=120, data_seed=1, epochs=1)
+    return tiny_study(directory, name, budget=2, rows=120, data_seed=1, epochs=1)
 
 
 @pytest.fixture(scope="module")
 def used_study(tmp_path_factory) -> Path:
-    """A study whose week's budget (1) is spent by one real trial."""
+    """A study whose week's budget (2) is spent by two real trials of one phase: status compares them."""
     path = write_study(tmp_path_factory.mktemp("used"))
     proc, names = imported("search", str(path), "--no-progress", cwd=path.parent)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -58,7 +58,8 @@ def test_help_imports_nothing_heavy(tmp_path):
 def test_status_of_a_used_study(used_study):
     proc, names = imported("status", str(used_study), cwd=used_study.parent)
     assert proc.returncode == 0, proc.stderr
-    assert "budget 2026-W47: 1/1 used, 0 left" in proc.stdout
+    assert "budget 2026-W47: 2/2 used, 0 left" in proc.stdout
+    assert "choices (each against its closest rival" in proc.stdout  # a paired verdict, with its p-value
     assert not names & HEAVY, names & HEAVY
 
 
@@ -68,7 +69,7 @@ def test_status_json_of_a_used_study_is_strict_json(used_study):
     proc, names = imported("status", str(used_study), "--json", cwd=used_study.parent)
     assert proc.returncode == 0, proc.stderr
     status = json.loads(proc.stdout, parse_constant=lambda c: pytest.fail(f"{c} in status --json"))
-    assert status["spent"] == 1 and len(status["trials"]) == 1
+    assert status["spent"] == 2 and len(status["trials"]) == 2
     assert not names & HEAVY
 
 
@@ -85,7 +86,7 @@ def test_search_with_the_budget_spent(used_study):
     proc, names = imported("search", str(used_study), "--no-progress", cwd=used_study.parent)
     # the first line says what it is opening (before any slow step); the last, that the week is spent
     last = proc.stdout.strip().splitlines()[-1]
-    assert (proc.returncode, last, proc.stderr.strip()) == (0, "budget for 2026-W47 spent: 1/1", "")
+    assert (proc.returncode, last, proc.stderr.strip()) == (0, "budget for 2026-W47 spent: 2/2", "")
     assert not names & HEAVY, names & HEAVY
 
 
@@ -96,8 +97,8 @@ def test_search_with_the_budget_spent_does_not_read_the_data(used_study, tmp_pat
     data.rename(moved)
     try:
         proc, names = imported("search", str(used_study), "--no-progress", cwd=used_study.parent)
-        assert (proc.returncode, proc.stdout.strip().splitlines()[-1]) == (0, "budget for 2026-W47 spent: 1/1")
-        proc, names = imported("search", str(used_study), "--budget", "2", "--no-progress", cwd=used_study.parent)
+        assert (proc.returncode, proc.stdout.strip().splitlines()[-1]) == (0, "budget for 2026-W47 spent: 2/2")
+        proc, names = imported("search", str(used_study), "--budget", "3", "--no-progress", cwd=used_study.parent)
         assert proc.returncode == 2 and "data file not found" in proc.stderr  # budget left: the data is needed
         assert not names & HEAVY  # the path is checked before pandas is imported
     finally:

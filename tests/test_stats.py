@@ -12,7 +12,7 @@ import objectives.evaluate as evaluate_module
 from objectives.config import CVConfig, ModelConfig, TrainConfig, TrialConfig
 from objectives.data import DataSpec, load_dataset
 from objectives.evaluate import evaluate, fold_seeds
-from objectives.stats import BETTER, SAME, WORSE, compare, corrected_se, estimate, repeats_of
+from objectives.stats import BETTER, SAME, WORSE, compare, corrected_se, estimate, repeats_of, student_t_two_sided_p
 
 K = 5
 
@@ -106,6 +106,28 @@ def test_p_value_is_the_two_sided_student_t_tail():
         assert got.p_value == pytest.approx(2 * student_t.sf(abs(got.t), got.df), rel=1e-10)
     certain = compare([0.6] * 5, [0.5] * 5, K)  # zero SE, a non-zero difference: t is infinite
     assert (certain.t, certain.p_value) == (math.inf, 0.0)
+
+
+@pytest.mark.parametrize("df", [0.5, 1, 2, 3, 4, 5, 9, 14, 19, 29, 49, 99, 199, 1000])
+def test_student_t_p_value_matches_scipy(df):
+    """The written-out incomplete beta against scipy's Student t, from t = 0 (p = 1) through both branches of
+    the continued fraction to the far tail (p near 1e-300), and symmetric in t."""
+    from scipy.stats import t as student_t
+
+    for t in [0.0, 1e-12, 1e-6, 0.01, 0.1, 0.5, 1, 1.5, 2, 2.776445, 3, 5, 10, 30, 100, 1e3, 1e8]:
+        want = 2 * student_t.sf(t, df)
+        got = student_t_two_sided_p(t, df)
+        assert got == student_t_two_sided_p(-t, df)
+        if want > 1e-290:
+            assert got == pytest.approx(want, rel=1e-10, abs=0), (t, df)
+        else:
+            assert got < 1e-280, (t, df)
+
+
+def test_student_t_p_value_refuses_what_has_none():
+    for t, df in [(1.0, 0), (1.0, -2), (math.nan, 4), (1.0, math.nan)]:
+        with pytest.raises(ValueError, match="df > 0 and a number t"):
+            student_t_two_sided_p(t, df)
 
 
 # ---------------------------------------------------------------------------------------- with the engine
