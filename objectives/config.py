@@ -106,6 +106,7 @@ class TrialConfig(StrictModel):
             "dropout": self.model.dropout,
             **{k: v for k, v in self.train.model_dump().items()},
             "folds": self.cv.folds,
+            "repeats": self.cv.repeats,
             "seed": self.cv.seed,
             "metric": self.metric.label,
         }

@@ -72,6 +72,12 @@ def _add_trial_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--dropout", type=float, metavar="P", help="dropout after each hidden layer " + _default("0"))
     g.add_argument("--folds", type=int, metavar="K", help="cross-validation folds, >= 2 " + _default("5"))
+    g.add_argument(
+        "--repeats",
+        type=int,
+        metavar="R",
+        help="repeated K-fold: R splits of their own, scored per repeat and pooled " + _default("1"),
+    )
     g.add_argument("--epochs", type=int, metavar="N", help="training epochs per fold " + _default("20"))
     g.add_argument("--batch-size", type=int, metavar="N", help="minibatch rows " + _default("256"))
     g.add_argument("--lr", type=float, help="Adam learning rate " + _default("0.001"))
@@ -136,7 +142,8 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
         "--oof-out",
         type=Path,
         metavar="FILE",
-        help="also write the OOF probabilities (row, fold, y_true, proba) to this CSV (default: none)",
+        help="also write the OOF probabilities (row, repeat, fold, y_true, proba; one row per data row and repeat) "
+        "to this CSV (default: none)",
     )
     p.set_defaults(run=commands.evaluate)
 

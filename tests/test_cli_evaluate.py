@@ -64,8 +64,8 @@ def test_oof_out_csv(write_csv, tmp_path, capsys):
     assert rc == 0, err
     result = json.loads(out)
     oof = pd.read_csv(oof_path)
-    assert list(oof.columns) == ["row", "fold", "y_true", "proba"]
-    assert len(oof) == 120
+    assert list(oof.columns) == ["row", "repeat", "fold", "y_true", "proba"]
+    assert len(oof) == 120 and set(oof["repeat"]) == {0}
     assert oof["row"].tolist() == list(range(120))
     assert sorted(oof["fold"].unique().tolist()) == [0, 1, 2]
     expected_y = (pd.read_csv(data)["label"] == "yes").astype(int)
@@ -77,6 +77,28 @@ def test_oof_out_csv(write_csv, tmp_path, capsys):
     assert result["metric"] == "macro_f1"
     assert result["threshold"] == pytest.approx(choice.threshold, rel=1e-12)
     assert result["oof_score"] == pytest.approx(choice.score, rel=1e-12)
+
+
+def test_oof_out_csv_holds_every_repeat(write_csv, tmp_path, capsys):
+    """``--repeats 2``: each data row once per repeat; repeat 0 is the plain K-fold run's, and the threshold is
+    the one chosen on both repeats' predictions pooled."""
+    data = write_csv()
+    plain, repeated = tmp_path / "plain.csv", tmp_path / "repeated.csv"
+    assert main(evaluate_args(data, "--json", "--oof-out", str(plain))) == 0
+    capsys.readouterr()
+    assert main(evaluate_args(data, "--json", "--repeats", "2", "--oof-out", str(repeated))) == 0
+    result = json.loads(capsys.readouterr().out)
+    one, two = pd.read_csv(plain), pd.read_csv(repeated)
+    assert len(two) == 240 and two["repeat"].tolist() == [0] * 120 + [1] * 120
+    assert two["row"].tolist() == list(range(120)) * 2
+    first = two[two["repeat"] == 0].reset_index(drop=True)
+    pd.testing.assert_frame_equal(first, one)  # repeat 0 is exactly the split and seeds of cv.seed
+    second = two[two["repeat"] == 1]
+    assert second["y_true"].tolist() == one["y_true"].tolist()
+    assert second["fold"].tolist() != one["fold"].tolist()  # its own split
+    pooled = best_threshold(two["y_true"].to_numpy(), two["proba"].to_numpy(), MetricConfig())
+    assert result["threshold"] == pytest.approx(pooled.threshold, rel=1e-12)
+    assert len(result["repeat_scores"]) == 2
 
 
 def test_human_summary(write_csv, capsys):

@@ -57,6 +57,7 @@ TRIAL_FIELDS = {
     "--hidden": ("model", "hidden"),
     "--dropout": ("model", "dropout"),
     "--folds": ("cv", "folds"),
+    "--repeats": ("cv", "repeats"),
     "--epochs": ("train", "epochs"),
     "--batch-size": ("train", "batch_size"),
     "--lr": ("train", "lr"),

@@ -65,7 +65,12 @@ def test_same_numbers_everywhere(searched, tmp_path, capsys):
         # the stored fold scores give the stored SE, and the CLI line shows it
         assert a["cv_score_se"] == pytest.approx(corrected_se(a["fold_scores"], 3))
         assert f"{t.value:.4f} ± {a['cv_score_se']:.4f}" in out
-        metrics = client.get_run(a["mlflow_run_id"]).data.metrics
+        run = client.get_run(a["mlflow_run_id"]).data
+        metrics = run.metrics
+        # the run's params say which splits: a confirm trial's own seed and repeats, not the study's
+        assert (run.params["seed"], run.params["repeats"]) == (
+            (str(FRESH_SEED_STRIDE), "2") if a["phase"] == "check" else ("7", "1")
+        )
         row = rows[t.number]
         for key in (
             "cv_score_se",

@@ -33,7 +33,7 @@ def trial_overrides(args: argparse.Namespace) -> dict:
             "device": "device",
             "precision": "precision",
         },
-        "cv": {"folds": "folds", "seed": "seed"},
+        "cv": {"folds": "folds", "repeats": "repeats", "seed": "seed"},
         "metric": {"metric": "name", "beta": "beta"},
     }
     given = vars(args)  # the trial options default to SUPPRESS: only those on the command line are here
@@ -129,14 +129,19 @@ def _config_with_overrides(exported: ExportedConfig, args: argparse.Namespace) -
 
 
 def _write_oof(path: Path, result: EvaluationResult) -> None:
+    """Every repeat's OOF probabilities, repeat-major: ``repeat`` r's rows are its own split's held-out
+    predictions of every data row (repeat 0 alone is plain K-fold, what a stacker usually wants)."""
+    import numpy as np
     import pandas as pd
 
+    repeats, n_rows = result.oof_proba_by_repeat.shape
     frame = pd.DataFrame(
         {
-            "row": range(len(result.oof_proba)),
-            "fold": result.fold_of_row,
-            "y_true": result.y_true,
-            "proba": result.oof_proba,
+            "row": np.tile(np.arange(n_rows), repeats),
+            "repeat": np.repeat(np.arange(repeats), n_rows),
+            "fold": result.fold_of_row_by_repeat.reshape(-1),
+            "y_true": np.tile(result.y_true, repeats),
+            "proba": result.oof_proba_by_repeat.reshape(-1),
         }
     )
     tmp = path.with_name(path.name + ".tmp")
