@@ -6,9 +6,9 @@ rest of the code trusts it. ``TrialConfig.flat_params()`` is the row that lands 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_serializer, model_validator
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 NonNegative = Annotated[float, Field(ge=0.0)]
@@ -44,9 +44,60 @@ class LossConfig(StrictModel):
         return self
 
 
+# the built-in MLP's own settings: meaningless, and refused, next to a user's model (``module``)
+MLP_FIELDS = ("hidden", "dropout")
+
+
 class ModelConfig(StrictModel):
+    """The classifier: the built-in MLP (``hidden``, ``dropout``), or a user's own ``nn.Module`` (``module``:
+    ``"package.module:ClassName"``, built as ``ClassName(n_features, **kwargs)``; see
+    :mod:`objectives.user_module`). The two are exclusive; a dump holds only the fields of the one in use, so a
+    user model's stored or exported configuration never shows an MLP it did not train."""
+
     hidden: tuple[Annotated[int, Field(ge=1, le=65536)], ...] = (128, 64)
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    module: str | None = None
+    kwargs: dict[str, JsonValue] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_kind_of_model(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if data.get("module") is None:
+            if data.get("kwargs"):
+                raise ValueError("kwargs are the arguments of a model.module: give the module, or remove kwargs")
+            return data
+        given = [name for name in MLP_FIELDS if name in data]
+        if given:
+            raise ValueError(
+                f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} the built-in MLP's, not used with a "
+                f"model.module: remove {'it' if len(given) == 1 else 'them'}, or pass your model's settings in "
+                "model.kwargs"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _module_spec(self) -> ModelConfig:
+        if self.module is not None:
+            module, sep, name = self.module.partition(":")
+            parts = module.split(".")
+            if not sep or not name.isidentifier() or not all(p.isidentifier() for p in parts):
+                raise ValueError(
+                    f"module must be 'package.module:ClassName' (e.g. 'my_model:BinaryClassifier'), got {self.module!r}"
+                )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _only_the_model_in_use(self, handler: Any) -> dict[str, Any]:
+        dumped = handler(self)
+        for name in ("module", "kwargs") if self.module is None else MLP_FIELDS:
+            dumped.pop(name, None)
+        return dumped
+
+    @property
+    def is_user_module(self) -> bool:
+        return self.module is not None
 
 
 class TrainConfig(StrictModel):
@@ -102,11 +153,18 @@ class TrialConfig(StrictModel):
         """One flat, comparable row: the params of an MLflow run."""
         return {
             **self.loss.model_dump(),
-            "hidden": "-".join(str(h) for h in self.model.hidden),
-            "dropout": self.model.dropout,
+            **self._model_params(),
             **{k: v for k, v in self.train.model_dump().items()},
             "folds": self.cv.folds,
             "repeats": self.cv.repeats,
             "seed": self.cv.seed,
             "metric": self.metric.label,
         }
+
+    def _model_params(self) -> dict[str, str | float]:
+        """The model's params: the MLP's shape, or a user model's class and its kwargs (as JSON)."""
+        if self.model.module is not None:
+            import json
+
+            return {"model_module": self.model.module, "model_kwargs": json.dumps(self.model.kwargs, sort_keys=True)}
+        return {"hidden": "-".join(str(h) for h in self.model.hidden), "dropout": self.model.dropout}

@@ -27,7 +27,7 @@ from objectives.engine import train_folds
 from objectives.errors import DataError
 from objectives.evaluate import fold_seeds, sigmoid
 from objectives.memory import check_trial_memory
-from objectives.model import MLP
+from objectives.model import build_module
 from objectives.preprocess import make_preprocessor
 
 FORWARD_ROWS = 1024
@@ -46,7 +46,7 @@ class FinalModel:
     positive_label: str
     negative_label: str
     train_loss: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per epoch
-    _net: MLP | None = field(default=None, repr=False)
+    _net: torch.nn.Module | None = field(default=None, repr=False)
 
     @property
     def feature_columns(self) -> list[str]:
@@ -60,7 +60,7 @@ class FinalModel:
         onehot = self.preprocessor.named_transformers_["categorical"].named_steps["onehot"]
         return {col: [str(c) for c in cats] for col, cats in zip(self.categorical_columns, onehot.categories_)}
 
-    def network(self) -> MLP:
+    def network(self) -> torch.nn.Module:
         if self._net is None:
             self._net = build_network(self.n_inputs, self.model_config, self.state_dict)
         return self._net
@@ -105,18 +105,19 @@ class FinalModel:
         return np.concatenate(blocks) if blocks else np.zeros(0)
 
 
-def build_network(n_inputs: int, cfg: ModelConfig, state_dict: dict[str, torch.Tensor]) -> MLP:
-    """An :class:`MLP` in eval mode holding ``state_dict``; a shape mismatch is a :class:`DataError`."""
+def build_network(n_inputs: int, cfg: ModelConfig, state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """The network of ``cfg`` (:func:`objectives.model.build_module`) in eval mode holding ``state_dict``; a shape
+    mismatch is a :class:`DataError`."""
     nonfinite = [name for name, t in state_dict.items() if t.is_floating_point() and not torch.isfinite(t).all()]
     if nonfinite:
         raise DataError(f"the weights hold NaN or infinite values ({', '.join(nonfinite[:3])}): train the model again")
-    net = MLP(n_inputs, cfg)
+    net = build_module(cfg, n_inputs)
     try:
         net.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         raise DataError(
-            f"the weights do not fit the configured network {cfg.hidden}: {first[0] if first else exc}"
+            f"the weights do not fit the configured network {cfg.module or cfg.hidden}: {first[0] if first else exc}"
         ) from None
     return net.eval()
 

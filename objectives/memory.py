@@ -116,4 +116,9 @@ def check_trial_memory(dataset: Dataset, config: TrialConfig, final: bool = Fals
         validation=not final,
     )
     device = resolve_device(config.train.device).type
-    return check_fits(shape, device, "the final model" if final else f"a trial ({shape.folds} models trained together)")
+    what = "the final model" if final else f"a trial ({shape.folds} models trained together)"
+    if config.model.module is not None:  # a user's model: validated and measured by building it (its hidden is moot)
+        from objectives.user_model_check import check_user_model
+
+        return check_user_model(config.model, shape, device, what)
+    return check_fits(shape, device, what)

@@ -48,6 +48,16 @@ class MLP(nn.Module):
         return self.net(x).squeeze(-1)
 
 
+def build_module(model: ModelConfig, n_features: int) -> nn.Module:
+    """The classifier ``model`` describes: a user's own ``nn.Module`` (:mod:`objectives.user_module`) when
+    ``model.module`` is set, else the built-in :class:`MLP`."""
+    if model.module is not None:
+        from objectives.user_module import build_user_module
+
+        return build_user_module(model, n_features)
+    return MLP(n_features, model)
+
+
 @dataclass
 class Activations:
     """What :meth:`FoldMLP.backward` needs from a training forward pass: each layer's input, the dropout

@@ -86,6 +86,7 @@ def _spec_and_config(args: argparse.Namespace) -> tuple[ExportedConfig | None, D
         from search.model.exported_config import load_exported
 
         exported = load_exported(args.config)
+        exported.load_model_class()  # a user's model: imported from the config's module_dir
         return (exported, *_config_with_overrides(exported, args))
     if args.data is None or args.target is None:
         raise LosstuneError("evaluate needs --data FILE.csv and --target COLUMN (or --config FILE)")

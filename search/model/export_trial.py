@@ -175,7 +175,12 @@ def _exported(
         versions=versions(),
         confidence=confidence(trial, rule, trials, config_key(file.reference_loss)),
     )
-    return ExportedConfig.of_trial(config, float(attrs["threshold"]), file.data_spec, provenance)
+    module_dir = None
+    if config.model.module is not None:
+        from objectives.user_module import module_root
+
+        module_dir = module_root(config.model.module, [file.base_dir])
+    return ExportedConfig.of_trial(config, float(attrs["threshold"]), file.data_spec, provenance, module_dir)
 
 
 def _log_export(tracker: StudyTracker, run_id: str, out: Path, exported: ExportedConfig) -> None:

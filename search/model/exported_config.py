@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from objectives.config import CVConfig, LossConfig, MetricConfig, ModelConfig, StrictModel, TrainConfig, TrialConfig
 from objectives.data import DataSpec
@@ -65,13 +65,39 @@ class ExportedConfig(StrictModel):
     preprocessing: PreprocessingSpec = PreprocessingSpec()
     data: DataSpec
     provenance: Provenance
+    # where model.module is imported from (the study file's directory when the module was there; relative to this
+    # file, like data.path); null: the installed packages
+    module_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _module_dir_with_module(self) -> ExportedConfig:
+        if self.module_dir is not None and self.model.module is None:
+            raise ValueError("module_dir is where model.module is imported from: give the module, or remove it")
+        return self
 
     @classmethod
-    def of_trial(cls, config: TrialConfig, threshold: float, data: DataSpec, provenance: Provenance) -> ExportedConfig:
+    def of_trial(
+        cls, config: TrialConfig, threshold: float, data: DataSpec, provenance: Provenance, module_dir: Path | None
+    ) -> ExportedConfig:
         """The file for a trial: its stored configuration's sections as they are, so that :attr:`trial_config`
         gives that configuration back (what ``train`` and ``evaluate --config`` run)."""
         sections = {name: getattr(config, name) for name in TrialConfig.model_fields}
-        return cls(format_version=FORMAT_VERSION, threshold=threshold, data=data, provenance=provenance, **sections)
+        return cls(
+            format_version=FORMAT_VERSION,
+            threshold=threshold,
+            data=data,
+            provenance=provenance,
+            module_dir=module_dir,
+            **sections,
+        )
+
+    def load_model_class(self) -> None:
+        """Import ``model.module``, if any, from :attr:`module_dir` (then the installed packages) and register it
+        for this process (:func:`objectives.user_module.load_user_class`); one line when it cannot be."""
+        if self.model.module is not None:
+            from objectives.user_module import load_user_class
+
+            load_user_class(self.model.module, [self.module_dir] if self.module_dir is not None else [])
 
     @property
     def trial_config(self) -> TrialConfig:
@@ -81,8 +107,12 @@ class ExportedConfig(StrictModel):
     def to_dict(self, relative_to: Path | None = None) -> dict:
         """Plain JSON-able data; the data path relative to ``relative_to`` (a directory) when given."""
         d = self.model_dump(mode="json")
+        if self.module_dir is None:
+            del d["module_dir"]  # an MLP's file, or an installed module's, is as it was before module_dir existed
         if relative_to is not None:
             d["data"]["path"] = _relative(self.data.path, relative_to)
+            if self.module_dir is not None:
+                d["module_dir"] = _relative(self.module_dir, relative_to)
         return d
 
 
@@ -133,6 +163,8 @@ def parse_exported(raw: object, where: str, base_dir: Path) -> ExportedConfig:
     if not config.data.path.is_absolute():
         data = config.data.model_copy(update={"path": base_dir / config.data.path})
         config = config.model_copy(update={"data": data})
+    if config.module_dir is not None and not config.module_dir.is_absolute():
+        config = config.model_copy(update={"module_dir": base_dir / config.module_dir})
     return config
 
 

@@ -9,6 +9,10 @@ Layout of ``MODEL_DIR``:
 - ``artifacts/preprocessing.skops``: the fitted ColumnTransformer in skops format (not pickle), loaded with an
   explicit list of allowed types.
 - ``artifacts/exported_config.yaml``: the exported configuration that was trained.
+- ``artifacts/<module>.py``, for a user's own model (``model.module``) only: the source file of the module that
+  defines its class, as it was imported for training; the manifest's ``model_module`` records the module string,
+  the file's name, where it came from and its sha256. Loading runs these bundled bytes (checked against that
+  sha256, as a module of its own name), never whatever the import path would find under the module's name.
 - ``artifacts/losstune_model.json``: the manifest (threshold, labels, columns, what it was trained on) and
   ``files``, the sha256 of every other file of the directory, ``MLmodel`` and the bundled code included; it
   carries its own checksum (``self_sha256``, over its other keys).
@@ -18,7 +22,9 @@ Trust: :func:`~search.model.model_dir_loading.load_model_dir` (what ``losstune p
 files inside the directory that the manifest lists, each once, checking its sha256 on the bytes it then parses; a
 symbolic link, a device or FIFO, a file not in the manifest or an artifact path leaving the directory is refused. It
 parses only YAML (one strict loader), JSON, skops with an allowlist and ``torch.load(weights_only=True)`` and runs
-no code from the directory. The checksums prove the files are those the manifest lists, not who wrote them: anyone
+no code from the directory, except, for a user's own model, its bundled module source: a model defined in Python
+is Python to run, so such a directory is trusted as its source file would be (its bytes must match the sha256 in
+the manifest, which says only that nothing changed since the manifest was written). The checksums prove the files are those the manifest lists, not who wrote them: anyone
 who can write the directory can rewrite the manifest to match. ``mlflow.pyfunc.load_model`` (and ``mlflow models
 serve``) is MLflow's loader: by MLflow's design it *executes* ``losstune_pyfunc.py`` and imports the bundled
 ``code/``, so load only model directories you trust that way, as with any MLflow model; the artifacts then go
@@ -51,6 +57,7 @@ FILES = {
     MANIFEST: "losstune_model.json",
 }
 CHECKED = (WEIGHTS, PREPROCESSING, CONFIG)
+MODULE = "module"  # the artifact of a user model's bundled source (``model_module`` in the manifest)
 # types skops does not trust by default that a fitted make_preprocessor() legitimately holds (OneHotEncoder's
 # dtype=np.float32); anything else in the file is refused
 TRUSTED_SKOPS_TYPES = frozenset({"numpy.dtype"})

@@ -17,7 +17,9 @@ import torch
 
 from objectives.errors import LosstuneError
 from objectives.final import FinalModel
+from objectives.user_module import bound
 from search.formats.validation import parse_yaml
+from search.model.bundled_model import bundled_class, bundled_module
 from search.model.exported_config import parse_exported
 from search.model.model_dir import (
     CHECKED,
@@ -75,9 +77,13 @@ def load_model_dir(model_dir: Path) -> PackagedModel:
     if absent:
         raise LosstuneError(f"model directory {where} is incomplete: {absent[0]} is missing")
     raw = {key: (model_dir / paths[key]).read_bytes() for key in CHECKED}
-    _verify({"MLmodel": raw_mlmodel, **{paths[k]: raw[k] for k in CHECKED}}, listed, where)
-    _verify_rest(model_dir, listed, {"MLmodel", *(paths[k] for k in CHECKED)}, where)
-    return _build(raw, manifest, where)
+    contents = {"MLmodel": raw_mlmodel, **{paths[k]: raw[k] for k in CHECKED}}
+    module = bundled_module(model_dir, manifest, paths, files, where)
+    if module is not None:
+        contents[module[0]] = module[1]
+    _verify(contents, listed, where)
+    _verify_rest(model_dir, listed, set(contents), where)
+    return _build(raw, manifest, where, None if module is None else module[1])
 
 
 def _inventory(model_dir: Path) -> set[str]:
@@ -178,10 +184,11 @@ def _verify_rest(model_dir: Path, listed: dict, done: set[str], where: str) -> N
             )
 
 
-def _build(raw: dict[str, bytes], manifest: dict, where: str) -> PackagedModel:
+def _build(raw: dict[str, bytes], manifest: dict, where: str, module: bytes | None) -> PackagedModel:
     try:
         raw_config = parse_yaml(_text(raw[CONFIG], FILES[CONFIG], where), FILES[CONFIG])
         config = parse_exported(raw_config, FILES[CONFIG], Path(where))
+        user_class = bundled_class(config, manifest, module, where)
         preprocessor = _load_preprocessing(raw[PREPROCESSING])
         try:
             state = torch.load(io.BytesIO(raw[WEIGHTS]), map_location="cpu", weights_only=True)
@@ -199,7 +206,13 @@ def _build(raw: dict[str, bytes], manifest: dict, where: str) -> PackagedModel:
             positive_label=str(manifest["positive_label"]),
             negative_label=str(manifest["negative_label"]),
         )
-        final.network()  # shape mismatches and non-finite weights surface here, not at the first prediction
+        # shape mismatches and non-finite weights surface here, not at the first prediction; a user's model is
+        # built from its bundled class, whatever the import path holds under its module's name
+        if user_class is None:
+            final.network()
+        else:
+            with bound(*user_class):
+                final.network()
         threshold = float(manifest["threshold"])
     except LosstuneError as exc:
         raise LosstuneError(f"cannot load the model in {where}: {exc}") from None

@@ -3,6 +3,7 @@ bundled code, MLflow's pyfunc descriptor, then the manifest with the sha256 of e
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ from search.model.model_dir import (
     FILES,
     MANIFEST,
     MODEL_FORMAT_VERSION,
+    MODULE,
     PREPROCESSING,
     REQUIREMENTS,
     WEIGHTS,
@@ -53,7 +55,10 @@ def save_model_dir(
     with tempfile.TemporaryDirectory(prefix="losstune-model-") as tmp:
         stage = Path(tmp)
         paths = {key: stage / name for key, name in FILES.items()}
-        manifest = _stage_artifacts(final, config, trained_on, paths)
+        module = _stage_module(config, stage / "module")
+        if module is not None:
+            paths[MODULE] = module[0]
+        manifest = _stage_artifacts(final, config, trained_on, paths, module[1] if module else None)
         (stage / ENTRY_FILE).write_text(ENTRY_CODE, encoding="utf-8")
         code = _stage_code(stage / "code")
         with _quiet_mlflow_save():
@@ -70,11 +75,34 @@ def save_model_dir(
     return _sign(out, manifest)
 
 
+def _stage_module(config: ExportedConfig, dest: Path) -> tuple[Path, dict[str, str]] | None:
+    """A user's model: the source file of its module, as imported for training, copied to ``dest``, and its
+    manifest entry (the module string, the file's name, where it came from, its sha256); None for the MLP."""
+    if config.model.module is None:
+        return None
+    from objectives.user_module import user_source
+
+    origin, source = user_source(config.model.module)
+    dest.mkdir()
+    (dest / origin.name).write_bytes(source)
+    entry = {
+        "module": config.model.module,
+        "file": origin.name,
+        "source_path": str(origin),
+        "sha256": hashlib.sha256(source).hexdigest(),
+    }
+    return dest / origin.name, entry
+
+
 def _stage_artifacts(
-    final: FinalModel, config: ExportedConfig, trained_on: dict[str, Any], paths: dict[str, Path]
+    final: FinalModel,
+    config: ExportedConfig,
+    trained_on: dict[str, Any],
+    paths: dict[str, Path],
+    module: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The weights, the fitted preprocessing, the configuration and the manifest (with their sha256) written to
-    ``paths``; returns the manifest."""
+    """The weights, the fitted preprocessing, the configuration and the manifest (with their sha256, and a user
+    model's ``model_module`` entry) written to ``paths``; returns the manifest."""
     import skops.io as sio
 
     torch.save(final.state_dict, paths[WEIGHTS])
@@ -92,6 +120,7 @@ def _stage_artifacts(
         "sha256": {key: sha256_of(paths[key]) for key in CHECKED},
         "trained_on": trained_on,
         "provenance": config.provenance.model_dump(mode="json"),
+        **({"model_module": module} if module is not None else {}),
     }
     paths[MANIFEST].write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest

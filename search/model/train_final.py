@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
+    from objectives.data import Dataset
     from objectives.final import FinalModel
     from search.tracking.tracker import StudyTracker
 
@@ -84,15 +85,28 @@ def _checked_tracker(exported: ExportedConfig, out: Path, register: str | None, 
     return tracker
 
 
+def _check_model(exported: ExportedConfig, dataset: Dataset) -> None:
+    """A user's model (``model.module``): imported from the config's ``module_dir``, built and run on two rows,
+    its size checked against the memory, and its source file readable for the model directory to bundle."""
+    if exported.model.module is None:
+        return
+    from objectives.memory import check_trial_memory
+    from objectives.user_module import user_source
+
+    exported.load_model_class()
+    check_trial_memory(dataset, exported.trial_config, final=True)
+    user_source(exported.model.module)
+
+
 def train_model(
     config_path: Path, out: Path, data: Path | None = None, register: str | None = None, track: bool = True
 ) -> TrainOutcome:
     exported = load_exported(config_path)
     out = Path(out)
-    tracker = _checked_tracker(exported, out, register, track)
-
     spec = exported.data if data is None else exported.data.model_copy(update={"path": Path(data).resolve()})
     dataset = load_dataset(spec)
+    _check_model(exported, dataset)  # a user's model: validated before any store is opened
+    tracker = _checked_tracker(exported, out, register, track)
     recorded = exported.provenance.data_fingerprint
     same = None if recorded is None else recorded == dataset.fingerprint
     if same is False:

@@ -73,7 +73,9 @@ class StudySession:
             check_folds(self._dataset, self.file.cv.folds)
             from objectives.memory import check_trial_memory
 
-            check_trial_memory(self._dataset, self.file.trial_config())  # before any store is opened for writing
+            self.file.load_model_class()
+            # before any store is opened for writing; a user's model is built and run on two rows here
+            check_trial_memory(self._dataset, self.file.trial_config())
         import optuna  # after the checks that need no storage: bad input is refused without it
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)

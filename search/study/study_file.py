@@ -145,6 +145,14 @@ class StudyFile(StrictModel):
     def experiment(self) -> str:
         return self.tracking.experiment or self.name
 
+    def load_model_class(self) -> None:
+        """Import ``model.module``, if any, from this file's directory (then the installed packages) and register
+        it for this process (:func:`objectives.user_module.load_user_class`); one line when it cannot be."""
+        if self.model.module is not None:
+            from objectives.user_module import load_user_class
+
+            load_user_class(self.model.module, [self.base_dir])
+
 
 def _expand_env(text: str) -> str:
     def sub(m: re.Match) -> str:
