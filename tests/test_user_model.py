@@ -253,6 +253,14 @@ def test_train_and_evaluate_refuse_an_unusable_model_in_one_line_before_any_stor
     assert not (tmp_path / "model").exists() and not (user_dir / "final").exists()
 
 
+def test_an_mlp_option_given_to_evaluate_a_user_models_config_is_one_line(user_dir, tmp_path, capsys):
+    (tmp_path / "exports").mkdir()
+    model = ModelConfig(module="models:BinaryClassifier")
+    dump_exported(exported_for(user_dir, model, user_dir), tmp_path / "exports" / "best.yaml")
+    code = main(["evaluate", "--config", str(tmp_path / "exports" / "best.yaml"), "--hidden", "8"])
+    one_line(code, capsys.readouterr().err, "evaluate", "options.model: hidden is the built-in MLP's")
+
+
 def test_the_exported_module_dir_is_relative_to_the_file_and_resolved_on_load(user_dir, tmp_path):
     model = ModelConfig(module="models:BinaryClassifier")
     (tmp_path / "exports").mkdir()
@@ -298,8 +306,10 @@ def test_the_study_directory_wins_over_a_module_of_the_same_name_imported_earlie
             f"from torch import nn\nclass M(nn.Linear):\n    def __init__(self, n_features):\n"
             f"        super().__init__(n_features, 1)\n        self.width = {width}\n"
         )
+    path_before = list(sys.path)
     first = load_user_class("samename:M", [tmp_path / "a"])
     second = load_user_class("samename:M", [tmp_path / "b"])
+    assert sys.path == path_before  # the study's directory was on the import path for the import only
     assert first(2).width == 3 and second(2).width == 5
     assert user_source("samename:M")[0] == (tmp_path / "b" / "samename.py").resolve()
     assert not list(tmp_path.rglob("__pycache__"))
