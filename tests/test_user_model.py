@@ -272,7 +272,7 @@ def test_the_exported_module_dir_is_relative_to_the_file_and_resolved_on_load(us
     assert loaded.trial_config.model == model
     mlp = exported_for(user_dir, ModelConfig(hidden=(8,)), None)
     assert "module_dir" not in mlp.to_dict() and "module" not in mlp.to_dict()["model"]
-    with pytest.raises(LosstuneError, match="best.yaml: module_dir is where model.module is imported from"):
+    with pytest.raises(LosstuneError, match=r"best\.yaml: module_dir is where model\.module is imported from"):
         parse_exported({**mlp.to_dict(), "module_dir": str(user_dir)}, "best.yaml", user_dir)
 
 
@@ -387,8 +387,15 @@ def test_a_user_model_predicts_in_a_fresh_process_from_its_bundled_copy(user_dir
     (elsewhere / "models.py").write_text("raise RuntimeError('the wrong models.py was imported')\n")
     test.to_csv(elsewhere / "test.csv", index=False)
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "losstune"), "predict", str(model_dir), "test.csv", "-o", "out.csv"]
-        + ["--proba"],
+        [
+            str(Path(sys.executable).parent / "losstune"),
+            "predict",
+            str(model_dir),
+            "test.csv",
+            "-o",
+            "out.csv",
+            "--proba",
+        ],
         cwd=elsewhere,
         env={**fresh_env(), "PYTHONPATH": str(elsewhere)},
         capture_output=True,
@@ -435,7 +442,7 @@ def test_a_tampered_bundled_source_is_refused_in_one_line(user_dir, tmp_path, ca
     manifest = json.loads((model_dir / "artifacts" / "losstune_model.json").read_text())
     manifest["files"]["artifacts/models.py"] = hashlib.sha256(bundled.read_bytes()).hexdigest()
     resign(model_dir, manifest)
-    with pytest.raises(LosstuneError, match="bundled model source artifacts/models.py does not match the sha256 its"):
+    with pytest.raises(LosstuneError, match=r"bundled model source artifacts/models\.py does not match the sha256 its"):
         load_model_dir(model_dir)
     assert not (tmp_path / "out.csv").exists()
 

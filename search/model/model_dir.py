@@ -24,8 +24,9 @@ symbolic link, a device or FIFO, a file not in the manifest or an artifact path 
 parses only YAML (one strict loader), JSON, skops with an allowlist and ``torch.load(weights_only=True)`` and runs
 no code from the directory, except, for a user's own model, its bundled module source: a model defined in Python
 is Python to run, so such a directory is trusted as its source file would be (its bytes must match the sha256 in
-the manifest, which says only that nothing changed since the manifest was written). The checksums prove the files are those the manifest lists, not who wrote them: anyone
-who can write the directory can rewrite the manifest to match. ``mlflow.pyfunc.load_model`` (and ``mlflow models
+the manifest, which says only that nothing changed since the manifest was written). The checksums prove the files
+are those the manifest lists, not who wrote them: anyone who can write the directory can rewrite the manifest to
+match. ``mlflow.pyfunc.load_model`` (and ``mlflow models
 serve``) is MLflow's loader: by MLflow's design it *executes* ``losstune_pyfunc.py`` and imports the bundled
 ``code/``, so load only model directories you trust that way, as with any MLflow model; the artifacts then go
 through the same checked loader. (Python may write ``__pycache__`` under ``code/`` then: those files are not read,
