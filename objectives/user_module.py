@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 RESERVED = ("objectives", "search")
 _REGISTERED: dict[str, type[nn.Module]] = {}
 _SOURCES: dict[str, tuple[Path, bytes] | None] = {}
+_FROM_DIRS: set[str] = set()  # top-level modules imported from a study's directory (see _make_way)
 
 
 class UserModelError(LosstuneError):
@@ -57,7 +58,7 @@ def load_user_class(spec: str, search_dirs: Sequence[Path] = ()) -> type[nn.Modu
         raise UserModelError(f"model.module {spec!r} names losstune's own package: put your model in a module of yours")
     dirs = [Path(d).resolve() for d in search_dirs]
     where = ", ".join(str(d) for d in dirs) + (" or " if dirs else "") + "the installed packages"
-    _forget_if_elsewhere(module_name, dirs)
+    _make_way(spec, module_name, dirs)
     added = [str(d) for d in dirs if str(d) not in sys.path]
     sys.path[:0] = added
     no_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
@@ -73,6 +74,9 @@ def load_user_class(spec: str, search_dirs: Sequence[Path] = ()) -> type[nn.Modu
         sys.dont_write_bytecode = no_bytecode
         for d in added:
             sys.path.remove(d)
+    origin = getattr(module, "__file__", None)
+    if origin and any(Path(origin).resolve().is_relative_to(d) for d in dirs):
+        _FROM_DIRS.add(module_name.split(".")[0])
     cls = checked_class(getattr(module, class_name, None), spec, module.__name__)
     _REGISTERED[spec] = cls
     _SOURCES[spec] = _source_of(module, spec)
@@ -151,18 +155,25 @@ def checked_class(cls: object, spec: str, module_name: str) -> type[nn.Module]:
     return cls
 
 
-def _forget_if_elsewhere(module_name: str, dirs: list[Path]) -> None:
-    """Drop an already imported ``module_name`` (and its package) when it did not come from ``dirs`` but one of
-    them has it now: the study file's directory wins over a module of the same name imported earlier."""
+def _make_way(spec: str, module_name: str, dirs: list[Path]) -> None:
+    """Prepare importing ``module_name`` with ``dirs`` first on the path: a module of the same top-level name that
+    losstune imported earlier from another study's directory is dropped, so that this directory's wins; a file
+    here that would replace a module of the standard library, or one already imported from elsewhere (torch,
+    numpy, ...), for the whole process is refused."""
     top = module_name.split(".")[0]
+    here = next((d for d in dirs if importlib.machinery.PathFinder.find_spec(top, [str(d)]) is not None), None)
+    if here is None:
+        return
     cached = sys.modules.get(top)
-    if cached is None or not dirs:
+    origin = getattr(cached, "__file__", None) if cached is not None else None
+    if origin and Path(origin).resolve().is_relative_to(here):
         return
-    origin = getattr(cached, "__file__", None)
-    if origin and any(Path(origin).resolve().is_relative_to(d) for d in dirs):
-        return
-    if not any((d / top).is_dir() or (d / f"{top}.py").is_file() for d in dirs):
-        return
+    if top in sys.stdlib_module_names or (cached is not None and top not in _FROM_DIRS):
+        what = "the standard library's" if top in sys.stdlib_module_names else f"the already imported ({origin})"
+        raise UserModelError(
+            f"model.module {spec!r}: {here} holds a module {top!r} that would replace {what} {top!r} in this "
+            "process: rename your file (and model.module)"
+        )
     for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
         del sys.modules[name]
 

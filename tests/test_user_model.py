@@ -315,6 +315,15 @@ def test_the_study_directory_wins_over_a_module_of_the_same_name_imported_earlie
     assert not list(tmp_path.rglob("__pycache__"))
 
 
+@pytest.mark.parametrize("name", ["json", "fractions", "numpy"])
+def test_a_file_that_would_replace_a_library_module_is_refused(tmp_path, name):
+    (tmp_path / f"{name}.py").write_text("from torch import nn\nclass Net(nn.Linear):\n    pass\n")
+    before = sys.modules.get(name)
+    with pytest.raises(UserModelError, match=rf"holds a module '{name}' that would replace .*rename your file"):
+        load_user_class(f"{name}:Net", [tmp_path])
+    assert sys.modules.get(name) is before
+
+
 def test_a_class_reexported_from_another_module_is_refused_naming_the_defining_module(tmp_path):
     (tmp_path / "reexport.py").write_text("from torch.nn import Linear\n")
     with pytest.raises(UserModelError, match=r"defined in 'torch.nn.modules.linear'.*'torch.nn.modules.linear:Linear'"):
