@@ -176,7 +176,7 @@ def _save_and_log(
             tracker.experiment_id,
             name=MODEL_NAME,
             source_run_id=run_id,
-            model_type="losstune-mlp",
+            model_type="losstune-mlp" if exported.model.module is None else "losstune-user-module",
             params=params,
             tags={TAG_STUDY: p.study, "losstune.source_trial": str(p.trial)},
         )
