@@ -1,20 +1,26 @@
-"""The training engine: M small models trained together, vectorised over models.
+"""The training engine: the M models of a job (configurations x repeats x folds) trained as one stacked model.
 
 A model is one (configuration, repeat, fold) of a cross-validation: ``x`` holds one preprocessed copy of the
 table per (repeat, fold) split, and model m reads block ``blocks[m]`` of it, so configurations share their
-splits without copying them. Read top to bottom: per epoch, every model draws its own permutation of its own
-training rows; each step takes the next ``batch_size`` rows of every model at once (``[M, B, D]``), runs the M
-MLPs with batched matmuls, computes each model's own loss (its loss parameters are ``[M, 1]`` columns, see
-:class:`~objectives.losses.LossParams`), and takes one Adam step on the stacked weights. Adam and L2 weight decay
-act element-wise, and each model's loss only reaches its own weights, so this is M independent trainings run in
-lock-step. Folds differ in size by a row or two; the shorter ones are padded and the padding is masked out of
-the loss (:class:`~objectives.batches.StepMasks`).
+splits without copying them. The models are built by :func:`objectives.model.build_module` (any ``nn.Module``
+giving one logit per row) and stacked (:class:`objectives.stack.ModelStack`: ``torch.func.stack_module_state``
+and ``vmap(functional_call)``). Per epoch, every model draws its own permutation of its own training rows; each
+step takes the next ``batch_size`` rows of every model at once (``[M, B, D]``), runs the stack, computes each
+model's mean loss over its real rows with its own loss parameters (``[M, 1]`` columns,
+:class:`~objectives.losses.LossParams`), backpropagates the sum of the M means (each model's gradient is that
+of its own mean) and takes one ``torch.optim.Adam`` step (the fused kernel; L2 ``weight_decay`` as
+``torch.optim.Adam``'s) on the stacked parameters. Adam acts element-wise, so these are M independent trainings
+run in lock-step.
 
-A step is: pick the rows, forward (keeping the activations), the loss and its derivative in one pass, the
-hand-written backward into the gradient buffer, the fused Adam kernel. No autograd graph is built; at these sizes
-its bookkeeping cost as much as the arithmetic.
+Folds differ in size by a row or two. Models that take the same number of steps an epoch share a stack and the
+last, shorter batches are masked (padding rows count for nothing in a model's loss); a model that would take a
+step fewer (its rows fit a batch fewer) is trained in a stack of its own (:func:`~objectives.batches.
+same_step_stacks`), so no model is moved in a step where it has no row. A model trained in a stack gives the
+same validation logits as the same model trained alone within float32 rounding (no dropout): the kernels of a
+stack sum in other orders, so the results are not bit-for-bit; ``tests/test_preprocess_and_engine.py`` holds
+OOF probabilities to :data:`ALONE_RTOL`.
 
-A model whose loss becomes NaN/inf fails its group (its configuration) only: the rows are independent, so the
+A model whose loss becomes NaN/inf fails its group (its configuration) only: the models are independent, so the
 others train on unchanged; training stops early once every group has failed.
 
 No early stopping: the fold being scored must not choose the number of epochs.
@@ -31,25 +37,35 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from objectives.batches import StackedTable, StepMasks
+from objectives.batches import EpochPlan, StackedTable, same_step_stacks
 from objectives.config import LossConfig, ModelConfig, TrainConfig
 from objectives.errors import LosstuneError, TrainingDiverged
-from objectives.losses import LossParams, combined_terms_and_grad
-from objectives.model import Activations, FoldMLP
-from objectives.optim import FoldAdam
+from objectives.losses import LossParams, combined_terms
+from objectives.stack import ModelStack
 
 log = logging.getLogger(__name__)
+
+# OOF probabilities of a model trained in a stack against the same model trained alone (fp32, no dropout):
+# relative tolerance, with an absolute floor for probabilities near 0 (measured in the tests: about 1e-7)
+ALONE_RTOL, ALONE_ATOL = 1e-5, 1e-7
 
 
 @dataclass
 class FoldTraining:
     """What training M models returns: their weights, validation logits and learning curves."""
 
-    model: FoldMLP
+    stacks: list[tuple[list[int], ModelStack]]  # the models (by position) each stack holds
     val_logits: list[np.ndarray]  # per model, in the order of that model's validation rows
     train_loss: np.ndarray  # [M, epochs], mean loss over each epoch's batches
     val_loss: np.ndarray  # [M, epochs], loss on the validation rows after each epoch (NaN without them)
     diverged: dict[int, TrainingDiverged] = field(default_factory=dict)  # group -> why it failed
+
+    def state_dict(self, m: int) -> dict[str, Tensor]:
+        """Model ``m`` as the ``state_dict`` of one plain module (``build_module(...).load_state_dict``)."""
+        for members, stack in self.stacks:
+            if m in members:
+                return stack.member_state_dict(members.index(m))
+        raise IndexError(f"no model {m}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -62,39 +78,33 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class _Validation:
-    """Every model's validation rows, gathered once (``[M, width, D]``, padded), and how many each model has."""
+    """A stack's validation rows, gathered once (``[M, width, D]``, padded, with the mask of the real rows)."""
 
     x: Tensor
     y: Tensor
+    mask: Tensor
     sizes: list[int]
 
     @classmethod
-    def of(cls, table: StackedTable, val_rows: list[np.ndarray] | None) -> _Validation | None:
+    def of(cls, table: StackedTable, val_rows: list[np.ndarray] | None, offsets: Tensor) -> _Validation | None:
         """None when some model has no validation rows (the final model): no validation loss, no logits."""
         if not val_rows or not all(len(r) for r in val_rows):
             return None
-        x, y = table.rows(val_rows)
-        return cls(x, y, [len(r) for r in val_rows])
+        x, y, mask = table.rows(val_rows, offsets)
+        return cls(x, y, mask, [len(r) for r in val_rows])
 
-    def mean_loss(self, model: FoldMLP, loss_params: LossParams) -> Tensor:
-        """Each model's mean loss ``[M]`` over its own validation rows."""
-        terms, _ = combined_terms_and_grad(model.forward(self.x), self.y, loss_params)
-        return _masked_fold_means(terms, self.sizes)
+    @torch.no_grad()
+    def mean_loss(self, stack: ModelStack, loss_params: LossParams) -> Tensor:
+        """Each model's mean loss ``[M]`` over its own validation rows (evaluation mode: no dropout)."""
+        terms = combined_terms(stack(self.x, train=False).float(), self.y, loss_params) * self.mask
+        return terms.sum(1) / self.mask.sum(1)
 
-    def logits(self, model: FoldMLP) -> list[np.ndarray]:
+    @torch.no_grad()
+    def logits(self, stack: ModelStack) -> list[np.ndarray]:
         """Each model's logits on its validation rows, in float64."""
-        final = model.forward(self.x).double().cpu().numpy()
+        final = stack(self.x, train=False).double().cpu().numpy()
         return [final[k, :n] for k, n in enumerate(self.sizes)]
 
-
-def _masked_fold_means(terms: Tensor, lengths: list[int]) -> Tensor:
-    """Each row's mean over its first ``lengths[m]`` entries, one row at a time: the sum of a row must not depend
-    on how wide the other models' rows made the tensor (a longer row is summed in another order)."""
-    return torch.stack([terms[m, :n].sum() / n for m, n in enumerate(lengths)])
-
-
-# the dtype of the hidden layers' matmuls (None: the parameters' own, fp32); see TrainConfig.precision
-_COMPUTE_DTYPE: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
 
 EMULATED_BF16 = (
     "train.precision is bf16, but this CPU has no bf16 instructions (AVX512-BF16 or AMX): torch emulates them, "
@@ -119,18 +129,6 @@ def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
     return None
 
 
-def _generators(
-    seeds: list[int], model_cfg: ModelConfig, device: torch.device
-) -> tuple[list[torch.Generator], torch.Generator | None]:
-    """Each model's generator (init, then batch order), and the one stream the dropout masks of all models come
-    from (one call per layer per step, not M; None without dropout). So with dropout > 0 a model is reproducible
-    for a given set of models but not bit-equal to the same model alone."""
-    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    if not model_cfg.dropout:
-        return gens, None
-    return gens, torch.Generator(device=device).manual_seed(int(seeds[0]) + 7919)
-
-
 def _training_device(train_cfg: TrainConfig) -> torch.device:
     """The device to train on; a warning when bf16 was asked for on a CPU that can only emulate it."""
     device = resolve_device(train_cfg.device)
@@ -151,44 +149,87 @@ def train_folds(
     blocks: list[int] | None = None,
     groups: list[int] | None = None,
 ) -> FoldTraining:
-    """Train M MLPs. ``x`` is ``[S, N, D]`` (split s's preprocessing of every row), ``y`` is ``[N]``.
+    """Train M models. ``x`` is ``[S, N, D]`` (split s's preprocessing of every row), ``y`` is ``[N]``.
 
     Model m reads ``x[blocks[m]]`` (default: block m), trains on ``train_rows[m]`` with loss ``loss[m]`` (or one
-    loss for all) and is validated on ``val_rows[m]``; its randomness (init, batch order, dropout) comes from
-    ``seeds[m]`` alone, so a model trained here and alone gives the same weights. ``groups[m]`` says which
-    configuration model m belongs to: a single group (the default) raises :class:`TrainingDiverged` as soon as
-    one of its models diverges; with several, ``FoldTraining.diverged`` says which groups failed and why."""
+    loss for all) and is validated on ``val_rows[m]``; its init and batch order come from ``seeds[m]`` alone, so
+    a model trained here and alone gives the same weights within float32 rounding (dropout masks come from one
+    stream per stack). ``groups[m]`` says which configuration model m belongs to: a single group (the default)
+    raises :class:`TrainingDiverged` as soon as one of its models diverges; with several,
+    ``FoldTraining.diverged`` says which groups failed and why."""
     device, n_models = _training_device(train_cfg), len(train_rows)
-    gens, dropout_gen = _generators(seeds, model_cfg, device)
-    model = FoldMLP(x.shape[2], model_cfg, gens, device, compute_dtype=_COMPUTE_DTYPE[train_cfg.precision])
-    optimizer = FoldAdam(model.params, model.grad, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    loss_params = LossParams.stack([loss] * n_models if isinstance(loss, LossConfig) else list(loss), device)
-    table = StackedTable(x, y, list(range(n_models)) if blocks is None else blocks, model.compute_dtype, device)
-    masks = StepMasks([len(r) for r in train_rows], train_cfg.batch_size, device)
-    val = _Validation.of(table, val_rows)
-    train_curve = torch.zeros(n_models, train_cfg.epochs, device=device)
-    val_curve = torch.full((n_models, train_cfg.epochs), float("nan"), device=device)
-    failures = _Failures([0] * n_models if groups is None else groups, train_cfg.lr)
+    job = _Job(
+        table=StackedTable(x, y, device),
+        train_rows=train_rows,
+        val_rows=val_rows,
+        losses=[loss] * n_models if isinstance(loss, LossConfig) else list(loss),
+        model_cfg=model_cfg,
+        train_cfg=train_cfg,
+        seeds=seeds,
+        blocks=list(range(n_models)) if blocks is None else blocks,
+        failures=_Failures([0] * n_models if groups is None else groups, train_cfg.lr),
+    )
+    train_curve = np.full((n_models, train_cfg.epochs), np.nan)
+    val_curve = np.full((n_models, train_cfg.epochs), np.nan)
+    val_logits: list[np.ndarray] = [np.zeros(0)] * n_models
+    stacks = []
+    for members in same_step_stacks([len(r) for r in train_rows], train_cfg.batch_size):
+        stack, logits = job.train(members, train_curve, val_curve)
+        stacks.append((members, stack))
+        for m, z in zip(members, logits):
+            val_logits[m] = z
+    return FoldTraining(stacks, val_logits if val_rows else [], train_curve, val_curve, job.failures.diverged)
 
-    for epoch in range(train_cfg.epochs):
-        rows, targets = table.epoch(train_rows, gens, masks)  # [steps, M, width]
-        running = torch.zeros(n_models, device=device)
-        for step in range(masks.steps):
-            acts = Activations()
-            logits = model.forward(table.gather(rows[step]), dropout_generator=dropout_gen, keep=acts)
-            terms, dterms = combined_terms_and_grad(logits, targets[step], loss_params)
-            terms, dlogits = masks.apply(step, terms, dterms)  # each model's mean over its real rows
-            model.backward(acts, dlogits)
-            optimizer.step(masks.active(step))  # a model with no row left in this step is not moved
-            running += terms.sum(1)
-        train_curve[:, epoch] = running / masks.sizes
-        if failures.check(epoch, train_curve[:, epoch]):  # with a single group, raises its TrainingDiverged
-            break  # every configuration failed: nothing left worth training
-        if val is not None:
-            val_curve[:, epoch] = val.mean_loss(model, loss_params)
 
-    val_logits = [] if val is None else val.logits(model)
-    return FoldTraining(model, val_logits, train_curve.cpu().numpy(), val_curve.cpu().numpy(), failures.diverged)
+@dataclass
+class _Job:
+    """Everything the stacks of one :func:`train_folds` call share."""
+
+    table: StackedTable
+    train_rows: list[np.ndarray]
+    val_rows: list[np.ndarray] | None
+    losses: list[LossConfig]
+    model_cfg: ModelConfig
+    train_cfg: TrainConfig
+    seeds: list[int]
+    blocks: list[int]
+    failures: _Failures
+
+    def train(
+        self, members: list[int], train_curve: np.ndarray, val_curve: np.ndarray
+    ) -> tuple[ModelStack, list[np.ndarray]]:
+        """Train the models ``members`` as one stack, writing their rows of the curves; their validation
+        logits."""
+        device, cfg = self.table.device, self.train_cfg
+        stack = ModelStack.build(self.model_cfg, self.table.x_flat.shape[1], [self.seeds[m] for m in members], device)
+        optimizer = torch.optim.Adam(stack.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+        loss_params = LossParams.stack([self.losses[m] for m in members], device)
+        offsets = self.table.offsets([self.blocks[m] for m in members])
+        rows = [self.train_rows[m] for m in members]
+        plan = EpochPlan([len(r) for r in rows], cfg.batch_size, device)
+        generators = [torch.Generator().manual_seed(int(self.seeds[m])) for m in members]
+        val = _Validation.of(self.table, None if not self.val_rows else [self.val_rows[m] for m in members], offsets)
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(int(self.seeds[members[0]]) + 7919)  # the stack's dropout masks
+            for epoch in range(cfg.epochs):
+                batches, targets = self.table.epoch(rows, generators, plan, offsets)
+                running = torch.zeros(len(members), device=device)
+                for step in range(plan.steps):
+                    optimizer.zero_grad(set_to_none=True)
+                    with autocast:
+                        logits = stack(self.table.gather(batches[step]), train=True)
+                    terms = combined_terms(logits.float(), targets[step], loss_params).mul(plan.mask[step]).sum(1)
+                    terms.div(plan.count[step]).sum().backward()  # each model's gradient: that of its own mean
+                    optimizer.step()
+                    running += terms.detach()
+                epoch_loss = running / plan.sizes
+                train_curve[members, epoch] = epoch_loss.cpu().numpy()
+                if self.failures.check(epoch, epoch_loss, members):  # with a single group, raises its failure
+                    break  # every configuration of this stack failed: nothing left worth training
+                if val is not None:
+                    val_curve[members, epoch] = val.mean_loss(stack, loss_params).cpu().numpy()
+        return stack, [] if val is None else val.logits(stack)
 
 
 class _Failures:
@@ -199,23 +240,23 @@ class _Failures:
         self.groups, self.lr = list(groups), lr
         self.diverged: dict[int, TrainingDiverged] = {}
 
-    def check(self, epoch: int, epoch_loss: Tensor) -> bool:
-        """Note the groups failing at ``epoch``; True when every group has failed. With a single group, its
-        failure is the call's: raised here."""
-        self._record(epoch, epoch_loss)
+    def check(self, epoch: int, epoch_loss: Tensor, members: list[int]) -> bool:
+        """Note the groups failing at ``epoch`` (``epoch_loss[i]`` is model ``members[i]``'s); True when every group
+        of these models has failed. With a single group in all, its failure is the call's: raised here."""
+        self._record(epoch, epoch_loss, members)
         if self.diverged and len(set(self.groups)) == 1:
             raise next(iter(self.diverged.values()))
-        return len(self.diverged) == len(set(self.groups))
+        return {self.groups[m] for m in members} <= set(self.diverged)
 
-    def _record(self, epoch: int, epoch_loss: Tensor) -> None:
+    def _record(self, epoch: int, epoch_loss: Tensor, members: list[int]) -> None:
         """Note, for each group not failed yet, the models (by position in the group) whose loss is not finite."""
         finite = torch.isfinite(epoch_loss)
         if bool(finite.all()):
             return
         bad: dict[int, list[int]] = {}
-        position: dict[int, int] = {}
-        for ok, g in zip(finite.tolist(), self.groups):
-            at = position[g] = position.get(g, -1) + 1
+        for ok, m in zip(finite.tolist(), members):
+            g = self.groups[m]
+            at = self.groups[:m].count(g)  # the model's position in its group: its fold
             if not ok and g not in self.diverged:
                 bad.setdefault(g, []).append(at)
         for g, members in bad.items():

@@ -1,8 +1,8 @@
-"""The final model: the preprocessing and one MLP fitted on every row with a trial's settings, and inference.
+"""The final model: the preprocessing and one model fitted on every row with a trial's settings, and inference.
 
 Cross-validation measures a configuration; this fits it once for use. The preprocessing is fitted on all rows
-(there is no held-out fold left to leak into), and the MLP is trained by the same engine as the CV folds, as a
-single fold (``K=1``) whose training rows are all rows and which has no validation rows. Its seed is the one
+(there is no held-out fold left to leak into), and the model is trained by the same engine as the CV folds, as a
+single fold (``M=1``) whose training rows are all rows and which has no validation rows. Its seed is the one
 fold 0 gets in CV (``fold_seeds(cv.seed, ...)[0]``), so the final model is reproducible from the config.
 The number of epochs is the trial's: with all rows an epoch has a few more steps than a CV fold's.
 
@@ -27,7 +27,7 @@ from objectives.engine import train_folds
 from objectives.errors import DataError
 from objectives.evaluate import fold_seeds, sigmoid
 from objectives.memory import check_trial_memory
-from objectives.model import build_module
+from objectives.model import build_module, row_logits
 from objectives.preprocess import make_preprocessor
 
 FORWARD_ROWS = 1024
@@ -35,7 +35,7 @@ FORWARD_ROWS = 1024
 
 @dataclass
 class FinalModel:
-    """A fitted preprocessing and the MLP's weights, with the columns and labels they were fitted on."""
+    """A fitted preprocessing and the model's weights, with the columns and labels they were fitted on."""
 
     preprocessor: ColumnTransformer
     state_dict: dict[str, torch.Tensor]
@@ -100,14 +100,15 @@ class FinalModel:
         net = self.network()
         with torch.no_grad():
             blocks = [
-                net(torch.from_numpy(x[i : i + FORWARD_ROWS])).double().numpy() for i in range(0, len(x), FORWARD_ROWS)
+                row_logits(net, torch.from_numpy(x[i : i + FORWARD_ROWS])).double().numpy()
+                for i in range(0, len(x), FORWARD_ROWS)
             ]
         return np.concatenate(blocks) if blocks else np.zeros(0)
 
 
 def build_network(n_inputs: int, cfg: ModelConfig, state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """The network of ``cfg`` (:func:`objectives.model.build_module`) in eval mode holding ``state_dict``; a shape
-    mismatch is a :class:`DataError`."""
+    """``build_module(cfg, n_inputs)`` in eval mode holding ``state_dict``; a shape mismatch is a
+    :class:`DataError`."""
     nonfinite = [name for name, t in state_dict.items() if t.is_floating_point() and not torch.isfinite(t).all()]
     if nonfinite:
         raise DataError(f"the weights hold NaN or infinite values ({', '.join(nonfinite[:3])}): train the model again")
@@ -123,7 +124,7 @@ def build_network(n_inputs: int, cfg: ModelConfig, state_dict: dict[str, torch.T
 
 
 def fit_final_model(dataset: Dataset, config: TrialConfig) -> FinalModel:
-    """Fit the preprocessing on all rows, then train one MLP on all rows with ``config``'s settings."""
+    """Fit the preprocessing on all rows, then train one model on all rows with ``config``'s settings."""
     check_trial_memory(dataset, config, final=True)
     pre = make_preprocessor(dataset.numeric_columns, dataset.categorical_columns).fit(dataset.features)
     x = np.asarray(pre.transform(dataset.features), dtype=np.float32)
@@ -140,7 +141,7 @@ def fit_final_model(dataset: Dataset, config: TrialConfig) -> FinalModel:
     )
     return FinalModel(
         preprocessor=pre,
-        state_dict=trained.model.state_dict_of_fold(0),
+        state_dict=trained.state_dict(0),
         model_config=config.model,
         n_inputs=x.shape[1],
         numeric_columns=list(dataset.numeric_columns),

@@ -53,7 +53,13 @@ def check_user_model(model: ModelConfig, shape: TrialShape, device: str = "cpu",
         if not any(p.requires_grad for p in net.parameters()):
             raise UserModelError(f"model.module {model.module!r}: {cls.__name__} has no trainable parameters")
         size = _dry_forward(net, model, shape.n_inputs)
-    return _check_memory(model, shape, size, device, what)
+        need = _check_memory(model, shape, size, device, what)
+        # what the engine would refuse when it builds the stack (a batch norm, a buffer updated in place, vmap
+        # failing), refused here, before anything is written
+        from objectives.stack import check_stackable
+
+        check_stackable(net, shape.n_inputs)
+    return need
 
 
 def _meta_size(cls: type[nn.Module], model: ModelConfig, n_features: int) -> ModelSize | None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from torch import Tensor, nn
+from torch import nn
 
 from objectives.errors import LosstuneError
 
@@ -198,17 +198,10 @@ def bound(spec: str, cls: type[nn.Module]) -> Iterator[None]:
 
 
 def build_user_module(model: ModelConfig, n_features: int) -> nn.Module:
-    """``ClassName(n_features, **kwargs)`` of ``model.module``, whose output is ``[rows]`` (a ``[rows, 1]`` output
-    is squeezed); a failure is one :class:`UserModelError` line."""
+    """``ClassName(n_features, **kwargs)`` of ``model.module`` (its ``[rows, 1]`` output is read as ``[rows]`` by
+    :func:`objectives.model.row_logits`); a failure is one :class:`UserModelError` line."""
     assert model.module is not None
-    net = construct(user_class(model.module), model, n_features)
-    # [rows, 1] becomes [rows], as the engine and inference expect; a hook, so the state_dict keys stay the user's
-    net.register_forward_hook(_one_logit_per_row)
-    return net
-
-
-def _one_logit_per_row(_module: nn.Module, _inputs: object, output: Tensor) -> Tensor:
-    return output.squeeze(-1) if output.dim() > 1 else output
+    return construct(user_class(model.module), model, n_features)
 
 
 def construct(cls: type[nn.Module], model: ModelConfig, n_features: int) -> nn.Module:

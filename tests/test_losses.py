@@ -1,4 +1,6 @@
-"""FocalLoss / CombinedLoss against hand arithmetic, their gradients, their stability, and LossConfig's refusals."""
+"""The one loss (objectives.losses.combined_terms, CombinedLoss around it) against hand arithmetic: BCE, focal with
+and without alpha, mixtures, gamma 0 equals BCE; its gradients, its stability, per-model parameters, and
+LossConfig's refusals."""
 
 from __future__ import annotations
 
@@ -10,7 +12,12 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 
 from objectives.config import LossConfig
-from objectives.losses import CombinedLoss, FocalLoss
+from objectives.losses import CombinedLoss, LossParams, combined_terms
+
+
+def FocalLoss(alpha: float | None = None, gamma: float = 2.0, reduction: str = "mean") -> CombinedLoss:
+    """The pure focal loss: the combination with bce_weight 0, focal_weight 1."""
+    return CombinedLoss(alpha=alpha, gamma=gamma, bce_weight=0.0, focal_weight=1.0, reduction=reduction)
 
 
 def _sigmoid(z: float) -> float:
@@ -89,6 +96,7 @@ def test_alpha_half_halves_the_unweighted_loss():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_gamma_zero_without_alpha_is_bce_bit_for_bit(dtype):
+    """The same kernel, times a weight of exactly 1 and a modulation of exactly e^0 = 1."""
     gen = torch.Generator().manual_seed(0)
     # include |z| > 20, where softplus switches to its linear approximation
     z = torch.cat([torch.randn(2000, generator=gen, dtype=dtype) * 8, _t([-40, -21, -20, 0, 20, 21, 40], dtype)])
@@ -144,7 +152,7 @@ def test_extreme_logits_give_finite_values_and_gradients(dtype, big, alpha, gamm
     # confidently right and confidently wrong, for both classes
     z = torch.tensor([big, -big, big, -big], dtype=dtype, requires_grad=True)
     y = torch.tensor([1.0, 0.0, 0.0, 1.0], dtype=dtype)
-    for loss in (FocalLoss(alpha, gamma, reduction="none"), CombinedLoss(alpha, gamma, 0.5, 0.5, reduction="none")):
+    for pure, loss in ((True, FocalLoss(alpha, gamma, "none")), (False, CombinedLoss(alpha, gamma, 0.5, 0.5, "none"))):
         z.grad = None
         values = loss(z, y)
         values.sum().backward()
@@ -152,7 +160,7 @@ def test_extreme_logits_give_finite_values_and_gradients(dtype, big, alpha, gamm
         assert torch.isfinite(z.grad).all()
         a_pos = 1.0 if alpha is None else alpha
         a_neg = 1.0 if alpha is None else 1.0 - alpha
-        if isinstance(loss, FocalLoss):
+        if pure:
             # right: (1 - p_t) ~ 0 so nothing; wrong: -log p_t = |z| and (1 - p_t)^gamma = 1
             assert values.tolist() == pytest.approx([0.0, 0.0, a_neg * big, a_pos * big], rel=1e-6, abs=1e-30)
             # wrong predictions keep a full-size gradient (no clamping to zero)
@@ -214,43 +222,26 @@ def test_loss_config_accepts_the_edges():
     assert LossConfig(alpha=1.0).alpha == 1.0
 
 
-@pytest.mark.parametrize(
-    "cfg",
-    [
-        LossConfig(),
-        LossConfig(alpha=0.25, gamma=2.0),
-        LossConfig(alpha=0.9, gamma=0.5, bce_weight=0.2, focal_weight=0.8),
-        LossConfig(alpha=None, gamma=0.0, bce_weight=0.0, focal_weight=1.0),
-        LossConfig(alpha=0.3, gamma=5.0, bce_weight=1.0, focal_weight=0.0),
-    ],
-)
-def test_training_loss_with_analytic_gradient_matches_autograd(cfg):
-    from objectives.losses import combined_terms, combined_terms_and_grad
+def test_bce_alone_by_hand():
+    """bce_weight 1, focal_weight 0: -log p_t, whatever alpha and gamma say (they weigh the focal term only)."""
+    expected = [math.log(1.0 + math.exp(-2.0)), math.log(1.0 + math.exp(-1.0)), math.log(1.0 + math.exp(0.5))]
+    loss = CombinedLoss(alpha=0.3, gamma=4.0, bce_weight=1.0, focal_weight=0.0, reduction="none")
+    assert loss(_t(Z), _t(Y)).tolist() == pytest.approx(expected, rel=1e-12, abs=0)
 
-    gen = torch.Generator().manual_seed(0)
-    z = torch.cat(
-        [
-            torch.randn(300, generator=gen, dtype=torch.float64) * 6,
-            torch.tensor([100.0, -100.0, 1e4, -1e4, 0.0], dtype=torch.float64),
-        ]
-    ).requires_grad_()
-    y = (torch.rand(305, generator=gen, dtype=torch.float64) < 0.3).double()
-    reference = combined_terms(z, y, cfg)
-    (ref_grad,) = torch.autograd.grad(reference.sum(), z)
-    fast, fast_grad = combined_terms_and_grad(z.detach(), y, cfg)
-    torch.testing.assert_close(fast, reference.detach(), rtol=0, atol=1e-12)
-    torch.testing.assert_close(fast_grad, ref_grad, rtol=0, atol=1e-12)
-    # and against central differences, which share nothing with either derivative
-    zz, yy, h = z.detach()[:300], y[:300], 1e-6
-    numeric = (combined_terms(zz + h, yy, cfg) - combined_terms(zz - h, yy, cfg)) / (2 * h)
-    torch.testing.assert_close(fast_grad[:300], numeric, rtol=1e-5, atol=1e-7)
+
+def test_float32_values_match_the_hand_numbers():
+    """The engine trains in float32: the mixture of alpha 0.25, gamma 2 at weights 0.3 / 0.7, to float32 rounding."""
+    p_t = [_sigmoid(2.0), _sigmoid(1.0), 1.0 - _sigmoid(0.5)]
+    alpha_t = [0.25, 0.75, 0.75]
+    expected = [(0.3 + 0.7 * a * (1.0 - p) ** 2) * -math.log(p) for p, a in zip(p_t, alpha_t)]
+    cfg = LossConfig(alpha=0.25, gamma=2.0, bce_weight=0.3, focal_weight=0.7)
+    got = combined_terms(_t(Z, torch.float32), _t(Y, torch.float32), cfg)
+    assert got.tolist() == pytest.approx(expected, rel=1e-6)
 
 
 def test_per_model_loss_parameters_equal_each_configuration_alone():
-    """One [M, B] call with M configurations' parameters as columns: row m is bit for bit the scalar call with
-    configuration m, and matches the reference loss and autograd."""
-    from objectives.losses import LossParams, combined_terms, combined_terms_and_grad
-
+    """One [M, B] call with M configurations' parameters as [M, 1] columns: row m is the call with configuration
+    m alone (to float rounding: the columns are broadcast, the scalars folded), values and autograd gradients."""
     configs = [
         LossConfig(),
         LossConfig(alpha=0.25, gamma=2.0),
@@ -259,24 +250,28 @@ def test_per_model_loss_parameters_equal_each_configuration_alone():
         LossConfig(alpha=0.3, gamma=5.0, bce_weight=1.0, focal_weight=0.0),
     ]
     gen = torch.Generator().manual_seed(1)
-    rows = 320  # a multiple of the vector width: no element falls in a kernel's scalar remainder
-    for dtype in (torch.float32, torch.float64):
-        z = torch.randn(len(configs), rows, generator=gen, dtype=dtype) * 6
-        z[:, :4] = torch.tensor([100.0, -100.0, 1e4, -1e4], dtype=dtype)
-        y = (torch.rand(len(configs), rows, generator=gen) < 0.3).to(dtype)
-        terms, grad = combined_terms_and_grad(z, y, LossParams.stack(configs, dtype=dtype))
+    for dtype, rtol in ((torch.float32, 1e-6), (torch.float64, 1e-14)):
+        z = (torch.randn(len(configs), 300, generator=gen, dtype=dtype) * 6).requires_grad_()
+        with torch.no_grad():
+            z[:, :4] = torch.tensor([100.0, -100.0, 1e4, -1e4], dtype=dtype)
+        y = (torch.rand(len(configs), 300, generator=gen) < 0.3).to(dtype)
+        terms = combined_terms(z, y, LossParams.stack(configs, dtype=dtype))
+        (grad,) = torch.autograd.grad(terms.sum(), z)
+        assert torch.isfinite(terms).all() and torch.isfinite(grad).all()
         for m, cfg in enumerate(configs):
-            one_terms, one_grad = combined_terms_and_grad(z[m], y[m], cfg)
-            assert torch.equal(terms[m], one_terms) and torch.equal(grad[m], one_grad)
-            if dtype == torch.float64:
-                zm = z[m].clone().requires_grad_()
-                reference = combined_terms(zm, y[m], cfg)
-                (ref_grad,) = torch.autograd.grad(reference.sum(), zm)
-                torch.testing.assert_close(terms[m], reference.detach(), rtol=0, atol=1e-12)
-                torch.testing.assert_close(grad[m], ref_grad, rtol=0, atol=1e-12)
-    # no class weighting is a weight of exactly 1, and gamma 0 a modulation of exactly 1: plain BCE, bit for bit
-    z = torch.randn(1, rows, generator=gen)
-    y = (torch.rand(1, rows, generator=gen) < 0.3).float()
-    bce = LossConfig(alpha=None, gamma=0.0, bce_weight=0.0, focal_weight=1.0)
-    terms, _ = combined_terms_and_grad(z, y, LossParams.stack([bce]))
-    assert torch.equal(terms, torch.logaddexp(torch.zeros(()), z * (1.0 - 2.0 * y)))
+            zm = z[m].detach().clone().requires_grad_()
+            one = combined_terms(zm, y[m], cfg)
+            (one_grad,) = torch.autograd.grad(one.sum(), zm)
+            torch.testing.assert_close(terms[m].detach(), one.detach(), rtol=rtol, atol=0)
+            torch.testing.assert_close(grad[m], one_grad, rtol=rtol, atol=1e-30)
+
+
+def test_the_gradient_matches_central_differences():
+    cfg = LossConfig(alpha=0.9, gamma=0.5, bce_weight=0.2, focal_weight=0.8)
+    gen = torch.Generator().manual_seed(0)
+    z = (torch.randn(300, generator=gen, dtype=torch.float64) * 6).requires_grad_()
+    y = (torch.rand(300, generator=gen, dtype=torch.float64) < 0.3).double()
+    (grad,) = torch.autograd.grad(combined_terms(z, y, cfg).sum(), z)
+    h = 1e-6
+    numeric = (combined_terms(z.detach() + h, y, cfg) - combined_terms(z.detach() - h, y, cfg)) / (2 * h)
+    torch.testing.assert_close(grad, numeric, rtol=1e-5, atol=1e-7)
