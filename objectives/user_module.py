@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 RESERVED = ("objectives", "search")
 _REGISTERED: dict[str, type[nn.Module]] = {}
 _SOURCES: dict[str, tuple[Path, bytes] | None] = {}
+_SIBLINGS: dict[str, list[str]] = {}  # the other modules of the study's directory a model module imported
 _FROM_DIRS: set[str] = set()  # top-level modules imported from a study's directory (see _make_way)
 
 
@@ -62,6 +63,7 @@ def load_user_class(spec: str, search_dirs: Sequence[Path] = ()) -> type[nn.Modu
     added = [str(d) for d in dirs if str(d) not in sys.path]
     sys.path[:0] = added
     no_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    imported_before = set(sys.modules)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -73,14 +75,22 @@ def load_user_class(spec: str, search_dirs: Sequence[Path] = ()) -> type[nn.Modu
     finally:
         sys.dont_write_bytecode = no_bytecode
         for d in added:
-            sys.path.remove(d)
-    origin = getattr(module, "__file__", None)
-    if origin and any(Path(origin).resolve().is_relative_to(d) for d in dirs):
-        _FROM_DIRS.add(module_name.split(".")[0])
+            if d in sys.path:  # unless the user's module took it off itself
+                sys.path.remove(d)
+    new = {n: sys.modules[n] for n in set(sys.modules) - imported_before if n in sys.modules}
+    local = sorted(n for n, m in new.items() if _is_in(m, dirs))
+    _FROM_DIRS.update(n.split(".")[0] for n in local)
     cls = checked_class(getattr(module, class_name, None), spec, module.__name__)
     _REGISTERED[spec] = cls
     _SOURCES[spec] = _source_of(module, spec)
+    parents = {".".join(module_name.split(".")[: i + 1]) for i in range(module_name.count(".") + 1)}
+    _SIBLINGS[spec] = [n for n in local if n not in parents]
     return cls
+
+
+def _is_in(module: object, dirs: list[Path]) -> bool:
+    origin = getattr(module, "__file__", None)
+    return bool(origin) and any(Path(str(origin)).resolve().is_relative_to(d) for d in dirs)
 
 
 def _source_of(module: ModuleType, spec: str) -> tuple[Path, bytes] | None:
@@ -101,6 +111,13 @@ def user_source(spec: str) -> tuple[Path, bytes]:
     :class:`UserModelError` when it has none a model directory could bundle."""
     if spec not in _REGISTERED:
         user_class(spec)
+    siblings = _SIBLINGS.get(spec)
+    if siblings:
+        raise UserModelError(
+            f"model.module {spec!r} imports other modules of its directory ({', '.join(siblings)}): only its own "
+            "file is bundled with a trained model, so it could not be loaded elsewhere; put them in that file, or "
+            "install them as a package"
+        )
     source = _SOURCES.get(spec)
     if source is None:
         raise UserModelError(

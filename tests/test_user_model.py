@@ -315,6 +315,23 @@ def test_the_study_directory_wins_over_a_module_of_the_same_name_imported_earlie
     assert not list(tmp_path.rglob("__pycache__"))
 
 
+def test_train_refuses_a_module_that_imports_a_sibling_file_before_training(user_dir, tmp_path, capsys):
+    """A search may use it; a model directory could not (only the module's own file is bundled)."""
+    (user_dir / "layers_of_mine.py").write_text("from torch import nn\nBlock = nn.Linear\n")
+    (user_dir / "with_sibling.py").write_text(
+        "from torch import nn\nfrom layers_of_mine import Block\n\nclass Net(nn.Module):\n"
+        "    def __init__(self, n_features):\n        super().__init__()\n        self.block = Block(n_features, 1)\n\n"
+        "    def forward(self, x):\n        return self.block(x)\n"
+    )
+    (tmp_path / "exports").mkdir()
+    model = ModelConfig(module="with_sibling:Net")
+    dump_exported(exported_for(user_dir, model, user_dir), tmp_path / "exports" / "best.yaml")
+    before = tree(user_dir)
+    code = main(["train", str(tmp_path / "exports" / "best.yaml"), "-o", str(tmp_path / "model"), "--no-track"])
+    one_line(code, capsys.readouterr().err, "train", "imports other modules of its directory (layers_of_mine)")
+    assert tree(user_dir) == before and not (tmp_path / "model").exists()
+
+
 @pytest.mark.parametrize("name", ["json", "fractions", "numpy"])
 def test_a_file_that_would_replace_a_library_module_is_refused(tmp_path, name):
     (tmp_path / f"{name}.py").write_text("from torch import nn\nclass Net(nn.Linear):\n    pass\n")
