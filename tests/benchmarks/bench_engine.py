@@ -76,6 +76,8 @@ def child(repo: str, quick: bool) -> None:
                 "f1": one.oof_score,
                 "batch_f1": [r.oof_score for r in many],
                 "log_loss": float(np.mean([r.log_loss for r in many])),
+                # configuration 0 trained alone (5 models) against in the batch (20 models): relative difference
+                "stacked_vs_alone": float(np.max(np.abs(one.oof_proba - many[0].oof_proba) / one.oof_proba)),
             }
         )
     )
@@ -109,7 +111,8 @@ def main() -> None:
             load = " ".join(f"{v:.2f}" for v in os.getloadavg())
             print(
                 f"round {r} {name}: evaluate {got['evaluate_s']:.2f} s, batch of 4 {got['batch4_s']:.2f} s, "
-                f"f1 {got['f1']:.4f}, batch f1 {[round(f, 4) for f in got['batch_f1']]}  (load {load})",
+                f"f1 {got['f1']:.4f}, batch f1 {[round(f, 4) for f in got['batch_f1']]}, OOF stacked vs alone "
+                f"{got['stacked_vs_alone']:.1e}  (load {load})",
                 flush=True,
             )
     for key in ("evaluate_s", "batch4_s"):
