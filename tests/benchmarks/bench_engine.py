@@ -5,7 +5,9 @@ Run by hand from the repository root (not collected by pytest)::
     .venv/bin/python tests/benchmarks/bench_engine.py --other ../main --other-python ../main/.venv/bin/python
 
 Each round runs, in a fresh process per checkout and alternating which goes first, ``evaluate`` of one 5-fold
-configuration and ``evaluate_many`` of four (20 models together) on every column of ../shared/data/bank_full.csv
+configuration and ``evaluate_many`` of four (20 models together), after a first one-epoch ``evaluate`` timed
+apart (a process's first training: torch.optim's first use imports torch._dynamo), on every column of
+../shared/data/bank_full.csv
 (5 folds x 20 epochs, batch 256, hidden 128-64, lr 1e-3, fp32, cpu), the folds prepared once per process and
 not timed. It prints each round's seconds, the median of each, the ratios (this / other) and the load average.
 ``--quick``: 3,000 rows, 2 epochs (a smoke run).
@@ -62,6 +64,10 @@ def child(repo: str, quick: bool) -> None:
         for loss in LOSSES
     ]
     prepared = prepare_folds(ds, configs[0].cv)
+    # the first training in the process, timed apart: one epoch (torch.optim's first use imports torch._dynamo)
+    start = time.perf_counter()
+    evaluate(ds, configs[0].model_copy(update={"train": train.model_copy(update={"epochs": 1})}), prepared)
+    warmup_s = time.perf_counter() - start
     start = time.perf_counter()
     one = evaluate(ds, configs[0], prepared)
     one_s = time.perf_counter() - start
@@ -71,6 +77,7 @@ def child(repo: str, quick: bool) -> None:
     print(
         json.dumps(
             {
+                "warmup_s": warmup_s,
                 "evaluate_s": one_s,
                 "batch4_s": many_s,
                 "f1": one.oof_score,
@@ -110,12 +117,13 @@ def main() -> None:
             results[name].append(got)
             load = " ".join(f"{v:.2f}" for v in os.getloadavg())
             print(
-                f"round {r} {name}: evaluate {got['evaluate_s']:.2f} s, batch of 4 {got['batch4_s']:.2f} s, "
+                f"round {r} {name}: first use {got['warmup_s']:.2f} s, "
+                f"evaluate {got['evaluate_s']:.2f} s, batch of 4 {got['batch4_s']:.2f} s, "
                 f"f1 {got['f1']:.4f}, batch f1 {[round(f, 4) for f in got['batch_f1']]}, OOF stacked vs alone "
                 f"{got['stacked_vs_alone']:.1e}  (load {load})",
                 flush=True,
             )
-    for key in ("evaluate_s", "batch4_s"):
+    for key in ("warmup_s", "evaluate_s", "batch4_s"):
         this = statistics.median(g[key] for g in results["this"])
         other = statistics.median(g[key] for g in results["other"])
         ratios = [a[key] / b[key] for a, b in zip(results["this"], results["other"])]
