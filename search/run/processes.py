@@ -9,40 +9,17 @@ import os
 import signal
 import socket
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
 
 from objectives.errors import LosstuneError
 from search.formats.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 from search.formats.redaction import install_log_redaction, redact_text
+from search.run.interrupts import install_stop_handlers
 from search.run.options import SearchOptions
 from search.run.session import StudySession
 from search.run.storage import storage_fault
 
-if TYPE_CHECKING:
-    from types import FrameType
-
 WORKER_STOP_SECONDS = 120.0  # after Ctrl-C, how long a worker process may take to mark its trial
-
-
-def _raise_interrupt(signum: int, _frame: FrameType | None) -> NoReturn:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """``kill PID`` (SIGTERM) stops a search like Ctrl-C: the current trial is marked, nothing is left RUNNING."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _share_cores(workers: int) -> None:
@@ -61,7 +38,7 @@ def _worker_process(study_path: str, options: SearchOptions, week: str, parent_r
     # second signal cannot interrupt a worker while it marks its trial
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _share_cores(options.workers)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    install_stop_handlers((signal.SIGTERM,))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     install_log_redaction()

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from search.run.budget import iso_week, worker_id
+from search.run.interrupts import stop_signals_as_interrupt
 from search.run.options import SearchOptions
-from search.run.processes import run_workers, sigterm_as_interrupt
+from search.run.processes import run_workers
 from search.run.session import PARENT_OPEN_ATTR, StudySession
 from search.run.storage import init_lock, storage_fault
 from search.study.plan import plan_step
@@ -104,7 +105,7 @@ def _work(study_path: Path, options: SearchOptions, run: _ThisRun, echo: Echo) -
     workers: set[str] = set()  # the worker ids of this run, for the report after an interrupt
     status = "FAILED"
     try:
-        with sigterm_as_interrupt():
+        with stop_signals_as_interrupt():
             if options.workers <= 1:
                 workers.add(worker_id())
                 _run_in_process(session, options, run.week, run.parent, run.budget - run.spent, metric, echo)

@@ -61,7 +61,7 @@ def fail_untold(study: optuna.Study, tracker: StudyTracker, batch: list[TrialPro
 def stop_signals_ignored() -> Iterator[None]:
     """Ignore Ctrl-C (SIGINT) and ``kill PID`` (SIGTERM) for the block, which must run to its end: a trial being
     marked, the recorder writing the trials that finished training. Both stop a search the same way (SIGTERM
-    becomes an interrupt, see :func:`search.run.processes.sigterm_as_interrupt`), so a second one of either must
+    becomes an interrupt, see :mod:`search.run.interrupts`), so a second one of either must
     not cut the block short. Main thread only: elsewhere signals can be neither changed nor delivered."""
     if threading.current_thread() is not threading.main_thread():
         yield

@@ -25,6 +25,7 @@ from objectives.errors import TrainingDiverged
 from objectives.evaluate import EvaluationResult, evaluate_batch
 from search.run.background import Recorder
 from search.run.heartbeats import grace_seconds, heartbeat
+from search.run.interrupts import raise_if_stop_requested
 from search.run.options import SearchOptions
 from search.run.session import StudySession
 from search.run.storage import quiet_optuna
@@ -74,6 +75,7 @@ class Worker:
         try:
             while not self._out_of_time():
                 self.recorder.check()
+                raise_if_stop_requested()
                 steps = self._next_steps()
                 if steps is None:
                     break
@@ -209,6 +211,7 @@ class Worker:
             # a confirm batch's own seed splits the rows its own way: its folds are prepared for it alone
             prepared = self.s.prepared if configs[0].cv == self.s.file.cv else None
             outcomes = evaluate_batch(self.s.dataset, configs, prepared)
+            raise_if_stop_requested()  # a Ctrl-C during training whose own raise was swallowed
         except BaseException as exc:
             self._fail_untold(batch, exc)
             raise
