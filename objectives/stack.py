@@ -90,15 +90,15 @@ class ModelStack:
         h = x
         for kind, arg in self._layers or []:
             if kind == "relu":
-                h = torch.relu(h)
+                h = h.relu_()  # in place on the bias add's output, which no backward needs
             elif kind == "dropout":
                 h = F.dropout(h, float(arg), training=train)
             else:
                 w, b = self.params[f"{arg}.weight"], self.params[f"{arg}.bias"]  # [M, out, in], [M, out]
                 if w.shape[1] == 1:
                     h = (h * w).sum(-1, keepdim=True) + b.unsqueeze(1)
-                else:
-                    h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+                else:  # bmm, then add: baddbmm would first copy the broadcast bias into the whole output
+                    h = torch.bmm(h, w.transpose(1, 2)).add_(b.unsqueeze(1))
         return h.squeeze(-1)
 
     def parameters(self) -> list[Tensor]:
