@@ -2,7 +2,8 @@
 
 Run by hand from the repository root (not collected by pytest)::
 
-    .venv/bin/python tests/benchmarks/bench_engine.py --other ../main --other-python ../main/.venv/bin/python
+    mkdir /tmp/old && git archive dd7c905 | tar -x -C /tmp/old     # e.g. the last commit of the engine before
+    OMP_NUM_THREADS=1 .venv/bin/python tests/benchmarks/bench_engine.py --other /tmp/old --other-python .venv/bin/python
 
 Each round runs, in a fresh process per checkout and alternating which goes first, ``evaluate`` of one 5-fold
 configuration and ``evaluate_many`` of four (20 models together), after a first one-epoch ``evaluate`` timed
