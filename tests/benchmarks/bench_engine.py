@@ -2,7 +2,8 @@
 
 Run by hand from the repository root (not collected by pytest)::
 
-    .venv/bin/python tests/benchmarks/bench_engine.py --other ../main --other-python ../main/.venv/bin/python
+    mkdir /tmp/old && git archive dd7c905 | tar -x -C /tmp/old     # e.g. the last commit of the engine before
+    OMP_NUM_THREADS=1 .venv/bin/python tests/benchmarks/bench_engine.py --other /tmp/old --other-python .venv/bin/python
 
 Each round runs, in a fresh process per checkout and alternating which goes first, ``evaluate`` of one 5-fold
 configuration and ``evaluate_many`` of four (20 models together), after a first one-epoch ``evaluate`` timed
@@ -68,18 +69,21 @@ def child(repo: str, quick: bool) -> None:
     start = time.perf_counter()
     evaluate(ds, configs[0].model_copy(update={"train": train.model_copy(update={"epochs": 1})}), prepared)
     warmup_s = time.perf_counter() - start
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     one = evaluate(ds, configs[0], prepared)
-    one_s = time.perf_counter() - start
-    start = time.perf_counter()
+    one_s, one_cpu = time.perf_counter() - start, time.process_time() - cpu
+    start, cpu = time.perf_counter(), time.process_time()
     many = evaluate_many(ds, configs, prepared)
-    many_s = time.perf_counter() - start
+    many_s, many_cpu = time.perf_counter() - start, time.process_time() - cpu
     print(
         json.dumps(
             {
                 "warmup_s": warmup_s,
                 "evaluate_s": one_s,
                 "batch4_s": many_s,
+                # CPU seconds of the process: steadier than wall time on a loaded machine (with one thread)
+                "evaluate_cpu_s": one_cpu,
+                "batch4_cpu_s": many_cpu,
                 "f1": one.oof_score,
                 "batch_f1": [r.oof_score for r in many],
                 "log_loss": float(np.mean([r.log_loss for r in many])),
@@ -118,12 +122,13 @@ def main() -> None:
             load = " ".join(f"{v:.2f}" for v in os.getloadavg())
             print(
                 f"round {r} {name}: first use {got['warmup_s']:.2f} s, "
-                f"evaluate {got['evaluate_s']:.2f} s, batch of 4 {got['batch4_s']:.2f} s, "
+                f"evaluate {got['evaluate_s']:.2f} s ({got['evaluate_cpu_s']:.2f} s CPU), "
+                f"batch of 4 {got['batch4_s']:.2f} s ({got['batch4_cpu_s']:.2f} s CPU), "
                 f"f1 {got['f1']:.4f}, batch f1 {[round(f, 4) for f in got['batch_f1']]}, OOF stacked vs alone "
                 f"{got['stacked_vs_alone']:.1e}  (load {load})",
                 flush=True,
             )
-    for key in ("warmup_s", "evaluate_s", "batch4_s"):
+    for key in ("warmup_s", "evaluate_s", "evaluate_cpu_s", "batch4_s", "batch4_cpu_s"):
         this = statistics.median(g[key] for g in results["this"])
         other = statistics.median(g[key] for g in results["other"])
         ratios = [a[key] / b[key] for a, b in zip(results["this"], results["other"])]
