@@ -7,12 +7,41 @@ imported (:func:`check_regular_file`: one line at once, not after a second of im
 
 from __future__ import annotations
 
+import codecs
 import stat
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from objectives.errors import DataError
+
+# the encodings objectives.encoding reads (Python's codec names, as codecs.lookup spells them); any other codec
+# (rot13, hex, utf-32, ...) is refused where it is given, not when pandas or the decoder meets it
+ENCODINGS = ("utf-8", "utf-8-sig", "utf-16", "cp932", "shift_jis")
+
+
+def _known_encoding(name: str) -> str:
+    try:
+        canonical = codecs.lookup(name).name
+    except LookupError:
+        canonical = None
+    if canonical not in ENCODINGS:
+        raise ValueError(f"encoding {name!r} is not supported: use one of {', '.join(ENCODINGS)} (or leave it out)")
+    return name
+
+
+def _one_character_separator(sep: str) -> str:
+    if len(sep) != 1 or sep in '"\r\n\x00' or (not sep.isprintable() and sep != "\t"):
+        raise ValueError(
+            f"separator {sep!r} is not usable: give one printable character other than a quote "
+            "(',' ';' '|' or a tab), or leave it out to detect it"
+        )
+    return sep
+
+
+Encoding = Annotated[str, AfterValidator(_known_encoding)]
+Separator = Annotated[str, AfterValidator(_one_character_separator)]
 
 
 class DataSpec(BaseModel):
@@ -23,8 +52,8 @@ class DataSpec(BaseModel):
     path: Path
     target: str
     positive: str | None = None
-    sep: str | None = None
-    encoding: str | None = None
+    sep: Separator | None = None
+    encoding: Encoding | None = None
     drop: tuple[str, ...] = ()
     na_values: tuple[str, ...] = ()
 

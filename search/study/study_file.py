@@ -13,8 +13,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from objectives.bounds import Beta, Budget, StudySeed
 from objectives.config import CVConfig, LossConfig, MetricConfig, ModelConfig, StrictModel, TrainConfig, TrialConfig
-from objectives.data_spec import DataSpec
+from objectives.data_spec import DataSpec, Separator
 from objectives.errors import LosstuneError
 from search.formats.validation import read_yaml, validated
 from search.study.loss_params import LossParam, by_name, check_value, validated_loss
@@ -29,7 +30,7 @@ class DataBlock(StrictModel):
     path: Path
     target: str
     positive: str | int | None = None
-    sep: str | None = None
+    sep: Separator | None = None
     encoding: Literal["utf-8", "utf-8-sig", "cp932", "shift_jis"] | None = None
     drop: list[str] = Field(default_factory=list)
     na_values: list[str] = Field(default_factory=list)
@@ -41,7 +42,14 @@ class DataBlock(StrictModel):
 
 
 class BudgetBlock(StrictModel):
-    trials_per_week: Annotated[int, Field(ge=0)] = 10
+    trials_per_week: Budget = 10
+
+
+class StudyCV(CVConfig):
+    """The study's CV settings: a seed that leaves room for the confirm phases' fresh seeds above it
+    (:data:`objectives.bounds.STUDY_SEED_MAX`)."""
+
+    seed: StudySeed = 0
 
 
 class TrackingBlock(StrictModel):
@@ -52,11 +60,11 @@ class TrackingBlock(StrictModel):
 class StudyFile(StrictModel):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     data: DataBlock
-    cv: CVConfig = CVConfig()
+    cv: StudyCV = StudyCV()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     metric: Literal["f1", "macro_f1", "fbeta"] = "f1"
-    beta: Annotated[float, Field(gt=0)] | None = None
+    beta: Beta | None = None
     budget: BudgetBlock = BudgetBlock()
     plan: Literal["default"] | list[Phase] = "default"
     # the configuration every trial is compared with (missing keys: LossConfig's defaults); default: the plan's
