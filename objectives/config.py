@@ -1,7 +1,8 @@
 """Typed configuration of one trial: the object that travels from the study file to the MLflow run.
 
 ``TrialConfig`` is plain data (pydantic, ``extra='forbid'``): every field is validated once, here, with the
-bounded types of :mod:`objectives.bounds`, and the rest of the code trusts it. ``TrialConfig.flat_params()`` is the row that lands in MLflow.
+bounded types of :mod:`objectives.bounds`, and the rest of the code trusts it. ``TrialConfig.flat_params()`` is
+the row that lands in MLflow.
 """
 
 from __future__ import annotations

@@ -63,13 +63,15 @@ def refuse_input_as_output(out: Path, inputs: Iterable[Path], what: str = "outpu
     out = Path(out)
     for source in inputs:
         source = Path(source)
-        same = os.path.abspath(out) == os.path.abspath(source)
-        try:
-            same = same or os.path.samefile(out, source)
-        except OSError:  # one of them does not exist: not the same file
-            pass
-        if same:
+        if os.path.abspath(out) == os.path.abspath(source) or _same_file(out, source):
             raise LosstuneError(f"the {what} {out} is also an input of this command ({source}): write to another file")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist: not the same file
+        return False
 
 
 def check_output(out: Path, inputs: Iterable[Path] = (), directory: bool = False) -> None:

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 import yaml
 
-from objectives.errors import LosstuneError
 from objectives.final import FinalModel
 from search.formats.atomic_write import atomic_directory
 from search.model.bundled_code import ROOT, bundled_files
