@@ -102,18 +102,18 @@ def export_trial(
     """Write the exported configuration of the chosen trial to ``out`` and log it on the trial's MLflow run.
 
     Returns the configuration and the id of the run it was logged on (None when it was not logged)."""
-    from search.tracking.mlflow_locations import check_tracking_reachable
+    from search.run.store_check import check_stores
     from search.tracking.tracker import StudyTracker
 
     file = load_study_file(study_path)
     inputs = export_inputs(Path(study_path), file)
     refuse_input_as_output(out, inputs)  # before any store is read
+    check_stores(file.storage_url, file.tracking_uri)
     study = _load_study(file)
     trial = select_trial(study, by, number)
     config = stored_config(trial, file)
     if trial.user_attrs.get("threshold") is None:
         raise LosstuneError(f"trial {trial.number} has no threshold recorded")
-    check_tracking_reachable(file.tracking_uri)  # one line at once, not MLflow's minutes of retries
     tracker = StudyTracker(file.tracking_uri, file.experiment, artifact_location=file.artifact_location)
     run = _get_run(tracker, trial.user_attrs.get("mlflow_run_id"))
     if run is not None and not has_record(trial):  # only a rebuilt configuration can differ from what was run

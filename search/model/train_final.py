@@ -78,10 +78,10 @@ def _checked_tracker(
         raise LosstuneError("the config records no MLflow tracking URI: set LOSSTUNE_TRACKING_URI or use --no-track")
     tracker = None
     if target is not None:
-        from search.tracking.mlflow_locations import check_tracking_reachable
+        from search.run.store_check import check_stores
         from search.tracking.tracker import StudyTracker
 
-        check_tracking_reachable(target[0])  # a password left out, a dead server: one line at once
+        check_stores(None, target[0])  # a password left out, a dead server, a damaged file: one line at once
         tracker = StudyTracker(*target)  # opened before training: a bad store fails in seconds, not after it
     return tracker
 

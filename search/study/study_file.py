@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from objectives.bounds import Beta, Budget, StudySeed
+from objectives.bounds import STUDY_SEED_MAX, Beta, Budget
 from objectives.config import CVConfig, LossConfig, MetricConfig, ModelConfig, StrictModel, TrainConfig, TrialConfig
 from objectives.data_spec import DataSpec, Separator
 from objectives.errors import LosstuneError
@@ -45,13 +45,6 @@ class BudgetBlock(StrictModel):
     trials_per_week: Budget = 10
 
 
-class StudyCV(CVConfig):
-    """The study's CV settings: a seed that leaves room for the confirm phases' fresh seeds above it
-    (:data:`objectives.bounds.STUDY_SEED_MAX`)."""
-
-    seed: StudySeed = 0
-
-
 class TrackingBlock(StrictModel):
     uri: str | None = None
     experiment: str | None = None
@@ -60,7 +53,7 @@ class TrackingBlock(StrictModel):
 class StudyFile(StrictModel):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     data: DataBlock
-    cv: StudyCV = StudyCV()
+    cv: CVConfig = CVConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     metric: Literal["f1", "macro_f1", "fbeta"] = "f1"
@@ -91,6 +84,17 @@ class StudyFile(StrictModel):
                 if p.kind == "tpe" and p.trials is None:
                     raise ValueError(f"phase {p.name!r}: only the last phase may run without 'trials'")
         return self
+
+    @field_validator("cv")
+    @classmethod
+    def _seed_leaves_room(cls, v: CVConfig) -> CVConfig:
+        """The study's seed leaves room for the confirm phases' fresh seeds above it (:data:`STUDY_SEED_MAX`)."""
+        if v.seed > STUDY_SEED_MAX:
+            raise ValueError(
+                f"seed {v.seed} is too large: a study's cv.seed is at most {STUDY_SEED_MAX} (2**31 - 1), so that "
+                "its confirm phases' fresh seeds stay within what the splitter takes"
+            )
+        return v
 
     @field_validator("reference")
     @classmethod
