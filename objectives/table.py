@@ -132,8 +132,9 @@ def iter_table(spec: DataSpec, chunksize: int) -> Iterator[pd.DataFrame]:
         raise DataError(f"data file is empty: {spec.path}")
     sep = spec.sep or _detect_sep(head)
     _check_header(_header(head, sep), spec.path)
+    rows = 0
     try:
-        reader = pd.read_csv(
+        with pd.read_csv(
             spec.path,
             sep=sep,
             encoding=encoding,
@@ -141,11 +142,10 @@ def iter_table(spec: DataSpec, chunksize: int) -> Iterator[pd.DataFrame]:
             na_values=list(spec.na_values),
             keep_default_na=True,
             chunksize=chunksize,
-        )
-        rows = 0
-        for chunk in reader:
-            rows += len(chunk)
-            yield normalise_frame(chunk)
+        ) as reader:  # closed also when a chunk is refused (the generator is then closed mid-way)
+            for chunk in reader:
+                rows += len(chunk)
+                yield normalise_frame(chunk)
     except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
         raise _csv_error(exc, spec.path, sep) from None
     if rows == 0:
