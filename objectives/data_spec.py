@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import stat
+import unicodedata
 from pathlib import Path
 from typing import Annotated
 
@@ -40,6 +41,12 @@ def _one_character_separator(sep: str) -> str:
     return sep
 
 
+def _column_name(name: str) -> str:
+    """A column name as the table reader spells it (objectives.table.column_names): stripped, Unicode NFC."""
+    return unicodedata.normalize("NFC", name.strip())
+
+
+ColumnName = Annotated[str, AfterValidator(_column_name)]
 Encoding = Annotated[str, AfterValidator(_known_encoding)]
 Separator = Annotated[str, AfterValidator(_one_character_separator)]
 
@@ -50,11 +57,11 @@ class DataSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     path: Path
-    target: str
+    target: ColumnName
     positive: str | None = None
     sep: Separator | None = None
     encoding: Encoding | None = None
-    drop: tuple[str, ...] = ()
+    drop: tuple[ColumnName, ...] = ()
     na_values: tuple[str, ...] = ()
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from objectives.errors import LosstuneError
-from search.formats.atomic_write import atomic_file, refuse_input_as_output
+from search.formats.atomic_write import atomic_file, check_output, refuse_input_as_output
 from search.formats.strict_json import dumps
 from search.study.loss_params import LOSS_PARAMS
 
@@ -55,6 +55,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if not args.oof_out.parent.is_dir():
             raise LosstuneError(f"--oof-out directory does not exist: {args.oof_out.parent}")
         refuse_input_as_output(args.oof_out, inputs, "--oof-out file")
+        check_output(args.oof_out, inputs)
     check_regular_file(spec.path)  # a wrong path is one line at once, before pandas and scikit-learn are imported
     from objectives.data import load_dataset
 

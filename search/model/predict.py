@@ -115,15 +115,32 @@ def _result(
 ) -> pd.DataFrame:
     result = pd.DataFrame(index=chunk.index)
     if id_col is not None:
-        result[id_col] = chunk[id_col]
+        result[id_col] = chunk[id_col].map(spreadsheet_safe)
     if labels == "original":
-        mapping = {1: model.final.positive_label, 0: model.final.negative_label}
+        mapping = {1: spreadsheet_safe(model.final.positive_label), 0: spreadsheet_safe(model.final.negative_label)}
         result[label_col] = pred["label"].map(mapping)
     else:
         result[label_col] = pred["label"]
     if proba:
         result["proba"] = pred["proba"]
     return result
+
+
+# a cell a spreadsheet would run as a formula (CSV injection): =, +, -, @, and tab or CR before one of them
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A text cell that a spreadsheet would take for a formula (``=HYPERLINK(...)``, ``+cmd|...``) written with
+    a leading ``'``, which spreadsheets show as text; a number (``-5``, ``+1.5``), a missing cell and any other
+    text are written as they are."""
+    if not isinstance(value, str) or not value.startswith(_FORMULA_START):
+        return value
+    try:
+        float(value)
+    except ValueError:
+        return "'" + value
+    return value
 
 
 def _id_column(model: PackagedModel, frame: pd.DataFrame, wanted: str | None, source: str) -> str | None:

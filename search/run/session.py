@@ -76,7 +76,7 @@ class StudySession:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.url = self.file.storage_url  # may hold a password: never shown, see storage_display
-        self.storage_display = redact(self.url)
+        self.storage_display = redact(self.file.storage_shown)
         if not create:
             require_existing_study_file(self.url, self.file.name)
         # every store checked before any is created; a search (with its data) will write to MLflow too

@@ -145,6 +145,16 @@ class StudyFile(StrictModel):
         return url or f"sqlite:///{(self.base_dir / f'{self.name}.optuna.db').resolve()}"
 
     @property
+    def storage_shown(self) -> str:
+        """The storage as ``status`` and the MLflow params show it: the study file's ``storage`` as written, with
+        its ``${VAR}`` references left unexpanded, so that an environment variable (a token) never lands in a
+        table or a run param; ``LOSSTUNE_STORAGE`` and the default as they are. (Passwords are masked by the
+        caller, :func:`search.run.storage.redact`.)"""
+        if os.environ.get("LOSSTUNE_STORAGE") or not self.storage:
+            return self.storage_url
+        return self.storage
+
+    @property
     def tracking_uri(self) -> str:
         url = os.environ.get("LOSSTUNE_TRACKING_URI") or (_expand_env(self.tracking.uri) if self.tracking.uri else None)
         return url or f"sqlite:///{(self.base_dir / 'mlflow.db').resolve()}"
