@@ -12,6 +12,7 @@ import hashlib
 import io
 import logging
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,7 @@ def column_names(names: Iterable[object], source: str) -> list[str]:
             f"column name {odd[:60]!r} in {source} holds a control character (a line break, a tab, an escape "
             "sequence): rename the column"
         )
-    dupes = sorted({c for c in out if out.count(c) > 1})
+    dupes = sorted(c for c, n in Counter(out).items() if n > 1)
     if dupes:
         raise DataError(f"duplicate column name(s) {dupes} in {source}: rename them so each column is unique")
     return out

@@ -41,6 +41,7 @@ settings.register_profile(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
 )
+BIG_FILE = 64 * 2**20
 PROFILE = os.environ.get("LOSSTUNE_FUZZ_PROFILE", "ci")
 
 
@@ -57,8 +58,11 @@ def snapshot(*roots: Path) -> dict[str, object]:
         for path in sorted(root.rglob("*")):
             if "__pycache__" in path.parts:  # written by Python when MLflow imports a model's code
                 continue
-            mode = os.lstat(path).st_mode
-            out[str(path)] = path.read_bytes() if stat.S_ISREG(mode) else stat.S_IFMT(mode)
+            info = os.lstat(path)
+            if stat.S_ISREG(info.st_mode) and info.st_size > BIG_FILE:  # a huge (sparse) file: its size and time
+                out[str(path)] = ("big", info.st_size, info.st_mtime_ns)
+            else:
+                out[str(path)] = path.read_bytes() if stat.S_ISREG(info.st_mode) else stat.S_IFMT(info.st_mode)
     return out
 
 
