@@ -28,7 +28,7 @@ from objectives.evaluate import fold_seeds, sigmoid
 from objectives.memory import check_trial_memory
 from objectives.model import MLP
 from objectives.preprocess import make_preprocessor
-from objectives.table import category_text, missing_as_na, numeric_spellings
+from objectives.table import categories_as_trained, missing_as_na
 
 FORWARD_ROWS = 1024
 
@@ -169,9 +169,8 @@ def check_features(
     first_line: int | None = None,
     na_values: tuple[str, ...] = (),
 ) -> CheckedFeatures:
-    """Select and type the model's columns from ``frame``, by the schema the model was trained with: the
-    study's ``na_values`` are missing (also in a frame a caller parsed without them), numeric columns are
-    parsed as numbers, categorical ones kept as text in the training's spelling.
+    """The model's columns from ``frame``, read by the schema it was trained with: the study's ``na_values``
+    missing (also in a frame parsed without them), numbers parsed, categories as text in the training's spelling.
 
     Raises :class:`DataError` naming every missing column, a numeric column holding text or numbers training
     would have refused (inf, beyond float32), with the rows: ``line i + first_line`` of a file, or ``row i`` of
@@ -201,11 +200,7 @@ def check_features(
         out[col] = parsed
     unseen, examples = {}, {}
     for col in categorical:
-        as_numbers = numeric_spellings(categories.get(col, []))
-        values = (
-            missing_as_na(frame[col], missing_text).map(lambda v, m=as_numbers: category_text(v, m)).astype("object")
-        )
-        out[col] = values
+        out[col] = values = categories_as_trained(frame[col], categories.get(col, []), missing_text)
         known = set(categories.get(col, []))
         new = values.notna() & ~values.isin(known)
         if new.any():

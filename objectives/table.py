@@ -85,7 +85,7 @@ def column_names(names: Iterable[object], source: str) -> list[str]:
     """Column names as every reader sees them: text, surrounding spaces stripped, in Unicode NFC (so that the
     NFC and NFD spellings of one name, as macOS and Windows write them, are one column); a name holding a
     control character (a newline, an ANSI escape) is refused, since it would be printed raw in messages."""
-    out = [unicodedata.normalize("NFC", str(c).strip()) for c in names]
+    out = [unicodedata.normalize("NFC", str(c).strip().lstrip("\ufeff").strip()) for c in names]  # a BOM: no name
     odd = next((c for c in out if not c.isprintable()), None)
     if odd is not None:
         raise DataError(
@@ -232,3 +232,9 @@ def category_text(value: Any, spellings: dict[float, str] | None = None) -> obje
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def categories_as_trained(values: pd.Series, known: list[str], missing_text: set[str]) -> pd.Series:
+    """A categorical column as the model knows its categories (:func:`category_text`), na_values missing."""
+    spellings = numeric_spellings(known)
+    return missing_as_na(values, missing_text).map(lambda v: category_text(v, spellings)).astype("object")

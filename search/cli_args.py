@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from objectives.bounds import Budget, Seconds, TrialNumber, Workers
 from objectives.errors import LosstuneError
 from search import commands
 
@@ -166,14 +165,14 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     _add_budget_arg(p)
     p.add_argument(
         "--workers",
-        type=_bounded(Workers, "workers"),
+        type=_bounded("Workers", "workers"),
         default=1,
         metavar="N",
         help="worker processes on this machine (default: 1)",
     )
     p.add_argument(
         "--timeout",
-        type=_bounded(Seconds, "timeout"),
+        type=_bounded("Seconds", "timeout"),
         metavar="SECONDS",
         help="start no trial after this many seconds (default: none; a trial already running finishes)",
     )
@@ -205,7 +204,7 @@ def _status_args(p: argparse.ArgumentParser) -> None:
 def _add_budget_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--budget",
-        type=_bounded(Budget, "budget"),
+        type=_bounded("Budget", "budget"),
         metavar="N",
         help="this week's budget, instead of budget.trials_per_week (default: the study file's)",
     )
@@ -229,7 +228,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--trial",
-        type=_bounded(TrialNumber, "trial"),
+        type=_bounded("TrialNumber", "trial"),
         metavar="N",
         help="export trial N instead of the best (default: the best)",
     )
@@ -284,15 +283,16 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.set_defaults(run=commands.predict)
 
 
-def _bounded(kind: Any, what: str) -> Callable[[str], Any]:
-    """An argparse ``type`` that parses with the bounded type ``kind`` of :mod:`objectives.bounds`: the same
-    range as the study file's field, said in the usage error."""
+def _bounded(kind: str, what: str) -> Callable[[str], Any]:
+    """An argparse ``type`` that parses with the bounded type named ``kind`` in :mod:`objectives.bounds`: the
+    same range as the study file's field, said in the usage error. (Imported when an option is parsed: pydantic
+    is no import of ``losstune --help``.)"""
 
     def parse(text: str) -> Any:
-        from objectives.bounds import parse_bounded
+        from objectives import bounds
 
         try:
-            return parse_bounded(kind, text, what)
+            return bounds.parse_bounded(getattr(bounds, kind), text, what)
         except LosstuneError as exc:
             raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{what}: ")) from None
 

@@ -22,7 +22,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 
 from search.cli import EXIT_BAD_INPUT, main
@@ -101,6 +101,7 @@ def run_cli(argv: list[str], roots: list[Path], new_outputs: tuple[Path, ...] = 
     finally:
         root_logger.removeHandler(handler)
     outcome = Outcome(rc, out.getvalue(), err.getvalue())
+    event(f"{argv[0]}: exit {rc}")  # --hypothesis-show-statistics: how many cases reached a result
     after = snapshot(*roots)
     shown = f"argv={argv}\nstdout={outcome.out[-2000:]}\nstderr={outcome.err[-2000:]}"
     assert rc in (0, EXIT_BAD_INPUT), shown
@@ -124,6 +125,12 @@ def run_cli(argv: list[str], roots: list[Path], new_outputs: tuple[Path, ...] = 
         numeric = [w for w in caught if issubclass(w.category, RuntimeWarning) or "numpy" in w.filename]
         assert not numeric, [str(w.message) for w in numeric]
     return outcome
+
+
+def valid_or_wide(valid: st.SearchStrategy) -> st.SearchStrategy:
+    """A field's valid values half of the time (so that cases get past validation and exercise what follows),
+    else any number (:func:`wide_numbers`)."""
+    return st.one_of(valid, wide_numbers())
 
 
 def wide_numbers() -> st.SearchStrategy:

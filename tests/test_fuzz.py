@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from search.model.model_dir import self_sha256, sha256_of
 from tests.conftest import synthetic_frame
-from tests.fuzz_support import fuzz_settings, run_cli, wide_numbers
+from tests.fuzz_support import fuzz_settings, run_cli, valid_or_wide, wide_numbers
 from tests.model_fixture import make_model_dir
 
 
@@ -56,15 +56,15 @@ def data_csv(tmp_path_factory) -> Path:
 # ---------------------------------------------------------------- the command line's trial options (evaluate)
 
 CHEAP_OPTIONS = {
-    "--gamma": wide_numbers(),
-    "--alpha": wide_numbers(),
-    "--bce-weight": wide_numbers(),
-    "--focal-weight": wide_numbers(),
-    "--dropout": wide_numbers(),
-    "--lr": wide_numbers(),
-    "--weight-decay": wide_numbers(),
-    "--seed": wide_numbers(),
-    "--beta": wide_numbers(),
+    "--gamma": valid_or_wide(st.floats(0, 100)),
+    "--alpha": valid_or_wide(st.floats(0, 1)),
+    "--bce-weight": valid_or_wide(st.floats(0, 1e6)),
+    "--focal-weight": valid_or_wide(st.floats(0, 1e6)),
+    "--dropout": valid_or_wide(st.floats(0, 0.99)),
+    "--lr": valid_or_wide(st.floats(1e-300, 1e300)),
+    "--weight-decay": valid_or_wide(st.floats(0, 1e300)),
+    "--seed": valid_or_wide(st.integers(0, 2**32 - 1)),
+    "--beta": valid_or_wide(st.floats(1e-300, 1000)),
 }
 COSTLY_OPTIONS = {
     "--folds": _costly([2, 3], 2, 100),
@@ -75,7 +75,7 @@ COSTLY_OPTIONS = {
 }
 
 
-@fuzz_settings(ci_examples=12)
+@fuzz_settings(ci_examples=30)
 @given(
     cheap=st.dictionaries(st.sampled_from(sorted(CHEAP_OPTIONS)), st.none(), max_size=4).flatmap(
         lambda keys: st.fixed_dictionaries({k: CHEAP_OPTIONS[k] for k in keys})
@@ -110,19 +110,19 @@ def test_fuzz_trial_options_of_evaluate(data_csv, cheap, costly, oof):
 def _study_numbers() -> st.SearchStrategy:
     return st.fixed_dictionaries(
         {
-            "seed": wide_numbers(),
+            "seed": valid_or_wide(st.integers(0, 2**31 - 1)),
             "folds": _costly([2, 3], 2, 100),
             "budget": _costly([0, 1], 0, 100_000),
-            "lr": wide_numbers(),
-            "weight_decay": wide_numbers(),
-            "dropout": wide_numbers(),
-            "beta": st.none() | wide_numbers(),
-            "reference_gamma": st.none() | wide_numbers(),
+            "lr": valid_or_wide(st.floats(1e-300, 1e300)),
+            "weight_decay": valid_or_wide(st.floats(0, 1e300)),
+            "dropout": valid_or_wide(st.floats(0, 0.99)),
+            "beta": st.none() | valid_or_wide(st.floats(1e-300, 1000)),
+            "reference_gamma": st.none() | valid_or_wide(st.floats(0, 10)),
             "epochs": _costly([1], 1, 100_000),
         },
         optional={
-            "LOSSTUNE_HEARTBEAT_SECONDS": wide_numbers(),
-            "LOSSTUNE_GRACE_SECONDS": wide_numbers(),
+            "LOSSTUNE_HEARTBEAT_SECONDS": valid_or_wide(st.floats(0.01, 60)),
+            "LOSSTUNE_GRACE_SECONDS": valid_or_wide(st.floats(0.02, 600)),
         },
     )
 
@@ -143,7 +143,7 @@ def _study_text(n: dict) -> str:
     return yaml.safe_dump(study)  # .inf / .nan, and integers of any size, as YAML writes them
 
 
-@fuzz_settings(ci_examples=5)
+@fuzz_settings(ci_examples=12)
 @given(numbers=_study_numbers())
 def test_fuzz_study_file_numbers(data_csv, numbers, monkeypatch):
     monkeypatch.setenv("LOSSTUNE_NOW", "2026-11-30T09:00")
@@ -168,6 +168,10 @@ _ENCODINGS = ["utf-8", "utf-8-sig", "utf-16", "cp932"]
 _AWKWARD = ["\n", "\r", "\r\n", '"', "'", ",", ";", "\t", "|", "\x1b[31m", "\x07", "\x7f", "\u2028", "\ufeff", " "]
 
 
+def _plain_name() -> st.SearchStrategy:
+    return st.from_regex(r"[A-Za-z][A-Za-z0-9_ ]{0,8}", fullmatch=True) | st.sampled_from(["売上", "café", "年齢"])
+
+
 def _text() -> st.SearchStrategy:
     """Short text with the characters that break CSV files and terminals, in NFC or NFD form."""
     pieces = st.lists(
@@ -184,11 +188,11 @@ def csv_files(draw) -> tuple[bytes, int, str | None, str | None]:
     """(bytes, data rows, the --sep and --encoding to pass or None): a table with a valid 0/1 target ``y`` and
     random feature columns, names and cells, written with a random dialect and encoding."""
     n_rows = draw(st.integers(4, 24))
-    names = draw(st.lists(_text(), min_size=1, max_size=3))
+    names = draw(st.lists(st.one_of(_plain_name(), _plain_name(), _text()), min_size=1, max_size=3))
     numeric = draw(st.lists(st.booleans(), min_size=len(names), max_size=len(names)))
     columns = {}
     for name, is_number in zip(names, numeric):
-        cell = st.floats(allow_nan=False, width=32).map(repr) if is_number else _text()
+        cell = st.floats(allow_nan=False, width=32).map(repr) if is_number else st.one_of(_plain_name(), _text())
         columns[name] = draw(st.lists(cell, min_size=n_rows, max_size=n_rows))
     y = [str(i % 2) for i in range(n_rows)]
     sep = draw(st.sampled_from(_SEPARATORS))
@@ -208,7 +212,7 @@ def csv_files(draw) -> tuple[bytes, int, str | None, str | None]:
     return raw, n_rows, sep if give_sep else None, encoding if give_encoding else None
 
 
-@fuzz_settings(ci_examples=25)
+@fuzz_settings(ci_examples=60)
 @given(case=csv_files())
 def test_fuzz_csv_through_evaluate(case):
     raw, n_rows, sep, encoding = case
@@ -239,12 +243,17 @@ def predict_test_files(draw) -> tuple[str, int]:
     n_rows = draw(st.integers(1, 12))
     header = ["row_id", "num1", "num2", "color"]
     header = draw(st.sampled_from([header, header[:-1], [*header, "num1"], ["row_id", "num1", "num2", "colour"]]))
-    cell = st.one_of(wide_numbers().map(str), _text(), st.just(""))
+    number = st.one_of(st.floats(-1e3, 1e3).map(str), st.floats(-1e3, 1e3).map(str), wide_numbers().map(str))
+    cell = {
+        "num1": st.one_of(number, _text(), st.just("")),
+        "num2": st.one_of(number, st.just("")),
+        "color": st.one_of(st.sampled_from(["red", "green", "blue", "Red ", "purple"]), _text(), st.just("")),
+    }
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     for i in range(n_rows):
-        writer.writerow([f"R{i}", *(draw(cell) for _ in header[1:])])
+        writer.writerow([f"R{i}", *(draw(cell.get(name, number)) for name in header[1:])])
     return buffer.getvalue(), n_rows
 
 
@@ -255,7 +264,7 @@ def _check_predictions(out: Path, n_rows: int, threshold: float) -> None:
     assert ((frame["proba"] >= threshold).astype(int) == frame["label"]).all()
 
 
-@fuzz_settings(ci_examples=25)
+@fuzz_settings(ci_examples=50)
 @given(case=predict_test_files())
 def test_fuzz_test_file_through_predict(tiny, case):
     text, n_rows = case
@@ -272,7 +281,7 @@ def test_fuzz_test_file_through_predict(tiny, case):
 MANIFEST_FIELDS = ["threshold", "n_inputs", "format_version", "positive_label", "negative_label", "target"]
 
 
-@fuzz_settings(ci_examples=20)
+@fuzz_settings(ci_examples=40)
 @given(
     values=st.dictionaries(
         st.sampled_from(MANIFEST_FIELDS),

@@ -148,7 +148,7 @@ def _save_and_log(
     from mlflow.models import Model
 
     from search.model.model_dir_saving import save_model_dir
-    from search.tracking.mlflow_store import STORE_ERRORS, TAG_STUDY, store_error_line
+    from search.tracking.mlflow_store import STORE_ERRORS, TAG_STUDY
     from search.tracking.run_params import final_params
 
     client, p = tracker.client, exported.provenance
@@ -182,10 +182,16 @@ def _save_and_log(
     except BaseException as exc:
         _mark_failed(client, run_id, model_id)
         if isinstance(exc, STORE_ERRORS):  # a full disk, a read-only store: one line (train is not resumable)
-            kept = "saved, complete" if (out / "MLmodel").is_file() else "not written"
-            raise store_error_line(f"cannot log the final model to MLflow ({out}: {kept})", exc) from exc
+            raise _store_line(exc, out) from exc
         raise
     outcome.run_id, outcome.model_id = run_id, model_id
+
+
+def _store_line(exc: BaseException, out: Path) -> LosstuneError:
+    from search.tracking.mlflow_store import store_error_line
+
+    kept = "saved, complete" if (out / "MLmodel").is_file() else "not written"
+    return store_error_line(f"cannot log the final model to MLflow ({out}: {kept})", exc)
 
 
 def _mark_failed(client: MlflowClient, run_id: str, model_id: str | None) -> None:
