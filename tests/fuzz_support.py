@@ -24,6 +24,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 
 from search.cli import EXIT_BAD_INPUT, main
 
@@ -101,7 +102,8 @@ def run_cli(argv: list[str], roots: list[Path], new_outputs: tuple[Path, ...] = 
     finally:
         root_logger.removeHandler(handler)
     outcome = Outcome(rc, out.getvalue(), err.getvalue())
-    event(f"{argv[0]}: exit {rc}")  # --hypothesis-show-statistics: how many cases reached a result
+    if currently_in_test_context():  # --hypothesis-show-statistics: how many cases reached a result
+        event(f"{argv[0]}: exit {rc}")
     after = snapshot(*roots)
     shown = f"argv={argv}\nstdout={outcome.out[-2000:]}\nstderr={outcome.err[-2000:]}"
     assert rc in (0, EXIT_BAD_INPUT), shown

@@ -490,3 +490,9 @@ def test_an_environment_variable_in_the_storage_url_is_not_shown(tmp_path, monke
     study = tiny_study(tmp_path, "env", budget=1, extra="storage: sqlite:///${LT_SECRET_DIR}/env.db")
     file = load_study_file(study)
     assert str(tmp_path) in file.storage_url and file.storage_shown == "sqlite:///${LT_SECRET_DIR}/env.db"
+
+
+def test_interval_variables_are_checked_before_any_store_is_made(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOSSTUNE_HEARTBEAT_SECONDS", "40")  # not shorter than the default grace period
+    study = tiny_study(tmp_path, "beats", budget=0)
+    refused(["search", study, "--no-progress"], [tmp_path], "must be longer than the heartbeat")
