@@ -1,17 +1,31 @@
 """Typed configuration of one trial: the object that travels from the study file to the MLflow run.
 
-``TrialConfig`` is plain data (pydantic, ``extra='forbid'``): every field is validated once, here, and the
-rest of the code trusts it. ``TrialConfig.flat_params()`` is the row that lands in MLflow.
+``TrialConfig`` is plain data (pydantic, ``extra='forbid'``): every field is validated once, here, with the
+bounded types of :mod:`objectives.bounds`, and the rest of the code trusts it. ``TrialConfig.flat_params()`` is
+the row that lands in MLflow.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_serializer, model_validator
 
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
-NonNegative = Annotated[float, Field(ge=0.0)]
+from objectives.bounds import (
+    BatchSize,
+    Beta,
+    Dropout,
+    Epochs,
+    Folds,
+    Gamma,
+    HiddenSize,
+    LossWeight,
+    NonNegativeFinite,
+    PositiveFinite,
+    Probability,
+    Repeats,
+    Seed,
+)
 
 
 class StrictModel(BaseModel):
@@ -25,9 +39,9 @@ class LossConfig(StrictModel):
     """``bce_weight * BCE + focal_weight * Focal(alpha, gamma)``; see :mod:`objectives.losses`."""
 
     alpha: Probability | None = None
-    gamma: NonNegative = 2.0
-    bce_weight: NonNegative = 0.5
-    focal_weight: NonNegative = 0.5
+    gamma: Gamma = 2.0
+    bce_weight: LossWeight = 0.5
+    focal_weight: LossWeight = 0.5
 
     @model_validator(mode="after")
     def _every_class_contributes(self) -> LossConfig:
@@ -54,8 +68,8 @@ class ModelConfig(StrictModel):
     :mod:`objectives.user_module`). The two are exclusive; a dump holds only the fields of the one in use, so a
     user model's stored or exported configuration never shows an MLP it did not train."""
 
-    hidden: tuple[Annotated[int, Field(ge=1, le=65536)], ...] = (128, 64)
-    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    hidden: tuple[HiddenSize, ...] = (128, 64)
+    dropout: Dropout = 0.0
     module: str | None = None
     kwargs: dict[str, JsonValue] = Field(default_factory=dict)
 
@@ -101,10 +115,10 @@ class ModelConfig(StrictModel):
 
 
 class TrainConfig(StrictModel):
-    epochs: Annotated[int, Field(ge=1, le=100_000)] = 20
-    batch_size: Annotated[int, Field(ge=1)] = 256
-    lr: Annotated[float, Field(gt=0.0)] = 1e-3
-    weight_decay: NonNegative = 0.0
+    epochs: Epochs = 20
+    batch_size: BatchSize = 256
+    lr: PositiveFinite = 1e-3
+    weight_decay: NonNegativeFinite = 0.0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # bf16 runs the hidden layers' matmuls in bfloat16 (parameters, gradients, Adam and the loss stay fp32):
     # faster on CPUs with bf16 instructions (AVX512-BF16, AMX) and on GPUs; fp32 is the default because it is
@@ -113,18 +127,18 @@ class TrainConfig(StrictModel):
 
 
 class CVConfig(StrictModel):
-    folds: Annotated[int, Field(ge=2, le=100)] = 5
-    seed: Annotated[int, Field(ge=0)] = 0
+    folds: Folds = 5
+    seed: Seed = 0
     # repeated stratified K-fold: repeat r has its own split and init seeds (objectives.evaluate.repeat_seed);
     # repeat 0 is the split of `seed` itself, so repeats: 1 is plain K-fold
-    repeats: Annotated[int, Field(ge=1, le=100)] = 1
+    repeats: Repeats = 1
 
 
 class MetricConfig(StrictModel):
     """The score the threshold maximises: binary F1, macro F1 or F-beta (``beta`` only for ``fbeta``)."""
 
     name: Literal["f1", "macro_f1", "fbeta"] = "f1"
-    beta: Annotated[float, Field(gt=0.0)] = 1.0
+    beta: Beta = 1.0
 
     @model_validator(mode="after")
     def _beta_only_for_fbeta(self) -> MetricConfig:

@@ -7,12 +7,48 @@ imported (:func:`check_regular_file`: one line at once, not after a second of im
 
 from __future__ import annotations
 
+import codecs
 import stat
+import unicodedata
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from objectives.errors import DataError
+
+# the encodings objectives.encoding reads (Python's codec names, as codecs.lookup spells them); any other codec
+# (rot13, hex, utf-32, ...) is refused where it is given, not when pandas or the decoder meets it
+ENCODINGS = ("utf-8", "utf-8-sig", "utf-16", "cp932", "shift_jis")
+
+
+def _known_encoding(name: str) -> str:
+    try:
+        canonical = codecs.lookup(name).name
+    except LookupError:
+        canonical = None
+    if canonical not in ENCODINGS:
+        raise ValueError(f"encoding {name!r} is not supported: use one of {', '.join(ENCODINGS)} (or leave it out)")
+    return name
+
+
+def _one_character_separator(sep: str) -> str:
+    if len(sep) != 1 or sep in '"\r\n\x00' or (not sep.isprintable() and sep != "\t"):
+        raise ValueError(
+            f"separator {sep!r} is not usable: give one printable character other than a quote "
+            "(',' ';' '|' or a tab), or leave it out to detect it"
+        )
+    return sep
+
+
+def _column_name(name: str) -> str:
+    """A column name as the table reader spells it (objectives.table.column_names): stripped, Unicode NFC."""
+    return unicodedata.normalize("NFC", name.strip())
+
+
+ColumnName = Annotated[str, AfterValidator(_column_name)]
+Encoding = Annotated[str, AfterValidator(_known_encoding)]
+Separator = Annotated[str, AfterValidator(_one_character_separator)]
 
 
 class DataSpec(BaseModel):
@@ -21,11 +57,11 @@ class DataSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     path: Path
-    target: str
+    target: ColumnName
     positive: str | None = None
-    sep: str | None = None
-    encoding: str | None = None
-    drop: tuple[str, ...] = ()
+    sep: Separator | None = None
+    encoding: Encoding | None = None
+    drop: tuple[ColumnName, ...] = ()
     na_values: tuple[str, ...] = ()
 
 

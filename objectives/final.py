@@ -14,7 +14,6 @@ ignores them: an all-zero block).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +28,7 @@ from objectives.evaluate import fold_seeds, sigmoid
 from objectives.memory import check_trial_memory
 from objectives.model import build_module, row_logits
 from objectives.preprocess import make_preprocessor
+from objectives.table import categories_as_trained, missing_as_na
 
 FORWARD_ROWS = 1024
 
@@ -169,8 +169,10 @@ def check_features(
     categories: dict[str, list[str]],
     source: str = "the input",
     first_line: int | None = None,
+    na_values: tuple[str, ...] = (),
 ) -> CheckedFeatures:
-    """Select and type the model's columns from ``frame``.
+    """The model's columns from ``frame``, read by the schema it was trained with: the study's ``na_values``
+    missing (also in a frame parsed without them), numbers parsed, categories as text in the training's spelling.
 
     Raises :class:`DataError` naming every missing column, a numeric column holding text or numbers training
     would have refused (inf, beyond float32), with the rows: ``line i + first_line`` of a file, or ``row i`` of
@@ -183,8 +185,9 @@ def check_features(
             f"(it was trained on {', '.join(map(repr, [*numeric, *categorical]))})"
         )
     out = pd.DataFrame(index=frame.index)
+    missing_text = set(na_values)
     for col in numeric:
-        values = frame[col]
+        values = missing_as_na(frame[col], missing_text)
         parsed = pd.to_numeric(values, errors="coerce")
         bad = parsed.isna() & values.notna()
         if bad.any():
@@ -199,8 +202,7 @@ def check_features(
         out[col] = parsed
     unseen, examples = {}, {}
     for col in categorical:
-        values = frame[col].map(_category_text).astype("object")
-        out[col] = values
+        out[col] = values = categories_as_trained(frame[col], categories.get(col, []), missing_text)
         known = set(categories.get(col, []))
         new = values.notna() & ~values.isin(known)
         if new.any():
@@ -209,13 +211,3 @@ def check_features(
     # a whole column blank in a table (not one request row with a missing value) is worth a warning
     empty = [c for c in [*numeric, *categorical] if len(out) > 1 and out[c].isna().all()]
     return CheckedFeatures(out, unseen, examples, empty)
-
-
-def _category_text(value: Any) -> object:
-    """A category as the training data had it: text (3.0 read as a number becomes "3"); missing stays NaN.
-    ``value`` is a cell of an object column: any scalar pandas holds (``pd.isna`` takes each of them)."""
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return np.nan
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)

@@ -12,6 +12,12 @@ columns with a Python dictionary lookup per cell. A code is a name, not a statis
 every row tells a fold nothing it could fit on, and a value absent from a fold's training rows is still unknown
 to that fold's encoder. The final model is fitted on the strings themselves, so it reads raw tables.
 
+A column whose values are all missing in a fold's training rows (a column with one value among 300 rows, say) is
+kept, not dropped (``keep_empty_features``): its training rows are imputed with 0 (a constant feature, which the
+scaler leaves at 0), so every fold has the same columns and none is left without features. The validation rows
+that have a value in it get that value unscaled (the fold saw no values to scale by): the fold's model learned
+nothing from the column, and the final model, fitted on all rows, scales it as usual.
+
 Two more shortcuts with the same output: the folds get a plain float array rather than a DataFrame, and a numeric
 column with no missing value in any row skips the median imputer, which would change nothing in it (scikit-learn
 computes medians with a masked-array sort, the slowest statistic here). Its columns are put back in order.
@@ -30,14 +36,16 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 def _categorical_pipeline() -> Pipeline:
     return Pipeline(
         [
-            ("impute", SimpleImputer(strategy="most_frequent")),
+            ("impute", SimpleImputer(strategy="most_frequent", keep_empty_features=True)),
             ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype=np.float32)),
         ]
     )
 
 
 def _numeric_pipeline() -> Pipeline:
-    return Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
+    return Pipeline(
+        [("impute", SimpleImputer(strategy="median", keep_empty_features=True)), ("scale", StandardScaler())]
+    )
 
 
 def make_preprocessor(numeric: list[str], categorical: list[str]) -> ColumnTransformer:

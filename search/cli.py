@@ -36,11 +36,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except LosstuneError as exc:
-        print(f"losstune {args.command}: error: {redact_text(str(exc))}", file=sys.stderr)
+        print(f"losstune {args.command}: error: {printable(redact_text(str(exc)))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"losstune {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def printable(text: str) -> str:
+    """``text`` as one line a terminal shows as it is: a line break, a tab, an escape sequence or any other
+    control character (from a file name, a cell, a library's message) written as its escape, ``\\n``,
+    ``\\x1b``."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,11 @@ command each runs is in :mod:`search.commands`."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NoReturn
 
+from objectives.errors import LosstuneError
 from search import commands
 
 DESCRIPTION = (
@@ -99,8 +102,17 @@ def _optional_float(text: str) -> float | None:
     return None if text.lower() in {"none", "null"} else float(text)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A usage error is one line (``losstune search: error: …; see losstune search --help``), exit status 2, like
+    every other refusal, not argparse's usage block above it. Sub-parsers are of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        one = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {one}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="losstune", description=DESCRIPTION, epilog="Run 'losstune COMMAND --help' for a command's options."
     )
     parser.add_argument(
@@ -152,11 +164,15 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("study", type=Path, help="study file (YAML)")
     _add_budget_arg(p)
     p.add_argument(
-        "--workers", type=_positive_int, default=1, metavar="N", help="worker processes on this machine (default: 1)"
+        "--workers",
+        type=_bounded("Workers", "workers"),
+        default=1,
+        metavar="N",
+        help="worker processes on this machine (default: 1)",
     )
     p.add_argument(
         "--timeout",
-        type=float,
+        type=_bounded("Seconds", "timeout"),
         metavar="SECONDS",
         help="start no trial after this many seconds (default: none; a trial already running finishes)",
     )
@@ -188,7 +204,7 @@ def _status_args(p: argparse.ArgumentParser) -> None:
 def _add_budget_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--budget",
-        type=_non_negative_int,
+        type=_bounded("Budget", "budget"),
         metavar="N",
         help="this week's budget, instead of budget.trials_per_week (default: the study file's)",
     )
@@ -211,7 +227,10 @@ def _export_args(p: argparse.ArgumentParser) -> None:
         "confirm phase; auto (default): confirmed when a confirm phase has run, else mean",
     )
     p.add_argument(
-        "--trial", type=_non_negative_int, metavar="N", help="export trial N instead of the best (default: the best)"
+        "--trial",
+        type=_bounded("TrialNumber", "trial"),
+        metavar="N",
+        help="export trial N instead of the best (default: the best)",
     )
     p.add_argument("--format", choices=["yaml", "json"], default="yaml", help="file format (default: yaml)")
     p.set_defaults(run=commands.export)
@@ -264,15 +283,18 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.set_defaults(run=commands.predict)
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+def _bounded(kind: str, what: str) -> Callable[[str], Any]:
+    """An argparse ``type`` that parses with the bounded type named ``kind`` in :mod:`objectives.bounds`: the
+    same range as the study file's field, said in the usage error. (Imported when an option is parsed: pydantic
+    is no import of ``losstune --help``.)"""
 
+    def parse(text: str) -> Any:
+        from objectives import bounds
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
+        try:
+            return bounds.parse_bounded(getattr(bounds, kind), text, what)
+        except LosstuneError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{what}: ")) from None
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse

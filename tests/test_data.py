@@ -94,9 +94,12 @@ def test_cp932_read_as_utf8_is_a_data_error(write_text):
     assert "cp932" in _one_line(exc)
 
 
-def test_unknown_encoding_is_a_data_error(write_csv):
-    with pytest.raises(DataError, match="unknown encoding"):
-        load(write_csv(), encoding="latin-99")
+@pytest.mark.parametrize("encoding", ["latin-99", "rot13", "hex", "utf-32"])
+def test_an_unsupported_encoding_is_refused_where_it_is_given(write_csv, encoding):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=f"encoding '{encoding}' is not supported"):
+        load(write_csv(), encoding=encoding)
 
 
 @pytest.mark.parametrize("sep", [";", "\t", "|"])

@@ -242,24 +242,30 @@ def test_undecodable_byte_is_named_with_its_offset_and_line_whatever_the_blocks(
 
 
 def test_exported_config_write_failing_leaves_no_tmp_and_the_old_file(tmp_path, monkeypatch):
-    from pathlib import Path as _Path
-
+    from search.formats import atomic_write
     from search.model.exported_config import dump_exported, load_exported
     from tests.model_fixture import make_model_dir
 
     paths = make_model_dir(tmp_path)
     config = load_exported(paths["best"])
     before = paths["best"].read_bytes()
-    real = _Path.write_text
+    listing = sorted(tmp_path.iterdir())
+    real = atomic_write.os.fdopen
 
-    def full_disk(self, *args, **kwargs):
-        real(self, "partial", encoding="utf-8")
-        raise OSError(28, "No space left on device")
+    def full_disk(fd, *args, **kwargs):  # the file's first write fails as on a full disk, after a partial write
+        f = real(fd, *args, **kwargs)
 
-    monkeypatch.setattr(_Path, "write_text", full_disk)
+        def write(text):
+            f.buffer.write(b"partial") if hasattr(f, "buffer") else None
+            raise OSError(28, "No space left on device")
+
+        f.write = write
+        return f
+
+    monkeypatch.setattr(atomic_write.os, "fdopen", full_disk)
     with pytest.raises(LosstuneError, match="No space left on device"):
         dump_exported(config, paths["best"])
-    assert paths["best"].read_bytes() == before and not (tmp_path / "best.yaml.tmp").exists()
+    assert paths["best"].read_bytes() == before and sorted(tmp_path.iterdir()) == listing
 
 
 def test_on_a_gpu_the_free_device_memory_is_the_limit(monkeypatch):

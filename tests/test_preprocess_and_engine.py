@@ -529,8 +529,10 @@ def test_configurations_that_differ_beyond_the_loss_are_refused(uneven_dataset):
 
 def test_a_diverging_configuration_fails_alone_in_its_batch(uneven_dataset):
     ds = uneven_dataset
-    # gamma beyond float32's range: q^gamma is 0 but gamma * (...) is inf, so 0 * inf makes the gradient NaN
-    bad = _config(LossConfig(alpha=None, gamma=1e39, bce_weight=0.5, focal_weight=0.5))
+    # gamma beyond float32's range: q^gamma is 0 but gamma * (...) is inf, so 0 * inf makes the gradient NaN. A
+    # study file or the command line refuse such a gamma (objectives.bounds); built unvalidated, it stands for any
+    # configuration whose training diverges, which the engine must isolate
+    bad = _config(LossConfig.model_construct(alpha=None, gamma=1e39, bce_weight=0.5, focal_weight=0.5))
     good = [_config(LOSSES[1]), _config(LOSSES[2])]
     outcomes = evaluate_batch(ds, [good[0], bad, good[1]])
     assert isinstance(outcomes[1], TrainingDiverged) and "training diverged at epoch" in str(outcomes[1])

@@ -481,7 +481,7 @@ def test_heartbeat_settings_are_checked(monkeypatch):
     with pytest.raises(LosstuneError, match="must be longer than the heartbeat"):
         grace_seconds()
     monkeypatch.setenv("LOSSTUNE_HEARTBEAT_SECONDS", "soon")
-    with pytest.raises(LosstuneError, match="not a number"):
+    with pytest.raises(LosstuneError, match="valid number"):
         heartbeat_seconds()
 
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 from objectives.errors import LosstuneError
 
 M = TypeVar("M", bound=BaseModel)
+MAX_YAML_BYTES = 16 * 2**20  # study files and exported configurations are a few KB
 
 
 def _is_type_tag(part: object) -> bool:
@@ -95,6 +96,8 @@ def read_yaml(path: Path, what: str) -> Any:
         if path.exists():
             raise LosstuneError(f"{what} is not a regular file: {path}")
         raise LosstuneError(f"{what} not found: {path}")
+    if path.stat().st_size > MAX_YAML_BYTES:  # a huge (or sparse) file: one line, not a MemoryError
+        raise LosstuneError(f"{what} {path} is larger than {MAX_YAML_BYTES // 2**20} MB: not a losstune file")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:

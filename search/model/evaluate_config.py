@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from objectives.errors import LosstuneError
+from search.formats.atomic_write import atomic_file, check_output, refuse_input_as_output
 from search.formats.strict_json import dumps
 from search.study.loss_params import LOSS_PARAMS
 
@@ -49,8 +50,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from objectives.data_spec import check_regular_file
 
     exported, spec, config = _spec_and_config(args)
-    if args.oof_out and not args.oof_out.parent.is_dir():  # checked before training, not after it
-        raise LosstuneError(f"--oof-out directory does not exist: {args.oof_out.parent}")
+    inputs = [spec.path, *([args.config] if args.config is not None else [])]
+    if args.oof_out:  # checked before training, not after it
+        if not args.oof_out.parent.is_dir():
+            raise LosstuneError(f"--oof-out directory does not exist: {args.oof_out.parent}")
+        refuse_input_as_output(args.oof_out, inputs, "--oof-out file")
+        check_output(args.oof_out, inputs)
     check_regular_file(spec.path)  # a wrong path is one line at once, before pandas and scikit-learn are imported
     from objectives.data import load_dataset
 
@@ -59,7 +64,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     result = evaluate(dataset, config)
     if args.oof_out:
-        _write_oof(args.oof_out, result)
+        _write_oof(args.oof_out, result, inputs)
     if args.json:
         print(dumps(result.to_dict()))  # strict JSON: an undefined metric is null, not NaN
         return 0
@@ -129,7 +134,7 @@ def _config_with_overrides(exported: ExportedConfig, args: argparse.Namespace) -
     return validated(DataSpec, "data", data), validated(TrialConfig, "options", trial)
 
 
-def _write_oof(path: Path, result: EvaluationResult) -> None:
+def _write_oof(path: Path, result: EvaluationResult, inputs: list[Path]) -> None:
     """Every repeat's OOF probabilities, repeat-major: ``repeat`` r's rows are its own split's held-out
     predictions of every data row (repeat 0 alone is plain K-fold, what a stacker usually wants)."""
     import numpy as np
@@ -145,9 +150,8 @@ def _write_oof(path: Path, result: EvaluationResult) -> None:
             "proba": result.oof_proba_by_repeat.reshape(-1),
         }
     )
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(path)  # atomic: an interrupted write never leaves a half file under the real name
+    with atomic_file(path, inputs=inputs) as f:  # never half a file, never over an input
+        frame.to_csv(f, index=False, lineterminator="\n")
 
 
 def format_summary(result: EvaluationResult, config: TrialConfig, positive_label: str) -> str:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Literal
 
 from objectives.config import TrialConfig
 from objectives.errors import LosstuneError
+from search.formats.atomic_write import refuse_input_as_output
 from search.model.exported_config import ExportedConfig, Provenance, dump_exported
 from search.study.plan import config_key
 from search.study.stored_config import has_record, stored_config
@@ -101,22 +102,24 @@ def export_trial(
     """Write the exported configuration of the chosen trial to ``out`` and log it on the trial's MLflow run.
 
     Returns the configuration and the id of the run it was logged on (None when it was not logged)."""
-    from search.tracking.mlflow_locations import check_tracking_reachable
+    from search.run.store_check import check_stores
     from search.tracking.tracker import StudyTracker
 
     file = load_study_file(study_path)
+    inputs = export_inputs(Path(study_path), file)
+    refuse_input_as_output(out, inputs)  # before any store is read
+    check_stores(file.storage_url, file.tracking_uri)
     study = _load_study(file)
     trial = select_trial(study, by, number)
     config = stored_config(trial, file)
     if trial.user_attrs.get("threshold") is None:
         raise LosstuneError(f"trial {trial.number} has no threshold recorded")
-    check_tracking_reachable(file.tracking_uri)  # one line at once, not MLflow's minutes of retries
     tracker = StudyTracker(file.tracking_uri, file.experiment, artifact_location=file.artifact_location)
     run = _get_run(tracker, trial.user_attrs.get("mlflow_run_id"))
     if run is not None and not has_record(trial):  # only a rebuilt configuration can differ from what was run
         check_against_run(config, run.data.params, trial.number)
     exported = _exported(file, study, trial, config, by, number, tracker.display_uri)
-    dump_exported(exported, out, fmt)
+    dump_exported(exported, out, fmt, inputs=inputs)
     if not log_to_mlflow:
         return exported, None
     if run is None:
@@ -124,6 +127,14 @@ def export_trial(
         return exported, None
     _log_export(tracker, run.info.run_id, out, exported)
     return exported, run.info.run_id
+
+
+def export_inputs(study_path: Path, file: StudyFile) -> list[Path]:
+    """The files an export reads: the study file, its data, and its SQLite stores (when they are files)."""
+    from search.run.storage import sqlite_file
+
+    stores = [sqlite_file(file.storage_url), sqlite_file(file.tracking_uri)]
+    return [study_path, file.data_spec.path, *(p for p in stores if p is not None)]
 
 
 def _load_study(file: StudyFile) -> optuna.Study:

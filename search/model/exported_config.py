@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import model_validator
 
+from objectives.bounds import Probability
 from objectives.config import CVConfig, LossConfig, MetricConfig, ModelConfig, StrictModel, TrainConfig, TrialConfig
 from objectives.data import DataSpec
 from objectives.errors import LosstuneError
+from search.formats.atomic_write import write_text_atomic
 from search.formats.validation import read_yaml, validated
 from search.study.verdict import Confidence, FiniteFloat
 
@@ -57,7 +60,7 @@ class Provenance(StrictModel):
 class ExportedConfig(StrictModel):
     format_version: Literal[1]
     loss: LossConfig
-    threshold: Annotated[FiniteFloat, Field(ge=0.0)]
+    threshold: Probability
     model: ModelConfig
     train: TrainConfig
     cv: CVConfig
@@ -123,8 +126,11 @@ def _relative(path: Path, base: Path) -> str:
         return str(Path(path).resolve())
 
 
-def dump_exported(config: ExportedConfig, path: Path, fmt: Literal["yaml", "json"] = "yaml") -> None:
-    """Write atomically (a temporary file renamed), so an interrupted export never leaves half a file."""
+def dump_exported(
+    config: ExportedConfig, path: Path, fmt: Literal["yaml", "json"] = "yaml", inputs: Iterable[Path] = ()
+) -> None:
+    """Write with :func:`~search.formats.atomic_write.write_text_atomic` (never half a file, never over one of
+    ``inputs``)."""
     path = Path(path)
     if not path.parent.is_dir():
         raise LosstuneError(f"output directory does not exist: {path.parent}")
@@ -138,13 +144,7 @@ def dump_exported(config: ExportedConfig, path: Path, fmt: Literal["yaml", "json
             "`losstune evaluate --config THIS_FILE` re-runs its CV.\n"
         )
         text = header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    except OSError as exc:  # a full disk: no half file under either name, an earlier file kept as it was
-        tmp.unlink(missing_ok=True)
-        raise LosstuneError(f"cannot write {path}: {exc.strerror or exc}; {path} is unchanged") from None
+    write_text_atomic(path, text, inputs=inputs)
 
 
 def parse_exported(raw: object, where: str, base_dir: Path) -> ExportedConfig:

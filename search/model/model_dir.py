@@ -97,7 +97,13 @@ class PackagedModel:
     def check(self, frame: pd.DataFrame, source: str = "the input", first_line: int | None = None) -> CheckedFeatures:
         """The model's columns from ``frame`` (see :func:`objectives.final.check_features`)."""
         return check_features(
-            frame, self.final.numeric_columns, self.final.categorical_columns, self.final.categories, source, first_line
+            frame,
+            self.final.numeric_columns,
+            self.final.categorical_columns,
+            self.final.categories,
+            source,
+            first_line,
+            na_values=tuple(self.config.data.na_values),
         )
 
     def predict_checked(self, checked: CheckedFeatures, first_line: int | None = None) -> pd.DataFrame:

@@ -9,18 +9,20 @@ import io
 import json
 import os
 import stat
+from contextlib import nullcontext
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
 from objectives.errors import LosstuneError
 from objectives.final import FinalModel
+from objectives.model import build_module
 from objectives.user_module import bound
-from search.formats.validation import parse_yaml
+from search.formats.validation import parse_yaml, validated
 from search.model.bundled_model import bundled_class, bundled_module
 from search.model.exported_config import parse_exported
+from search.model.manifest_check import Manifest, check_tensors
 from search.model.model_dir import (
     CHECKED,
     CONFIG,
@@ -186,41 +188,47 @@ def _verify_rest(model_dir: Path, listed: dict, done: set[str], where: str) -> N
 
 def _build(raw: dict[str, bytes], manifest: dict, where: str, module: bytes | None) -> PackagedModel:
     try:
+        fields = validated(Manifest, FILES[MANIFEST], manifest)
         raw_config = parse_yaml(_text(raw[CONFIG], FILES[CONFIG], where), FILES[CONFIG])
         config = parse_exported(raw_config, FILES[CONFIG], Path(where))
         user_class = bundled_class(config, manifest, module, where)
         preprocessor = _load_preprocessing(raw[PREPROCESSING])
+        _check_width(preprocessor, fields.n_inputs)
         try:
             state = torch.load(io.BytesIO(raw[WEIGHTS]), map_location="cpu", weights_only=True)
         except Exception as exc:
             raise LosstuneError(f"{FILES[WEIGHTS]} cannot be read as torch weights ({_first_line(exc)})") from None
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        if not isinstance(state, dict):
             raise LosstuneError(f"{FILES[WEIGHTS]} is not a state_dict of tensors")
-        final = FinalModel(
-            preprocessor=preprocessor,
-            state_dict=state,
-            model_config=config.model,
-            n_inputs=int(manifest["n_inputs"]),
-            numeric_columns=list(manifest["numeric_columns"]),
-            categorical_columns=list(manifest["categorical_columns"]),
-            positive_label=str(manifest["positive_label"]),
-            negative_label=str(manifest["negative_label"]),
-        )
-        # shape mismatches and non-finite weights surface here, not at the first prediction; a user's model is
-        # built from its bundled class, whatever the import path holds under its module's name
-        if user_class is None:
-            final.network()
-        else:
-            with bound(*user_class):
-                final.network()
-        threshold = float(manifest["threshold"])
+        # a user's model is built from its bundled class, whatever the import path holds under its module's name
+        with bound(*user_class) if user_class is not None else nullcontext():
+            with torch.device("meta"):  # the expected shapes and dtypes, without allocating the network
+                expected = build_module(config.model, fields.n_inputs)
+            check_tensors(state, expected, FILES[WEIGHTS])
+            final = FinalModel(
+                preprocessor=preprocessor,
+                state_dict=state,
+                model_config=config.model,
+                n_inputs=fields.n_inputs,
+                numeric_columns=list(fields.numeric_columns),
+                categorical_columns=list(fields.categorical_columns),
+                positive_label=fields.positive_label,
+                negative_label=fields.negative_label,
+            )
+            final.network()  # whatever else is wrong with the weights surfaces here, not at the first prediction
     except LosstuneError as exc:
         raise LosstuneError(f"cannot load the model in {where}: {exc}") from None
-    except (KeyError, TypeError, ValueError) as exc:
-        raise LosstuneError(f"cannot load the model in {where}: bad {FILES[MANIFEST]} ({_first_line(exc)})") from None
-    if not np.isfinite(threshold):
-        raise LosstuneError(f"cannot load the model in {where}: its threshold is not a finite number")
-    return PackagedModel(final=final, threshold=threshold, config=config, manifest=manifest)
+    return PackagedModel(final=final, threshold=fields.threshold, config=config, manifest=manifest)
+
+
+def _check_width(preprocessor: ColumnTransformer, n_inputs: int) -> None:
+    """The manifest's ``n_inputs`` is the width the fitted preprocessing gives."""
+    try:
+        width = len(preprocessor.get_feature_names_out())
+    except Exception as exc:
+        raise LosstuneError(f"{FILES[PREPROCESSING]} is not a fitted preprocessing ({_first_line(exc)})") from None
+    if width != n_inputs:
+        raise LosstuneError(f"{FILES[MANIFEST]} says n_inputs {n_inputs}, but the preprocessing gives {width}")
 
 
 def _load_preprocessing(data: bytes) -> ColumnTransformer:

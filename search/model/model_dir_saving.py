@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 import yaml
 
-from objectives.errors import LosstuneError
 from objectives.final import FinalModel
+from search.formats.atomic_write import atomic_directory
 from search.model.bundled_code import ROOT, bundled_files
 from search.model.exported_config import ExportedConfig
 from search.model.model_dir import (
@@ -45,14 +45,13 @@ if TYPE_CHECKING:
 def save_model_dir(
     final: FinalModel, config: ExportedConfig, out: Path, trained_on: dict[str, Any], mlflow_model: Model | None = None
 ) -> dict[str, Any]:
-    """Write ``out`` as an MLflow pyfunc model; returns the manifest. ``mlflow_model`` (an ``mlflow.models.Model``
+    """Write ``out`` as an MLflow pyfunc model, all at once (:func:`~search.formats.atomic_write.atomic_directory`:
+    a failure leaves no partial directory); returns the manifest. ``mlflow_model`` (an ``mlflow.models.Model``
     carrying a logged model's ids) links the directory to its MLflow run."""
     import mlflow.pyfunc
 
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise LosstuneError(f"{out} already exists and is not empty: choose another -o or remove it")
-    with tempfile.TemporaryDirectory(prefix="losstune-model-") as tmp:
+    with atomic_directory(out) as target, tempfile.TemporaryDirectory(prefix="losstune-model-") as tmp:
         stage = Path(tmp)
         paths = {key: stage / name for key, name in FILES.items()}
         module = _stage_module(config, stage / "module")
@@ -63,7 +62,7 @@ def save_model_dir(
         code = _stage_code(stage / "code")
         with _quiet_mlflow_save():
             mlflow.pyfunc.save_model(
-                path=str(out),
+                path=str(target),
                 python_model=str(stage / ENTRY_FILE),
                 artifacts={key: str(p) for key, p in paths.items()},
                 code_paths=[str(p) for p in code],
@@ -72,7 +71,8 @@ def save_model_dir(
                 metadata=_metadata(final, config),
                 mlflow_model=mlflow_model,
             )
-    return _sign(out, manifest)
+        signed = _sign(target, manifest)
+    return signed
 
 
 def _stage_module(config: ExportedConfig, dest: Path) -> tuple[Path, dict[str, str]] | None:

@@ -6,9 +6,10 @@ or by default the ID-like column excluded in training when the file has it), the
 (0/1 at the saved threshold, or the original labels) and optionally the probability of the positive class.
 
 The file is streamed in chunks of :data:`CHUNK_ROWS` rows (:func:`objectives.data.iter_table`), so memory stays
-flat with the row count; the output is written to ``OUT.tmp`` and renamed only when every row is written. Any
-refusal (a bad value in the last chunk, a full disk) removes the temporary file and leaves an existing ``OUT``
-as it was.
+flat with the row count; the output is written by :func:`search.formats.atomic_write.atomic_file` (a temporary
+file of its own, renamed only when every row is written). Any refusal (a bad value in the last chunk, a full
+disk, SIGTERM) removes the temporary file and leaves an existing ``OUT`` as it was; an output that is an input
+(the test file, a file of the model directory) is refused.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pandas as pd
 from objectives.data import DataSpec, iter_table
 from objectives.errors import DataError, LosstuneError
 from objectives.final import FORWARD_ROWS, CheckedFeatures
+from search.formats.atomic_write import atomic_file, refuse_input_as_output
 from search.model.model_dir import PackagedModel, warn_unusual
 from search.model.model_dir_loading import load_model_dir
 
@@ -72,38 +74,32 @@ def predict_file(
     labels: Literal["01", "original"] = "01",
 ) -> PredictOutcome:
     out = Path(out)
-    if not out.parent.is_dir():
+    if not out.parent.is_dir():  # before the model is read
         raise LosstuneError(f"output directory does not exist: {out.parent}")
+    refuse_input_as_output(out, [Path(model_dir), Path(test_path)])
+    if Path(model_dir).resolve() in out.parent.resolve().parents or out.parent.resolve() == Path(model_dir).resolve():
+        raise LosstuneError(f"the output {out} is inside the model directory {model_dir}: write it elsewhere")
     model = load_model_dir(model_dir)
     data = model.config.data
     spec = DataSpec(
         path=Path(test_path), target=model.target, sep=data.sep, encoding=data.encoding, na_values=data.na_values
     )
     source = Path(test_path).name
-    tmp = out.with_name(out.name + ".tmp")
     unusual, n_rows, n_positive = _Unusual(), 0, 0
     label_col = model.target
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            for chunk in iter_table(spec, CHUNK_ROWS):
-                if n_rows == 0:
-                    id_col = _id_column(model, chunk, id_col, source)
-                    label_col = model.target if model.target != id_col else "label"
-                checked = model.check(chunk, source, FIRST_LINE)
-                unusual.add(checked)
-                pred = model.predict_checked(checked, FIRST_LINE)
-                _result(model, chunk, pred, id_col, label_col, proba, labels).to_csv(
-                    f, index=False, header=n_rows == 0, lineterminator="\n"
-                )
-                n_rows += len(chunk)
-                n_positive += int(pred["label"].sum())
-        tmp.replace(out)  # atomic: an interrupted write never leaves a half file under the real name
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise LosstuneError(f"cannot write {out}: {exc.strerror or exc}; {out} is unchanged") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(out, inputs=[Path(test_path)]) as f:
+        for chunk in iter_table(spec, CHUNK_ROWS):
+            if n_rows == 0:
+                id_col = _id_column(model, chunk, id_col, source)
+                label_col = model.target if model.target != id_col else "label"
+            checked = model.check(chunk, source, FIRST_LINE)
+            unusual.add(checked)
+            pred = model.predict_checked(checked, FIRST_LINE)
+            _result(model, chunk, pred, id_col, label_col, proba, labels).to_csv(
+                f, index=False, header=n_rows == 0, lineterminator="\n"
+            )
+            n_rows += len(chunk)
+            n_positive += int(pred["label"].sum())
     unusual.warn(n_rows, source)
     return PredictOutcome(out, n_rows, n_positive, model.threshold, id_col, label_col)
 
@@ -119,15 +115,32 @@ def _result(
 ) -> pd.DataFrame:
     result = pd.DataFrame(index=chunk.index)
     if id_col is not None:
-        result[id_col] = chunk[id_col]
+        result[id_col] = chunk[id_col].map(spreadsheet_safe)
     if labels == "original":
-        mapping = {1: model.final.positive_label, 0: model.final.negative_label}
+        mapping = {1: spreadsheet_safe(model.final.positive_label), 0: spreadsheet_safe(model.final.negative_label)}
         result[label_col] = pred["label"].map(mapping)
     else:
         result[label_col] = pred["label"]
     if proba:
         result["proba"] = pred["proba"]
     return result
+
+
+# a cell a spreadsheet would run as a formula (CSV injection): =, +, -, @, and tab or CR before one of them
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A text cell that a spreadsheet would take for a formula (``=HYPERLINK(...)``, ``+cmd|...``) written with
+    a leading ``'``, which spreadsheets show as text; a number (``-5``, ``+1.5``), a missing cell and any other
+    text are written as they are."""
+    if not isinstance(value, str) or not value.startswith(_FORMULA_START):
+        return value
+    try:
+        float(value)
+    except ValueError:
+        return "'" + value
+    return value
 
 
 def _id_column(model: PackagedModel, frame: pd.DataFrame, wanted: str | None, source: str) -> str | None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from objectives.data import load_dataset
 from objectives.errors import LosstuneError
 from objectives.final import fit_final_model
+from search.formats.atomic_write import check_output
 from search.model.exported_config import ExportedConfig, Provenance, load_exported
 
 if TYPE_CHECKING:
@@ -66,10 +67,11 @@ def final_experiment(study_experiment: str) -> str:
     return f"{study_experiment}-final"
 
 
-def _checked_tracker(exported: ExportedConfig, out: Path, register: str | None, track: bool) -> StudyTracker | None:
+def _checked_tracker(
+    exported: ExportedConfig, out: Path, register: str | None, track: bool, inputs: list[Path]
+) -> StudyTracker | None:
     """The final-models tracker (None with ``track=False``), after the checks that must fail before training."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise LosstuneError(f"{out} already exists and is not empty: choose another -o or remove it")
+    check_output(out, inputs, directory=True)
     if register and not track:
         raise LosstuneError("--register needs MLflow tracking: drop --no-track")
     target = tracking_target(exported) if track else None
@@ -77,10 +79,10 @@ def _checked_tracker(exported: ExportedConfig, out: Path, register: str | None, 
         raise LosstuneError("the config records no MLflow tracking URI: set LOSSTUNE_TRACKING_URI or use --no-track")
     tracker = None
     if target is not None:
-        from search.tracking.mlflow_locations import check_tracking_reachable
+        from search.run.store_check import check_stores
         from search.tracking.tracker import StudyTracker
 
-        check_tracking_reachable(target[0])  # a password left out, a dead server: one line at once
+        check_stores(None, target[0])  # a password left out, a dead server, a damaged file: one line at once
         tracker = StudyTracker(*target)  # opened before training: a bad store fails in seconds, not after it
     return tracker
 
@@ -106,7 +108,7 @@ def train_model(
     spec = exported.data if data is None else exported.data.model_copy(update={"path": Path(data).resolve()})
     dataset = load_dataset(spec)
     _check_model(exported, dataset)  # a user's model: validated before any store is opened
-    tracker = _checked_tracker(exported, out, register, track)
+    tracker = _checked_tracker(exported, out, register, track, [Path(config_path), spec.path])
     recorded = exported.provenance.data_fingerprint
     same = None if recorded is None else recorded == dataset.fingerprint
     if same is False:
@@ -161,7 +163,7 @@ def _save_and_log(
     from mlflow.models import Model
 
     from search.model.model_dir_saving import save_model_dir
-    from search.tracking.mlflow_store import TAG_STUDY
+    from search.tracking.mlflow_store import STORE_ERRORS, TAG_STUDY
     from search.tracking.run_params import final_params
 
     client, p = tracker.client, exported.provenance
@@ -192,12 +194,32 @@ def _save_and_log(
             outcome.registered = (register, _register(client, register, model_id, logged.artifact_location, run_id))
         client.log_batch(run_id, tags=[RunTag("losstune.model_id", model_id)])
         client.set_terminated(run_id, "FINISHED")
-    except BaseException:
+    except BaseException as exc:
+        _mark_failed(client, run_id, model_id)
+        if isinstance(exc, STORE_ERRORS):  # a full disk, a read-only store: one line (train is not resumable)
+            raise _store_line(exc, out) from exc
+        raise
+    outcome.run_id, outcome.model_id = run_id, model_id
+
+
+def _store_line(exc: BaseException, out: Path) -> LosstuneError:
+    from search.tracking.mlflow_store import store_error_line
+
+    kept = "saved, complete" if (out / "MLmodel").is_file() else "not written"
+    return store_error_line(f"cannot log the final model to MLflow ({out}: {kept})", exc)
+
+
+def _mark_failed(client: MlflowClient, run_id: str, model_id: str | None) -> None:
+    """The run (and logged model) FAILED, as far as the store still takes writes: when it takes none (the very
+    fault being reported), the error that stopped the training is the one the user needs, not this one."""
+    from search.tracking.mlflow_store import STORE_ERRORS
+
+    try:
         client.set_terminated(run_id, "FAILED")
         if model_id is not None:
             client.finalize_logged_model(model_id, "FAILED")
-        raise
-    outcome.run_id, outcome.model_id = run_id, model_id
+    except STORE_ERRORS as exc:
+        log.debug("could not mark run %s FAILED: %s", run_id, exc)
 
 
 def _final_run_tags(p: Provenance, outcome: TrainOutcome) -> dict[str, str]:

@@ -35,16 +35,13 @@ GRACE_SECONDS = 40
 
 
 def _env_seconds(name: str, default: float) -> float:
+    """``name`` from the environment as :data:`objectives.bounds.Seconds` (more than 0, at most a week)."""
+    from objectives.bounds import Seconds, parse_bounded
+
     text = os.environ.get(name)
     if not text:
         return float(default)
-    try:
-        value = float(text)
-    except ValueError:
-        raise LosstuneError(f"{name}={text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise LosstuneError(f"{name} must be more than 0 seconds, got {text}")
-    return value
+    return float(parse_bounded(Seconds, text, name))
 
 
 def heartbeat_seconds() -> float:

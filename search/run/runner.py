@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from search.run.budget import iso_week, worker_id
+from search.run.heartbeats import grace_seconds
 from search.run.interrupts import stop_signals_as_interrupt
 from search.run.options import SearchOptions
 from search.run.processes import run_workers
@@ -51,6 +52,7 @@ class _ThisRun:
 
 
 def run_search(study_path: Path, options: SearchOptions, echo: Echo = print) -> int:
+    grace_seconds()  # the environment's intervals (and that the grace is the longer) before any store is made
     week = iso_week()
     if _budget_spent(study_path, options, week, echo):
         return 0

@@ -9,15 +9,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlparse
 
 from objectives.data_spec import check_regular_file
 from objectives.errors import LosstuneError
 from search.run.budget import BudgetLedger
 from search.run.heartbeats import adopt_silent_trials, fail_stale_trial, stale_trial_ids
 from search.run.storage import (
-    check_directory_target,
-    check_sqlite_target,
     init_lock,
     open_optuna_storage,
     quiet_optuna,
@@ -25,6 +22,7 @@ from search.run.storage import (
     require_existing_study_file,
     study_exists,
 )
+from search.run.store_check import check_store, check_stores
 from search.study.plan import distribution_bounds
 from search.study.study_file import StudyFile, load_study_file
 from search.tracking.mlflow_locations import check_tracking_reachable
@@ -80,16 +78,15 @@ class StudySession:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.url = self.file.storage_url  # may hold a password: never shown, see storage_display
-        self.storage_display = redact(self.url)
-        check_sqlite_target(self.url, "storage")
+        self.storage_display = redact(self.file.storage_shown)
         if not create:
             require_existing_study_file(self.url, self.file.name)
-        if with_data:  # a search: it will write to MLflow too
-            check_sqlite_target(self.file.tracking_uri, "the MLflow tracking store")
-            check_tracking_reachable(self.file.tracking_uri)
-            check_directory_target(
-                Path(unquote(urlparse(self.file.artifact_location).path)), "the MLflow artifact directory"
-            )
+        # every store checked before any is created; a search (with its data) will write to MLflow too
+        check_stores(
+            self.url,
+            self.file.tracking_uri if with_data else None,
+            self.file.artifact_location if with_data else None,
+        )
         with init_lock(self.url):
             self.storage = open_optuna_storage(self.url)
             self.study = _load_or_create_study(self.file.name, self.storage, create)
@@ -106,7 +103,7 @@ class StudySession:
         a new study goes through the full checks of the constructor first). For a search to learn, at the cost
         of reading the study file and one query, that the week's budget is already spent."""
         file = load_study_file(Path(study_path))
-        check_sqlite_target(file.storage_url, "storage")
+        check_store(file.storage_url, "storage")
         if not study_exists(file.storage_url, file.name):
             return None
         return cls(study_path, with_data=False, create=False)

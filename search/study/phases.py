@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
+from objectives.bounds import PhaseTrials
 from objectives.config import LossConfig, StrictModel
 from search.study.loss_params import LossParam, by_name, check_value, check_weights
 
@@ -28,7 +29,7 @@ class Phase(StrictModel):
     grid: list[dict[LossParam, float | None]] | None = None
     sampler: Literal["grid", "tpe"] | None = None
     space: dict[LossParam, tuple[float, float]] | None = None
-    trials: Annotated[int, Field(ge=1)] | None = None
+    trials: PhaseTrials | None = None
     # tpe phases: trials asked at once and trained together (constant_liar); a grid phase runs its pending
     # points together anyway
     batch: Annotated[int, Field(ge=1, le=64)] = 1

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from objectives.bounds import SEED_MAX
 from objectives.config import CVConfig, LossConfig
+from objectives.errors import LosstuneError
 from search.study.loss_params import LOSS_PARAMS, PARAM_LIMITS, by_name
 from search.study.phases import Phase, default_reference
 from search.study.ranking import best, ranked
@@ -149,7 +151,13 @@ def fresh_seed(phase: Phase, records: list[TrialRecord], study_seed: int) -> int
     if own:
         return own[0]
     used = [study_seed, *(r.cv_seed for r in records if r.cv_seed is not None)]
-    return (max(used) // FRESH_SEED_STRIDE + 1) * FRESH_SEED_STRIDE
+    seed = (max(used) // FRESH_SEED_STRIDE + 1) * FRESH_SEED_STRIDE
+    if seed > SEED_MAX:  # only a study whose trials recorded seeds beyond what a study file now accepts
+        raise LosstuneError(
+            f"phase {phase.name!r}: no fresh CV seed is left above the seeds used ({max(used)}; the splitter takes "
+            f"at most {SEED_MAX}): start a new study with a smaller cv.seed"
+        )
+    return seed
 
 
 def _confirm_step(

@@ -13,8 +13,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from objectives.bounds import STUDY_SEED_MAX, Beta, Budget
 from objectives.config import CVConfig, LossConfig, MetricConfig, ModelConfig, StrictModel, TrainConfig, TrialConfig
-from objectives.data_spec import DataSpec
+from objectives.data_spec import DataSpec, Separator
 from objectives.errors import LosstuneError
 from search.formats.validation import read_yaml, validated
 from search.study.loss_params import LossParam, by_name, check_value, validated_loss
@@ -29,7 +30,7 @@ class DataBlock(StrictModel):
     path: Path
     target: str
     positive: str | int | None = None
-    sep: str | None = None
+    sep: Separator | None = None
     encoding: Literal["utf-8", "utf-8-sig", "cp932", "shift_jis"] | None = None
     drop: list[str] = Field(default_factory=list)
     na_values: list[str] = Field(default_factory=list)
@@ -41,7 +42,7 @@ class DataBlock(StrictModel):
 
 
 class BudgetBlock(StrictModel):
-    trials_per_week: Annotated[int, Field(ge=0)] = 10
+    trials_per_week: Budget = 10
 
 
 class TrackingBlock(StrictModel):
@@ -56,7 +57,7 @@ class StudyFile(StrictModel):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     metric: Literal["f1", "macro_f1", "fbeta"] = "f1"
-    beta: Annotated[float, Field(gt=0)] | None = None
+    beta: Beta | None = None
     budget: BudgetBlock = BudgetBlock()
     plan: Literal["default"] | list[Phase] = "default"
     # the configuration every trial is compared with (missing keys: LossConfig's defaults); default: the plan's
@@ -83,6 +84,17 @@ class StudyFile(StrictModel):
                 if p.kind == "tpe" and p.trials is None:
                     raise ValueError(f"phase {p.name!r}: only the last phase may run without 'trials'")
         return self
+
+    @field_validator("cv")
+    @classmethod
+    def _seed_leaves_room(cls, v: CVConfig) -> CVConfig:
+        """The study's seed leaves room for the confirm phases' fresh seeds above it (:data:`STUDY_SEED_MAX`)."""
+        if v.seed > STUDY_SEED_MAX:
+            raise ValueError(
+                f"seed {v.seed} is too large: a study's cv.seed is at most {STUDY_SEED_MAX} (2**31 - 1), so that "
+                "its confirm phases' fresh seeds stay within what the splitter takes"
+            )
+        return v
 
     @field_validator("reference")
     @classmethod
@@ -131,6 +143,16 @@ class StudyFile(StrictModel):
         SQLite file beside the study. Keep passwords in the environment, not in the study file."""
         url = os.environ.get("LOSSTUNE_STORAGE") or (_expand_env(self.storage) if self.storage else None)
         return url or f"sqlite:///{(self.base_dir / f'{self.name}.optuna.db').resolve()}"
+
+    @property
+    def storage_shown(self) -> str:
+        """The storage as ``status`` and the MLflow params show it: the study file's ``storage`` as written, with
+        its ``${VAR}`` references left unexpanded, so that an environment variable (a token) never lands in a
+        table or a run param; ``LOSSTUNE_STORAGE`` and the default as they are. (Passwords are masked by the
+        caller, :func:`search.run.storage.redact`.)"""
+        if os.environ.get("LOSSTUNE_STORAGE") or not self.storage:
+            return self.storage_url
+        return self.storage
 
     @property
     def tracking_uri(self) -> str:

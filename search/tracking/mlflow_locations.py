@@ -140,17 +140,6 @@ def _connect_timeout_args(drivername: str, timeout: float) -> dict:
 
 
 def _check_server(uri: str, shown: str, timeout: float) -> None:
-    import socket
+    from search.tracking.server_check import check_server_answers
 
-    parsed = urlparse(uri)
-    try:
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    except ValueError:  # not a port urllib can read: leave the verdict to MLflow
-        return
-    try:
-        socket.create_connection((parsed.hostname or "localhost", port), timeout=timeout).close()
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise LosstuneError(
-            f"cannot reach the MLflow tracking server {shown}: {reason} (within {timeout:g} s)"
-        ) from None
+    check_server_answers(uri, shown, timeout)

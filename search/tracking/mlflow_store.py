@@ -27,7 +27,7 @@ STATE_COMPLETE = "COMPLETE"
 STATE_FAIL = "FAIL"
 
 MAX_REASON_CHARS = 500
-_STORE_ERRORS = (MlflowException, SQLAlchemyError, OSError)
+STORE_ERRORS = (MlflowException, SQLAlchemyError, OSError)
 
 
 def now_ms() -> int:
@@ -43,7 +43,12 @@ def store_errors(what: str) -> Iterator[None]:
     """Turn a failure of the tracking store into one line: ``what: <first line of the cause>``."""
     try:
         yield
-    except _STORE_ERRORS as exc:
-        cause = str(getattr(exc, "message", None) or exc).strip().splitlines()
-        first = cause[0] if cause else type(exc).__name__
-        raise LosstuneError(redact_uri(f"{what}: {type(exc).__name__}: {first}")[:1000]) from exc
+    except STORE_ERRORS as exc:
+        raise store_error_line(what, exc) from exc
+
+
+def store_error_line(what: str, exc: BaseException) -> LosstuneError:
+    """``what: <the cause's type>: <the first line of the cause>``, without a password."""
+    cause = str(getattr(exc, "message", None) or exc).strip().splitlines()
+    first = cause[0] if cause else type(exc).__name__
+    return LosstuneError(redact_uri(f"{what}: {type(exc).__name__}: {first}")[:1000])
