@@ -59,6 +59,8 @@ def trial_records(study: optuna.Study) -> list[TrialRecord]:
                 cv_seed=t.user_attrs.get("cv_seed"),
                 fold_scores=tuple(t.user_attrs["fold_scores"]) if t.user_attrs.get("fold_scores") else None,
                 folds=t.user_attrs.get("folds"),
+                repeats=t.user_attrs.get("repeats"),
+                fingerprint=t.user_attrs.get("data_fingerprint"),
             )
         )
     return records
