@@ -53,7 +53,17 @@ class BBCEstimate:
     low: float  # 2.5 % and 97.5 % percentiles of the out-of-bag scores
     high: float
     diff_vs_reference: float | None  # mean out-of-bag difference from the reference (same rows, own thresholds)
+    diff_low: float | None  # its 2.5 % and 97.5 % percentiles over the bootstraps
+    diff_high: float | None
     bootstraps: int
+
+    @property
+    def verdict(self) -> str | None:
+        """BETTER when even the 2.5 % percentile of the out-of-bag difference from the reference is above 0,
+        WORSE when the 97.5 % one is below, else SAME; None without a reference."""
+        if self.diff_low is None or self.diff_high is None:
+            return None
+        return BETTER if self.diff_low > 0 else WORSE if self.diff_high < 0 else SAME
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,8 @@ def _summary(procedure: str, oob: list[float], diffs: list[float] | None) -> BBC
         low=float(np.percentile(x, 2.5)),
         high=float(np.percentile(x, 97.5)),
         diff_vs_reference=None if diffs is None else float(np.mean(diffs)),
+        diff_low=None if diffs is None else float(np.percentile(diffs, 2.5)),
+        diff_high=None if diffs is None else float(np.percentile(diffs, 97.5)),
         bootstraps=len(x),
     )
 
