@@ -94,6 +94,7 @@ def write_trial_oof(
     try:
         with os.fdopen(fd, "wb") as out:
             np.savez_compressed(out, proba=p, fold=f, y=labels, meta=np.array(json.dumps(meta)))
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the study's other files are not
         os.replace(tmp, final)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
