@@ -205,10 +205,11 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--by",
-        choices=["auto", "mean", "honest", "confirmed", "oof"],
+        choices=["auto", "mean", "honest", "confirmed", "oof", "ensemble"],
         default="auto",
         help="best by mean OOF score (oof: the same), by honest cross-fitted score, or the best of the "
-        "confirm phase; auto (default): confirmed when a confirm phase has run, else mean",
+        "confirm phase; auto (default): confirmed when a confirm phase has run, else mean; ensemble: the "
+        "weighted average of trials selected on their stored OOF predictions (members, weights, threshold)",
     )
     p.add_argument(
         "--trial", type=_non_negative_int, metavar="N", help="export trial N instead of the best (default: the best)"

@@ -104,6 +104,10 @@ def export_trial(
     from search.tracking.mlflow_locations import check_tracking_reachable
     from search.tracking.tracker import StudyTracker
 
+    if by == "ensemble" and number is None:
+        from search.model.export_ensemble import export_ensemble
+
+        return export_ensemble(study_path, out, fmt, log_to_mlflow)
     file = load_study_file(study_path)
     study = _load_study(file)
     trial = select_trial(study, by, number)
@@ -205,6 +209,10 @@ def _get_run(tracker: StudyTracker, run_id: str | None) -> Run | None:
 
 
 def format_export(exported: ExportedConfig, out: Path, logged_run_id: str | None) -> str:
+    if exported.ensemble is not None:
+        from search.model.export_ensemble import format_ensemble_export
+
+        return format_ensemble_export(exported, out, logged_run_id)
     p = exported.provenance
     honest = "n/a" if p.honest_score is None else f"{p.honest_score:.4f}"
     loss = " ".join(f"{k}={v}" for k, v in exported.loss.model_dump().items())

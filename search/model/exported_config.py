@@ -39,7 +39,7 @@ class Provenance(StrictModel):
     study: str
     trial: int
     phase: str | None = None
-    selected_by: Literal["oof", "mean", "honest", "confirmed", "trial"]
+    selected_by: Literal["oof", "mean", "honest", "confirmed", "trial", "ensemble"]
     mlflow_run_id: str | None = None
     tracking_uri: str | None = None
     experiment: str | None = None
@@ -54,6 +54,36 @@ class Provenance(StrictModel):
     confidence: Confidence | None = None  # score ± SE, verdict against the reference, estimate for unseen data
 
 
+class EnsembleMember(StrictModel):
+    """One member of an exported ensemble: its trial, weight, loss and the seed its final model is trained with."""
+
+    trial: int
+    weight: Annotated[FiniteFloat, Field(gt=0.0, le=1.0)]
+    loss: LossConfig
+    seed: Annotated[int, Field(ge=0)]  # the final model's initialisation seed (cv.seed of its training)
+    cv_score: FiniteFloat | None = None
+
+
+class EnsembleSpec(StrictModel):
+    """An exported ensemble (:mod:`search.study.study_ensemble`): the members, whose probabilities are averaged
+    with their weights and compared with the file's ``threshold``; the estimates it was chosen with."""
+
+    members: Annotated[list[EnsembleMember], Field(min_length=1)]
+    pool: list[int]  # the trials it was selected from
+    oof_score: FiniteFloat
+    oof_se: FiniteFloat | None = None
+    honest_score: FiniteFloat
+    honest_se: FiniteFloat | None = None
+    estimate: FiniteFloat  # BBC-CV of the ensemble-selection procedure: the score to quote for unseen data
+    estimate_low: FiniteFloat
+    estimate_high: FiniteFloat
+    estimate_basis: str
+    reference_trial: int | None = None
+    diff_vs_reference: FiniteFloat | None = None
+    diff_vs_reference_se: FiniteFloat | None = None
+    verdict_vs_reference: str | None = None  # selection-corrected (BBC-CV)
+
+
 class ExportedConfig(StrictModel):
     format_version: Literal[1]
     loss: LossConfig
@@ -65,6 +95,7 @@ class ExportedConfig(StrictModel):
     preprocessing: PreprocessingSpec = PreprocessingSpec()
     data: DataSpec
     provenance: Provenance
+    ensemble: EnsembleSpec | None = None  # an ensemble of trials: ``loss`` is then its first member's
 
     @classmethod
     def of_trial(cls, config: TrialConfig, threshold: float, data: DataSpec, provenance: Provenance) -> ExportedConfig:
@@ -77,6 +108,16 @@ class ExportedConfig(StrictModel):
     def trial_config(self) -> TrialConfig:
         """The exported trial's configuration, as the trial stored it (:meth:`of_trial`)."""
         return TrialConfig(**{name: getattr(self, name) for name in TrialConfig.model_fields})
+
+    def member_configs(self) -> list[TrialConfig]:
+        """Each member's configuration with its own loss and seed (the file's own alone when not an ensemble)."""
+        if self.ensemble is None:
+            return [self.trial_config]
+        base = self.trial_config
+        return [
+            base.model_copy(update={"loss": m.loss, "cv": base.cv.model_copy(update={"seed": m.seed})})
+            for m in self.ensemble.members
+        ]
 
     def to_dict(self, relative_to: Path | None = None) -> dict:
         """Plain JSON-able data; the data path relative to ``relative_to`` (a directory) when given."""

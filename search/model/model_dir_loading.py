@@ -199,6 +199,8 @@ def _build(raw: dict[str, bytes], manifest: dict, where: str) -> PackagedModel:
             positive_label=str(manifest["positive_label"]),
             negative_label=str(manifest["negative_label"]),
         )
+        if manifest.get("ensemble") is not None:
+            final = _ensemble(final, manifest["ensemble"])
         final.network()  # shape mismatches and non-finite weights surface here, not at the first prediction
         threshold = float(manifest["threshold"])
     except LosstuneError as exc:
@@ -208,6 +210,16 @@ def _build(raw: dict[str, bytes], manifest: dict, where: str) -> PackagedModel:
     if not np.isfinite(threshold):
         raise LosstuneError(f"cannot load the model in {where}: its threshold is not a finite number")
     return PackagedModel(final=final, threshold=threshold, config=config, manifest=manifest)
+
+
+def _ensemble(combined: FinalModel, members: list[dict]) -> FinalModel:
+    """An ensemble's members from the one loaded state_dict (keys ``member<i>.``), averaged with their weights."""
+    from dataclasses import replace
+
+    from objectives.final_ensemble import of_members, split_state
+
+    states = split_state(combined.state_dict, len(members))
+    return of_members([replace(combined, state_dict=s) for s in states], [float(m["weight"]) for m in members])
 
 
 def _load_preprocessing(data: bytes) -> ColumnTransformer:

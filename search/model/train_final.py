@@ -105,7 +105,13 @@ def train_model(
             recorded,
         )
     start = time.perf_counter()
-    final = fit_final_model(dataset, exported.trial_config)
+    if exported.ensemble is None:
+        final = fit_final_model(dataset, exported.trial_config)
+    else:  # each member on all rows, with its own loss and seed
+        from objectives.final_ensemble import fit_final_ensemble
+
+        weights = [m.weight for m in exported.ensemble.members]
+        final = fit_final_ensemble(dataset, exported.member_configs(), weights)
     seconds = time.perf_counter() - start
     outcome = TrainOutcome(
         model_dir=out,
