@@ -66,7 +66,9 @@ def best_scores(y: np.ndarray, proba: np.ndarray, metric: MetricConfig) -> np.nd
     return np.maximum(inner, ends.max())
 
 
-def greedy_counts(proba: np.ndarray, y: np.ndarray, metric: MetricConfig, max_size: int = DEFAULT_MAX_SIZE) -> np.ndarray:
+def greedy_counts(
+    proba: np.ndarray, y: np.ndarray, metric: MetricConfig, max_size: int = DEFAULT_MAX_SIZE
+) -> np.ndarray:
     """Caruana's forward selection with replacement: how many times each of the N rows of ``proba``
     (``[N, rows]``, repeats pooled) is in the ensemble. Ties go to the lowest index (the earliest trial)."""
     p = np.asarray(proba, dtype=np.float64)

@@ -20,6 +20,7 @@ import torch
 from objectives.config import TrialConfig
 from objectives.data import Dataset
 from objectives.final import FinalModel, fit_final_model
+from objectives.model import MLP
 
 PREFIX = "member{}."
 
@@ -29,9 +30,10 @@ class EnsembleFinalModel(FinalModel):
     members: list[FinalModel] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
 
-    def network(self):  # type: ignore[no-untyped-def]
+    def network(self) -> MLP:
         """Every member's network built (shape and finiteness checked); the first is returned."""
-        return [m.network() for m in self.members][0]
+        built = [m.network() for m in self.members]
+        return built[0]
 
     def predict_proba(self, features: pd.DataFrame, first_line: int | None = None) -> np.ndarray:
         """:math:`\\sum_i w_i p_i(x)`: each member's probabilities, averaged with the weights."""

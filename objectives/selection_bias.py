@@ -136,7 +136,9 @@ def bbc_cv(
     naive = float(best_scores(np.tile(y, repeats), proba.reshape(n_trials, -1), metric).max())
     return BBCResult(
         best_single=_summary("best single trial", single, single_d if reference is not None else None),
-        ensemble=_summary("ensemble selection", ens, ens_d if reference is not None else None) if with_ensemble else None,
+        ensemble=_summary("ensemble selection", ens, ens_d if reference is not None else None)
+        if with_ensemble
+        else None,
         naive_best=naive,
     )
 

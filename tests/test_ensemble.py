@@ -142,14 +142,15 @@ def _verdicts(rng, weeks, noise):
         proba, y, fold, _ = week(rng, n=2000, configs=len(noise), noise=noise, fold_sd=0.15)
         scored = [score_like_a_trial(proba[c], y, fold, F1) for c in range(len(noise))]
         seed = int(rng.integers(1 << 30))
-        bbc += bbc_cv(proba, y, F1, reference=0, bootstraps=100, seed=seed, with_ensemble=False).best_single.verdict == BETTER
+        bbc += (
+            bbc_cv(proba, y, F1, reference=0, bootstraps=100, seed=seed, with_ensemble=False).best_single.verdict
+            == BETTER
+        )
         winner = int(np.argmax([s.oof_score for s in scored]))
         if winner == 0:
             continue  # the reference itself: never "better than the reference"
         ref = scored[0]
-        comparisons = [
-            compare(s.fold_scores, ref.fold_scores, 5, diff=s.oof_score - ref.oof_score) for s in scored[1:]
-        ]
+        comparisons = [compare(s.fold_scores, ref.fold_scores, 5, diff=s.oof_score - ref.oof_score) for s in scored[1:]]
         naive += comparisons[winner - 1].verdict == BETTER
         holm += adjusted_verdict(comparisons, winner - 1).verdict == BETTER
     return naive / weeks, holm / weeks, bbc / weeks

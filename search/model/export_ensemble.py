@@ -87,22 +87,7 @@ def _exported(
     for c, n in zip(configs, found.trials):
         if (c.model, c.train, c.cv, c.metric) != (first.model, first.train, first.cv, first.metric):
             raise LosstuneError(f"trial {n} ran with other model, training or CV settings: it cannot join the ensemble")
-    spec = EnsembleSpec(
-        members=members,
-        pool=found.pool,
-        oof_score=found.oof_score,
-        oof_se=found.oof_se,
-        honest_score=found.honest_score,
-        honest_se=found.honest_se,
-        estimate=found.estimate,
-        estimate_low=found.estimate_low,
-        estimate_high=found.estimate_high,
-        estimate_basis=BASIS.format(n=len(found.pool)),
-        reference_trial=found.reference_trial,
-        diff_vs_reference=found.diff_vs_reference,
-        diff_vs_reference_se=found.diff_vs_reference_se,
-        verdict_vs_reference=found.verdict_vs_reference,
-    )
+    spec = _spec(found, members)
     lead_trial = trials[found.trials[lead]]
     provenance = Provenance(
         study=name,
@@ -124,6 +109,25 @@ def _exported(
     return base.model_copy(update={"ensemble": spec})
 
 
+def _spec(found: StudyEnsemble, members: list[EnsembleMember]) -> EnsembleSpec:
+    return EnsembleSpec(
+        members=members,
+        pool=found.pool,
+        oof_score=found.oof_score,
+        oof_se=found.oof_se,
+        honest_score=found.honest_score,
+        honest_se=found.honest_se,
+        estimate=found.estimate,
+        estimate_low=found.estimate_low,
+        estimate_high=found.estimate_high,
+        estimate_basis=BASIS.format(n=len(found.pool)),
+        reference_trial=found.reference_trial,
+        diff_vs_reference=found.diff_vs_reference,
+        diff_vs_reference_se=found.diff_vs_reference_se,
+        verdict_vs_reference=found.verdict_vs_reference,
+    )
+
+
 def _display(uri: str) -> str:
     from search.tracking.mlflow_locations import _normalise_tracking_uri, redact_uri
 
@@ -143,7 +147,8 @@ def format_ensemble_export(exported: ExportedConfig, out: Path, run_id: str | No
     )
     lines = [
         f"exported the ensemble of {len(e.members)} trials of study {p.study!r} to {out}: {members}",
-        f"threshold {exported.threshold:.4f}; OOF {p.metric} {e.oof_score:.4f}, honest (nested) {e.honest_score:.4f}{ref}",
+        f"threshold {exported.threshold:.4f}; OOF {p.metric} {e.oof_score:.4f}, "
+        f"honest (nested) {e.honest_score:.4f}{ref}",
         f"estimate for unseen data: {p.metric} {e.estimate:.4f} ({e.estimate_low:.4f} to {e.estimate_high:.4f}; "
         f"BBC-CV, chosen among {len(e.pool)} trials)",
     ]

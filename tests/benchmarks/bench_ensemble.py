@@ -106,7 +106,10 @@ def one_split(name: str, ds: Dataset, split: int, base: TrialConfig) -> dict:
     singles = {i: fit_final_model(train, configs[i]) for i in {0, winner, *members}}  # the study's seed
     distinct = fit_final_ensemble(
         train,
-        [configs[i].model_copy(update={"cv": configs[i].cv.model_copy(update={"seed": member_seed(0, i)})}) for i in members],
+        [
+            configs[i].model_copy(update={"cv": configs[i].cv.model_copy(update={"seed": member_seed(0, i)})})
+            for i in members
+        ],
         weights,
     )
     t_final = time.perf_counter() - t0
@@ -167,7 +170,8 @@ def summary(rows: list[dict]) -> list[str]:
         f"{mean(lambda r: r['ens_test'] - r['winner_test']):+.4f} (positive in "
         f"{sum(r['ens_test'] > r['winner_test'] for r in rows)}), winner - reference "
         f"{mean(lambda r: r['winner_test'] - r['ref_test']):+.4f}",
-        f"distinct seeds - shared seed (ensemble test F1): {mean(lambda r: r['ens_test'] - r['ens_shared_seed_test']):+.4f} "
+        "distinct seeds - shared seed (ensemble test F1): "
+        f"{mean(lambda r: r['ens_test'] - r['ens_shared_seed_test']):+.4f} "
         f"(positive in {sum(r['ens_test'] > r['ens_shared_seed_test'] for r in rows)})",
         "estimate - test F1 (mean, mean |.|): "
         + "; ".join(
