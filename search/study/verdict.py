@@ -8,8 +8,10 @@ Rules:
 - ``mean``: the best OOF score on the study's own CV seed (the study's objective; ``oof`` is the old name);
 - ``honest``: the best honest (cross-fitted) score on the study's own CV seed;
 - ``confirmed``: the best trial of the latest confirm phase, i.e. the best configuration re-evaluated on a fresh
-  seed with repeats. Its score is not inflated by the selection made on the study's seed (the confirmed
-  scores replace, not join, the original ones: averaging with the original would bring that luck back);
+  seed with repeats. Its score is free of the seed luck the selection on the study's seed picked (the confirmed
+  scores replace, not join, the original ones: averaging with the original would bring that luck back), not of
+  the luck of the rows (the same rows chose it and score it again: BBC-CV, :mod:`objectives.selection_bias`,
+  corrects that part);
   the choice among the few confirmed configurations on the same fresh folds is a much smaller selection, not
   corrected;
 - ``auto`` (the default): ``confirmed`` when a confirm phase has finished trials, else ``mean``.
@@ -128,7 +130,8 @@ def confidence(trial: FrozenTrial, selected_by: str, trials: Sequence[FrozenTria
         pool = _confirmed(complete)
         basis = (
             f"honest cross-fitted score on a fresh CV seed ({a.get('cv_seed')}, {a.get('repeats', 1)} repeat(s)) "
-            "that no trial used to choose it: not inflated by the search; chosen among "
+            "that no trial used to choose it: free of the search's seed luck, not of the luck of the rows "
+            "(the same rows chose it); chosen among "
             f"{len(pool)} confirmed configuration(s) on that seed, which is not corrected"
         )
     else:
