@@ -36,7 +36,7 @@ import numpy as np
 
 from objectives.config import MetricConfig
 from objectives.ensemble import DEFAULT_MAX_SIZE, best_scores, ensemble_of, greedy_counts
-from objectives.stats import BETTER, LEVEL, SAME, WORSE, Comparison
+from objectives.stats import BETTER, LEVEL, SAME, WORSE, Comparison, _verdict
 from objectives.threshold import best_threshold, score_at
 
 DEFAULT_BOOTSTRAPS = 200
@@ -167,6 +167,11 @@ class AdjustedVerdict:
     adjusted_p: float
     family: int
     verdict: str  # BETTER, WORSE or SAME at ``level`` after adjustment
+
+
+def comparison_of(diff: float, se: float, df: int, level: float = LEVEL) -> Comparison:
+    """The corrected t-test's comparison from a stored difference, its SE and degrees of freedom (R*K - 1)."""
+    return _verdict(diff, se, df, level)
 
 
 def adjusted_verdict(comparisons: Sequence[Comparison], winner: int, level: float = LEVEL) -> AdjustedVerdict:

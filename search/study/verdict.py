@@ -32,6 +32,8 @@ from search.study.ranking import best
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
+    from objectives.selection_bias import AdjustedVerdict
+
 Rule = Literal["mean", "honest", "confirmed"]
 RULES = ("auto", "mean", "honest", "confirmed", "oof")
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
@@ -61,6 +63,11 @@ class Confidence(StrictModel):
     estimate_se: FiniteFloat | None = None
     estimate_basis: str
     n_trials: int  # complete trials the choice was made among
+    # the verdict against the reference after Holm's adjustment over every trial compared with it on the same
+    # splits (objectives.selection_bias): it holds its level when the chosen trial is the best of them
+    adjusted_verdict: Literal["better", "worse", "not distinguishable"] | None = None
+    adjusted_p: FiniteFloat | None = None
+    adjusted_family: int | None = None
 
 
 def _on_study_splits(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
@@ -140,7 +147,11 @@ def confidence(trial: FrozenTrial, selected_by: str, trials: Sequence[FrozenTria
             f"honest cross-fitted score of the best of {len(pool)} trials on the same seed: optimistic by the "
             "selection among them (run a confirm phase for an estimate free of it)"
         )
+    adjusted = _adjusted(trial, pool)
     return Confidence(
+        adjusted_verdict=None if adjusted is None else adjusted.verdict,
+        adjusted_p=None if adjusted is None else adjusted.adjusted_p,
+        adjusted_family=None if adjusted is None else adjusted.family,
         selected_by=selected_by,
         score=trial.value,
         score_se=a.get("cv_score_se"),
@@ -159,6 +170,30 @@ def confidence(trial: FrozenTrial, selected_by: str, trials: Sequence[FrozenTria
     )
 
 
+def _adjusted(trial: FrozenTrial, pool: Sequence[FrozenTrial]) -> AdjustedVerdict | None:
+    """Holm's adjustment of ``trial``'s comparison with the reference over every trial of ``pool`` compared with
+    the same reference trial (the p-values recomputed from the stored difference, SE and fold count)."""
+    from objectives.selection_bias import adjusted_verdict, comparison_of
+
+    ref = trial.user_attrs.get("reference_trial")
+    if ref is None or trial.user_attrs.get("diff_vs_reference_se") is None:
+        return None
+    family = [
+        t
+        for t in pool
+        if t.user_attrs.get("reference_trial") == ref and t.user_attrs.get("diff_vs_reference_se") is not None
+    ]
+    comparisons = [
+        comparison_of(
+            t.user_attrs["diff_vs_reference"],
+            t.user_attrs["diff_vs_reference_se"],
+            len(t.user_attrs["fold_scores"]) - 1,
+        )
+        for t in family
+    ]
+    return adjusted_verdict(comparisons, [t.number for t in family].index(trial.number))
+
+
 def format_confidence(c: Confidence, metric: str) -> list[str]:
     """Two lines for the CLI: the score and the verdict, then the estimate to quote."""
     se = "" if c.score_se is None else f" ± {c.score_se:.4f}"
@@ -166,6 +201,10 @@ def format_confidence(c: Confidence, metric: str) -> list[str]:
     if c.diff_vs_reference is not None:
         diff_se = "" if c.diff_vs_reference_se is None else f" ± {c.diff_vs_reference_se:.4f}"
         lines[0] += f", {c.diff_vs_reference:+.4f}{diff_se} vs reference: {c.verdict_text}"
+        if c.adjusted_verdict is not None and c.adjusted_family and c.adjusted_family > 1:
+            lines[0] += (
+                f"; {c.adjusted_verdict} as the best of {c.adjusted_family} (Holm-adjusted p {c.adjusted_p:.3f})"
+            )
     else:
         lines[0] += f": {c.verdict_text}"
     if c.estimate is not None:
