@@ -16,8 +16,9 @@ alpha: 10 trials, each phase one ``evaluate_many`` job as a search trains it, pl
 probabilities: the single winner (best OOF, export ``--by mean``), the ensemble (:func:`select_ensemble`, what
 ``export --by ensemble`` writes) and the selection-corrected estimates (:func:`bbc_cv`, 50 bootstraps, as the
 study computes them), timed. Then each is trained on the whole 80 % as ``losstune train`` does
-(``fit_final_model``; the ensemble's members by ``fit_final_ensemble``, once with distinct seeds as exported and
-once all with the study's seed, to measure what distinct seeds add) and scored on the 20 % at its threshold.
+(``fit_final_model``; the ensemble's members once with distinct seeds, by ``fit_final_ensemble``, and once all
+with the study's seed, as ``export --by ensemble`` now writes them, to measure what distinct seeds add) and scored
+on the 20 % at its threshold.
 Writes a Markdown table to ``--out`` (default tests/benchmarks/ensemble_last_run.md).
 """
 
@@ -113,7 +114,7 @@ def one_split(name: str, ds: Dataset, split: int, base: TrialConfig) -> dict:
     distinct = fit_final_ensemble(
         train,
         [
-            configs[i].model_copy(update={"cv": configs[i].cv.model_copy(update={"seed": member_seed(0, i)})})
+            configs[i].model_copy(update={"cv": configs[i].cv.model_copy(update={"seed": member_seed(0, i, distinct=True)})})
             for i in members
         ],
         weights,
@@ -157,8 +158,8 @@ def row(r: dict) -> str:
 
 
 HEADER = (
-    "| table | split | train / test rows | members | reference test F1 | winner test F1 | ensemble test F1 | "
-    "ensemble, shared seed | ens - ref | ens - winner | ens OOF | ens honest (nested) | ens BBC-CV | winner OOF | "
+    "| table | split | train / test rows | members | reference test F1 | winner test F1 | ensemble, distinct seeds | "
+    "ensemble, shared seed (exported) | ens (distinct) - ref | ens (distinct) - winner | ens OOF | ens honest (nested) | ens BBC-CV | winner OOF | "
     "winner honest | winner BBC-CV | ens verdict vs ref | select s | BBC s |\n"
     "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
     "| --- | ---: | ---: |"
