@@ -20,7 +20,7 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -32,7 +32,6 @@ from search.study.ranking import best
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
-    from objectives.selection_bias import AdjustedVerdict
 
 Rule = Literal["mean", "honest", "confirmed"]
 RULES = ("auto", "mean", "honest", "confirmed", "oof")
@@ -147,11 +146,8 @@ def confidence(trial: FrozenTrial, selected_by: str, trials: Sequence[FrozenTria
             f"honest cross-fitted score of the best of {len(pool)} trials on the same seed: optimistic by the "
             "selection among them (run a confirm phase for an estimate free of it)"
         )
-    adjusted = _adjusted(trial, pool)
     return Confidence(
-        adjusted_verdict=None if adjusted is None else adjusted.verdict,
-        adjusted_p=None if adjusted is None else adjusted.adjusted_p,
-        adjusted_family=None if adjusted is None else adjusted.family,
+        **_adjusted(trial, pool),
         selected_by=selected_by,
         score=trial.value,
         score_se=a.get("cv_score_se"),
@@ -170,14 +166,15 @@ def confidence(trial: FrozenTrial, selected_by: str, trials: Sequence[FrozenTria
     )
 
 
-def _adjusted(trial: FrozenTrial, pool: Sequence[FrozenTrial]) -> AdjustedVerdict | None:
-    """Holm's adjustment of ``trial``'s comparison with the reference over every trial of ``pool`` compared with
-    the same reference trial (the p-values recomputed from the stored difference, SE and fold count)."""
+def _adjusted(trial: FrozenTrial, pool: Sequence[FrozenTrial]) -> dict[str, Any]:
+    """Confidence's ``adjusted_*`` fields (empty without a reference comparison): Holm's adjustment of
+    ``trial``'s comparison with the reference over every trial of ``pool`` compared with the same reference trial
+    (the p-values recomputed from the stored difference, SE and fold count)."""
     from objectives.selection_bias import adjusted_verdict, comparison_of
 
     ref = trial.user_attrs.get("reference_trial")
     if ref is None or trial.user_attrs.get("diff_vs_reference_se") is None:
-        return None
+        return {}
     family = [
         t
         for t in pool
@@ -191,7 +188,8 @@ def _adjusted(trial: FrozenTrial, pool: Sequence[FrozenTrial]) -> AdjustedVerdic
         )
         for t in family
     ]
-    return adjusted_verdict(comparisons, [t.number for t in family].index(trial.number))
+    a = adjusted_verdict(comparisons, [t.number for t in family].index(trial.number))
+    return {"adjusted_verdict": a.verdict, "adjusted_p": a.adjusted_p, "adjusted_family": a.family}
 
 
 def format_confidence(c: Confidence, metric: str) -> list[str]:

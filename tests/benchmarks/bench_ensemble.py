@@ -114,7 +114,9 @@ def one_split(name: str, ds: Dataset, split: int, base: TrialConfig) -> dict:
     distinct = fit_final_ensemble(
         train,
         [
-            configs[i].model_copy(update={"cv": configs[i].cv.model_copy(update={"seed": member_seed(0, i, distinct=True)})})
+            configs[i].model_copy(
+                update={"cv": configs[i].cv.model_copy(update={"seed": member_seed(0, i, distinct=True)})}
+            )
             for i in members
         ],
         weights,
@@ -159,7 +161,8 @@ def row(r: dict) -> str:
 
 HEADER = (
     "| table | split | train / test rows | members | reference test F1 | winner test F1 | ensemble, distinct seeds | "
-    "ensemble, shared seed (exported) | ens (distinct) - ref | ens (distinct) - winner | ens OOF | ens honest (nested) | ens BBC-CV | winner OOF | "
+    "ensemble, shared seed (exported) | ens (distinct) - ref | ens (distinct) - winner | ens OOF | "
+    "ens honest (nested) | ens BBC-CV | winner OOF | "
     "winner honest | winner BBC-CV | ens verdict vs ref | select s | BBC s |\n"
     "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
     "| --- | ---: | ---: |"
