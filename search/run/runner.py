@@ -144,7 +144,7 @@ def _log_ensemble(run: _ThisRun, echo: Echo) -> None:
 
     study, file = run.session.study, run.session.file
     records = trial_records(study)
-    found = study_ensemble(records, file, refresh=True)
+    found = study_ensemble(records, file)  # the kept one while no trial was added since
     if found is None:
         return
     table = pd.concat([results_table(study), pd.DataFrame([ensemble_row(found)])], ignore_index=True)
