@@ -151,14 +151,16 @@ def study_ensemble(records: list[TrialRecord], file: StudyFile, refresh: bool = 
     cache = directory / CACHE
     on_study, key = _pool(records, directory)
     pool = sorted(r.number for r in on_study if read_key(directory, r.number) == key)
+    made_for = {"version": VERSION, "reference": config_key(file.reference_loss), "metric": metric.label}
     if not refresh and cache.is_file():
         kept = json.loads(cache.read_text())
-        if kept.get("version") == VERSION and kept["ensemble"]["pool"] == pool and kept["ensemble"]["key"] == key:
+        same = all(kept.get(k) == v for k, v in made_for.items())
+        if same and kept["ensemble"]["pool"] == pool and kept["ensemble"]["key"] == key:
             return StudyEnsemble(**kept["ensemble"])
     found = compute(records, file, metric)
     if found is not None:
         tmp = cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"version": VERSION, "ensemble": found.to_dict()}, indent=1))
+        tmp.write_text(json.dumps({**made_for, "ensemble": found.to_dict()}, indent=1))
         tmp.replace(cache)
     return found
 
