@@ -4,15 +4,13 @@ command each runs is in :mod:`search.commands`."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
 
-from objectives.errors import LosstuneError
 from search import commands
+from search.cli_types import OneLineParser, bounded, optional_float
 
 DESCRIPTION = (
-    "Find the best BCE + focal loss settings and decision threshold for a PyTorch MLP on tabular data, "
+    "Find the best BCE + focal loss settings and decision threshold for a PyTorch classifier on tabular data, "
     "a budget of trials each week, every trial tracked in MLflow."
 )
 
@@ -56,7 +54,7 @@ def _add_trial_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--alpha",
-        type=_optional_float,
+        type=optional_float,
         metavar="A",
         help="focal positive-class weight in [0, 1] (negatives get 1-A), or 'none': no class weighting "
         + _default("none"),
@@ -96,19 +94,6 @@ def _add_trial_args(p: argparse.ArgumentParser) -> None:
         "--metric", choices=["f1", "macro_f1", "fbeta"], help="score the threshold maximises " + _default("f1")
     )
     g.add_argument("--beta", type=float, help="beta of the fbeta metric " + _default("1"))
-
-
-def _optional_float(text: str) -> float | None:
-    return None if text.lower() in {"none", "null"} else float(text)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """A usage error is one line (``losstune search: error: …; see losstune search --help``), exit status 2, like
-    every other refusal, not argparse's usage block above it. Sub-parsers are of the same class."""
-
-    def error(self, message: str) -> NoReturn:
-        one = " ".join(message.split())
-        self.exit(2, f"{self.prog}: error: {one}; see {self.prog} --help\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,14 +150,14 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     _add_budget_arg(p)
     p.add_argument(
         "--workers",
-        type=_bounded("Workers", "workers"),
+        type=bounded("Workers", "workers"),
         default=1,
         metavar="N",
         help="worker processes on this machine (default: 1)",
     )
     p.add_argument(
         "--timeout",
-        type=_bounded("Seconds", "timeout"),
+        type=bounded("Seconds", "timeout"),
         metavar="SECONDS",
         help="start no trial after this many seconds (default: none; a trial already running finishes)",
     )
@@ -204,7 +189,7 @@ def _status_args(p: argparse.ArgumentParser) -> None:
 def _add_budget_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--budget",
-        type=_bounded("Budget", "budget"),
+        type=bounded("Budget", "budget"),
         metavar="N",
         help="this week's budget, instead of budget.trials_per_week (default: the study file's)",
     )
@@ -221,14 +206,15 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--by",
-        choices=["auto", "mean", "honest", "confirmed", "oof"],
+        choices=["auto", "mean", "honest", "confirmed", "oof", "ensemble"],
         default="auto",
         help="best by mean OOF score (oof: the same), by honest cross-fitted score, or the best of the "
-        "confirm phase; auto (default): confirmed when a confirm phase has run, else mean",
+        "confirm phase; auto (default): confirmed when a confirm phase has run, else mean; ensemble: the "
+        "weighted average of trials selected on their stored OOF predictions (members, weights, threshold)",
     )
     p.add_argument(
         "--trial",
-        type=_bounded("TrialNumber", "trial"),
+        type=bounded("TrialNumber", "trial"),
         metavar="N",
         help="export trial N instead of the best (default: the best)",
     )
@@ -281,20 +267,3 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
         help="labels written as 0/1 or as the target's original values (default: 01)",
     )
     p.set_defaults(run=commands.predict)
-
-
-def _bounded(kind: str, what: str) -> Callable[[str], Any]:
-    """An argparse ``type`` that parses with the bounded type named ``kind`` in :mod:`objectives.bounds`: the
-    same range as the study file's field, said in the usage error. (Imported when an option is parsed: pydantic
-    is no import of ``losstune --help``.)"""
-
-    def parse(text: str) -> Any:
-        from objectives import bounds
-
-        try:
-            return bounds.parse_bounded(getattr(bounds, kind), text, what)
-        except LosstuneError as exc:
-            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{what}: ")) from None
-
-    parse.__name__ = what  # argparse names the type in its messages
-    return parse

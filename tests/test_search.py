@@ -115,9 +115,9 @@ def test_whole_default_plan_in_one_week(tmp_path, week1, monkeypatch):
 
     table_path = client.download_artifacts(parent_id, "results_table.csv", str(tmp_path / "dl"))
     table = pd.read_csv(table_path)
-    assert len(table) == 10
+    assert len(table) == 11  # the ten trials and the week's ensemble of them (search.study.study_ensemble)
     assert list(table.columns[:6]) == ["trial", "phase", "alpha", "gamma", "bce_weight", "focal_weight"]
-    assert (table["state"] == "COMPLETE").all()
+    assert (table["state"] == "COMPLETE").sum() == 10 and table["state"].iloc[-1] == "ENSEMBLE"
     # the parent run: the study's settings as params, the best trial named and linked
     parent = client.get_run(parent_id)
     assert parent.data.params["study"] == "wk" and parent.data.params["epochs"] == "2"

@@ -105,6 +105,10 @@ def export_trial(
     from search.run.store_check import check_stores
     from search.tracking.tracker import StudyTracker
 
+    if by == "ensemble" and number is None:
+        from search.model.export_ensemble import export_ensemble
+
+        return export_ensemble(study_path, out, fmt, log_to_mlflow)
     file = load_study_file(study_path)
     inputs = export_inputs(Path(study_path), file)
     refuse_input_as_output(out, inputs)  # before any store is read
@@ -186,12 +190,18 @@ def _exported(
         versions=versions(),
         confidence=confidence(trial, rule, trials, config_key(file.reference_loss)),
     )
-    module_dir = None
-    if config.model.module is not None:
-        from objectives.user_module import module_root
+    return ExportedConfig.of_trial(
+        config, float(attrs["threshold"]), file.data_spec, provenance, module_dir_of(config, file)
+    )
 
-        module_dir = module_root(config.model.module, [file.base_dir])
-    return ExportedConfig.of_trial(config, float(attrs["threshold"]), file.data_spec, provenance, module_dir)
+
+def module_dir_of(config: TrialConfig, file: StudyFile) -> Path | None:
+    """Where a user's ``model.module`` was imported from for the study (None: the MLP, or an installed module)."""
+    if config.model.module is None:
+        return None
+    from objectives.user_module import module_root
+
+    return module_root(config.model.module, [file.base_dir])
 
 
 def _log_export(tracker: StudyTracker, run_id: str, out: Path, exported: ExportedConfig) -> None:
@@ -221,6 +231,10 @@ def _get_run(tracker: StudyTracker, run_id: str | None) -> Run | None:
 
 
 def format_export(exported: ExportedConfig, out: Path, logged_run_id: str | None) -> str:
+    if exported.ensemble is not None:
+        from search.model.export_ensemble import format_ensemble_export
+
+        return format_ensemble_export(exported, out, logged_run_id)
     p = exported.provenance
     honest = "n/a" if p.honest_score is None else f"{p.honest_score:.4f}"
     loss = " ".join(f"{k}={v}" for k, v in exported.loss.model_dump().items())

@@ -13,12 +13,12 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
-from objectives.bounds import Probability
+from objectives.bounds import Probability, Seed, TrialNumber
 from objectives.config import CVConfig, LossConfig, MetricConfig, ModelConfig, StrictModel, TrainConfig, TrialConfig
 from objectives.data import DataSpec
 from objectives.errors import LosstuneError
@@ -42,7 +42,7 @@ class Provenance(StrictModel):
     study: str
     trial: int
     phase: str | None = None
-    selected_by: Literal["oof", "mean", "honest", "confirmed", "trial"]
+    selected_by: Literal["oof", "mean", "honest", "confirmed", "trial", "ensemble"]
     mlflow_run_id: str | None = None
     tracking_uri: str | None = None
     experiment: str | None = None
@@ -55,6 +55,36 @@ class Provenance(StrictModel):
     exported_at: str
     versions: dict[str, str]
     confidence: Confidence | None = None  # score ± SE, verdict against the reference, estimate for unseen data
+
+
+class EnsembleMember(StrictModel):
+    """One member of an exported ensemble: its trial, weight, loss and the seed its final model is trained with."""
+
+    trial: TrialNumber
+    weight: Annotated[Probability, Field(gt=0.0)]
+    loss: LossConfig
+    seed: Seed  # the final model's initialisation seed (cv.seed of its training)
+    cv_score: FiniteFloat | None = None
+
+
+class EnsembleSpec(StrictModel):
+    """An exported ensemble (:mod:`search.study.study_ensemble`): the members, whose probabilities are averaged
+    with their weights and compared with the file's ``threshold``; the estimates it was chosen with."""
+
+    members: Annotated[list[EnsembleMember], Field(min_length=1, max_length=1000)]
+    pool: list[int]  # the trials it was selected from
+    oof_score: FiniteFloat
+    oof_se: FiniteFloat | None = None
+    honest_score: FiniteFloat
+    honest_se: FiniteFloat | None = None
+    estimate: FiniteFloat  # BBC-CV of the ensemble-selection procedure: the score to quote for unseen data
+    estimate_low: FiniteFloat
+    estimate_high: FiniteFloat
+    estimate_basis: str
+    reference_trial: int | None = None
+    diff_vs_reference: FiniteFloat | None = None
+    diff_vs_reference_se: FiniteFloat | None = None
+    verdict_vs_reference: str | None = None  # selection-corrected (BBC-CV)
 
 
 class ExportedConfig(StrictModel):
@@ -71,6 +101,7 @@ class ExportedConfig(StrictModel):
     # where model.module is imported from (the study file's directory when the module was there; relative to this
     # file, like data.path); null: the installed packages
     module_dir: Path | None = None
+    ensemble: EnsembleSpec | None = None  # an ensemble of trials: ``loss`` is then its first member's
 
     @model_validator(mode="after")
     def _module_dir_with_module(self) -> ExportedConfig:
@@ -106,6 +137,16 @@ class ExportedConfig(StrictModel):
     def trial_config(self) -> TrialConfig:
         """The exported trial's configuration, as the trial stored it (:meth:`of_trial`)."""
         return TrialConfig(**{name: getattr(self, name) for name in TrialConfig.model_fields})
+
+    def member_configs(self) -> list[TrialConfig]:
+        """Each member's configuration with its own loss and seed (the file's own alone when not an ensemble)."""
+        if self.ensemble is None:
+            return [self.trial_config]
+        base = self.trial_config
+        return [
+            base.model_copy(update={"loss": m.loss, "cv": base.cv.model_copy(update={"seed": m.seed})})
+            for m in self.ensemble.members
+        ]
 
     def to_dict(self, relative_to: Path | None = None) -> dict:
         """Plain JSON-able data; the data path relative to ``relative_to`` (a directory) when given."""

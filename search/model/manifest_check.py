@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import torch
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from objectives.bounds import Probability
+from objectives.bounds import Probability, TrialNumber
 from objectives.errors import LosstuneError
 
 MAX_INPUTS = 1 << 24  # network inputs (one-hot columns included): far above any table losstune trains on
@@ -63,6 +63,15 @@ class BundledModule(BaseModel):
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
+class EnsembleMemberEntry(BaseModel):
+    """One entry of ``ensemble``: a member's trial and its weight in the average (:mod:`objectives.final_ensemble`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    trial: TrialNumber
+    weight: Probability
+
+
 class Manifest(BaseModel):
     """``artifacts/losstune_model.json`` (model format version 2)."""
 
@@ -82,6 +91,7 @@ class Manifest(BaseModel):
     files: dict[str, str]
     self_sha256: str
     model_module: BundledModule | None = None
+    ensemble: Annotated[tuple[EnsembleMemberEntry, ...], Field(min_length=1, max_length=1000)] | None = None
 
 
 def check_tensors(state: dict[str, Any], expected: torch.nn.Module, what: str) -> None:

@@ -22,7 +22,7 @@ from objectives.user_module import bound
 from search.formats.validation import parse_yaml, validated
 from search.model.bundled_model import bundled_class, bundled_module
 from search.model.exported_config import parse_exported
-from search.model.manifest_check import Manifest, check_tensors
+from search.model.manifest_check import EnsembleMemberEntry, Manifest, check_tensors
 from search.model.model_dir import (
     CHECKED,
     CONFIG,
@@ -200,21 +200,27 @@ def _build(raw: dict[str, bytes], manifest: dict, where: str, module: bytes | No
             raise LosstuneError(f"{FILES[WEIGHTS]} cannot be read as torch weights ({_first_line(exc)})") from None
         if not isinstance(state, dict):
             raise LosstuneError(f"{FILES[WEIGHTS]} is not a state_dict of tensors")
+        members = [state] if fields.ensemble is None else _member_states(state, len(fields.ensemble))
+        finals = []
         # a user's model is built from its bundled class, whatever the import path holds under its module's name
         with bound(*user_class) if user_class is not None else nullcontext():
             with torch.device("meta"):  # the expected shapes and dtypes, without allocating the network
                 expected = build_module(config.model, fields.n_inputs)
-            check_tensors(state, expected, FILES[WEIGHTS])
-            final = FinalModel(
-                preprocessor=preprocessor,
-                state_dict=state,
-                model_config=config.model,
-                n_inputs=fields.n_inputs,
-                numeric_columns=list(fields.numeric_columns),
-                categorical_columns=list(fields.categorical_columns),
-                positive_label=fields.positive_label,
-                negative_label=fields.negative_label,
-            )
+            for member_state in members:
+                check_tensors(member_state, expected, FILES[WEIGHTS])
+                finals.append(
+                    FinalModel(
+                        preprocessor=preprocessor,
+                        state_dict=member_state,
+                        model_config=config.model,
+                        n_inputs=fields.n_inputs,
+                        numeric_columns=list(fields.numeric_columns),
+                        categorical_columns=list(fields.categorical_columns),
+                        positive_label=fields.positive_label,
+                        negative_label=fields.negative_label,
+                    )
+                )
+            final = finals[0] if fields.ensemble is None else _ensemble(finals, fields.ensemble)
             final.network()  # whatever else is wrong with the weights surfaces here, not at the first prediction
     except LosstuneError as exc:
         raise LosstuneError(f"cannot load the model in {where}: {exc}") from None
@@ -229,6 +235,23 @@ def _check_width(preprocessor: ColumnTransformer, n_inputs: int) -> None:
         raise LosstuneError(f"{FILES[PREPROCESSING]} is not a fitted preprocessing ({_first_line(exc)})") from None
     if width != n_inputs:
         raise LosstuneError(f"{FILES[MANIFEST]} says n_inputs {n_inputs}, but the preprocessing gives {width}")
+
+
+def _member_states(state: dict, n_members: int) -> list[dict]:
+    """An ensemble's members' weights from the one loaded state_dict (keys ``member<i>.``)."""
+    from objectives.final_ensemble import split_state
+
+    try:
+        return split_state(state, n_members)
+    except ValueError as exc:
+        raise LosstuneError(f"{FILES[WEIGHTS]}: {exc}") from None
+
+
+def _ensemble(finals: list[FinalModel], members: tuple[EnsembleMemberEntry, ...]) -> FinalModel:
+    """The members averaged with their weights (:mod:`objectives.final_ensemble`)."""
+    from objectives.final_ensemble import of_members
+
+    return of_members(finals, [m.weight for m in members])
 
 
 def _load_preprocessing(data: bytes) -> ColumnTransformer:

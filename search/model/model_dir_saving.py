@@ -122,6 +122,8 @@ def _stage_artifacts(
         "provenance": config.provenance.model_dump(mode="json"),
         **({"model_module": module} if module is not None else {}),
     }
+    if config.ensemble is not None:  # weights.pt holds every member's tensors (objectives.final_ensemble)
+        manifest["ensemble"] = [{"trial": m.trial, "weight": m.weight} for m in config.ensemble.members]
     paths[MANIFEST].write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
 

@@ -121,7 +121,7 @@ def train_model(
             recorded,
         )
     start = time.perf_counter()
-    final = fit_final_model(dataset, exported.trial_config)
+    final = _fit(dataset, exported)
     seconds = time.perf_counter() - start
     outcome = TrainOutcome(
         model_dir=out,
@@ -148,6 +148,16 @@ def train_model(
         return outcome
     _save_and_log(tracker, final, exported, out, trained_on, register, outcome)
     return outcome
+
+
+def _fit(dataset: Dataset, exported: ExportedConfig) -> FinalModel:
+    """The exported trial's final model, or each member of an exported ensemble on all rows (own loss and seed)."""
+    if exported.ensemble is None:
+        return fit_final_model(dataset, exported.trial_config)
+    from objectives.final_ensemble import fit_final_ensemble
+
+    weights = [m.weight for m in exported.ensemble.members]
+    return fit_final_ensemble(dataset, exported.member_configs(), weights)
 
 
 def _save_and_log(

@@ -113,6 +113,7 @@ def _work(study_path: Path, options: SearchOptions, run: _ThisRun, echo: Echo) -
                 _run_in_process(session, options, run.week, run.parent, run.budget - run.spent, metric, echo)
             else:
                 run_workers(study_path, options, run.week, run.parent, workers)
+            _log_ensemble(run, echo)
         status = "FINISHED"
     except Exception as exc:  # a full disk, a read-only directory: one line, not a traceback
         fault = storage_fault(exc)
@@ -133,6 +134,28 @@ def _work(study_path: Path, options: SearchOptions, run: _ThisRun, echo: Echo) -
         except Exception:
             # the study still records its parent run as open: the next search closes it
             log.info("could not set the MLflow parent run %s to %s", run.parent, status)
+
+
+def _log_ensemble(run: _ThisRun, echo: Echo) -> None:
+    """The week's trials as one model, once the trials are trained (never during training): selected from their
+    stored OOF probabilities, kept beside the study, shown as a row of the parent run's results table."""
+    import pandas as pd
+
+    from search.study.choices import phase_choices
+    from search.study.results import results_table
+    from search.study.study_ensemble import ensemble_row, format_ensemble, study_ensemble
+
+    study, file = run.session.study, run.session.file
+    records = trial_records(study)
+    found = study_ensemble(records, file)  # the kept one while no trial was added since
+    if found is None:
+        return
+    table = pd.concat([results_table(study), pd.DataFrame([ensemble_row(found)])], ignore_index=True)
+    notes = phase_choices(run.session.phases, records, file.reference_loss)
+    run.tracker.log_study_summary(run.parent, table, study, notes=notes)
+    run.tracker.log_ensemble(run.parent, found.to_dict())
+    for line in format_ensemble(found):
+        echo(line)
 
 
 def _budget_spent(study_path: Path, options: SearchOptions, week: str, echo: Echo) -> bool:

@@ -14,6 +14,7 @@ from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
 from search.study.plan import config_key, plan_step
 from search.study.results import format_table, results_rows, trial_records
 from search.study.stored_config import stored_config
+from search.study.study_ensemble import StudyEnsemble, ensemble_row, format_ensemble, study_ensemble
 from search.study.verdict import Confidence, confidence, format_confidence, resolve_rule, select
 
 
@@ -28,6 +29,7 @@ def study_status(study_path: Path, budget_override: int | None = None) -> dict:
     rule = resolve_rule(trials, "auto")  # the rule export uses by default: status shows what export would pick
     best = select(trials, rule)
     reference = session.file.reference_loss
+    ensemble = study_ensemble(records, session.file)
     return {
         "study": session.file.name,
         "metric": session.file.trial_config().metric.label,
@@ -49,16 +51,21 @@ def study_status(study_path: Path, budget_override: int | None = None) -> dict:
         "reference": reference,
         "choices": phase_choices(session.phases, records, reference),
         "trials": results_rows(session.study),
+        "ensemble": None if ensemble is None else ensemble.to_dict(),
     }
 
 
 def format_status(status: dict) -> str:
-    lines = [format_table(status["trials"]), ""]
+    ensemble = None if status.get("ensemble") is None else StudyEnsemble(**status["ensemble"])
+    rows = status["trials"] + ([] if ensemble is None else [ensemble_row(ensemble)])
+    lines = [format_table(rows), ""]
     best = status["best"]
     if best:
         params = " ".join(f"{k}={UNWEIGHTED if best[k] is None else best[k]}" for k in LOSS_PARAMS)
         lines.append(f"best: trial {best['trial']} ({best['phase']}) {params}  score {best['score']:.4f}")
         lines += ["  " + line for line in format_confidence(Confidence(**best["confidence"]), status["metric"])]
+    if ensemble is not None:
+        lines += format_ensemble(ensemble)
     if status["choices"]:
         lines += ["choices (each against its closest rival, same splits):", *("  " + c for c in status["choices"])]
     lines.append(f"phase: {status['phase']}")

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 
+from objectives.config import TrialConfig
 from objectives.errors import TrainingDiverged
 from objectives.evaluate import EvaluationResult, evaluate_batch
 from search.run.background import Recorder
@@ -35,6 +36,7 @@ from search.run.trial_outcome import TrialOutcome, TrialProgress
 from search.study.choices import phase_choices
 from search.study.loss_params import InvalidLoss
 from search.study.noise import stats_metrics, trial_stats
+from search.study.oof_store import oof_dir, write_trial_oof
 from search.study.plan import Step, TrialRecord, Wait, pending_steps, trial_cv
 from search.study.results import results_table, trial_records
 
@@ -239,6 +241,7 @@ class Worker:
             stats = trial_stats(trial_records(study), me, result, config, self.s.file.reference_loss)
             for key, value in stats.items():
                 trial.set_user_attr(key, value)
+            self._keep_oof(trial.number, run_id, result, config)
             # MLflow first, then Optuna, then the run's final status: see StudyTracker.log_trial_result
             self.tracker.log_trial_result(run_id, result, self.s.dataset, config, extra_metrics=stats_metrics(stats))
             study.tell(trial, result.oof_score)
@@ -252,6 +255,15 @@ class Worker:
             raise
         finally:
             state.stop_beating()
+
+    def _keep_oof(self, number: int, run_id: str, result: EvaluationResult, config: TrialConfig) -> None:
+        """Every repeat's OOF probabilities beside the study and on the trial's run (search.study.oof_store)."""
+        f = self.s.file
+        by_repeat, folds = result.oof_proba_by_repeat, result.fold_of_row_by_repeat
+        path = write_trial_oof(
+            oof_dir(f.base_dir, f.name), number, by_repeat, folds, result.y_true, config.cv.seed, result.fingerprint
+        )
+        self.tracker.log_trial_file(run_id, path, "oof")
 
     def _finish(self, outcome: TrialOutcome, summary: bool = False) -> None:
         self.outcomes.append(outcome)

@@ -69,6 +69,8 @@ def trial_stats(
         cv_seed=config.cv.seed,
         fold_scores=tuple(scores["fold_scores"]),
         folds=folds,
+        repeats=scores["repeats"],
+        fingerprint=result.fingerprint,
     )
     others = [r for r in records if r.number != me.number and r.scored and r.cv_key == me.cv_key and r.fold_scores]
     ref_key = config_key(reference)

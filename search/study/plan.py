@@ -12,8 +12,9 @@ loss configuration), so a stopped, crashed or next-week run derives exactly wher
 * a **confirm** phase re-runs the study's reference and the ``top`` best configurations of the earlier phases
   (ranked by their score on the study's own CV seed), each as one trial with ``repeats`` repeats on a CV seed no
   earlier trial used (the phase's :func:`fresh_seed`, kept in every one of its trials' ``cv``). It is done when
-  each has a finished outcome in this phase. Its scores are unbiased by the selection made on the study's seed,
-  and they are paired with each other (same fresh splits), not with the other phases' trials.
+  each has a finished outcome in this phase. Its scores are free of the seed luck the selection on the study's
+  seed picked (other splits and initial weights), not of the luck of the rows, which are the same rows that chose
+  them; they are paired with each other (same fresh splits), not with the other phases' trials.
 
 The ranking itself ("the best of the earlier phases") stays the best mean on the study's seed; whether that
 choice was within noise is what :func:`phase_choices` reports.

@@ -59,6 +59,8 @@ def trial_records(study: optuna.Study) -> list[TrialRecord]:
                 cv_seed=t.user_attrs.get("cv_seed"),
                 fold_scores=tuple(t.user_attrs["fold_scores"]) if t.user_attrs.get("fold_scores") else None,
                 folds=t.user_attrs.get("folds"),
+                repeats=t.user_attrs.get("repeats"),
+                fingerprint=t.user_attrs.get("data_fingerprint"),
             )
         )
     return records
@@ -142,7 +144,7 @@ def _shown(row: dict[str, Any]) -> dict[str, str]:
         elif col in ("honest_score", "threshold"):
             out[col] = "" if _blank(v) else f"{v:.4f}"
         elif col in LOSS_PARAMS:
-            out[col] = UNWEIGHTED if _blank(v) else f"{v:g}"
+            out[col] = v if isinstance(v, str) else UNWEIGHTED if _blank(v) else f"{v:g}"  # str: a row of no one loss
         else:
             out[col] = "" if _blank(v) else str(v)
     if "cv_score_se" in row:

@@ -25,6 +25,8 @@ class TrialRecord:
     cv_seed: int | None = None  # the CV seed it ran with (None: not recorded, a trial from before it was)
     fold_scores: tuple[float, ...] | None = None  # repeats * folds, repeat-major
     folds: int | None = None
+    repeats: int | None = None
+    fingerprint: str | None = None  # the data it was scored on (``data_fingerprint``)
 
     @property
     def scored(self) -> bool:
@@ -32,8 +34,11 @@ class TrialRecord:
 
     @property
     def cv_key(self) -> str:
-        """Trials with the same key were evaluated on the same splits and seeds, so they can be paired."""
-        return "study" if self.cv is None else json.dumps(self.cv, sort_keys=True)
+        """Trials with the same key were evaluated on the same splits and seeds of the same data, so they can be
+        paired fold by fold (compared, ensembled, estimated together): the CV seed, the folds, the repeats and
+        the data fingerprint. A trial that lacks one of them (recorded before it was) pairs only with trials
+        that lack the same ones."""
+        return pairing_key(self.cv_seed, self.folds, self.repeats, self.fingerprint)
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,11 @@ class Wait:
 
     phase: Phase
     running: list[int] = field(default_factory=list)
+
+
+def pairing_key(cv_seed: int | None, folds: int | None, repeats: int | None, fingerprint: str | None) -> str:
+    """The splits a trial's scores and OOF predictions belong to (see :attr:`TrialRecord.cv_key`)."""
+    return json.dumps({"seed": cv_seed, "folds": folds, "repeats": repeats, "data": fingerprint}, sort_keys=True)
 
 
 def config_key(loss: dict[str, float | None]) -> str:

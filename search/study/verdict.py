@@ -8,8 +8,10 @@ Rules:
 - ``mean``: the best OOF score on the study's own CV seed (the study's objective; ``oof`` is the old name);
 - ``honest``: the best honest (cross-fitted) score on the study's own CV seed;
 - ``confirmed``: the best trial of the latest confirm phase, i.e. the best configuration re-evaluated on a fresh
-  seed with repeats. Its score is not inflated by the selection made on the study's seed (the confirmed
-  scores replace, not join, the original ones: averaging with the original would bring that luck back);
+  seed with repeats. Its score is free of the seed luck the selection on the study's seed picked (the confirmed
+  scores replace, not join, the original ones: averaging with the original would bring that luck back), not of
+  the luck of the rows (the same rows chose it and score it again: BBC-CV, :mod:`objectives.selection_bias`,
+  corrects that part);
   the choice among the few confirmed configurations on the same fresh folds is a much smaller selection, not
   corrected;
 - ``auto`` (the default): ``confirmed`` when a confirm phase has finished trials, else ``mean``.
@@ -18,7 +20,7 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -29,6 +31,7 @@ from search.study.ranking import best
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
+
 
 Rule = Literal["mean", "honest", "confirmed"]
 RULES = ("auto", "mean", "honest", "confirmed", "oof")
@@ -59,6 +62,11 @@ class Confidence(StrictModel):
     estimate_se: FiniteFloat | None = None
     estimate_basis: str
     n_trials: int  # complete trials the choice was made among
+    # the verdict against the reference after Holm's adjustment over every trial compared with it on the same
+    # splits (objectives.selection_bias): it holds its level when the chosen trial is the best of them
+    adjusted_verdict: Literal["better", "worse", "not distinguishable"] | None = None
+    adjusted_p: FiniteFloat | None = None
+    adjusted_family: int | None = None
 
 
 def _on_study_splits(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
@@ -128,7 +136,8 @@ def confidence(trial: FrozenTrial, selected_by: str, trials: Sequence[FrozenTria
         pool = _confirmed(complete)
         basis = (
             f"honest cross-fitted score on a fresh CV seed ({a.get('cv_seed')}, {a.get('repeats', 1)} repeat(s)) "
-            "that no trial used to choose it: not inflated by the search; chosen among "
+            "that no trial used to choose it: free of the search's seed luck, not of the luck of the rows "
+            "(the same rows chose it); chosen among "
             f"{len(pool)} confirmed configuration(s) on that seed, which is not corrected"
         )
     else:
@@ -138,6 +147,7 @@ def confidence(trial: FrozenTrial, selected_by: str, trials: Sequence[FrozenTria
             "selection among them (run a confirm phase for an estimate free of it)"
         )
     return Confidence(
+        **_adjusted(trial, pool),
         selected_by=selected_by,
         score=trial.value,
         score_se=a.get("cv_score_se"),
@@ -156,6 +166,32 @@ def confidence(trial: FrozenTrial, selected_by: str, trials: Sequence[FrozenTria
     )
 
 
+def _adjusted(trial: FrozenTrial, pool: Sequence[FrozenTrial]) -> dict[str, Any]:
+    """Confidence's ``adjusted_*`` fields (empty without a reference comparison): Holm's adjustment of
+    ``trial``'s comparison with the reference over every trial of ``pool`` compared with the same reference trial
+    (the p-values recomputed from the stored difference, SE and fold count)."""
+    from objectives.selection_bias import adjusted_verdict, comparison_of
+
+    ref = trial.user_attrs.get("reference_trial")
+    if ref is None or trial.user_attrs.get("diff_vs_reference_se") is None:
+        return {}
+    family = [
+        t
+        for t in pool
+        if t.user_attrs.get("reference_trial") == ref and t.user_attrs.get("diff_vs_reference_se") is not None
+    ]
+    comparisons = [
+        comparison_of(
+            t.user_attrs["diff_vs_reference"],
+            t.user_attrs["diff_vs_reference_se"],
+            len(t.user_attrs["fold_scores"]) - 1,
+        )
+        for t in family
+    ]
+    a = adjusted_verdict(comparisons, [t.number for t in family].index(trial.number))
+    return {"adjusted_verdict": a.verdict, "adjusted_p": a.adjusted_p, "adjusted_family": a.family}
+
+
 def format_confidence(c: Confidence, metric: str) -> list[str]:
     """Two lines for the CLI: the score and the verdict, then the estimate to quote."""
     se = "" if c.score_se is None else f" ± {c.score_se:.4f}"
@@ -163,6 +199,10 @@ def format_confidence(c: Confidence, metric: str) -> list[str]:
     if c.diff_vs_reference is not None:
         diff_se = "" if c.diff_vs_reference_se is None else f" ± {c.diff_vs_reference_se:.4f}"
         lines[0] += f", {c.diff_vs_reference:+.4f}{diff_se} vs reference: {c.verdict_text}"
+        if c.adjusted_verdict is not None and c.adjusted_family and c.adjusted_family > 1:
+            lines[0] += (
+                f"; {c.adjusted_verdict} as the best of {c.adjusted_family} (Holm-adjusted p {c.adjusted_p:.3f})"
+            )
     else:
         lines[0] += f": {c.verdict_text}"
     if c.estimate is not None:

@@ -73,6 +73,26 @@ class StudySummary:
             tags.append(RunTag(TAG_PLAN_CHOICES, truncate("\n".join(notes), MAX_NOTES_CHARS)))
         self.client.log_batch(parent_run_id, metrics=metrics, tags=tags)
 
+    def log_ensemble(self, parent_run_id: str, ensemble: dict) -> None:
+        """The study's ensemble (:mod:`search.study.study_ensemble`) on the parent run: ``ensemble.json`` and the
+        metrics ``ensemble_cv_score``, ``ensemble_cv_score_se``, ``ensemble_honest_score``, ``ensemble_estimate``
+        (BBC-CV), ``ensemble_diff_vs_reference`` and ``ensemble_verdict_vs_reference`` (+1, 0, -1) and tag
+        ``losstune.ensemble`` (its members and weights). Its row is in the results table (logged by the caller)."""
+        self.client.log_dict(parent_run_id, ensemble, "ensemble.json")
+        now = now_ms()
+        code = {"better": 1.0, "worse": -1.0}
+        values = {
+            "ensemble_cv_score": ensemble["oof_score"],
+            "ensemble_cv_score_se": ensemble["oof_se"],
+            "ensemble_honest_score": ensemble["honest_score"],
+            "ensemble_estimate": ensemble["estimate"],
+            "ensemble_diff_vs_reference": ensemble["diff_vs_reference"],
+            "ensemble_verdict_vs_reference": code.get(ensemble["verdict_vs_reference"] or "", 0.0),
+        }
+        metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if v is not None]
+        members = " ".join(f"t{t}:{w:.3f}" for t, w in zip(ensemble["trials"], ensemble["weights"]))
+        self.client.log_batch(parent_run_id, metrics=metrics, tags=[RunTag("losstune.ensemble", members)])
+
     def _upload_summary_files(
         self, parent_run_id: str, table: pandas.DataFrame, study: optuna.Study | None, notes: list[str] | None
     ) -> None:

@@ -114,6 +114,10 @@ class TrialRuns:
             write_trial_reports(Path(tmp), result, dataset, config)
             self.client.log_artifacts(run_id, tmp)
 
+    def log_trial_file(self, run_id: str, path: Path, folder: str) -> None:
+        """One file as an artifact of the trial's run, under ``folder`` (the stored OOF predictions: ``oof``)."""
+        self.client.log_artifact(run_id, str(path), folder)
+
     def mark_finished(self, run_id: str) -> None:
         self.client.set_terminated(run_id, "FINISHED")
 
