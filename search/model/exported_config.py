@@ -39,7 +39,7 @@ class Provenance(StrictModel):
     study: str
     trial: int
     phase: str | None = None
-    selected_by: Literal["oof", "mean", "honest", "confirmed", "trial"]
+    selected_by: Literal["oof", "mean", "honest", "confirmed", "later", "trial"]
     mlflow_run_id: str | None = None
     tracking_uri: str | None = None
     experiment: str | None = None

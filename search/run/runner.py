@@ -214,20 +214,21 @@ def _print_interrupted(
 
 def _print_summary(session: StudySession, tracker: StudyTracker, week: str, budget: int, echo: Echo) -> None:
     from search.study.plan import config_key
-    from search.study.verdict import confidence, format_confidence, resolve_rule, select
+    from search.study.ranking import choose
+    from search.study.verdict import confidence, format_confidence
 
     records = trial_records(session.study)
     trials = session.study.get_trials(deepcopy=False)
-    rule = resolve_rule(trials, "auto")  # what export would pick, with the same verdict
-    best = select(trials, rule) if any(r.state == "COMPLETE" for r in records) else None
-    if best is not None:
+    choice = choose(trials)  # the one rule: what status and export name, with the same verdict
+    if choice is not None:
+        best = choice.trial
         loss = best.user_attrs["loss"]
         echo(
             f"best: trial {best.number} ({best.user_attrs.get('phase')}) "
-            + " ".join(f"{k}={UNWEIGHTED if v is None else v}" for k, v in loss.items())
+            + " ".join(f"{k}={UNWEIGHTED if v is None else f'{v:g}'}" for k, v in loss.items())
             + f"  score {best.value:.4f}"
         )
-        sure = confidence(best, rule, trials, config_key(session.file.reference_loss))
+        sure = confidence(best, choice.rule, trials, config_key(session.file.reference_loss), choice.why)
         for line in format_confidence(sure, session.file.trial_config().metric.label):
             echo("  " + line)
     step = plan_step(session.file, records)

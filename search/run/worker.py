@@ -215,6 +215,7 @@ class Worker:
         recorder = self.recorder
         assert recorder is not None  # batches are trained only inside run(), which starts the recorder
         for state, outcome in zip(batch, outcomes):
+            state.batch_size = len(batch)
             recorder.submit(state.trial.number, state.record(outcome), partial(self._record, state, outcome))
 
     def _record(self, state: TrialProgress, outcome: EvaluationResult | TrainingDiverged) -> None:
@@ -242,7 +243,15 @@ class Worker:
             state.told = True
             self.tracker.mark_finished(run_id)
             self._finish(
-                TrialOutcome(trial.number, state.step.phase.name, state.loss, "COMPLETE", result=result, stats=stats)
+                TrialOutcome(
+                    trial.number,
+                    state.step.phase.name,
+                    state.loss,
+                    "COMPLETE",
+                    result=result,
+                    stats=stats,
+                    batch_size=state.batch_size,
+                )
             )
         except BaseException as exc:
             self._fail_untold([state], exc)
@@ -260,7 +269,8 @@ class Worker:
     def _log_summary(self) -> None:
         study = self.s.study
         notes = phase_choices(self.s.phases, trial_records(study), self.s.file.reference_loss)
-        self.tracker.log_study_summary(self.parent_run_id, results_table(study), study, notes=notes)
+        table = results_table(study, self.s.file.reference_loss)
+        self.tracker.log_study_summary(self.parent_run_id, table, study, notes=notes)
 
     def _fail_untold(self, batch: list[TrialProgress], exc: BaseException) -> None:
         fail_untold(self.s.study, self.tracker, batch, exc)

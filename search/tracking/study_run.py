@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 TAG_BEST_TRIAL = "losstune.best_trial"  # the Optuna number of the best complete trial so far
 TAG_BEST_RUN = "losstune.best_run_id"  # its MLflow run
+TAG_BEST_RULE = "losstune.best_rule"  # the rule that chose it (search.study.ranking.choose)
+TAG_REFERENCE_TRIAL = "losstune.reference_trial"  # the study's one reference trial
+BEST_MEMO = "best"  # how the results table's memo marks the study's choice: "best (by confirmed)"
 NOTE_TAG = "mlflow.note.content"  # the run's description in the UI (markdown)
 
 # MLflow 3 opens an experiment on its GenAI overview ("No data available") unless the experiment says it holds
@@ -36,15 +39,30 @@ def experiment_kind_tags(existing: dict[str, str]) -> dict[str, str]:
 
 
 def best_trial_row(table: pandas.DataFrame, complete: pandas.Series[bool]) -> dict[str, Any] | None:
-    """The best complete trial's row of the results table (highest ``cv_score``, ties to the lower trial
-    number, as ``losstune status`` and ``export`` choose), or None before any trial completed."""
+    """The study's chosen trial's row of the results table: the row its memo marks (the table is built with
+    :func:`search.study.ranking.choose`, as ``losstune status`` and ``export`` choose); for a table without a memo,
+    the highest ``cv_score`` (ties to the lower trial number). None before any trial completed."""
     if "trial" not in table.columns:
+        return None
+    if "memo" in table.columns:
+        marked = table[complete & table["memo"].astype(str).str.startswith(BEST_MEMO)]
+        if len(marked):
+            return {str(k): v for k, v in marked.iloc[0].to_dict().items()}
         return None
     scores = table["cv_score"].astype("float64")
     eligible = complete & scores.notna()
     candidates = [(float(score), row) for score, (_, row) in zip(scores[eligible], table[eligible].iterrows())]
     top = best(candidates, score=lambda c: c[0], number=lambda c: int(c[1]["trial"]))
     return None if top is None else {str(k): v for k, v in top[1].to_dict().items()}
+
+
+def rule_of_memo(memo: object) -> str | None:
+    """``confirmed`` of the memo ``best (by confirmed); reference``, or None."""
+    text = str(memo or "")
+    head = f"{BEST_MEMO} (by "
+    if not text.startswith(head):
+        return None
+    return text[len(head) :].split(")", 1)[0]
 
 
 def _number(value: object, digits: int = 4) -> str:
@@ -76,8 +94,10 @@ def parent_note(
         )
         name = best_run.info.run_name if best_run is not None else f"trial {best['trial']}"
         link = f"[{name}](#/experiments/{experiment_id}/runs/{best_run.info.run_id})" if best_run else name
+        rule = rule_of_memo(best.get("memo"))
+        chosen = f", chosen by {rule}" if rule else ""
         lines.append(
-            f"**Best trial: {link}** (trial {best['trial']}, phase {best.get('phase', '?')}): {loss}; "
+            f"**Best trial: {link}** (trial {best['trial']}, phase {best.get('phase', '?')}{chosen}): {loss}; "
             f"cv_score {_number(best['cv_score'])}, honest_score {_number(best.get('honest_score'))}, "
             f"threshold {_number(best.get('threshold'))}."
         )
