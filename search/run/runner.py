@@ -53,6 +53,7 @@ def run_search(study_path: Path, options: SearchOptions, echo: Echo = print) -> 
     week = iso_week()
     if _budget_spent(study_path, options, week, echo):
         return 0
+    echo("opening the study's data and its MLflow store...")
     session = StudySession(study_path, allow_data_change=options.allow_data_change)
     run = _open_parent_run(session, options, week, echo)
     if run is None:
@@ -63,6 +64,10 @@ def run_search(study_path: Path, options: SearchOptions, echo: Echo = print) -> 
     )
     _work(study_path, options, run, echo)
     _print_summary(session, run.tracker, week, run.budget, echo)
+    from search.tracking.study_report import REPORT_HTML, log_report
+
+    log_report(session.file, session.study, run.tracker.client, run.parent)
+    echo(f"report: {REPORT_HTML} on the study's parent run (or: losstune report {study_path} -o {REPORT_HTML})")
     return 0
 
 
@@ -138,6 +143,13 @@ def _budget_spent(study_path: Path, options: SearchOptions, week: str, echo: Ech
     the study's parent run, left RUNNING when a worker is killed during the week's last trial)."""
     session = StudySession.existing(study_path)
     if session is None:
+        from search.study.study_file import load_study_file
+
+        file = load_study_file(study_path)
+        budget = file.budget.trials_per_week if options.budget is None else options.budget
+        if budget == 0:  # nothing to run: no study, no database, no MLflow store is created for it
+            echo(f"budget for {week} is 0: nothing to run (study {file.name!r} not created)")
+            return True
         return False
     try:
         budget = session.budget_for_week(options.budget)
