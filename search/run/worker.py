@@ -25,6 +25,7 @@ from objectives.errors import TrainingDiverged
 from objectives.evaluate import EvaluationResult, evaluate_batch
 from search.run.background import Recorder
 from search.run.heartbeats import grace_seconds, heartbeat
+from search.tracking.study_run import TAG_VERDICT, verdict_tag
 from search.run.options import SearchOptions
 from search.run.session import StudySession
 from search.run.storage import quiet_optuna
@@ -238,7 +239,14 @@ class Worker:
             for key, value in stats.items():
                 trial.set_user_attr(key, value)
             # MLflow first, then Optuna, then the run's final status: see StudyTracker.log_trial_result
-            self.tracker.log_trial_result(run_id, result, self.s.dataset, config, extra_metrics=stats_metrics(stats))
+            self.tracker.log_trial_result(
+                run_id,
+                result,
+                self.s.dataset,
+                config,
+                extra_metrics=stats_metrics(stats),
+                extra_tags={TAG_VERDICT: verdict_tag(stats)},
+            )
             study.tell(trial, result.oof_score)
             state.told = True
             self.tracker.mark_finished(run_id)

@@ -87,6 +87,7 @@ def trial_stats(
         "cv_score_se": corrected_se(scores["fold_scores"], folds),
         "honest_score_se": corrected_se(scores["honest_fold_scores"], folds),
         "study_reference_trial": study_ref,
+        "is_reference": config_key(me.loss) == ref_key,
     }
     for name, other in (("reference", ref), ("best", best_other)):
         c = None if other is None else paired(me, other)
@@ -104,7 +105,8 @@ def stats_metrics(stats: dict) -> dict[str, float]:
         "honest_score_se": stats["honest_score_se"],
         "repeats": float(stats["repeats"]),
     }
-    metrics.update({f"cv_score_r{r}": s for r, s in enumerate(stats["repeat_scores"])})
+    # the per-repeat scores are the steps of one metric, cv_score_repeat (search.tracking.trial_runs), not one
+    # metric per repeat: a 1-repeat trial would show NaN under cv_score_r1, cv_score_r2 in the UI
     for name in ("reference", "best"):
         if stats.get(f"diff_vs_{name}") is not None:
             metrics[f"diff_vs_{name}"] = stats[f"diff_vs_{name}"]

@@ -60,22 +60,13 @@ def confidence(
 ) -> Confidence:
     """The verdict and estimate of ``trial``; ``reference_key`` is :func:`search.study.plan.config_key` of the study's
     reference configuration."""
-    from search.study.plan import config_key
-    from search.study.stored_config import stored_loss
-
     a = trial.user_attrs
     if trial.value is None:
         raise LosstuneError(f"trial {trial.number} has no score: only a complete trial is chosen")
     complete = complete_trials(trials)
     ref = reference_trial(trials, reference_key)
     paired_ref = a.get("reference_trial")
-    if a.get("verdict_vs_reference") is not None:
-        verdict = a["verdict_vs_reference"]
-        text = f"{VERDICT_TEXT[verdict]} ({reference_words(ref, paired_ref, a.get('cv_seed'))})"
-    elif config_key(stored_loss(trial)) == reference_key:
-        verdict, text = "is the reference", "this is the reference configuration"
-    else:
-        verdict, text = "no reference", "no reference trial on the same splits to compare with"
+    verdict, text = _verdict(trial, ref, reference_key)
     if a.get("cv") is not None:
         pool = confirmed_trials(complete)
         basis = (
@@ -108,6 +99,20 @@ def confidence(
         estimate_basis=basis,
         n_trials=len(pool),
     )
+
+
+def _verdict(trial: FrozenTrial, ref: int | None, reference_key: str) -> tuple[str, str]:
+    """The trial's verdict against the study's reference, and its sentence."""
+    from search.study.plan import config_key
+    from search.study.stored_config import stored_loss
+
+    a = trial.user_attrs
+    if a.get("verdict_vs_reference") is not None:
+        words = reference_words(ref, a.get("reference_trial"), a.get("cv_seed"))
+        return a["verdict_vs_reference"], f"{VERDICT_TEXT[a['verdict_vs_reference']]} ({words})"
+    if config_key(stored_loss(trial)) == reference_key:
+        return "is the reference", "this is the reference configuration"
+    return "no reference", "no reference trial on the same splits to compare with"
 
 
 def reference_words(reference: int | None, paired: int | None, seed: int | None) -> str:

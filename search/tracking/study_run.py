@@ -3,6 +3,7 @@ kind, and how to open the UI. Pure functions: :mod:`search.tracking.tracker` wri
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -32,10 +33,62 @@ EXPERIMENT_KIND = "custom_model_development"
 
 UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui` listens unless given --host/--port
 
+# The runs table's columns and order cannot be set by the server: the UI keeps them per browser. What it does
+# read from the store is a *shared view*, an experiment tag ``mlflow.sharedViewState.<key>`` holding the view's
+# JSON, applied when the page is opened with ``?viewStateShareKey=<key>`` (MLflow's "Share" button writes the
+# same). This view sorts by cv_score, best first (which also lists the trials flat rather than folded under the
+# parent run: the UI nests runs only when sorted by date) and shows the score, its SE, the verdict and the loss.
+TAG_VERDICT = "losstune.verdict"  # on each trial run: its verdict against the study's reference, as text
+SHARED_VIEW_KEY = "losstune"
+SHARED_VIEW_TAG = f"mlflow.sharedViewState.{SHARED_VIEW_KEY}"
+VIEW_COLUMNS = (
+    "metrics.`cv_score`",
+    "metrics.`cv_score_se`",
+    f"tags.`{TAG_VERDICT}`",
+    "metrics.`diff_vs_reference`",
+    "metrics.`honest_score`",
+    "metrics.`threshold`",
+    "tags.`losstune.phase`",
+    "params.`gamma`",
+    "params.`alpha_pos`",
+    "params.`bce_weight`",
+    "params.`focal_weight`",
+)
+SHARED_VIEW = json.dumps(
+    {
+        "searchFilter": "",
+        "orderByKey": "metrics.`cv_score`",
+        "orderByAsc": False,
+        "startTime": "ALL",
+        "lifecycleFilter": "Active",
+        "datasetsFilter": [],
+        "modelVersionFilter": "All Runs",
+        "selectedColumns": list(VIEW_COLUMNS),
+        "runsExpanded": {},
+        "viewMaximized": False,
+        "runListHidden": False,
+    }
+)
+
 
 def experiment_kind_tags(existing: dict[str, str]) -> dict[str, str]:
-    """The tag that makes the UI open the experiment on its runs table, unless the experiment has a kind."""
-    return {} if existing.get(EXPERIMENT_KIND_TAG) else {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+    """The tags that make the UI open the experiment on its runs table (unless the experiment has a kind) and
+    the shared view of the trials that :func:`ui_hint`'s address opens (rewritten when it changed)."""
+    tags = {} if existing.get(EXPERIMENT_KIND_TAG) else {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+    if existing.get(SHARED_VIEW_TAG) != SHARED_VIEW:
+        tags[SHARED_VIEW_TAG] = SHARED_VIEW
+    return tags
+
+
+def verdict_tag(stats: dict) -> str:
+    """A trial's verdict against the study's reference as the text of :data:`TAG_VERDICT`: ``better than t000``,
+    ``~same as t000``, ``worse than t000``, ``reference`` for the reference itself, ``no reference`` else."""
+    verdict = stats.get("verdict_vs_reference")
+    ref = stats.get("study_reference_trial", stats.get("reference_trial"))
+    if verdict is None:
+        return "reference" if stats.get("is_reference") else "no reference"
+    words = {"better": "better than", "worse": "worse than"}.get(verdict, "~same as")
+    return f"{words} t{int(ref):03d}" if ref is not None else verdict
 
 
 def best_trial_row(table: pandas.DataFrame, complete: pandas.Series[bool]) -> dict[str, Any] | None:
@@ -134,4 +187,5 @@ def ui_hint(display_uri: str, experiment_id: str, redacted: bool = False) -> UiH
     command = f"{shlex.quote(mlflow_executable())} ui --backend-store-uri {shlex.quote(display_uri)}"
     if redacted:
         command += "  (with the password for ***)"
-    return UiHint(command=command, url=f"{UI_ADDRESS}/#/experiments/{experiment_id}/runs")
+    url = f"{UI_ADDRESS}/#/experiments/{experiment_id}/runs?viewStateShareKey={SHARED_VIEW_KEY}"
+    return UiHint(command=command, url=url)

@@ -121,12 +121,12 @@ class StudySummary:
             rule = rule_of_memo(best.get("memo"))
             if rule:
                 tags.append(RunTag(TAG_BEST_RULE, rule))
+            if run is not None:
+                tags.append(RunTag(TAG_BEST_RUN, run.info.run_id))
         if "memo" in table.columns:
             ref = table[table["memo"].astype(str).str.contains("reference", regex=False)]
             if len(ref):
                 tags.append(RunTag(TAG_REFERENCE_TRIAL, str(int(ref.iloc[0]["trial"]))))
-            if run is not None:
-                tags.append(RunTag(TAG_BEST_RUN, run.info.run_id))
         return tags
 
     # --------------------------------------------------------------------------------------------- helpers
