@@ -141,7 +141,9 @@ def test_every_view_names_the_same_best_trial_and_reference_after_two_weeks(tmp_
     parent = client.get_run(session.study.user_attrs["mlflow_parent_run_id"]).data.tags
     assert parent["losstune.best_trial"] == str(best) and parent["losstune.best_rule"] == rule
     assert parent["losstune.reference_trial"] == str(ref)
-    assert f"(trial {best}, phase {trials[best].user_attrs['phase']}, chosen by {rule})" in parent["mlflow.note.content"]
+    assert (
+        f"(trial {best}, phase {trials[best].user_attrs['phase']}, chosen by {rule})" in parent["mlflow.note.content"]
+    )
     parent_id = session.study.user_attrs["mlflow_parent_run_id"]
     table = json.loads(Path(client.download_artifacts(parent_id, "results_table.json", str(tmp_path))).read_text())
     memo_col = table["columns"].index("memo")

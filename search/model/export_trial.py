@@ -27,7 +27,6 @@ from search.study.plan import config_key
 from search.study.ranking import choose
 from search.study.stored_config import has_record, stored_config
 from search.study.study_file import StudyFile, load_study_file
-
 from search.study.verdict import confidence, format_confidence
 
 if TYPE_CHECKING:
@@ -177,7 +176,9 @@ def _exported(
         week=attrs.get("week"),
         exported_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         versions=versions(),
-        confidence=confidence(trial, rule, trials, config_key(file.reference_loss), None if choice is None else choice.why),
+        confidence=confidence(
+            trial, rule, trials, config_key(file.reference_loss), None if choice is None else choice.why
+        ),
     )
     return ExportedConfig.of_trial(config, float(attrs["threshold"]), file.data_spec, provenance)
 

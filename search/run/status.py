@@ -12,9 +12,9 @@ from search.run.session import StudySession
 from search.study.choices import phase_choices
 from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
 from search.study.plan import config_key, plan_step
+from search.study.ranking import choose, reference_trial
 from search.study.results import format_table, results_rows, trial_records
 from search.study.stored_config import stored_config
-from search.study.ranking import choose, reference_trial
 from search.study.verdict import Confidence, confidence, format_confidence
 
 

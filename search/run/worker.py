@@ -25,7 +25,6 @@ from objectives.errors import TrainingDiverged
 from objectives.evaluate import EvaluationResult, evaluate_batch
 from search.run.background import Recorder
 from search.run.heartbeats import grace_seconds, heartbeat
-from search.tracking.study_run import TAG_VERDICT, verdict_tag
 from search.run.options import SearchOptions
 from search.run.session import StudySession
 from search.run.storage import quiet_optuna
@@ -37,6 +36,7 @@ from search.study.loss_params import InvalidLoss
 from search.study.noise import stats_metrics, trial_stats
 from search.study.plan import Step, TrialRecord, Wait, pending_steps, trial_cv
 from search.study.results import results_table, trial_records
+from search.tracking.study_run import TAG_VERDICT, verdict_tag
 
 __all__ = ["Worker", "stop_signals_ignored"]  # stop_signals_ignored: the runner takes it from here too
 

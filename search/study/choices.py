@@ -79,7 +79,11 @@ def _choice_line(phase: str, what: str, a: TrialRecord, b: TrialRecord, b_role: 
 def _kept_line(phase: str, kept: TrialRecord, own: TrialRecord) -> str:
     """A phase none of whose trials beat the earlier choice: that choice is kept, and the phase's best is named."""
     c = paired(own, kept)
-    diff = f"{_score(own) - _score(kept):+.4f}, no paired folds" if c is None else f"{c.diff:+.4f} ± {c.se:.4f}, {c.verdict}"
+    diff = (
+        f"{_score(own) - _score(kept):+.4f}, no paired folds"
+        if c is None
+        else f"{c.diff:+.4f} ± {c.se:.4f}, {c.verdict}"
+    )
     return (
         f"{phase}: kept {loss_text(kept.loss)} (trial {kept.number}, {kept.phase}); the phase's best, "
         f"{loss_text(own.loss)} (trial {own.number}), {diff}"

@@ -162,7 +162,7 @@ def _shown(row: dict[str, Any]) -> dict[str, str]:
                 continue
             verdict, other = row[f"verdict_vs_{name}"], row[f"{name}_trial"]  # recorded with every difference
             run = row.get("reference_paired_trial") if name == "reference" else None
-            who = f"t{int(other):03d}" + ("" if _blank(run) else f" as t{int(run):03d}")
+            who = f"t{int(other):03d}" + ("" if run is None or _blank(run) else f" as t{int(run):03d}")
             out[f"vs_{name}"] = f"{plus_minus(d, se, signed=True)} {VERDICT_MARK.get(verdict, verdict)} ({who})"
         out["seed"] = "" if _blank(row.get("cv_seed")) else str(int(row["cv_seed"]))
     return out

@@ -259,7 +259,9 @@ def learning_chart(c: TrialCurves) -> str:
     parts = [_axes(width, height, left, bottom, top, lo, hi, y)]
     for name, series, colour in (("train", c.train_loss, "#1f77b4"), ("validation", c.val_loss, "#d62728")):
         points = " ".join(f"{x(e):.1f},{y(v):.1f}" for e, v in zip(c.epochs, series) if not math.isnan(v))
-        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"><title>{name}</title>')
+        parts.append(
+            f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"><title>{name}</title>'
+        )
         parts.append("</polyline>")
     parts.append(f'<text x="{left}" y="{height - 18}">epoch {first}…{last}</text>')
     parts.append(

@@ -42,17 +42,16 @@ TAG_VERDICT = "losstune.verdict"  # on each trial run: its verdict against the s
 SHARED_VIEW_KEY = "losstune"
 SHARED_VIEW_TAG = f"mlflow.sharedViewState.{SHARED_VIEW_KEY}"
 VIEW_COLUMNS = (
+    # the UI groups columns as metrics, params, tags: no param here (the run name carries the loss), so that the
+    # verdict and phase tags stay in view on a laptop screen
     "metrics.`cv_score`",
     "metrics.`cv_score_se`",
-    f"tags.`{TAG_VERDICT}`",
     "metrics.`diff_vs_reference`",
+    "metrics.`diff_vs_reference_se`",
     "metrics.`honest_score`",
     "metrics.`threshold`",
+    f"tags.`{TAG_VERDICT}`",
     "tags.`losstune.phase`",
-    "params.`gamma`",
-    "params.`alpha_pos`",
-    "params.`bce_weight`",
-    "params.`focal_weight`",
 )
 SHARED_VIEW = json.dumps(
     {
@@ -187,5 +186,9 @@ def ui_hint(display_uri: str, experiment_id: str, redacted: bool = False) -> UiH
     command = f"{shlex.quote(mlflow_executable())} ui --backend-store-uri {shlex.quote(display_uri)}"
     if redacted:
         command += "  (with the password for ***)"
-    url = f"{UI_ADDRESS}/#/experiments/{experiment_id}/runs?viewStateShareKey={SHARED_VIEW_KEY}"
+    # workflowType: the sidebar's "Model training" mode (MLflow 3 keeps the last mode per browser, GenAI at first)
+    url = (
+        f"{UI_ADDRESS}/#/experiments/{experiment_id}/runs?viewStateShareKey={SHARED_VIEW_KEY}"
+        "&workflowType=machine_learning"
+    )
     return UiHint(command=command, url=url)
