@@ -247,4 +247,4 @@ def _print_summary(session: StudySession, tracker: StudyTracker, week: str, budg
     phase = "complete" if step is None else step.phase.name
     echo(f"budget {session.ledger.spent(week)}/{budget} used in {week}; plan phase: {phase}")
     echo(f"compare trials: {tracker.ui_command()}")
-    echo(f"  then open {tracker.runs_url()} (the runs table: select the trials, press Compare)")
+    echo(f"  then open {tracker.runs_url()} (the trials by score, with SE and verdict; select some, press Compare)")

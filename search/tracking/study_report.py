@@ -82,10 +82,13 @@ def _download(client: MlflowClient | None, run_id: str | None, name: str) -> byt
     if client is None or not run_id:
         return None
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bar per small file
+    from mlflow.exceptions import MlflowException
+
     try:
         with tempfile.TemporaryDirectory(prefix="losstune-report-") as tmp:
             return Path(client.download_artifacts(run_id, name, tmp)).read_bytes()
-    except Exception as exc:  # a deleted run or a file it never logged: the report says it is not stored
+    except (MlflowException, FileNotFoundError) as exc:
+        # a deleted run, or a file the trial never logged: the report says it is not stored
         log.info("no %s on run %s: %s", name, run_id, exc)
         return None
 
