@@ -164,3 +164,40 @@ def test_every_view_names_the_same_best_trial_and_reference_after_two_weeks(tmp_
     assert exported["provenance"]["selected_by"] == exported["provenance"]["confidence"]["selected_by"] == rule
     printed = capsys.readouterr().out
     assert "alpha=none" in printed and "alpha=None" not in printed
+
+
+def test_a_phase_that_beat_nothing_says_the_earlier_choice_was_kept():
+    from search.study.choices import phase_choices
+    from search.study.phases import Phase
+    from search.study.results import record_of
+
+    trials = _week([0.58, 0.59, 0.58])  # the refine trial is worse than trial 1
+    phases = (
+        Phase(name="balance", grid=[{"bce_weight": 0.5, "focal_weight": 0.5}]),
+        Phase(name="confirm", kind="confirm"),
+        Phase(name="refine", kind="tpe", space={"gamma": (0.0, 5.0)}),
+    )
+    lines = phase_choices(phases, [record_of(t) for t in trials], _loss(2, 0.5))
+    refine = next(line for line in lines if line.startswith("refine: "))
+    assert refine.startswith("refine: kept g=2 a=none w=1/0 (trial 1, balance); the phase's best, ")
+    assert "(trial 5)" in refine
+
+
+def test_a_trial_line_shows_its_own_share_of_its_batch_time():
+    from types import SimpleNamespace
+
+    from search.run.trial_outcome import TrialOutcome, format_outcome
+
+    result = SimpleNamespace(oof_score=0.6, honest_score_mean=0.58, threshold=0.4, seconds=12.0)
+    line = format_outcome(TrialOutcome(3, "gamma", _loss(3.0, 0.5), "COMPLETE", result=result, batch_size=4), "f1")
+    assert "3.0s (1/4 of a 12.0s batch)" in line and "gamma=3 " in line
+
+
+def test_a_drop_column_that_is_missing_names_the_study_file_key(tmp_path):
+    from objectives.data import load_dataset
+    from objectives.data_spec import DataSpec
+    from objectives.errors import LosstuneError
+
+    (tmp_path / "t.csv").write_text("a,y\n1,0\n2,1\n3,0\n4,1\n")
+    with pytest.raises(LosstuneError, match=r"data\.drop in a study file, --drop on the command line"):
+        load_dataset(DataSpec(path=tmp_path / "t.csv", target="y", drop=("customer_id",)))
