@@ -164,8 +164,8 @@ def score_chart(rows: list[dict[str, Any]], best: int | None, reference: int | N
     lows, highs = [], []
     for r in scored:
         se = 0.0 if _nan(r.get("cv_score_se")) else float(r["cv_score_se"])
-        lows.append(r["cv_score"] - INTERVAL_SES * se)
-        highs.append(r["cv_score"] + INTERVAL_SES * se)
+        lows.append(max(0.0, r["cv_score"] - INTERVAL_SES * se))  # a score lies in [0, 1]: so does its bar
+        highs.append(min(1.0, r["cv_score"] + INTERVAL_SES * se))
     lo, hi = min(lows), max(highs)
     lo, hi = (lo - 0.01, hi + 0.01) if hi - lo < 1e-9 else (lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
     width, height, left, bottom, top = max(420, 40 + 28 * len(scored)), 300, 60, 40, 15
@@ -196,9 +196,10 @@ def score_chart(rows: list[dict[str, Any]], best: int | None, reference: int | N
     )
     parts.append(f'<text x="{left}" y="{height - 6}">trial; {legend}</text>')
     caption = (
-        f'<p class="note">OOF score ± {INTERVAL_SES:g} corrected SEs (Nadeau-Bengio) per trial; hollow: repeated '
-        "on a confirm phase's own seed (not comparable with the others' seed); ringed: the reference. Trials whose "
-        "bars overlap widely are within the noise of each other: the verdicts (paired, same splits) decide.</p>"
+        f'<p class="note">OOF score ± {INTERVAL_SES:g} corrected SEs (Nadeau-Bengio) per trial (cut at 0 and 1); '
+        "hollow: repeated on a confirm phase's own seed (not comparable with the others' seed); ringed: the "
+        "reference. Trials whose bars overlap widely are within the noise of each other: the verdicts (paired, "
+        "same splits) decide.</p>"
     )
     return f'<svg id="scores" width="{width}" height="{height}" role="img">{"".join(parts)}</svg>{caption}'
 
