@@ -19,7 +19,7 @@ endif
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 PIP_INSTALL := $(BIN)/pip --disable-pip-version-check install --progress-bar off
 
-.PHONY: venv demo lint test test-fast bench clean
+.PHONY: venv demo lint test test-fast bench docs clean
 
 $(BIN)/losstune: pyproject.toml
 	@echo "[1/4] creating $(VENV) with $(PYTHON)"
@@ -58,8 +58,13 @@ test: venv
 test-fast: venv
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not slow"
 
+# the documentation site (docs/, mkdocs.yml) into site/; --strict: a broken link or a missing page fails. The
+# study-file reference page is generated from the pydantic models by docs/_hooks/study_reference.py.
+docs: venv
+	$(BIN)/mkdocs build --strict
+
 bench: venv
 	$(BIN)/python tests/benchmarks/bench_evaluate.py
 
 clean:
-	rm -rf $(VENV) studies/*.db studies/mlruns studies/mlartifacts
+	rm -rf $(VENV) studies/*.db studies/mlruns studies/mlartifacts site

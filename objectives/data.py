@@ -181,7 +181,10 @@ def _check_target_and_drop(df: pd.DataFrame, spec: DataSpec, encoding: str) -> N
         )
     missing_drop = [c for c in spec.drop if c not in df.columns]
     if missing_drop:
-        raise DataError(f"--drop column(s) {missing_drop} not found in {spec.path.name}")
+        raise DataError(
+            f"column(s) to drop {missing_drop} not found in {spec.path.name} (data.drop in a study file, --drop on "
+            "the command line)"
+        )
     if spec.target in spec.drop:
         raise DataError(f"cannot drop the target column {spec.target!r}")
 
@@ -194,7 +197,9 @@ def _typed_features(features: pd.DataFrame) -> tuple[pd.DataFrame, list[str], li
     empty = [c for c in features.columns if features[c].isna().all()]
     if empty:
         raise DataError(
-            f"column(s) {empty} have no values at all: drop them with " + " ".join(f"--drop {c!r}" for c in empty)
+            f"column(s) {empty} have no values at all: drop them (data.drop: {empty} in a study file, or "
+            + " ".join(f"--drop {c!r}" for c in empty)
+            + ")"
         )
     features = _coerce_numeric_or_explain(features, exclude=set())
     numeric = [c for c in features.columns if is_numeric(features[c])]

@@ -117,7 +117,23 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser("train", help="fit an exported configuration on all rows; save an MLflow (pyfunc) model")
     )
     _predict_args(sub.add_parser("predict", help="apply a model directory to a CSV and write labels"))
+    _report_args(
+        sub.add_parser("report", help="write the study's report: one self-contained HTML page (also on MLflow)")
+    )
     return parser
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study", type=Path, help="study file (YAML)")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("report.html"),
+        metavar="FILE",
+        help="where to write the HTML page (default: report.html)",
+    )
+    p.set_defaults(run=commands.report)
 
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:

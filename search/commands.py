@@ -17,7 +17,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def search(args: argparse.Namespace) -> int:
-    print(f"losstune search {args.study}: opening the study, its data and its MLflow store...", flush=True)
+    print(f"losstune search {args.study}: reading the study and this week's budget...", flush=True)
     from search.run.options import SearchOptions
     from search.run.runner import run_search
 
@@ -64,4 +64,12 @@ def predict(args: argparse.Namespace) -> int:
         args.model_dir, args.test, args.output, id_col=args.id_col, proba=args.proba, labels=args.labels
     )
     print(format_predict(outcome))
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    from search.tracking.study_report import write_report
+
+    out = write_report(args.study, args.output)
+    print(f"wrote {out}: the study's record, choices, scores with their noise, and the best and reference trials")
     return 0

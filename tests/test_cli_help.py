@@ -97,12 +97,14 @@ def test_top_level_help_is_plain_text(capsys):
     assert "-v, --verbose" in out
 
 
-def test_the_readme_names_every_option():
-    text = README.read_text(encoding="utf-8")
+def test_the_docs_name_every_option():
+    """Every option of every command appears in the README or the guide's pages (docs/)."""
+    pages = [README, *sorted((README.parent / "docs").rglob("*.md"))]
+    text = "\n".join(p.read_text(encoding="utf-8") for p in pages)
     missing = [
         f"{command} {flag}"
         for command, action in _all_actions()
         for flag in action.option_strings
         if not re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text)
     ]
-    assert not missing, f"options the README does not mention: {missing}"
+    assert not missing, f"options neither the README nor docs/ mention: {missing}"

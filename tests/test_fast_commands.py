@@ -88,6 +88,17 @@ def test_search_with_the_budget_spent(used_study):
     last = proc.stdout.strip().splitlines()[-1]
     assert (proc.returncode, last, proc.stderr.strip()) == (0, "budget for 2026-W47 spent: 2/2", "")
     assert not names & HEAVY, names & HEAVY
+    assert "data" not in proc.stdout and "MLflow" not in proc.stdout  # it says it opens only what it opens
+
+
+def test_search_with_a_budget_of_0_creates_nothing(tmp_path):
+    path = write_study(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    proc, names = imported("search", str(path), "--budget", "0", "--no-progress", cwd=tmp_path)
+    assert (proc.returncode, proc.stderr.strip()) == (0, ""), proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "budget for 2026-W47 is 0: nothing to run (study 'fast' not created)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no Optuna database, no MLflow store
+    assert not names & HEAVY, names & HEAVY
 
 
 def test_search_with_the_budget_spent_does_not_read_the_data(used_study, tmp_path):

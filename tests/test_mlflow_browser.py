@@ -120,22 +120,60 @@ def ui_server(tmp_path, monkeypatch):
 NUMBER = r"-?\d+(?:\.\d+)?(?:e-?\d+)?"
 
 
+def artifact_dir(tmp_path: Path) -> Path:
+    """Where a browser test keeps its screenshots: ``$LOSSTUNE_TEST_ARTIFACTS`` (``.ci/run`` sets it, so that CI
+    keeps them), else the test's tmp directory."""
+    where = os.environ.get("LOSSTUNE_TEST_ARTIFACTS")
+    if not where:
+        return tmp_path
+    path = Path(where).absolute()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.mark.slow
+def test_the_printed_address_opens_the_trials_with_score_se_and_verdict(ui_server, tmp_path):
+    """The address ``losstune search`` prints opens the study's shared view: the trials listed flat (not folded
+    under the parent run), sorted by cv_score, with its SE and the verdict (text) in view."""
+    browser = _browser()
+    base, experiment, trials = ui_server
+    shot = artifact_dir(tmp_path) / "trials_view.png"
+    page = _page(
+        browser,
+        f"{base}/#/experiments/{experiment}/runs?viewStateShareKey=losstune&workflowType=machine_learning",
+        shot,
+    )
+    assert shot.stat().st_size > 10_000
+    assert "share key is invalid" not in page and "does not exist" not in page, page[:2000]
+    for column in ("cv_score", "cv_score_se", "losstune.verdict"):
+        assert column in page, f"{column} not in view: {page[:3000]}"
+    names = [r.info.run_name for r in trials]
+    assert all(name in page for name in names), page[:3000]  # every trial shown: none folded under the parent
+    verdicts = {r.data.tags["losstune.verdict"] for r in trials}
+    assert "reference" in verdicts and all(v in page for v in verdicts), (verdicts, page[:3000])
+    assert "Model training" in page and "Judges" not in page and "Sessions" not in page  # not the GenAI sidebar
+    # sorted by cv_score, best first
+    best_first = sorted(trials, key=lambda r: -r.data.metrics["cv_score"])
+    assert [page.index(r.info.run_name) for r in best_first] == sorted(page.index(n) for n in names)
+
+
 @pytest.mark.slow
 def test_runs_table_and_compare_view_show_numbers_for_every_trial(ui_server, tmp_path):
     browser = _browser()
     base, experiment, trials = ui_server
 
-    runs_page = _page(browser, f"{base}/#/experiments/{experiment}/runs", tmp_path / "runs_table.png")
-    assert (tmp_path / "runs_table.png").stat().st_size > 10_000
+    shots = artifact_dir(tmp_path)
+    runs_page = _page(browser, f"{base}/#/experiments/{experiment}/runs", shots / "runs_table.png")
+    assert (shots / "runs_table.png").stat().st_size > 10_000
     # the experiment opens on its training runs (not MLflow 3's GenAI overview), the study's parent run listed
     assert "Training runs" in runs_page and "No data available" not in runs_page
     assert re.search(r"\b\d+ matching runs\b", runs_page), runs_page[:2000]
 
     ids = urllib.parse.quote(json.dumps([r.info.run_id for r in trials]))
     compare = _page(
-        browser, f"{base}/#/compare-runs?runs={ids}&experiments=%5B%22{experiment}%22%5D", tmp_path / "compare_view.png"
+        browser, f"{base}/#/compare-runs?runs={ids}&experiments=%5B%22{experiment}%22%5D", shots / "compare_view.png"
     )
-    assert (tmp_path / "compare_view.png").stat().st_size > 10_000
+    assert (shots / "compare_view.png").stat().st_size > 10_000
     assert f"Comparing {len(trials)} Runs" in compare, compare[:2000]
     for run in trials:  # the names tell the trials apart from their first characters
         assert run.info.run_name in compare and re.match(r"t\d{3} g=", run.info.run_name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -85,7 +86,17 @@ def test_same_numbers_everywhere(searched, tmp_path, capsys):
             else:
                 assert metrics[key] == a[key] == row[key]
         assert metrics["cv_score"] == row["cv_score"] == t.value
-        assert [metrics[f"cv_score_r{r}"] for r in range(a["repeats"])] == pytest.approx(a["repeat_scores"])
+        # each repeat's score is a step of cv_score_repeat (one metric every trial has: no NaN columns in the UI)
+        history = sorted(client.get_metric_history(a["mlflow_run_id"], "cv_score_repeat"), key=lambda m: m.step)
+        assert [m.value for m in history] == pytest.approx(a["repeat_scores"])
+        assert [m.step for m in history] == list(range(a["repeats"]))
+        assert not any(k.startswith("cv_score_r") and k[-1].isdigit() for k in metrics)
+        # the verdict as text, against the study's one reference
+        verdict = run.tags["losstune.verdict"]
+        if config_key(a["loss"]) == config_key(session.file.reference_loss):  # the reference, or its confirm re-run
+            assert verdict == "reference"
+        else:
+            assert re.fullmatch(r"(better than|~same as|worse than) t000", verdict), verdict
         assert t.value == pytest.approx(sum(a["repeat_scores"]) / a["repeats"])  # the mean of its repeats
         if t.user_attrs["phase"] == "check":
             assert a["repeats"] == 2  # the confirm phase's repeats really ran

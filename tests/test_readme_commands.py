@@ -1,8 +1,10 @@
-"""The README's commands run as written: the shell blocks of its evaluate, weekly-search and export/train/predict
-sections, in that order, in a fresh directory holding a copy of ``studies/`` and the project's ``.venv``.
+"""The documentation's commands run as written: the shell blocks of the guide's pages (evaluate, the weekly
+search, export / train / predict), in that order, then the README's weekly loop (its ``make`` lines left out: the
+test runs inside the environment they make), in a fresh directory holding a copy of ``studies/`` and the
+project's ``.venv``.
 
-The README is this test's input, so the documented commands cannot drift from what works. Slow (it runs the
-demo's ten trials and trains a model): ``make test-fast`` leaves it out.
+The pages are this test's input, so the documented commands cannot drift from what works. Slow (it runs the
+demo's ten trials and trains models): ``make test-fast`` leaves it out.
 """
 
 from __future__ import annotations
@@ -20,22 +22,35 @@ import pytest
 from tests.test_strict_json import strict_loads
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("Evaluate one configuration", "The weekly search", "Export, train, predict")
+# the pages whose shell blocks run, in this order; then the README's weekly loop
+SECTIONS = ("docs/guide/evaluate.md", "docs/guide/weekly-search.md", "docs/guide/export-train-predict.md")
+README_LOOP = "README.md"
 
 
-def shell_blocks(readme: str, heading: str) -> list[str]:
-    """The ```sh / ```bash fenced blocks of the ``## heading`` section, up to the next ``## ``."""
-    found = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", readme, flags=re.S | re.M)
-    assert found, f"README has no section '## {heading}'"
-    return re.findall(r"^```(?:sh|bash)\n(.*?)^```", found.group(1), flags=re.S | re.M)
+def shell_blocks(text: str) -> list[str]:
+    """The ```sh / ```bash fenced blocks of a page."""
+    return re.findall(r"^```(?:sh|bash)\n(.*?)^```", text, flags=re.S | re.M)
 
 
-def test_the_sections_have_the_commands_this_test_expects():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = {h: shell_blocks(readme, h) for h in SECTIONS}
+def page_blocks(page: str) -> list[str]:
+    """The blocks a page contributes: all of a guide page's; the README's weekly loop without its ``make`` lines."""
+    blocks = shell_blocks((ROOT / page).read_text(encoding="utf-8"))
+    if page != README_LOOP:
+        return blocks
+    loop = [b for b in blocks if "losstune search" in b]
+    return ["".join(line for line in b.splitlines(keepends=True) if not line.startswith("make ")) for b in loop]
+
+
+def test_the_pages_have_the_commands_this_test_expects():
+    blocks = {page: page_blocks(page) for page in (*SECTIONS, README_LOOP)}
     assert all(blocks.values()), blocks
-    assert any("losstune evaluate" in b for b in blocks["Evaluate one configuration"])
-    assert any("losstune predict" in b for b in blocks["Export, train, predict"])
+    assert any("losstune evaluate" in b for b in blocks["docs/guide/evaluate.md"])
+    assert any("losstune predict" in b for b in blocks["docs/guide/export-train-predict.md"])
+    loop = blocks[README_LOOP]
+    assert len(loop) == 1 and all(f"losstune {c}" in loop[0] for c in ("search", "export", "train", "predict"))
+    assert len(loop[0].strip().splitlines()) <= 10  # the weekly loop in ten lines
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert re.findall(r"^make (\w+)", readme, flags=re.M) == ["demo", "test"]  # the two set-up commands
 
 
 @pytest.mark.slow
@@ -43,7 +58,6 @@ def test_readme_commands_run_as_written(tmp_path):
     venv = ROOT / ".venv"
     if not (venv / "bin" / "losstune").exists():
         pytest.skip(f"no {venv}/bin/losstune: run `make venv` first (the README's commands use it)")
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     work = tmp_path / "project"
     work.mkdir()
     shutil.copytree(
@@ -56,8 +70,8 @@ def test_readme_commands_run_as_written(tmp_path):
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if not p.startswith(str(venv)))
 
     outputs: dict[str, str] = {}
-    for heading in SECTIONS:
-        for block in shell_blocks(readme, heading):
+    for heading in (*SECTIONS, README_LOOP):
+        for block in page_blocks(heading):
             done = subprocess.run(
                 ["bash", "-euo", "pipefail", "-c", block],
                 cwd=work,
@@ -66,19 +80,23 @@ def test_readme_commands_run_as_written(tmp_path):
                 text=True,
                 timeout=900,
             )
-            assert done.returncode == 0, f"README '{heading}' block failed:\n{block}\n{done.stdout}\n{done.stderr}"
+            assert done.returncode == 0, f"{heading} block failed:\n{block}\n{done.stdout}\n{done.stderr}"
             # the demo declares its ID column: no warning on any command
             assert "an ID?" not in done.stderr, done.stderr
             outputs[heading] = outputs.get(heading, "") + done.stdout
 
-    assert "threshold" in outputs["Evaluate one configuration"]
-    search_out = outputs["The weekly search"]
+    assert "threshold" in outputs["docs/guide/evaluate.md"]
+    search_out = outputs["docs/guide/weekly-search.md"]
     # the printed UI command names an mlflow that exists although the venv is not on PATH
     printed = re.search(r"compare trials: (\S+) ui --backend-store-uri sqlite:///", search_out)
     assert printed and printed.group(1) != "mlflow" and (work / printed.group(1)).is_file(), search_out
-    assert re.search(r"then open http://127\.0\.0\.1:5000/#/experiments/\d+/runs", search_out)
-    status = strict_loads(search_out[search_out.rindex("\n{") :])  # the last command: status --json
+    assert re.search(r"then open http://127\.0\.0\.1:5000/#/experiments/\d+/runs\?viewStateShareKey=", search_out)
+    status = strict_loads(search_out[search_out.index("\n{") : search_out.rindex("}") + 1])  # status --json
     assert status["study"] == "demo" and len(status["trials"]) == status["spent"] > 0
+    assert (work / "report.html").is_file() and "<svg" in (work / "report.html").read_text(encoding="utf-8")
+    # the README's loop ends with a prediction for every row of the new table, with its id column
+    predictions = pd.read_csv(work / "predictions.csv")
+    assert list(predictions.columns) == ["customer_id", "churn"] and len(predictions) > 0
 
     assert (work / "best.yaml").is_file() and (work / "model" / "MLmodel").is_file()
     submission = pd.read_csv(work / "submission.csv")
@@ -96,6 +114,9 @@ def test_readme_commands_run_as_written(tmp_path):
             "best.yaml",
             "model/",
             "submission.csv",
+            "predictions.csv",
+            "my_model/",
+            "report.html",
             "studies/my_study.yaml",
             "studies/demo.optuna.db",
             "studies/mlflow.db",
@@ -105,10 +126,9 @@ def test_readme_commands_run_as_written(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert len(ignored.stdout.split()) == 7, ignored.stdout + ignored.stderr
+    assert len(ignored.stdout.split()) == 10, ignored.stdout + ignored.stderr
 
 
 if __name__ == "__main__":  # print the commands this test runs: python -m tests.test_readme_commands
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    for h in SECTIONS:
-        print(f"# {h}\n" + "".join(shell_blocks(text, h)), file=sys.stdout)
+    for page in (*SECTIONS, README_LOOP):
+        print(f"# {page}\n" + "".join(page_blocks(page)), file=sys.stdout)

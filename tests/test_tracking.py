@@ -280,7 +280,10 @@ def test_explicit_artifact_location_and_ui_command(store, tmp_path: Path) -> Non
     tracker = StudyTracker(uri, f"study-{next(_names)}", artifact_location=str(tmp_path / "art"))
     assert tracker.client.get_experiment(tracker.experiment_id).artifact_location == (tmp_path / "art").as_uri()
     assert tracker.ui_command().endswith(f" ui --backend-store-uri sqlite:///{directory / 'mlflow.db'}")
-    assert tracker.runs_url() == f"http://127.0.0.1:5000/#/experiments/{tracker.experiment_id}/runs"
+    assert (
+        tracker.runs_url()
+        == f"http://127.0.0.1:5000/#/experiments/{tracker.experiment_id}/runs?viewStateShareKey=losstune&workflowType=machine_learning"
+    )
 
 
 def test_ui_command_names_this_environments_mlflow_when_path_has_none(store, monkeypatch, tmp_path) -> None:

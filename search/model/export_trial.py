@@ -23,10 +23,12 @@ from objectives.config import TrialConfig
 from objectives.errors import LosstuneError
 from search.formats.atomic_write import refuse_input_as_output
 from search.model.exported_config import ExportedConfig, Provenance, dump_exported
+from search.study.loss_params import UNWEIGHTED
 from search.study.plan import config_key
+from search.study.ranking import choose
 from search.study.stored_config import has_record, stored_config
 from search.study.study_file import StudyFile, load_study_file
-from search.study.verdict import confidence, format_confidence, resolve_rule, select
+from search.study.verdict import confidence, format_confidence
 
 if TYPE_CHECKING:
     import optuna
@@ -68,10 +70,10 @@ def select_trial(study: optuna.Study, by: str, number: int | None) -> FrozenTria
         return found[0]
     if not complete:
         raise LosstuneError(f"study {study.study_name!r} has no complete trial yet: run `losstune search` first")
-    chosen = select(trials, resolve_rule(trials, by))
+    chosen = choose(trials, by)
     if chosen is None:
         raise LosstuneError(f"study {study.study_name!r} has no complete trial on its own CV seed: use --by confirmed")
-    return chosen
+    return chosen.trial
 
 
 def check_against_run(config: TrialConfig, run_params: dict[str, str], trial_number: int) -> None:
@@ -168,7 +170,8 @@ def _exported(
 ) -> ExportedConfig:
     """The file's content: the trial's configuration and threshold, the study's data spec, the provenance."""
     trials = study.get_trials(deepcopy=False)
-    rule = "trial" if number is not None else resolve_rule(trials, by)
+    choice = None if number is not None else choose(trials, by)
+    rule = "trial" if choice is None else choice.rule
     attrs = trial.user_attrs
     if trial.value is None:  # select_trial returns COMPLETE trials only
         raise LosstuneError(f"trial {trial.number} has no score to export")
@@ -188,7 +191,9 @@ def _exported(
         week=attrs.get("week"),
         exported_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         versions=versions(),
-        confidence=confidence(trial, rule, trials, config_key(file.reference_loss)),
+        confidence=confidence(
+            trial, rule, trials, config_key(file.reference_loss), None if choice is None else choice.why
+        ),
     )
     return ExportedConfig.of_trial(
         config, float(attrs["threshold"]), file.data_spec, provenance, module_dir_of(config, file)
@@ -237,7 +242,7 @@ def format_export(exported: ExportedConfig, out: Path, logged_run_id: str | None
         return format_ensemble_export(exported, out, logged_run_id)
     p = exported.provenance
     honest = "n/a" if p.honest_score is None else f"{p.honest_score:.4f}"
-    loss = " ".join(f"{k}={v}" for k, v in exported.loss.model_dump().items())
+    loss = " ".join(f"{k}={UNWEIGHTED if v is None else f'{v:g}'}" for k, v in exported.loss.model_dump().items())
     lines = [
         f"exported trial {p.trial} ({p.phase}) of study {p.study!r} to {out}",
         f"{loss}  threshold {exported.threshold:.4f}",

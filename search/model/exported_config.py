@@ -42,7 +42,7 @@ class Provenance(StrictModel):
     study: str
     trial: int
     phase: str | None = None
-    selected_by: Literal["oof", "mean", "honest", "confirmed", "trial", "ensemble"]
+    selected_by: Literal["oof", "mean", "honest", "confirmed", "later", "trial", "ensemble"]
     mlflow_run_id: str | None = None
     tracking_uri: str | None = None
     experiment: str | None = None

@@ -56,6 +56,7 @@ def run_search(study_path: Path, options: SearchOptions, echo: Echo = print) -> 
     week = iso_week()
     if _budget_spent(study_path, options, week, echo):
         return 0
+    echo("opening the study's data and its MLflow store...")
     session = StudySession(study_path, allow_data_change=options.allow_data_change)
     run = _open_parent_run(session, options, week, echo)
     if run is None:
@@ -66,6 +67,10 @@ def run_search(study_path: Path, options: SearchOptions, echo: Echo = print) -> 
     )
     _work(study_path, options, run, echo)
     _print_summary(session, run.tracker, week, run.budget, echo)
+    from search.tracking.study_report import REPORT_HTML, log_report
+
+    log_report(session.file, session.study, run.tracker.client, run.parent)
+    echo(f"report: {REPORT_HTML} on the study's parent run (or: losstune report {study_path} -o {REPORT_HTML})")
     return 0
 
 
@@ -164,6 +169,13 @@ def _budget_spent(study_path: Path, options: SearchOptions, week: str, echo: Ech
     the study's parent run, left RUNNING when a worker is killed during the week's last trial)."""
     session = StudySession.existing(study_path)
     if session is None:
+        from search.study.study_file import load_study_file
+
+        file = load_study_file(study_path)
+        budget = file.budget.trials_per_week if options.budget is None else options.budget
+        if budget == 0:  # nothing to run: no study, no database, no MLflow store is created for it
+            echo(f"budget for {week} is 0: nothing to run (study {file.name!r} not created)")
+            return True
         return False
     try:
         budget = session.budget_for_week(options.budget)
@@ -240,24 +252,25 @@ def _print_interrupted(
 
 def _print_summary(session: StudySession, tracker: StudyTracker, week: str, budget: int, echo: Echo) -> None:
     from search.study.plan import config_key
-    from search.study.verdict import confidence, format_confidence, resolve_rule, select
+    from search.study.ranking import choose
+    from search.study.verdict import confidence, format_confidence
 
     records = trial_records(session.study)
     trials = session.study.get_trials(deepcopy=False)
-    rule = resolve_rule(trials, "auto")  # what export would pick, with the same verdict
-    best = select(trials, rule) if any(r.state == "COMPLETE" for r in records) else None
-    if best is not None:
+    choice = choose(trials)  # the one rule: what status and export name, with the same verdict
+    if choice is not None:
+        best = choice.trial
         loss = best.user_attrs["loss"]
         echo(
             f"best: trial {best.number} ({best.user_attrs.get('phase')}) "
-            + " ".join(f"{k}={UNWEIGHTED if v is None else v}" for k, v in loss.items())
+            + " ".join(f"{k}={UNWEIGHTED if v is None else f'{v:g}'}" for k, v in loss.items())
             + f"  score {best.value:.4f}"
         )
-        sure = confidence(best, rule, trials, config_key(session.file.reference_loss))
+        sure = confidence(best, choice.rule, trials, config_key(session.file.reference_loss), choice.why)
         for line in format_confidence(sure, session.file.trial_config().metric.label):
             echo("  " + line)
     step = plan_step(session.file, records)
     phase = "complete" if step is None else step.phase.name
     echo(f"budget {session.ledger.spent(week)}/{budget} used in {week}; plan phase: {phase}")
     echo(f"compare trials: {tracker.ui_command()}")
-    echo(f"  then open {tracker.runs_url()} (the runs table: select the trials, press Compare)")
+    echo(f"  then open {tracker.runs_url()} (the trials by score, with SE and verdict; select some, press Compare)")

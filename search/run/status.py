@@ -12,10 +12,11 @@ from search.run.session import StudySession
 from search.study.choices import phase_choices
 from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
 from search.study.plan import config_key, plan_step
+from search.study.ranking import choose, reference_trial
 from search.study.results import format_table, results_rows, trial_records
 from search.study.stored_config import stored_config
 from search.study.study_ensemble import StudyEnsemble, ensemble_row, format_ensemble, study_ensemble
-from search.study.verdict import Confidence, confidence, format_confidence, resolve_rule, select
+from search.study.verdict import Confidence, confidence, format_confidence
 
 
 def study_status(study_path: Path, budget_override: int | None = None) -> dict:
@@ -26,8 +27,8 @@ def study_status(study_path: Path, budget_override: int | None = None) -> dict:
     records = trial_records(session.study)
     step = plan_step(session.file, records)
     trials = session.study.get_trials(deepcopy=False)
-    rule = resolve_rule(trials, "auto")  # the rule export uses by default: status shows what export would pick
-    best = select(trials, rule)
+    choice = choose(trials)  # the one rule (export's default): status shows what export would pick
+    best = None if choice is None else choice.trial
     reference = session.file.reference_loss
     ensemble = study_ensemble(records, session.file)
     return {
@@ -40,17 +41,20 @@ def study_status(study_path: Path, budget_override: int | None = None) -> dict:
         "left": max(0, budget - spent),
         "phase": "complete" if step is None else step.phase.name,
         "best": None
-        if best is None
+        if best is None or choice is None
         else {
             "trial": best.number,
             "phase": best.user_attrs.get("phase", "?"),
             "score": best.value,
             **stored_config(best, session.file).loss.model_dump(),
-            "confidence": confidence(best, rule, trials, config_key(reference)).model_dump(),
+            "rule": choice.rule,
+            "why": choice.why,
+            "confidence": confidence(best, choice.rule, trials, config_key(reference), choice.why).model_dump(),
         },
         "reference": reference,
+        "reference_trial": reference_trial(trials, config_key(reference)),
         "choices": phase_choices(session.phases, records, reference),
-        "trials": results_rows(session.study),
+        "trials": results_rows(session.study, reference),
         "ensemble": None if ensemble is None else ensemble.to_dict(),
     }
 
@@ -61,9 +65,11 @@ def format_status(status: dict) -> str:
     lines = [format_table(rows), ""]
     best = status["best"]
     if best:
-        params = " ".join(f"{k}={UNWEIGHTED if best[k] is None else best[k]}" for k in LOSS_PARAMS)
+        params = " ".join(f"{k}={UNWEIGHTED if best[k] is None else f'{best[k]:g}'}" for k in LOSS_PARAMS)
         lines.append(f"best: trial {best['trial']} ({best['phase']}) {params}  score {best['score']:.4f}")
         lines += ["  " + line for line in format_confidence(Confidence(**best["confidence"]), status["metric"])]
+    if status.get("reference_trial") is not None:
+        lines.append(f"reference: trial {status['reference_trial']} (every verdict is against it)")
     if ensemble is not None:
         lines += format_ensemble(ensemble)
     if status["choices"]:

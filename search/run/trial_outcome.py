@@ -27,6 +27,7 @@ class TrialOutcome:
     result: EvaluationResult | None = None
     reason: str | None = None
     stats: dict | None = None  # search.study.noise.trial_stats: SEs and paired differences
+    batch_size: int = 1  # trials trained together in one job (the result's seconds are the job's)
 
 
 @dataclass
@@ -41,6 +42,7 @@ class TrialProgress:
     told: bool = False
     outcome: TrialOutcome | None = None
     beat: AbstractContextManager[None] | None = None  # the heartbeat, entered by the worker, left once told
+    batch_size: int = 1  # trials of the job it was trained in
 
     def stop_beating(self) -> None:
         if self.beat is not None:
@@ -76,8 +78,16 @@ def format_outcome(o: TrialOutcome, metric: str) -> str:
     r = o.result
     return (
         f"t{o.number:03d} {o.phase:<8} {params}  {metric} {_with_noise(r.oof_score, o.stats)} "
-        f"(honest {r.honest_score_mean:.4f})  threshold {r.threshold:.3f}  {r.seconds:.1f}s{_vs_reference(o.stats)}"
+        f"(honest {r.honest_score_mean:.4f})  threshold {r.threshold:.3f}  {_time(r.seconds, o.batch_size)}"
+        f"{_vs_reference(o.stats)}"
     )
+
+
+def _time(seconds: float, batch_size: int) -> str:
+    """A trial's own time: its share of the job it was trained in (the trials of a batch train at once)."""
+    if batch_size <= 1:
+        return f"{seconds:.1f}s"
+    return f"{seconds / batch_size:.1f}s (1/{batch_size} of a {seconds:.1f}s batch)"
 
 
 def _with_noise(score: float, stats: dict | None) -> str:
@@ -87,7 +97,10 @@ def _with_noise(score: float, stats: dict | None) -> str:
 def _vs_reference(stats: dict | None) -> str:
     if not stats or stats.get("diff_vs_reference") is None:
         return ""
+    from search.study.verdict import reference_words
+
+    who = reference_words(stats.get("study_reference_trial"), stats["reference_trial"], stats.get("cv_seed"))
     return (
-        f"  vs reference t{stats['reference_trial']:03d}: {stats['diff_vs_reference']:+.4f} ± "
+        f"  vs {who}: {stats['diff_vs_reference']:+.4f} ± "
         f"{stats['diff_vs_reference_se']:.4f} {stats['verdict_vs_reference']}"
     )

@@ -39,6 +39,7 @@ from search.study.noise import stats_metrics, trial_stats
 from search.study.oof_store import oof_dir, write_trial_oof
 from search.study.plan import Step, TrialRecord, Wait, pending_steps, trial_cv
 from search.study.results import results_table, trial_records
+from search.tracking.study_run import TAG_VERDICT, verdict_tag
 
 __all__ = ["Worker", "stop_signals_ignored"]  # stop_signals_ignored: the runner takes it from here too
 
@@ -220,6 +221,7 @@ class Worker:
         recorder = self.recorder
         assert recorder is not None  # batches are trained only inside run(), which starts the recorder
         for state, outcome in zip(batch, outcomes):
+            state.batch_size = len(batch)
             recorder.submit(state.trial.number, state.record(outcome), partial(self._record, state, outcome))
 
     def _record(self, state: TrialProgress, outcome: EvaluationResult | TrainingDiverged) -> None:
@@ -243,13 +245,22 @@ class Worker:
                 trial.set_user_attr(key, value)
             self._keep_oof(trial.number, run_id, result, config)
             # MLflow first, then Optuna, then the run's final status: see StudyTracker.log_trial_result
-            self.tracker.log_trial_result(run_id, result, self.s.dataset, config, extra_metrics=stats_metrics(stats))
+            self.tracker.log_trial_result(
+                run_id,
+                result,
+                self.s.dataset,
+                config,
+                extra_metrics=stats_metrics(stats),
+                extra_tags={TAG_VERDICT: verdict_tag(stats)},
+            )
             study.tell(trial, result.oof_score)
             state.told = True
             self.tracker.mark_finished(run_id)
-            self._finish(
-                TrialOutcome(trial.number, state.step.phase.name, state.loss, "COMPLETE", result=result, stats=stats)
+            phase = state.step.phase.name
+            done = TrialOutcome(
+                trial.number, phase, state.loss, "COMPLETE", result, stats=stats, batch_size=state.batch_size
             )
+            self._finish(done)
         except BaseException as exc:
             self._fail_untold([state], exc)
             raise
@@ -275,7 +286,8 @@ class Worker:
     def _log_summary(self) -> None:
         study = self.s.study
         notes = phase_choices(self.s.phases, trial_records(study), self.s.file.reference_loss)
-        self.tracker.log_study_summary(self.parent_run_id, results_table(study), study, notes=notes)
+        table = results_table(study, self.s.file.reference_loss)
+        self.tracker.log_study_summary(self.parent_run_id, table, study, notes=notes)
 
     def _fail_untold(self, batch: list[TrialProgress], exc: BaseException) -> None:
         fail_untold(self.s.study, self.tracker, batch, exc)

@@ -52,6 +52,10 @@ def phase_choices(
             continue
         chosen = _first(best_record(records, i + 1, phases))  # the phase's own scored trials rank: never None
         earlier = best_record(records, i, phases)
+        if chosen.phase != phase.name and earlier is not None:  # no trial of this phase beat the earlier choice
+            own = _first(best([r for r in mine if r.cv is None] or mine))
+            lines.append(_kept_line(phase.name, chosen, own))
+            continue
         rivals = [r for r in [*mine, *([earlier] if earlier else [])] if r.number != chosen.number]
         rivals = [r for r in rivals if config_key(r.loss) != config_key(chosen.loss)]
         if not rivals:
@@ -70,6 +74,20 @@ def _choice_line(phase: str, what: str, a: TrialRecord, b: TrialRecord, b_role: 
             f"{head}, {_score(a) - _score(b):+.4f} over {b_role}{loss_text(b.loss)} (trial {b.number}), no paired folds"
         )
     return f"{head}, {c.diff:+.4f} ± {c.se:.4f} over {b_role}{loss_text(b.loss)} (trial {b.number}), {c.verdict}"
+
+
+def _kept_line(phase: str, kept: TrialRecord, own: TrialRecord) -> str:
+    """A phase none of whose trials beat the earlier choice: that choice is kept, and the phase's best is named."""
+    c = paired(own, kept)
+    diff = (
+        f"{_score(own) - _score(kept):+.4f}, no paired folds"
+        if c is None
+        else f"{c.diff:+.4f} ± {c.se:.4f}, {c.verdict}"
+    )
+    return (
+        f"{phase}: kept {loss_text(kept.loss)} (trial {kept.number}, {kept.phase}); the phase's best, "
+        f"{loss_text(own.loss)} (trial {own.number}), {diff}"
+    )
 
 
 def _first(record: TrialRecord | None) -> TrialRecord:

@@ -11,6 +11,8 @@ so they carry the same numbers. User attrs written (JSON values):
 - ``reference_trial``, ``diff_vs_reference``, ``diff_vs_reference_se``, ``verdict_vs_reference``: against the
   study's reference configuration evaluated on the same splits (None when there is none yet, or for the
   reference itself);
+- ``study_reference_trial``: the study's one reference trial (the reference configuration's first run on the
+  study's seed), which every view names; ``reference_trial`` may be its re-run on a confirm phase's seed;
 - ``best_trial``, ``diff_vs_best``, ``diff_vs_best_se``, ``verdict_vs_best``: against the best trial on the same
   splits that had finished when this one was told (the incumbent).
 
@@ -78,11 +80,16 @@ def trial_stats(
     if config_key(me.loss) == ref_key:
         ref = None  # the reference itself
     best_other = best(others)
+    # the study's one reference trial (search.study.ranking.reference_trial, on records): named on every line
+    same_config = [r for r in records if r.scored and config_key(r.loss) == ref_key]
+    study_ref = min((r.number for r in [r for r in same_config if r.cv is None] or same_config), default=None)
     out = {
         **scores,
         "cv_seed": config.cv.seed,
         "cv_score_se": corrected_se(scores["fold_scores"], folds),
         "honest_score_se": corrected_se(scores["honest_fold_scores"], folds),
+        "study_reference_trial": study_ref,
+        "is_reference": config_key(me.loss) == ref_key,
     }
     for name, other in (("reference", ref), ("best", best_other)):
         c = None if other is None else paired(me, other)
@@ -100,7 +107,8 @@ def stats_metrics(stats: dict) -> dict[str, float]:
         "honest_score_se": stats["honest_score_se"],
         "repeats": float(stats["repeats"]),
     }
-    metrics.update({f"cv_score_r{r}": s for r, s in enumerate(stats["repeat_scores"])})
+    # the per-repeat scores are the steps of one metric, cv_score_repeat (search.tracking.trial_runs), not one
+    # metric per repeat: a 1-repeat trial would show NaN under cv_score_r1, cv_score_r2 in the UI
     for name in ("reference", "best"):
         if stats.get(f"diff_vs_{name}") is not None:
             metrics[f"diff_vs_{name}"] = stats[f"diff_vs_{name}"]

@@ -6,8 +6,8 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
-from search.study.plan import TrialRecord
-from search.study.ranking import best
+from search.study.plan import TrialRecord, config_key
+from search.study.ranking import choose, reference_trial
 from search.study.stored_config import stored_loss
 
 if TYPE_CHECKING:  # pandas is imported by the functions that build a table, not by the plan's trial_records
@@ -24,6 +24,7 @@ NOISE_COLUMNS = [
     "diff_vs_reference_se",
     "verdict_vs_reference",
     "reference_trial",
+    "reference_paired_trial",
     "diff_vs_best",
     "diff_vs_best_se",
     "verdict_vs_best",
@@ -43,42 +44,44 @@ COLUMNS = [
 ]
 
 
+def record_of(t: optuna.trial.FrozenTrial) -> TrialRecord:
+    """What the plan and the paired comparisons read of a stored trial."""
+    return TrialRecord(
+        number=t.number,
+        phase=t.user_attrs.get("phase", "?"),
+        state=t.state.name,
+        loss=stored_loss(t),
+        value=t.value if t.state.name == "COMPLETE" else None,
+        failure=t.user_attrs.get("failure"),
+        cv=t.user_attrs.get("cv"),
+        cv_seed=t.user_attrs.get("cv_seed"),
+        fold_scores=tuple(t.user_attrs["fold_scores"]) if t.user_attrs.get("fold_scores") else None,
+        folds=t.user_attrs.get("folds"),
+        repeats=t.user_attrs.get("repeats"),
+        fingerprint=t.user_attrs.get("data_fingerprint"),
+    )
+
+
 def trial_records(study: optuna.Study) -> list[TrialRecord]:
-    records = []
-    for t in study.get_trials(deepcopy=False):
-        loss = stored_loss(t)
-        records.append(
-            TrialRecord(
-                number=t.number,
-                phase=t.user_attrs.get("phase", "?"),
-                state=t.state.name,
-                loss=loss,
-                value=t.value if t.state.name == "COMPLETE" else None,
-                failure=t.user_attrs.get("failure"),
-                cv=t.user_attrs.get("cv"),
-                cv_seed=t.user_attrs.get("cv_seed"),
-                fold_scores=tuple(t.user_attrs["fold_scores"]) if t.user_attrs.get("fold_scores") else None,
-                folds=t.user_attrs.get("folds"),
-                repeats=t.user_attrs.get("repeats"),
-                fingerprint=t.user_attrs.get("data_fingerprint"),
-            )
-        )
-    return records
+    return [record_of(t) for t in study.get_trials(deepcopy=False)]
 
 
-def results_table(study: optuna.Study) -> pd.DataFrame:
+def results_table(study: optuna.Study, reference: dict | None = None) -> pd.DataFrame:
     import pandas as pd
 
-    return pd.DataFrame(results_rows(study), columns=COLUMNS)
+    return pd.DataFrame(results_rows(study, reference), columns=COLUMNS)
 
 
-def results_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """One dict per stored trial, keyed by :data:`COLUMNS` (missing values are None); no pandas needed."""
+def results_rows(study: optuna.Study, reference: dict | None = None) -> list[dict[str, Any]]:
+    """One dict per stored trial, keyed by :data:`COLUMNS` (missing values are None); no pandas needed.
+
+    The memo marks the study's choice (``best (by confirmed)``: :func:`search.study.ranking.choose` with
+    ``auto``, what ``export`` picks) and, given the study's ``reference`` configuration, its one reference
+    trial; ``reference_trial`` is then that trial on every row, and ``reference_paired_trial`` the reference's
+    run a row was paired with when it is another one (a confirm phase's re-run on its seed)."""
     trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state.name == "COMPLETE"]
-    # the best on the study's own splits: confirm trials (their own seeds) are ranked by export --by confirmed
-    top = best(t for t in complete if t.user_attrs.get("cv") is None)
-    best_number = top.number if top is not None else None
+    choice = choose(trials)
+    ref = None if reference is None else reference_trial(trials, config_key(reference))
     rows = []
     for t in trials:
         a = t.user_attrs
@@ -86,7 +89,13 @@ def results_rows(study: optuna.Study) -> list[dict[str, Any]]:
         if t.state.name == "FAIL":
             memo = a.get("failure_reason") or "worker stopped (no heartbeat): retried"
         else:
-            memo = "best" if t.number == best_number else ""
+            marks = [f"best (by {choice.rule})"] if choice is not None and t.number == choice.number else []
+            memo = "; ".join([*marks, *(["reference"] if t.number == ref else [])])
+        paired_ref = a.get("reference_trial")
+        noise = {k: a.get(k) for k in NOISE_COLUMNS}
+        if ref is not None and paired_ref is not None:
+            noise["reference_trial"] = ref
+            noise["reference_paired_trial"] = paired_ref if paired_ref != ref else None
         rows.append(
             {
                 "trial": t.number,
@@ -98,7 +107,7 @@ def results_rows(study: optuna.Study) -> list[dict[str, Any]]:
                 "state": t.state.name,
                 "week": a.get("week"),
                 "memo": memo,
-                **{k: a.get(k) for k in NOISE_COLUMNS},
+                **noise,
             }
         )
     return rows
@@ -154,7 +163,9 @@ def _shown(row: dict[str, Any]) -> dict[str, str]:
                 out[f"vs_{name}"] = ""
                 continue
             verdict, other = row[f"verdict_vs_{name}"], row[f"{name}_trial"]  # recorded with every difference
-            out[f"vs_{name}"] = f"{plus_minus(d, se, signed=True)} {VERDICT_MARK.get(verdict, verdict)} (t{int(other)})"
+            run = row.get("reference_paired_trial") if name == "reference" else None
+            who = f"t{int(other):03d}" + ("" if run is None or _blank(run) else f" as t{int(run):03d}")
+            out[f"vs_{name}"] = f"{plus_minus(d, se, signed=True)} {VERDICT_MARK.get(verdict, verdict)} ({who})"
         out["seed"] = "" if _blank(row.get("cv_seed")) else str(int(row["cv_seed"]))
     return out
 

@@ -3,18 +3,12 @@ the estimate to quote for unseen data. Shared by ``losstune export`` (written in
 ``losstune status``, so both say the same thing; every number is read from the trial's user attrs written by
 :mod:`search.study.noise`, the same values the MLflow metrics and the results table carry.
 
-Rules:
-
-- ``mean``: the best OOF score on the study's own CV seed (the study's objective; ``oof`` is the old name);
-- ``honest``: the best honest (cross-fitted) score on the study's own CV seed;
-- ``confirmed``: the best trial of the latest confirm phase, i.e. the best configuration re-evaluated on a fresh
-  seed with repeats. Its score is free of the seed luck the selection on the study's seed picked (the confirmed
-  scores replace, not join, the original ones: averaging with the original would bring that luck back), not of
-  the luck of the rows (the same rows chose it and score it again: BBC-CV, :mod:`objectives.selection_bias`,
-  corrects that part);
-  the choice among the few confirmed configurations on the same fresh folds is a much smaller selection, not
-  corrected;
-- ``auto`` (the default): ``confirmed`` when a confirm phase has finished trials, else ``mean``.
+The rules themselves (``mean``, ``honest``, ``confirmed``, ``auto`` with its ``later`` case) are
+:func:`search.study.ranking.choose`, the one rule every view uses. The confirmed scores replace, not join, the
+original ones (averaging with the original would bring the selection's luck back): they are free of the search's
+seed luck, not of the luck of the rows (the same rows chose the trial and score it again: BBC-CV,
+:mod:`objectives.selection_bias`, corrects that part). The choice among the few confirmed configurations on the
+same fresh folds is a much smaller selection, not corrected.
 """
 
 from __future__ import annotations
@@ -27,14 +21,12 @@ from pydantic import Field
 from objectives.config import StrictModel
 from objectives.errors import LosstuneError
 from objectives.stats import BETTER, SAME, WORSE
-from search.study.ranking import best
+from search.study.ranking import complete_trials, confirmed_trials, on_study_splits, reference_trial
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
 
-Rule = Literal["mean", "honest", "confirmed"]
-RULES = ("auto", "mean", "honest", "confirmed", "oof")
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 VERDICT_TEXT = {
@@ -47,13 +39,15 @@ VERDICT_TEXT = {
 class Confidence(StrictModel):
     """How sure the chosen trial is; written into the exported file's provenance."""
 
-    selected_by: Literal["mean", "honest", "confirmed", "trial"]
+    selected_by: Literal["mean", "honest", "confirmed", "later", "trial"]
+    selected_why: str | None = None  # the rule's sentence (search.study.ranking.StudyChoice.why)
     score: FiniteFloat  # the trial's OOF score (cv_score)
     score_se: FiniteFloat | None = None  # corrected resampled SE (objectives.stats)
     folds: int | None = None
     repeats: int | None = None
     cv_seed: int | None = None
-    reference_trial: int | None = None
+    reference_trial: int | None = None  # the study's one reference trial (search.study.ranking.reference_trial)
+    reference_paired_trial: int | None = None  # the reference's run on this trial's splits, when another trial
     diff_vs_reference: FiniteFloat | None = None  # this trial's score minus the reference's, same splits
     diff_vs_reference_se: FiniteFloat | None = None
     verdict: Literal["better", "worse", "not distinguishable", "is the reference", "no reference"]
@@ -69,71 +63,20 @@ class Confidence(StrictModel):
     adjusted_family: int | None = None
 
 
-def _on_study_splits(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    return [t for t in trials if t.user_attrs.get("cv") is None]
-
-
-def _confirmed(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    """The complete trials of the latest confirm phase (they share its fresh seed, so they are paired)."""
-    confirm = [t for t in trials if t.user_attrs.get("cv") is not None]
-    if not confirm:
-        return []
-    latest = max(t.user_attrs.get("phase_index", -1) for t in confirm)
-    return [t for t in confirm if t.user_attrs.get("phase_index", -1) == latest]
-
-
-def resolve_rule(trials: Sequence[FrozenTrial], by: str) -> Rule:
-    if by not in RULES:
-        raise LosstuneError(f"unknown selection rule {by!r}: use one of {', '.join(RULES)}")
-    if by == "oof":
-        return "mean"
-    if by == "auto":
-        return "confirmed" if _confirmed(complete_trials(trials)) else "mean"
-    return by  # type: ignore[return-value]
-
-
-def complete_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    return [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
-
-
-def select(trials: Sequence[FrozenTrial], rule: Rule) -> FrozenTrial | None:
-    """The chosen complete trial under ``rule`` (ties: the earliest); None when there is none to choose from."""
-    complete = complete_trials(trials)
-    if rule == "confirmed":
-        pool = _confirmed(complete)
-        if not pool:
-            raise LosstuneError(
-                "no confirm-phase trial has finished yet: run the plan's confirm phase or use --by mean"
-            )
-        return best(pool)
-    pool = _on_study_splits(complete)
-    if rule == "honest":
-        pool = [t for t in pool if t.user_attrs.get("honest_score") is not None]
-        if not pool:
-            raise LosstuneError("no trial has an honest score recorded: use --by mean")
-        return best(pool, score=lambda t: t.user_attrs["honest_score"])
-    return best(pool)
-
-
-def confidence(trial: FrozenTrial, selected_by: str, trials: Sequence[FrozenTrial], reference_key: str) -> Confidence:
+def confidence(
+    trial: FrozenTrial, selected_by: str, trials: Sequence[FrozenTrial], reference_key: str, why: str | None = None
+) -> Confidence:
     """The verdict and estimate of ``trial``; ``reference_key`` is :func:`search.study.plan.config_key` of the study's
     reference configuration."""
-    from search.study.plan import config_key
-    from search.study.stored_config import stored_loss
-
     a = trial.user_attrs
     if trial.value is None:
         raise LosstuneError(f"trial {trial.number} has no score: only a complete trial is chosen")
     complete = complete_trials(trials)
-    if a.get("verdict_vs_reference") is not None:
-        verdict = a["verdict_vs_reference"]
-        text = f"{VERDICT_TEXT[verdict]} (trial {a['reference_trial']})"
-    elif config_key(stored_loss(trial)) == reference_key:
-        verdict, text = "is the reference", "this is the reference configuration"
-    else:
-        verdict, text = "no reference", "no reference trial on the same splits to compare with"
+    ref = reference_trial(trials, reference_key)
+    paired_ref = a.get("reference_trial")
+    verdict, text = _verdict(trial, ref, reference_key)
     if a.get("cv") is not None:
-        pool = _confirmed(complete)
+        pool = confirmed_trials(complete)
         basis = (
             f"honest cross-fitted score on a fresh CV seed ({a.get('cv_seed')}, {a.get('repeats', 1)} repeat(s)) "
             "that no trial used to choose it: free of the search's seed luck, not of the luck of the rows "
@@ -141,7 +84,7 @@ def confidence(trial: FrozenTrial, selected_by: str, trials: Sequence[FrozenTria
             f"{len(pool)} confirmed configuration(s) on that seed, which is not corrected"
         )
     else:
-        pool = _on_study_splits(complete)
+        pool = on_study_splits(complete)
         basis = (
             f"honest cross-fitted score of the best of {len(pool)} trials on the same seed: optimistic by the "
             "selection among them (run a confirm phase for an estimate free of it)"
@@ -149,12 +92,14 @@ def confidence(trial: FrozenTrial, selected_by: str, trials: Sequence[FrozenTria
     return Confidence(
         **_adjusted(trial, pool),
         selected_by=selected_by,
+        selected_why=why,
         score=trial.value,
         score_se=a.get("cv_score_se"),
         folds=a.get("folds"),
         repeats=a.get("repeats"),
         cv_seed=a.get("cv_seed"),
-        reference_trial=a.get("reference_trial"),
+        reference_trial=ref,
+        reference_paired_trial=paired_ref if paired_ref is not None and paired_ref != ref else None,
         diff_vs_reference=a.get("diff_vs_reference"),
         diff_vs_reference_se=a.get("diff_vs_reference_se"),
         verdict=verdict,
@@ -192,6 +137,30 @@ def _adjusted(trial: FrozenTrial, pool: Sequence[FrozenTrial]) -> dict[str, Any]
     return {"adjusted_verdict": a.verdict, "adjusted_p": a.adjusted_p, "adjusted_family": a.family}
 
 
+def _verdict(trial: FrozenTrial, ref: int | None, reference_key: str) -> tuple[str, str]:
+    """The trial's verdict against the study's reference, and its sentence."""
+    from search.study.plan import config_key
+    from search.study.stored_config import stored_loss
+
+    a = trial.user_attrs
+    if a.get("verdict_vs_reference") is not None:
+        words = reference_words(ref, a.get("reference_trial"), a.get("cv_seed"))
+        return a["verdict_vs_reference"], f"{VERDICT_TEXT[a['verdict_vs_reference']]} ({words})"
+    if config_key(stored_loss(trial)) == reference_key:
+        return "is the reference", "this is the reference configuration"
+    return "no reference", "no reference trial on the same splits to compare with"
+
+
+def reference_words(reference: int | None, paired: int | None, seed: int | None) -> str:
+    """How every view names the reference: ``reference t000``, and for a trial paired with the reference's re-run on
+    other splits (a confirm phase's seed), ``reference t000, run as t010 on seed 1000``."""
+    if reference is None:
+        return "reference" if paired is None else f"reference run t{paired:03d}"
+    if paired is None or paired == reference:
+        return f"reference t{reference:03d}"
+    return f"reference t{reference:03d}, run as t{paired:03d} on seed {seed}"
+
+
 def format_confidence(c: Confidence, metric: str) -> list[str]:
     """Two lines for the CLI: the score and the verdict, then the estimate to quote."""
     se = "" if c.score_se is None else f" ± {c.score_se:.4f}"
@@ -208,4 +177,6 @@ def format_confidence(c: Confidence, metric: str) -> list[str]:
     if c.estimate is not None:
         est_se = "" if c.estimate_se is None else f" ± {c.estimate_se:.4f}"
         lines.append(f"estimate for unseen data: {metric} {c.estimate:.4f}{est_se} ({c.estimate_basis})")
+    if c.selected_why:
+        lines.insert(0, f"chosen by {c.selected_by}: {c.selected_why}")
     return lines

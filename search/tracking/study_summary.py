@@ -16,7 +16,15 @@ from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS, MLFLOW_PARENT_RUN_
 
 from search.study.results import for_people as table_for_people
 from search.tracking.mlflow_store import STATE_COMPLETE, TAG_TRIAL, now_ms, truncate
-from search.tracking.study_run import TAG_BEST_RUN, TAG_BEST_TRIAL, best_trial_row, parent_note
+from search.tracking.study_run import (
+    TAG_BEST_RULE,
+    TAG_BEST_RUN,
+    TAG_BEST_TRIAL,
+    TAG_REFERENCE_TRIAL,
+    best_trial_row,
+    parent_note,
+    rule_of_memo,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -130,8 +138,15 @@ class StudySummary:
         tags = [RunTag("mlflow.note.content", note)]
         if best is not None:
             tags.append(RunTag(TAG_BEST_TRIAL, str(best["trial"])))
+            rule = rule_of_memo(best.get("memo"))
+            if rule:
+                tags.append(RunTag(TAG_BEST_RULE, rule))
             if run is not None:
                 tags.append(RunTag(TAG_BEST_RUN, run.info.run_id))
+        if "memo" in table.columns:
+            ref = table[table["memo"].astype(str).str.contains("reference", regex=False)]
+            if len(ref):
+                tags.append(RunTag(TAG_REFERENCE_TRIAL, str(int(ref.iloc[0]["trial"]))))
         return tags
 
     # --------------------------------------------------------------------------------------------- helpers

@@ -43,6 +43,9 @@ if TYPE_CHECKING:  # torch and pandas stay unimported until a trial is logged (r
 log = logging.getLogger(__name__)
 
 
+REPEAT_METRIC = "cv_score_repeat"  # step r: repeat r's OOF score
+
+
 class TrialRuns:
     """The trial-run methods of :class:`~search.tracking.tracker.StudyTracker` (which opens ``client`` and the
     experiment)."""
@@ -98,6 +101,7 @@ class TrialRuns:
         dataset: Dataset,
         config: TrialConfig,
         extra_metrics: dict[str, float] | None = None,
+        extra_tags: dict[str, str] | None = None,
     ) -> None:
         """:meth:`finish_trial` without the final status: the run stays RUNNING until :meth:`mark_finished`.
 
@@ -106,8 +110,12 @@ class TrialRuns:
         metric (it is then marked FINISHED); never a COMPLETE trial with an empty run. ``extra_metrics`` (step 0):
         the trial's noise figures (``cv_score_se``, ``diff_vs_reference``..., see :mod:`search.study.noise`)."""
         metrics = trial_metrics(result)
-        metrics += [Metric(k, float(v), metrics[0].timestamp, 0) for k, v in (extra_metrics or {}).items()]
-        self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(TAG_STATE, STATE_COMPLETE)])
+        stamp = metrics[0].timestamp
+        metrics += [Metric(k, float(v), stamp, 0) for k, v in (extra_metrics or {}).items()]
+        # each repeat's score as a step of one metric: every trial has it (a 1-repeat trial one step), none NaN
+        metrics += [Metric(REPEAT_METRIC, float(v), stamp, r) for r, v in enumerate(result.repeat_scores)]
+        tags = [RunTag(TAG_STATE, STATE_COMPLETE), *(RunTag(k, v) for k, v in (extra_tags or {}).items())]
+        self.client.log_batch(run_id, metrics=metrics, tags=tags)
         with tempfile.TemporaryDirectory(prefix="losstune-trial-") as tmp:
             from search.tracking.reports import write_trial_reports
 
