@@ -47,6 +47,9 @@ class LossConfig(StrictModel):
 class ModelConfig(StrictModel):
     hidden: tuple[Annotated[int, Field(ge=1, le=65536)], ...] = (128, 64)
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    # how numeric columns are scaled, fitted inside each fold (objectives.preprocess): standardisation, a
+    # quantile transform to a normal distribution, or robust scaling (median, IQR) with smooth clipping
+    numeric_scaling: Literal["standard", "quantile", "robust"] = "standard"
 
 
 class TrainConfig(StrictModel):
@@ -54,6 +57,14 @@ class TrainConfig(StrictModel):
     batch_size: Annotated[int, Field(ge=1)] = 256
     lr: Annotated[float, Field(gt=0.0)] = 1e-3
     weight_decay: NonNegative = 0.0
+    # adam: weight_decay is an L2 term added to the gradient; adamw: decoupled weight decay (Loshchilov & Hutter)
+    optimizer: Literal["adam", "adamw"] = "adam"
+    # the learning rate over the steps of training (torch.optim.lr_scheduler semantics, stepped every batch):
+    # constant; cosine annealing from lr to 0; one-cycle (warm-up to lr over 30 % of the steps, then annealing)
+    lr_schedule: Literal["constant", "cosine", "onecycle"] = "constant"
+    # score every model on its validation rows every this many epochs (and at the last); the trial then keeps
+    # the ONE epoch count whose mean fold score is best (objectives.epochs). 0: no checkpoints, all epochs
+    checkpoint_every: Annotated[int, Field(ge=0, le=100_000)] = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # bf16 runs the hidden layers' matmuls in bfloat16 (parameters, gradients, Adam and the loss stay fp32):
     # faster on CPUs with bf16 instructions (AVX512-BF16, AMX) and on GPUs; fp32 is the default because it is
@@ -104,6 +115,7 @@ class TrialConfig(StrictModel):
             **self.loss.model_dump(),
             "hidden": "-".join(str(h) for h in self.model.hidden),
             "dropout": self.model.dropout,
+            "numeric_scaling": self.model.numeric_scaling,
             **{k: v for k, v in self.train.model_dump().items()},
             "folds": self.cv.folds,
             "repeats": self.cv.repeats,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from search.run.budget import iso_week
 from search.run.session import StudySession
+from search.study.baseline_record import baseline_versus_best
 from search.study.choices import phase_choices
 from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
 from search.study.plan import config_key, plan_step
@@ -49,6 +50,7 @@ def study_status(study_path: Path, budget_override: int | None = None) -> dict:
         "reference": reference,
         "choices": phase_choices(session.phases, records, reference),
         "trials": results_rows(session.study),
+        "baseline": baseline_versus_best(session.study, best),
     }
 
 
@@ -59,6 +61,8 @@ def format_status(status: dict) -> str:
         params = " ".join(f"{k}={UNWEIGHTED if best[k] is None else best[k]}" for k in LOSS_PARAMS)
         lines.append(f"best: trial {best['trial']} ({best['phase']}) {params}  score {best['score']:.4f}")
         lines += ["  " + line for line in format_confidence(Confidence(**best["confidence"]), status["metric"])]
+    if status.get("baseline"):
+        lines.append(status["baseline"]["line"])
     if status["choices"]:
         lines += ["choices (each against its closest rival, same splits):", *("  " + c for c in status["choices"])]
     lines.append(f"phase: {status['phase']}")
