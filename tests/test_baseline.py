@@ -61,3 +61,28 @@ def test_evaluate_baseline_cli(write_csv, capsys):
     out, err = capsys.readouterr()
     assert rc == 0, err
     assert "baseline gradient boosting" in out and "this configuration" in out
+
+
+def test_search_records_the_baseline_once_in_status_and_the_parent_run(tmp_path, capsys, monkeypatch):
+    from search.run.session import StudySession
+    from search.run.status import format_status, study_status
+    from tests.conftest import tiny_study
+
+    monkeypatch.chdir(tmp_path)
+    path = tiny_study(tmp_path, "yard", budget=2, rows=120, data_seed=1, epochs=1)
+    assert main(["search", str(path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("baseline gradient boosting") == 2  # before the trials, and beside the best after them
+    status = study_status(path)
+    assert status["spent"] == 2  # the yardstick took no budget slot: two trials for a budget of two
+    b = status["baseline"]
+    assert len(b["fold_scores"]) == 3 and b["versus_best"]["trial"] == status["best"]["trial"]
+    assert b["versus_best"]["diff"] == pytest.approx(status["best"]["score"] - b["score"], abs=1e-9)
+    assert b["line"] in format_status(status)
+    session = StudySession(path, with_data=False, create=False)
+    stored = session.study.user_attrs["baseline"]
+    run = session.tracker().client.get_run(session.study.user_attrs["mlflow_parent_run_id"])
+    assert run.data.metrics["baseline_score"] == pytest.approx(stored["score"])
+    assert run.data.metrics["best_vs_baseline"] == pytest.approx(b["versus_best"]["diff"])
+    assert run.data.tags["losstune.baseline"] == b["line"]
+    assert "HistGradientBoostingClassifier" in run.data.params["baseline_model"]
