@@ -121,3 +121,17 @@ def test_the_epoch_choice_uses_the_mean_of_the_folds_not_each_folds_best():
     assert choice.epochs == 10
     assert [e for e, _ in choice.curve] == [5, 10]
     np.testing.assert_allclose([m for _, m in choice.curve], [s5.mean(), s10.mean()])
+
+
+@pytest.mark.parametrize("scaling", ["quantile", "robust"])
+def test_a_saved_model_with_each_scaling_loads_and_predicts(tmp_path, capsys, scaling):
+    from search.cli import main
+    from tests.model_fixture import make_model_dir
+
+    tiny = make_model_dir(tmp_path, scaling=scaling)
+    out = tmp_path / "scores.csv"
+    rc = main(["predict", str(tiny["model"]), str(tiny["test"]), "-o", str(out), "--proba"])
+    assert rc == 0, capsys.readouterr().err
+    import pandas as pd
+
+    assert len(pd.read_csv(out)) == 50
