@@ -81,10 +81,10 @@ def _model_table(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
 
 def evaluate_baseline(dataset: Dataset, cv: CVConfig, metric: MetricConfig) -> BaselineResult:
     """Cross-validate the yardstick on the splits of ``cv`` (every repeat) and score it as a trial."""
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
     from objectives.data import check_folds
     from objectives.scoring import score_oof
-
-    from threadpoolctl import threadpool_limits
 
     start = time.perf_counter()
     check_folds(dataset, cv.folds)

@@ -135,3 +135,14 @@ def test_a_saved_model_with_each_scaling_loads_and_predicts(tmp_path, capsys, sc
     import pandas as pd
 
     assert len(pd.read_csv(out)) == 50
+
+
+def test_export_trains_the_final_model_for_the_trials_chosen_epochs():
+    from objectives.config import TrialConfig
+    from search.model.export_trial import trial_epochs
+
+    with_checkpoints = TrialConfig(train=TrainConfig(epochs=40, checkpoint_every=5))
+    final = trial_epochs(with_checkpoints, 15)
+    assert final.train.epochs == 15 and final.train.checkpoint_every == 0
+    plain = TrialConfig(train=TrainConfig(epochs=40))
+    assert trial_epochs(plain, 40) == plain and trial_epochs(with_checkpoints, None) == with_checkpoints

@@ -107,7 +107,7 @@ def export_trial(
     file = load_study_file(study_path)
     study = _load_study(file)
     trial = select_trial(study, by, number)
-    config = stored_config(trial, file)
+    config = trial_epochs(stored_config(trial, file), trial.user_attrs.get("chosen_epochs"))
     if trial.user_attrs.get("threshold") is None:
         raise LosstuneError(f"trial {trial.number} has no threshold recorded")
     check_tracking_reachable(file.tracking_uri)  # one line at once, not MLflow's minutes of retries
@@ -124,6 +124,15 @@ def export_trial(
         return exported, None
     _log_export(tracker, run.info.run_id, out, exported)
     return exported, run.info.run_id
+
+
+def trial_epochs(config: TrialConfig, chosen: int | None) -> TrialConfig:
+    """The configuration to train the final model with: with checkpoints, the trial's chosen epoch count (the one
+    its scores and threshold are of) and no checkpoints (the final model has no validation rows)."""
+    if not config.train.checkpoint_every or not chosen:
+        return config
+    train = config.train.model_copy(update={"epochs": int(chosen), "checkpoint_every": 0})
+    return config.model_copy(update={"train": train})
 
 
 def _load_study(file: StudyFile) -> optuna.Study:

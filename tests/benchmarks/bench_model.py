@@ -28,8 +28,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 DATA = REPO.parent / "shared" / "data"
@@ -50,7 +48,13 @@ VARIANTS = {
     "before": BEFORE,
     "after": {
         "model": {"numeric_scaling": "robust"},
-        "train": {"optimizer": "adamw", "weight_decay": 1e-2, "lr_schedule": "cosine", "epochs": 40, "checkpoint_every": 5},
+        "train": {
+            "optimizer": "adamw",
+            "weight_decay": 1e-2,
+            "lr_schedule": "cosine",
+            "epochs": 40,
+            "checkpoint_every": 5,
+        },
     },
     "robust": {"model": {"numeric_scaling": "robust"}, "train": {}},
     "quantile": {"model": {"numeric_scaling": "quantile"}, "train": {}},
@@ -173,7 +177,8 @@ def _report(results: dict, args: argparse.Namespace, load: tuple[float, float, f
         f"seeds {args.seeds}; each table subsampled (stratified) to at most {args.rows} rows, then 80/20; "
         f"5-fold CV on the 80 %; load average at start {load[0]:.1f} on {os.cpu_count()} cores",
         "",
-        "| table | kind | model | test F1 (mean over seeds) | per seed | OOF F1 | test vs yardstick | CV seconds | epochs |",
+        "| table | kind | model | test F1 (mean over seeds) | per seed | OOF F1 | test vs yardstick | CV seconds "
+        "| epochs |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name in args.tables:
@@ -186,8 +191,9 @@ def _report(results: dict, args: argparse.Namespace, load: tuple[float, float, f
             test = statistics.mean(r["test"] for r in rs)
             per = " ".join(f"{r['test']:.3f}" for r in rs)
             epochs = " ".join(str(r.get("epochs", "")) for r in rs) if v != "yardstick" else ""
+            oof = statistics.mean(r["oof"] for r in rs)
             lines.append(
-                f"| {name} | {TABLES[name][4]} | {v} | {test:.4f} | {per} | {statistics.mean(r['oof'] for r in rs):.4f} "
+                f"| {name} | {TABLES[name][4]} | {v} | {test:.4f} | {per} | {oof:.4f} "
                 f"| {test - base_test:+.4f} | {statistics.mean(r['cv_seconds'] for r in rs):.1f} | {epochs} |"
             )
     return lines
