@@ -65,6 +65,9 @@ class TrainConfig(StrictModel):
     # score every model on its validation rows every this many epochs (and at the last); the trial then keeps
     # the ONE epoch count whose mean fold score is best (objectives.epochs). 0: no checkpoints, all epochs
     checkpoint_every: Annotated[int, Field(ge=0, le=100_000)] = 0
+    # the epochs the lr schedule spans (default: epochs). A final model trained for a trial's chosen epoch count
+    # keeps the trial's horizon, so it follows the very learning rates the checkpointed models had
+    schedule_epochs: Annotated[int, Field(ge=1, le=100_000)] | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # bf16 runs the hidden layers' matmuls in bfloat16 (parameters, gradients, Adam and the loss stay fp32):
     # faster on CPUs with bf16 instructions (AVX512-BF16, AMX) and on GPUs; fp32 is the default because it is

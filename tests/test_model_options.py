@@ -96,6 +96,14 @@ def test_schedules_follow_torch_semantics(schedule):
         peak = int(np.argmax(rates))
         assert 0 < peak < 14 and rates[peak] == pytest.approx(0.1, rel=0.05) and rates[0] < 0.01
     assert make_scheduler(opt, TrainConfig(epochs=3), 5) is None
+    # a final model stopped at a trial's chosen epoch count follows the trial's schedule: the same rates
+    p2 = torch.zeros(2, requires_grad=True)
+    opt2 = make_optimizer([p2], cfg.model_copy(update={"epochs": 2, "schedule_epochs": 3}))
+    sched2 = make_scheduler(opt2, cfg.model_copy(update={"epochs": 2, "schedule_epochs": 3}), steps_per_epoch=5)
+    for step in range(10):
+        assert opt2.param_groups[0]["lr"] == pytest.approx(rates[step])
+        opt2.step()
+        sched2.step()
     assert checkpoint_epochs(TrainConfig(epochs=10, checkpoint_every=4)) == [4, 8, 10]
     assert checkpoint_epochs(TrainConfig(epochs=10)) == [10]
 
@@ -143,6 +151,6 @@ def test_export_trains_the_final_model_for_the_trials_chosen_epochs():
 
     with_checkpoints = TrialConfig(train=TrainConfig(epochs=40, checkpoint_every=5))
     final = trial_epochs(with_checkpoints, 15)
-    assert final.train.epochs == 15 and final.train.checkpoint_every == 0
+    assert final.train.epochs == 15 and final.train.checkpoint_every == 0 and final.train.schedule_epochs == 40
     plain = TrialConfig(train=TrainConfig(epochs=40))
     assert trial_epochs(plain, 40) == plain and trial_epochs(with_checkpoints, None) == with_checkpoints

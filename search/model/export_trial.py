@@ -128,10 +128,12 @@ def export_trial(
 
 def trial_epochs(config: TrialConfig, chosen: int | None) -> TrialConfig:
     """The configuration to train the final model with: with checkpoints, the trial's chosen epoch count (the one
-    its scores and threshold are of) and no checkpoints (the final model has no validation rows)."""
+    its scores and threshold are of), the trial's schedule horizon (the same learning rate at every step as the
+    checkpointed models) and no checkpoints (the final model has no validation rows)."""
     if not config.train.checkpoint_every or not chosen:
         return config
-    train = config.train.model_copy(update={"epochs": int(chosen), "checkpoint_every": 0})
+    horizon = config.train.schedule_epochs or config.train.epochs
+    train = config.train.model_copy(update={"epochs": int(chosen), "checkpoint_every": 0, "schedule_epochs": horizon})
     return config.model_copy(update={"train": train})
 
 

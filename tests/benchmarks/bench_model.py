@@ -40,7 +40,6 @@ TABLES = {
     "credit_card_default": ("credit_card_default.csv", "defaulted", ",", ("ID",), "numeric"),
     "mammography": ("mammography.csv", "class", ",", (), "numeric, 2.3 % positive"),
     "german_credit": ("german_credit.csv", "bad_credit", ",", (), "mixed"),
-    "stroke": ("stroke.csv", "stroke", ",", ("id",), "mixed, 4.9 % positive"),
 }
 
 BEFORE = {"model": {}, "train": {}}
@@ -91,6 +90,7 @@ def _run_model(train_csv: Path, test_csv: Path, target: str, positive: str | Non
     from objectives.data import DataSpec, load_dataset
     from objectives.evaluate import evaluate
     from objectives.final import fit_final_model
+    from search.model.export_trial import trial_epochs
 
     spec = DataSpec(path=train_csv, target=target, positive=positive)
     ds = load_dataset(spec)
@@ -98,10 +98,7 @@ def _run_model(train_csv: Path, test_csv: Path, target: str, positive: str | Non
     start = time.perf_counter()
     result = evaluate(ds, config)
     cv_seconds = time.perf_counter() - start
-    final_cfg = config.model_copy(
-        update={"train": config.train.model_copy(update={"epochs": result.chosen_epochs, "checkpoint_every": 0})}
-    )
-    model = fit_final_model(ds, final_cfg)
+    model = fit_final_model(ds, trial_epochs(config, result.chosen_epochs))  # what export gives `train`
     test = load_dataset(DataSpec(path=test_csv, target=target, positive=ds.positive_label))
     proba = model.predict_proba(test.features[model.feature_columns])
     return {
