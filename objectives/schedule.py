@@ -27,7 +27,8 @@ def make_scheduler(
     optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
     """The learning-rate schedule over ``schedule_epochs`` (default ``epochs``) times ``steps_per_epoch`` steps,
-    stepped after every batch; None for a constant rate. Cosine: :class:`~torch.optim.lr_scheduler.CosineAnnealingLR` from ``lr`` to 0. One-cycle:
+    stepped after every batch; None for a constant rate. Cosine: :class:`~torch.optim.lr_scheduler.CosineAnnealingLR`
+    from ``lr`` to 0. One-cycle:
     :class:`~torch.optim.lr_scheduler.OneCycleLR` with ``max_lr = lr`` (its defaults otherwise: cosine warm-up
     from ``lr / 25`` over 30 % of the steps, then cosine annealing)."""
     total = max(1, (cfg.schedule_epochs or cfg.epochs) * steps_per_epoch)
