@@ -17,8 +17,11 @@ last, shorter batches are masked (padding rows count for nothing in a model's lo
 step fewer (its rows fit a batch fewer) is trained in a stack of its own (:func:`~objectives.batches.
 same_step_stacks`), so no model is moved in a step where it has no row. A model trained in a stack gives the
 same validation logits as the same model trained alone within float32 rounding (no dropout): the kernels of a
-stack sum in other orders, so the results are not bit-for-bit; ``tests/test_preprocess_and_engine.py`` holds
-OOF probabilities to :data:`ALONE_RTOL`.
+stack sum in other orders, so the results are not bit-for-bit. ``tests/test_preprocess_and_engine.py`` holds
+OOF probabilities to :data:`ALONE_RTOL` after a few hundred steps. Training amplifies rounding differences, as it
+amplifies those between two CPUs: on bank marketing's 45,211 rows (5 folds, batch 256, Adam 1e-3) the stacked and
+the lone model differ by 1e-6 relative after one epoch, 1e-3 after four, and by up to 0.14 in a probability after
+twenty (OOF F1 0.6163 against 0.6154): the same model up to rounding, not the same numbers.
 
 A model whose loss becomes NaN/inf fails its group (its configuration) only: the models are independent, so the
 others train on unchanged; training stops early once every group has failed.
@@ -49,8 +52,8 @@ from objectives.stack import ModelStack
 
 log = logging.getLogger(__name__)
 
-# OOF probabilities of a model trained in a stack against the same model trained alone (fp32, no dropout):
-# relative tolerance, with an absolute floor for probabilities near 0 (measured in the tests: about 1e-7)
+# OOF probabilities of a model trained in a stack against the same model trained alone (fp32, no dropout), for
+# trainings of a few hundred steps (the tests measure about 1e-7): relative, with an absolute floor near 0
 ALONE_RTOL, ALONE_ATOL = 1e-5, 1e-7
 
 

@@ -324,6 +324,26 @@ def test_a_custom_module_trained_in_a_stack_matches_it_trained_alone(fold_inputs
     assert np.all(together.train_loss[:, -1] < together.train_loss[:, 0])
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.25])
+def test_the_built_in_mlp_trains_the_same_through_vmap_and_batched_matmuls(fold_inputs, monkeypatch, dropout):
+    """The built-in MLP runs as batched matmuls on the stacked weights (faster); any other module through
+    vmap(functional_call). The two paths train the same models within the tolerance, with dropout too (both draw
+    one mask per element of the [M, B, H] activations from the same stream)."""
+    import objectives.stack
+
+    y, x, train_rows, val_rows, seeds = fold_inputs
+    model = ModelConfig(hidden=(16, 8), dropout=dropout)
+    train = TrainConfig(epochs=4, batch_size=16, lr=1e-2, device="cpu")
+    batched = train_folds(x, y, train_rows, val_rows, LOSS, model, train, seeds)
+    assert batched.stacks[0][1]._layers is not None
+    monkeypatch.setattr(objectives.stack, "_mlp_layers", lambda module: None)
+    generic = train_folds(x, y, train_rows, val_rows, LOSS, model, train, seeds)
+    assert generic.stacks[0][1]._layers is None
+    for k in range(len(train_rows)):
+        _assert_alone(batched, k, generic, k)
+    assert np.all(batched.train_loss[:, -1] < batched.train_loss[:, 0])
+
+
 class _BatchNormed(nn.Module):
     def __init__(self, n_features: int) -> None:
         super().__init__()
