@@ -142,9 +142,22 @@ def main() -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
     p.add_argument("--rows", type=int, default=6000)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    p.add_argument("--out", type=Path, default=REPO / "tests" / "benchmarks" / "model_last_run.md")
+    p.add_argument(
+        "--from-logs",
+        nargs="+",
+        type=Path,
+        metavar="LOG",
+        help="no run: the table of the result lines printed by earlier runs (several runs' seeds together)",
+    )
     args = p.parse_args()
     load = os.getloadavg()
     results: dict[tuple[str, str], list[dict]] = {}
+    if args.from_logs:
+        seeds = _read_logs(args.from_logs, results)
+        args.seeds = sorted(seeds)
+        _write(_report(results, args, load), args.out)
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.tables:
             for seed in args.seeds:
@@ -158,13 +171,27 @@ def main() -> int:
                     results.setdefault((name, v), []).append(r)
                     print(name, seed, v, r, flush=True)
                     # rewritten after every run: a run cut short still leaves what it measured
-                    _write(_report(results, args, load))
+                    _write(_report(results, args, load), args.out)
     print("\n".join(_report(results, args, load)))
     return 0
 
 
-def _write(lines: list[str]) -> None:
-    (REPO / "tests" / "benchmarks" / "model_last_run.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+def _write(lines: list[str], out: Path) -> None:
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _read_logs(logs: list[Path], results: dict[tuple[str, str], list[dict]]) -> set[int]:
+    """The ``table seed variant {...}`` lines of earlier runs' output, into ``results``; the seeds seen."""
+    import ast
+
+    seeds = set()
+    for log in logs:
+        for line in log.read_text(encoding="utf-8").splitlines():
+            parts = line.split(" ", 3)
+            if len(parts) == 4 and parts[0] in TABLES and parts[3].startswith("{"):
+                results.setdefault((parts[0], parts[2]), []).append(ast.literal_eval(parts[3]))
+                seeds.add(int(parts[1]))
+    return seeds
 
 
 def _report(results: dict, args: argparse.Namespace, load: tuple[float, float, float]) -> list[str]:
