@@ -7,7 +7,7 @@ the row that lands in MLflow.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_serializer, model_validator
 
@@ -72,6 +72,9 @@ class ModelConfig(StrictModel):
     dropout: Dropout = 0.0
     module: str | None = None
     kwargs: dict[str, JsonValue] = Field(default_factory=dict)
+    # how numeric columns are scaled, fitted inside each fold (objectives.preprocess), for any model: standardisation,
+    # a quantile transform to a normal distribution, or robust scaling (median, IQR) with smooth clipping
+    numeric_scaling: Literal["standard", "quantile", "robust"] = "standard"
 
     @model_validator(mode="before")
     @classmethod
@@ -119,6 +122,17 @@ class TrainConfig(StrictModel):
     batch_size: BatchSize = 256
     lr: PositiveFinite = 1e-3
     weight_decay: NonNegativeFinite = 0.0
+    # adam: weight_decay is an L2 term added to the gradient; adamw: decoupled weight decay (Loshchilov & Hutter)
+    optimizer: Literal["adam", "adamw"] = "adam"
+    # the learning rate over the steps of training (torch.optim.lr_scheduler semantics, stepped every batch):
+    # constant; cosine annealing from lr to 0; one-cycle (warm-up to lr over 30 % of the steps, then annealing)
+    lr_schedule: Literal["constant", "cosine", "onecycle"] = "constant"
+    # score every model on its validation rows every this many epochs (and at the last); the trial then keeps
+    # the ONE epoch count whose mean fold score is best (objectives.epochs). 0: no checkpoints, all epochs
+    checkpoint_every: Annotated[int, Field(ge=0, le=100_000)] = 0
+    # the epochs the lr schedule spans (default: epochs). A final model trained for a trial's chosen epoch count
+    # keeps the trial's horizon, so it follows the very learning rates the checkpointed models had
+    schedule_epochs: Epochs | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # bf16 runs the hidden layers' matmuls in bfloat16 (parameters, gradients, Adam and the loss stay fp32):
     # faster on CPUs with bf16 instructions (AVX512-BF16, AMX) and on GPUs; fp32 is the default because it is
@@ -168,6 +182,7 @@ class TrialConfig(StrictModel):
         return {
             **self.loss.model_dump(),
             **self._model_params(),
+            "numeric_scaling": self.model.numeric_scaling,
             **{k: v for k, v in self.train.model_dump().items()},
             "folds": self.cv.folds,
             "repeats": self.cv.repeats,

@@ -26,7 +26,10 @@ twenty (OOF F1 0.6163 against 0.6154): the same model up to rounding, not the sa
 A model whose loss becomes NaN/inf fails its group (its configuration) only: the models are independent, so the
 others train on unchanged; training stops early once every group has failed.
 
-No early stopping: the fold being scored must not choose the number of epochs.
+No early stopping per fold: the fold being scored must not choose its own number of epochs. With
+``train.checkpoint_every``, every model's validation logits are kept at checkpoint epochs
+(``FoldTraining.checkpoint_logits``) and :mod:`objectives.epochs` chooses ONE epoch count for the whole trial from
+the mean of the folds' scores.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from objectives.batches import EpochPlan, StackedTable, same_step_stacks
 from objectives.config import LossConfig, ModelConfig, TrainConfig
 from objectives.errors import LosstuneError, TrainingDiverged
 from objectives.losses import LossParams, combined_terms
+from objectives.schedule import checkpoint_epochs, make_optimizer, make_scheduler
 from objectives.stack import ModelStack
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,9 @@ class FoldTraining:
     train_loss: np.ndarray  # [M, epochs], mean loss over each epoch's batches
     val_loss: np.ndarray  # [M, epochs], loss on the validation rows after each epoch (NaN without them)
     diverged: dict[int, TrainingDiverged] = field(default_factory=dict)  # group -> why it failed
+    # epoch count -> per model, its validation logits after that many epochs (objectives.schedule's checkpoints;
+    # the last epoch's are val_logits)
+    checkpoint_logits: dict[int, list[np.ndarray]] = field(default_factory=dict)
 
     def state_dict(self, m: int) -> dict[str, Tensor]:
         """Model ``m`` as the ``state_dict`` of one plain module (``build_module(...).load_state_dict``)."""
@@ -175,13 +182,14 @@ def train_folds(
     train_curve = np.full((n_models, train_cfg.epochs), np.nan)
     val_curve = np.full((n_models, train_cfg.epochs), np.nan)
     val_logits: list[np.ndarray] = [np.zeros(0)] * n_models
-    stacks = []
+    stacks, checkpoints = [], {e: [np.zeros(0)] * n_models for e in checkpoint_epochs(train_cfg)}
     for members in same_step_stacks([len(r) for r in train_rows], train_cfg.batch_size):
-        stack, logits = job.train(members, train_curve, val_curve)
+        stack, logits = job.train(members, train_curve, val_curve, checkpoints)
         stacks.append((members, stack))
         for m, z in zip(members, logits):
             val_logits[m] = z
-    return FoldTraining(stacks, val_logits if val_rows else [], train_curve, val_curve, job.failures.diverged)
+    kept = checkpoints if val_rows and len(checkpoints) > 1 else {}
+    return FoldTraining(stacks, val_logits if val_rows else [], train_curve, val_curve, job.failures.diverged, kept)
 
 
 @dataclass
@@ -199,17 +207,22 @@ class _Job:
     failures: _Failures
 
     def train(
-        self, members: list[int], train_curve: np.ndarray, val_curve: np.ndarray
+        self,
+        members: list[int],
+        train_curve: np.ndarray,
+        val_curve: np.ndarray,
+        checkpoints: dict[int, list[np.ndarray]],
     ) -> tuple[ModelStack, list[np.ndarray]]:
-        """Train the models ``members`` as one stack, writing their rows of the curves; their validation
-        logits."""
+        """Train the models ``members`` as one stack, writing their rows of the curves and their validation
+        logits at each checkpoint epoch; their validation logits at the end."""
         device, cfg = self.table.device, self.train_cfg
         stack = ModelStack.build(self.model_cfg, self.table.x_flat.shape[1], [self.seeds[m] for m in members], device)
-        optimizer = torch.optim.Adam(stack.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+        optimizer = make_optimizer(stack.parameters(), cfg)
         loss_params = LossParams.stack([self.losses[m] for m in members], device)
         offsets = self.table.offsets([self.blocks[m] for m in members])
         rows = [self.train_rows[m] for m in members]
         plan = EpochPlan([len(r) for r in rows], cfg.batch_size, device)
+        scheduler = make_scheduler(optimizer, cfg, plan.steps)
         generators = [torch.Generator().manual_seed(int(self.seeds[m])) for m in members]
         val = _Validation.of(self.table, None if not self.val_rows else [self.val_rows[m] for m in members], offsets)
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
@@ -225,6 +238,8 @@ class _Job:
                     terms = combined_terms(logits.float(), targets[step], loss_params).mul(plan.mask[step]).sum(1)
                     terms.div(plan.count[step]).sum().backward()  # each model's gradient: that of its own mean
                     optimizer.step()
+                    if scheduler is not None:
+                        scheduler.step()
                     running += terms.detach()
                 epoch_loss = running / plan.sizes
                 train_curve[members, epoch] = epoch_loss.cpu().numpy()
@@ -232,7 +247,13 @@ class _Job:
                     break  # every configuration of this stack failed: nothing left worth training
                 if val is not None:
                     val_curve[members, epoch] = val.mean_loss(stack, loss_params).cpu().numpy()
-        return stack, [] if val is None else val.logits(stack)
+                    if epoch + 1 in checkpoints and epoch + 1 < cfg.epochs:  # the last: the logits returned
+                        for m, z in zip(members, val.logits(stack)):
+                            checkpoints[epoch + 1][m] = z
+        final = [] if val is None else val.logits(stack)
+        for m, z in zip(members, final):
+            checkpoints[cfg.epochs][m] = z
+        return stack, final
 
 
 class _Failures:

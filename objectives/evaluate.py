@@ -28,6 +28,7 @@ from sklearn.model_selection import StratifiedKFold
 from objectives.config import CVConfig, TrialConfig
 from objectives.data import Dataset, check_folds
 from objectives.engine import FoldTraining, train_folds
+from objectives.epochs import choose_epochs
 from objectives.errors import TrainingDiverged
 from objectives.memory import check_trial_memory
 from objectives.preprocess import fit_fold_preprocessors
@@ -68,6 +69,9 @@ class EvaluationResult:
     fold_of_row_by_repeat: np.ndarray = field(repr=False)  # [repeats, rows]
     train_loss: np.ndarray = field(repr=False)  # [repeats * folds, epochs], repeat-major
     val_loss: np.ndarray = field(repr=False)  # [repeats * folds, epochs]
+    # the epoch count the trial's scores are of: train.epochs, or the checkpoint chosen (objectives.epochs)
+    chosen_epochs: int = 0
+    epoch_curve: list[tuple[int, float]] = field(default_factory=list)  # (epochs, mean fold score) per checkpoint
 
     ARRAYS = (
         "oof_proba",
@@ -115,21 +119,28 @@ class PreparedFolds:
 
     fingerprint: str
     cv: CVConfig
+    scaling: str  # model.numeric_scaling, the numeric preprocessing fitted in each fold
     train_rows: list[np.ndarray]
     val_rows: list[np.ndarray]
     x: np.ndarray  # [repeats * folds, rows, features], split s's preprocessing of every row
     seeds: list[int]  # each split's model seed (init, batch order)
 
 
-def prepare_folds(dataset: Dataset, cv: CVConfig) -> PreparedFolds:
+def cv_splits(y: np.ndarray, cv: CVConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train rows, validation rows) of every split of ``cv``, repeat-major (split ``r * folds + k``): the one
+    definition of a study's folds (the trials and the yardstick, :mod:`objectives.baseline`, both use it)."""
+    return [split for r in range(cv.repeats) for split in stratified_folds(y, cv.folds, repeat_seed(cv.seed, r))]
+
+
+def prepare_folds(dataset: Dataset, cv: CVConfig, scaling: str = "standard") -> PreparedFolds:
     check_folds(dataset, cv.folds)
-    splits, seeds = [], []
-    for r in range(cv.repeats):
-        splits += stratified_folds(dataset.y, cv.folds, repeat_seed(cv.seed, r))
-        seeds += fold_seeds(repeat_seed(cv.seed, r), cv.folds)
+    splits = cv_splits(dataset.y, cv)
+    seeds = [s for r in range(cv.repeats) for s in fold_seeds(repeat_seed(cv.seed, r), cv.folds)]
     train_rows = [tr for tr, _ in splits]
-    _, x = fit_fold_preprocessors(dataset.features, dataset.numeric_columns, dataset.categorical_columns, train_rows)
-    return PreparedFolds(dataset.fingerprint, cv, train_rows, [va for _, va in splits], x, seeds)
+    _, x = fit_fold_preprocessors(
+        dataset.features, dataset.numeric_columns, dataset.categorical_columns, train_rows, scaling
+    )
+    return PreparedFolds(dataset.fingerprint, cv, scaling, train_rows, [va for _, va in splits], x, seeds)
 
 
 def evaluate(dataset: Dataset, config: TrialConfig, prepared: PreparedFolds | None = None) -> EvaluationResult:
@@ -170,8 +181,12 @@ def evaluate_batch(
     # a network that cannot fit is one line, not a failed allocation
     check_trial_memory(dataset, base, configs=len(configs))
     if prepared is None:
-        prepared = prepare_folds(dataset, base.cv)
-    elif prepared.fingerprint != dataset.fingerprint or prepared.cv != base.cv:
+        prepared = prepare_folds(dataset, base.cv, base.model.numeric_scaling)
+    elif (
+        prepared.fingerprint != dataset.fingerprint
+        or prepared.cv != base.cv
+        or prepared.scaling != base.model.numeric_scaling
+    ):
         raise ValueError("prepared folds were made for other data or other CV settings")
     n_splits = len(prepared.train_rows)
     trained = _train_together(dataset, configs, base, prepared)
@@ -182,9 +197,11 @@ def evaluate_batch(
             outcomes.append(trained.diverged[i])
             continue
         models = slice(i * n_splits, (i + 1) * n_splits)
-        oof, fold_of_row = _oof(dataset.n_rows, config.cv, prepared.val_rows, trained.val_logits[models])
+        epochs, curve, logits = _chosen_logits(dataset, config, prepared, trained, models)
+        oof, fold_of_row = _oof(dataset.n_rows, config.cv, prepared.val_rows, logits)
         result = score_oof(dataset.y, oof, fold_of_row, config.metric)
         result.update(train_loss=trained.train_loss[models], val_loss=trained.val_loss[models])
+        result.update(chosen_epochs=epochs, epoch_curve=curve)
         log.info("evaluated %s: oof %s=%.4f", config.loss, config.metric.label, result["oof_score"])
         outcomes.append(
             EvaluationResult(
@@ -197,6 +214,22 @@ def evaluate_batch(
         )
     log.info("trained %d configuration(s) x %d split(s) in %.2fs", len(configs), n_splits, seconds)
     return outcomes
+
+
+def _chosen_logits(
+    dataset: Dataset, config: TrialConfig, prepared: PreparedFolds, trained: FoldTraining, models: slice
+) -> tuple[int, list[tuple[int, float]], list[np.ndarray]]:
+    """The epoch count, the learning curve and the validation logits a configuration is scored on: the last
+    epoch's without checkpoints, else those of the ONE checkpoint best on the mean fold score
+    (:func:`objectives.epochs.choose_epochs`)."""
+    if not trained.checkpoint_logits:
+        return config.train.epochs, [], trained.val_logits[models]
+    by_epoch = {
+        e: _oof(dataset.n_rows, config.cv, prepared.val_rows, logits[models])
+        for e, logits in trained.checkpoint_logits.items()
+    }
+    choice = choose_epochs(dataset.y, by_epoch, config.metric)
+    return choice.epochs, choice.curve, trained.checkpoint_logits[choice.epochs][models]
 
 
 def _train_together(

@@ -126,7 +126,8 @@ def build_network(n_inputs: int, cfg: ModelConfig, state_dict: dict[str, torch.T
 def fit_final_model(dataset: Dataset, config: TrialConfig) -> FinalModel:
     """Fit the preprocessing on all rows, then train one model on all rows with ``config``'s settings."""
     check_trial_memory(dataset, config, final=True)
-    pre = make_preprocessor(dataset.numeric_columns, dataset.categorical_columns).fit(dataset.features)
+    pre = make_preprocessor(dataset.numeric_columns, dataset.categorical_columns, config.model.numeric_scaling)
+    pre.fit(dataset.features)
     x = np.asarray(pre.transform(dataset.features), dtype=np.float32)
     all_rows = np.arange(dataset.n_rows, dtype=np.int64)
     trained = train_folds(

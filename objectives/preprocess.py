@@ -1,6 +1,10 @@
 """Preprocessing, fitted inside each fold on that fold's training rows only.
 
-Numeric columns: median imputation, then standardisation. Categorical columns: most-frequent imputation, then
+Numeric columns: median imputation, then scaling (``model.numeric_scaling``): ``standard`` (mean 0, variance 1),
+``quantile`` (scikit-learn's ``QuantileTransformer`` to a normal distribution: ranks, so outliers and skew are
+gone) or ``robust`` (``RobustScaler``: minus the median, over the interquartile range, then the smooth clipping
+:func:`smooth_clip`, as in RealMLP, Holzmüller et al. 2024). Every statistic (median, mean, quantiles, IQR) is
+fitted on the fold's training rows only. Categorical columns: most-frequent imputation, then
 one-hot encoding with unknown categories ignored (an all-zero block). Fitting on all rows before splitting, as
 many tutorials do, leaks the validation rows' statistics into training; here the fold's validation rows never
 reach ``fit``.
@@ -30,7 +34,35 @@ import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import (
+    FunctionTransformer,
+    OneHotEncoder,
+    QuantileTransformer,
+    RobustScaler,
+    StandardScaler,
+)
+
+SMOOTH_CLIP = 3.0  # |x| beyond about this many IQRs is squashed towards it
+
+
+def smooth_clip(x: np.ndarray) -> np.ndarray:
+    """``x / sqrt(1 + (x / c)^2)`` with ``c`` = :data:`SMOOTH_CLIP`: the identity near 0, bounded by ±c, smooth
+    and monotone (RealMLP's smooth clipping): an outlier keeps its order but cannot dominate a layer."""
+    return x / np.sqrt(1.0 + np.square(x / SMOOTH_CLIP))
+
+
+def _scaler(scaling: str) -> Pipeline | StandardScaler | QuantileTransformer:
+    """The numeric scaler of ``model.numeric_scaling`` (a fresh, unfitted one)."""
+    if scaling == "standard":
+        return StandardScaler()
+    if scaling == "quantile":
+        # subsample=None: every training row's value enters the quantiles (deterministic, no RNG)
+        return QuantileTransformer(output_distribution="normal", n_quantiles=1000, subsample=None)
+    if scaling == "robust":
+        # unit_variance: the IQR of a normal column maps to that of N(0, 1), so the clip acts at about 3 sigma
+        clip = FunctionTransformer(smooth_clip, feature_names_out="one-to-one")
+        return Pipeline([("robust", RobustScaler(unit_variance=True)), ("clip", clip)])
+    raise ValueError(f"unknown numeric scaling {scaling!r}: standard, quantile or robust")
 
 
 def _categorical_pipeline() -> Pipeline:
@@ -42,22 +74,24 @@ def _categorical_pipeline() -> Pipeline:
     )
 
 
-def _numeric_pipeline() -> Pipeline:
+def _numeric_pipeline(scaling: str = "standard") -> Pipeline:
     return Pipeline(
-        [("impute", SimpleImputer(strategy="median", keep_empty_features=True)), ("scale", StandardScaler())]
+        [("impute", SimpleImputer(strategy="median", keep_empty_features=True)), ("scale", _scaler(scaling))]
     )
 
 
-def make_preprocessor(numeric: list[str], categorical: list[str]) -> ColumnTransformer:
+def make_preprocessor(numeric: list[str], categorical: list[str], scaling: str = "standard") -> ColumnTransformer:
     """The preprocessing of the final model, on the raw table (numeric columns first, then the one-hot blocks)."""
     return ColumnTransformer(
-        [("numeric", _numeric_pipeline(), numeric), ("categorical", _categorical_pipeline(), categorical)],
+        [("numeric", _numeric_pipeline(scaling), numeric), ("categorical", _categorical_pipeline(), categorical)],
         remainder="drop",
         sparse_threshold=0.0,
     )
 
 
-def _fold_preprocessor(has_missing: list[bool], n_categorical: int) -> tuple[ColumnTransformer, np.ndarray]:
+def _fold_preprocessor(
+    has_missing: list[bool], n_categorical: int, scaling: str
+) -> tuple[ColumnTransformer, np.ndarray]:
     """:func:`make_preprocessor` for a float array of numeric columns then category codes, with the numeric
     columns that have no missing value given to a scaler alone; and the column order that restores
     :func:`make_preprocessor`'s layout from its output."""
@@ -66,8 +100,8 @@ def _fold_preprocessor(has_missing: list[bool], n_categorical: int) -> tuple[Col
     complete = [i for i in range(n_numeric) if not has_missing[i]]
     pre = ColumnTransformer(
         [
-            ("numeric", _numeric_pipeline(), with_missing),
-            ("numeric_complete", StandardScaler(), complete),
+            ("numeric", _numeric_pipeline(scaling), with_missing),
+            ("numeric_complete", _scaler(scaling), complete),
             ("categorical", _categorical_pipeline(), list(range(n_numeric, n_numeric + n_categorical))),
         ],
         remainder="drop",
@@ -90,7 +124,11 @@ def category_codes(features: pd.DataFrame, categorical: list[str]) -> tuple[pd.D
 
 
 def fit_fold_preprocessors(
-    features: pd.DataFrame, numeric: list[str], categorical: list[str], train_rows: list[np.ndarray]
+    features: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    train_rows: list[np.ndarray],
+    scaling: str = "standard",
 ) -> tuple[list[ColumnTransformer], np.ndarray]:
     """One preprocessor per fold, each fitted on that fold's training rows, and every row transformed by each.
 
@@ -107,7 +145,10 @@ def fit_fold_preprocessors(
     stacked = np.zeros((len(train_rows), n_rows, n_numeric + sum(map(len, vocabulary.values()))), dtype=np.float32)
     fitted, width = [], 0
     for k, rows in enumerate(train_rows):
-        pre, numeric_order = _fold_preprocessor(has_missing, len(categorical))
+        pre, numeric_order = _fold_preprocessor(has_missing, len(categorical), scaling)
+        if scaling == "quantile":  # no more quantiles than training rows (scikit-learn would warn and do so)
+            n_q = min(len(rows), 1000)
+            pre.set_params(numeric__scale__n_quantiles=n_q, numeric_complete__n_quantiles=n_q)
         # fit_transform on the training rows, then only the other rows: fitting already transformed the former
         train_block = pre.fit_transform(table[rows])
         fold_width = train_block.shape[1]

@@ -158,6 +158,12 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
         help="also write the OOF probabilities (row, repeat, fold, y_true, proba; one row per data row and repeat) "
         "to this CSV (default: none)",
     )
+    p.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also cross-validate the yardstick (scikit-learn's HistGradientBoostingClassifier, defaults) on the "
+        "same splits, scored the same way, and print its score and the paired difference (default: off)",
+    )
     p.set_defaults(run=commands.evaluate)
 
 

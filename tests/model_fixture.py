@@ -14,7 +14,7 @@ from search.model.exported_config import ExportedConfig, Provenance, dump_export
 from tests.conftest import synthetic_frame
 
 
-def make_model_dir(root: Path) -> dict[str, Path]:
+def make_model_dir(root: Path, scaling: str = "standard") -> dict[str, Path]:
     """``train.csv`` (with an id column), ``test.csv`` (no target), ``best.yaml`` and the model directory."""
     frame = synthetic_frame(n=200, seed=3, missing=True)
     frame.insert(0, "row_id", [f"R{i:04d}" for i in range(len(frame))])
@@ -25,7 +25,7 @@ def make_model_dir(root: Path) -> dict[str, Path]:
         format_version=1,
         loss=LossConfig(gamma=2.0),
         threshold=0.4,
-        model=ModelConfig(hidden=(8,)),
+        model=ModelConfig(hidden=(8,), numeric_scaling=scaling),
         train=TrainConfig(epochs=3, batch_size=32, lr=1e-2, device="cpu"),
         cv=CVConfig(folds=3, seed=0),
         metric=MetricConfig(),

@@ -84,7 +84,19 @@ def test_the_defaults_stated_for_the_trial_options_are_trial_configs():
         f
         for f in by_flag
         if f.lstrip("-")
-        not in {"config", "data", "target", "positive", "sep", "encoding", "drop", "na-value", "json", "oof-out"}
+        not in {
+            "config",
+            "data",
+            "target",
+            "positive",
+            "sep",
+            "encoding",
+            "drop",
+            "na-value",
+            "json",
+            "oof-out",
+            "baseline",
+        }
     }
 
 

@@ -66,10 +66,20 @@ MEANING: dict[str, str] = {
     "`ClassName(n_features, **kwargs)` ([your own model](../guide/your-model.md)); exclusive with `hidden` and "
     "`dropout`.",
     "model.kwargs": "The keyword arguments of `model.module`'s class.",
+    "model.numeric_scaling": "How numeric columns are scaled, fitted inside each fold: `standard` (mean 0, "
+    "variance 1), `quantile` (to a normal distribution), `robust` (median and IQR, then smooth clipping) "
+    "([model options](../guide/model-options.md)).",
     "train.epochs": "Epochs per fold.",
     "train.batch_size": "Minibatch rows.",
     "train.lr": "Adam's learning rate.",
-    "train.weight_decay": "Adam's weight decay.",
+    "train.weight_decay": "Weight decay: an L2 term in the gradient with `adam`, decoupled with `adamw`.",
+    "train.optimizer": "`adam`, or `adamw` (decoupled weight decay, Loshchilov & Hutter).",
+    "train.lr_schedule": "The learning rate over training, stepped every batch: `constant`, `cosine` (annealed "
+    "to 0), `onecycle` (warm-up over 30 % of the steps, then annealed).",
+    "train.checkpoint_every": "Score every model on its validation rows every this many epochs (and at the "
+    "last); the trial keeps the one epoch count whose mean fold score is best. 0: no checkpoints.",
+    "train.schedule_epochs": "The epochs the learning-rate schedule spans (default: `epochs`); set by `export` "
+    "so that a final model trained for a chosen epoch count follows the trial's learning rates.",
     "train.device": "`auto` takes a GPU when there is one.",
     "train.precision": "`bf16` runs the hidden matmuls in bfloat16 (fast only with bf16 instructions); `fp32` is "
     "exact.",

@@ -16,6 +16,7 @@ from search.study.loss_params import LOSS_PARAMS
 
 if TYPE_CHECKING:
     from objectives.config import TrialConfig
+    from objectives.data import Dataset
     from objectives.data_spec import DataSpec
     from objectives.evaluate import EvaluationResult
     from search.model.exported_config import ExportedConfig
@@ -65,10 +66,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
     result = evaluate(dataset, config)
     if args.oof_out:
         _write_oof(args.oof_out, result, inputs)
+    baseline = _baseline(dataset, config, result) if getattr(args, "baseline", False) else None
     if args.json:
-        print(dumps(result.to_dict()))  # strict JSON: an undefined metric is null, not NaN
+        # strict JSON: an undefined metric is null, not NaN
+        print(dumps({**result.to_dict(), **({"baseline": baseline} if baseline else {})}))
         return 0
     print(format_summary(result, config, dataset.positive_label))
+    if baseline is not None:
+        from objectives.baseline import baseline_line
+        from objectives.stats import Comparison
+
+        print(baseline_line(baseline, Comparison(**baseline["versus"]), who="this configuration"))
     if exported is not None:
         p = exported.provenance
         honest = "n/a" if p.honest_score is None else f"{p.honest_score:.4f}"
@@ -78,6 +86,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
             f"threshold {exported.threshold:.4f}  ({data})"
         )
     return 0
+
+
+def _baseline(dataset: Dataset, config: TrialConfig, result: EvaluationResult) -> dict:
+    """The yardstick on the same splits (:mod:`objectives.baseline`) and this configuration's paired difference
+    from it (``versus``: this configuration minus the yardstick)."""
+    from objectives.baseline import evaluate_baseline, versus_baseline
+
+    baseline = evaluate_baseline(dataset, config.cv, config.metric)
+    versus = versus_baseline(result.fold_scores, result.oof_score, baseline)
+    return {**baseline.record(), "versus": versus.to_dict()}
 
 
 def _spec_and_config(args: argparse.Namespace) -> tuple[ExportedConfig | None, DataSpec, TrialConfig]:

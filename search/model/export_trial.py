@@ -117,7 +117,7 @@ def export_trial(
     check_stores(file.storage_url, file.tracking_uri)
     study = _load_study(file)
     trial = select_trial(study, by, number)
-    config = stored_config(trial, file)
+    config = trial_epochs(stored_config(trial, file), trial.user_attrs.get("chosen_epochs"))
     if trial.user_attrs.get("threshold") is None:
         raise LosstuneError(f"trial {trial.number} has no threshold recorded")
     tracker = StudyTracker(file.tracking_uri, file.experiment, artifact_location=file.artifact_location)
@@ -141,6 +141,17 @@ def export_inputs(study_path: Path, file: StudyFile) -> list[Path]:
 
     stores = [sqlite_file(file.storage_url), sqlite_file(file.tracking_uri)]
     return [study_path, file.data_spec.path, *(p for p in stores if p is not None)]
+
+
+def trial_epochs(config: TrialConfig, chosen: int | None) -> TrialConfig:
+    """The configuration to train the final model with: with checkpoints, the trial's chosen epoch count (the one
+    its scores and threshold are of), the trial's schedule horizon (the same learning rate at every step as the
+    checkpointed models) and no checkpoints (the final model has no validation rows)."""
+    if not config.train.checkpoint_every or not chosen:
+        return config
+    horizon = config.train.schedule_epochs or config.train.epochs
+    train = config.train.model_copy(update={"epochs": int(chosen), "checkpoint_every": 0, "schedule_epochs": horizon})
+    return config.model_copy(update={"train": train})
 
 
 def _load_study(file: StudyFile) -> optuna.Study:

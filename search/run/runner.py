@@ -65,8 +65,12 @@ def run_search(study_path: Path, options: SearchOptions, echo: Echo = print) -> 
         f"study {session.file.name}: {session.dataset.n_rows} rows, week {week}, budget {run.spent}/{run.budget} "
         f"used, storage {session.storage_display}"
     )
+    from search.study.baseline_record import report_study_baseline
+
+    echo(report_study_baseline(session, run.tracker, run.parent))  # once per study: no budget slot
     _work(study_path, options, run, echo)
     _print_summary(session, run.tracker, week, run.budget, echo)
+    echo(report_study_baseline(session, run.tracker, run.parent))
     from search.tracking.study_report import REPORT_HTML, log_report
 
     log_report(session.file, session.study, run.tracker.client, run.parent)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from search.run.budget import iso_week
 from search.run.session import StudySession
+from search.study.baseline_record import baseline_versus_best
 from search.study.choices import phase_choices
 from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
 from search.study.plan import config_key, plan_step
@@ -56,6 +57,7 @@ def study_status(study_path: Path, budget_override: int | None = None) -> dict:
         "choices": phase_choices(session.phases, records, reference),
         "trials": results_rows(session.study, reference),
         "ensemble": None if ensemble is None else ensemble.to_dict(),
+        "baseline": baseline_versus_best(session.study, best),
     }
 
 
@@ -72,6 +74,8 @@ def format_status(status: dict) -> str:
         lines.append(f"reference: trial {status['reference_trial']} (every verdict is against it)")
     if ensemble is not None:
         lines += format_ensemble(ensemble)
+    if status.get("baseline"):
+        lines.append(status["baseline"]["line"])
     if status["choices"]:
         lines += ["choices (each against its closest rival, same splits):", *("  " + c for c in status["choices"])]
     lines.append(f"phase: {status['phase']}")

@@ -86,6 +86,8 @@ def trial_stats(
     out = {
         **scores,
         "cv_seed": config.cv.seed,
+        # the epoch count the scores are of (train.checkpoint_every: chosen on the mean fold score): export uses it
+        "chosen_epochs": int(getattr(result, "chosen_epochs", 0) or config.train.epochs),
         "cv_score_se": corrected_se(scores["fold_scores"], folds),
         "honest_score_se": corrected_se(scores["honest_fold_scores"], folds),
         "study_reference_trial": study_ref,

@@ -1,0 +1,156 @@
+"""The model options (objectives.config): numeric scalings fitted inside each fold only, the learning-rate
+schedules and AdamW, and ONE epoch count per trial chosen from the mean of the folds' scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+
+from objectives.config import MetricConfig, ModelConfig, TrainConfig
+from objectives.epochs import checkpoint_scores, choose_epochs
+from objectives.evaluate import evaluate, stratified_folds
+from objectives.preprocess import SMOOTH_CLIP, category_codes, fit_fold_preprocessors, smooth_clip
+from objectives.schedule import checkpoint_epochs, make_optimizer, make_scheduler
+
+
+@pytest.mark.parametrize("scaling", ["standard", "quantile", "robust"])
+def test_each_scaling_is_fitted_on_the_folds_training_rows_only(small_dataset, scaling):
+    ds = small_dataset
+    splits = stratified_folds(ds.y, 3, seed=0)
+    train_rows = [tr for tr, _ in splits]
+    val0 = splits[0][1]
+    args = (ds.numeric_columns, ds.categorical_columns, train_rows, scaling)
+    _, x = fit_fold_preprocessors(ds.features, *args)
+    poisoned = ds.features.copy()
+    for col in ds.numeric_columns:
+        poisoned.iloc[val0, poisoned.columns.get_loc(col)] = 1e9
+    fitted_p, x_p = fit_fold_preprocessors(poisoned, *args)
+
+    # fold 0 never saw its validation rows: its preprocessor, fitted on the poisoned table, transforms the clean
+    # table exactly as the clean fold 0 does
+    coded = category_codes(ds.features, ds.categorical_columns)[0]
+    clean = coded[ds.numeric_columns + ds.categorical_columns].to_numpy(dtype=np.float64)
+    again = fitted_p[0].transform(clean)
+    n_num = len(ds.numeric_columns)
+    np.testing.assert_allclose(again[:, :n_num], x[0][:, :n_num], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(x_p[0][train_rows[0]], x[0][train_rows[0]])
+    # folds 1 and 2 train on the poisoned rows: their training rows' values move (the check above can fail)
+    for k in (1, 2):
+        assert not np.allclose(x_p[k][train_rows[k], :n_num], x[k][train_rows[k], :n_num], atol=1e-4)
+    if scaling == "robust":  # smooth clipping: the poisoned rows stay bounded
+        assert np.all(np.abs(x_p[0][val0, :n_num]) <= SMOOTH_CLIP)
+    if scaling == "quantile":  # ranks: the poisoned rows sit at the top of the normal's range
+        assert np.all(x_p[0][val0, :n_num] > 4.0)
+
+
+def test_smooth_clip_is_the_identity_near_zero_and_bounded():
+    x = np.array([-1e9, -3.0, -0.01, 0.0, 0.01, 3.0, 1e9])
+    y = smooth_clip(x)
+    assert np.all(np.diff(y) > 0) and np.all(np.abs(y) <= SMOOTH_CLIP)
+    assert y[3] == 0.0 and y[4] == pytest.approx(0.01, rel=1e-4)
+
+
+def test_a_trial_runs_with_every_new_option(small_dataset, fast_config):
+    config = fast_config.model_copy(
+        update={
+            "model": ModelConfig(hidden=(8,), numeric_scaling="robust"),
+            "train": TrainConfig(
+                epochs=4,
+                batch_size=32,
+                lr=1e-2,
+                device="cpu",
+                optimizer="adamw",
+                weight_decay=1e-2,
+                lr_schedule="onecycle",
+                checkpoint_every=2,
+            ),
+        }
+    )
+    result = evaluate(small_dataset, config)
+    assert [e for e, _ in result.epoch_curve] == [2, 4]
+    assert result.chosen_epochs in (2, 4)
+    assert result.chosen_epochs == max(result.epoch_curve, key=lambda c: (c[1], -c[0]))[0]
+    with pytest.raises(ValidationError):
+        TrainConfig(lr_schedule="step")
+    with pytest.raises(ValidationError):
+        ModelConfig(numeric_scaling="minmax")
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
+def test_schedules_follow_torch_semantics(schedule):
+    cfg = TrainConfig(epochs=3, lr=0.1, lr_schedule=schedule, optimizer="adamw")
+    p = torch.zeros(2, requires_grad=True)
+    opt = make_optimizer([p], cfg)
+    assert isinstance(opt, torch.optim.AdamW)
+    sched = make_scheduler(opt, cfg, steps_per_epoch=5)
+    rates = []
+    for _ in range(15):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    if schedule == "cosine":
+        assert rates[0] == pytest.approx(0.1) and rates[-1] < 0.01
+    else:  # warm-up to lr, then down
+        peak = int(np.argmax(rates))
+        assert 0 < peak < 14 and rates[peak] == pytest.approx(0.1, rel=0.05) and rates[0] < 0.01
+    assert make_scheduler(opt, TrainConfig(epochs=3), 5) is None
+    # a final model stopped at a trial's chosen epoch count follows the trial's schedule: the same rates
+    p2 = torch.zeros(2, requires_grad=True)
+    opt2 = make_optimizer([p2], cfg.model_copy(update={"epochs": 2, "schedule_epochs": 3}))
+    sched2 = make_scheduler(opt2, cfg.model_copy(update={"epochs": 2, "schedule_epochs": 3}), steps_per_epoch=5)
+    for step in range(10):
+        assert opt2.param_groups[0]["lr"] == pytest.approx(rates[step])
+        opt2.step()
+        sched2.step()
+    assert checkpoint_epochs(TrainConfig(epochs=10, checkpoint_every=4)) == [4, 8, 10]
+    assert checkpoint_epochs(TrainConfig(epochs=10)) == [10]
+
+
+def test_the_epoch_choice_uses_the_mean_of_the_folds_not_each_folds_best():
+    """Two folds, checkpoints at 5 and 10 epochs: fold 0 is best at 5 epochs by a little, fold 1 is best at 10
+    by a lot. The trial takes 10 (the mean), though fold 0 alone would take 5."""
+    rng = np.random.default_rng(0)
+    n = 400
+    y = (np.arange(n) % 2).astype(np.int8)
+    fold = (np.arange(n) // 2 % 2).astype(np.int64)  # both classes in both folds
+    good = np.where(y == 1, 0.8, 0.2) + rng.normal(scale=0.05, size=n)
+    noisy = np.where(y == 1, 0.6, 0.4) + rng.normal(scale=0.25, size=n)
+    slightly = np.where(y == 1, 0.75, 0.25) + rng.normal(scale=0.12, size=n)
+    at5 = np.where(fold == 0, good, noisy)  # fold 0 good, fold 1 poor
+    at10 = np.where(fold == 0, slightly, good)  # fold 0 a little worse, fold 1 much better
+    metric = MetricConfig()
+    checkpoints = {5: (at5[None], fold[None]), 10: (at10[None], fold[None])}
+    s5, s10 = (checkpoint_scores(y, *checkpoints[e], metric) for e in (5, 10))
+    assert s5[0] > s10[0]  # fold 0's own best epoch is 5
+    assert s10[1] > s5[1] and s10.mean() > s5.mean()
+    choice = choose_epochs(y, checkpoints, metric)
+    assert choice.epochs == 10
+    assert [e for e, _ in choice.curve] == [5, 10]
+    np.testing.assert_allclose([m for _, m in choice.curve], [s5.mean(), s10.mean()])
+
+
+@pytest.mark.parametrize("scaling", ["quantile", "robust"])
+def test_a_saved_model_with_each_scaling_loads_and_predicts(tmp_path, capsys, scaling):
+    from search.cli import main
+    from tests.model_fixture import make_model_dir
+
+    tiny = make_model_dir(tmp_path, scaling=scaling)
+    out = tmp_path / "scores.csv"
+    rc = main(["predict", str(tiny["model"]), str(tiny["test"]), "-o", str(out), "--proba"])
+    assert rc == 0, capsys.readouterr().err
+    import pandas as pd
+
+    assert len(pd.read_csv(out)) == 50
+
+
+def test_export_trains_the_final_model_for_the_trials_chosen_epochs():
+    from objectives.config import TrialConfig
+    from search.model.export_trial import trial_epochs
+
+    with_checkpoints = TrialConfig(train=TrainConfig(epochs=40, checkpoint_every=5))
+    final = trial_epochs(with_checkpoints, 15)
+    assert final.train.epochs == 15 and final.train.checkpoint_every == 0 and final.train.schedule_epochs == 40
+    plain = TrialConfig(train=TrainConfig(epochs=40))
+    assert trial_epochs(plain, 40) == plain and trial_epochs(with_checkpoints, None) == with_checkpoints
