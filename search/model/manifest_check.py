@@ -91,7 +91,7 @@ class Manifest(BaseModel):
     files: dict[str, str]
     self_sha256: str
     model_module: BundledModule | None = None
-    ensemble: Annotated[tuple[EnsembleMemberEntry, ...], Field(min_length=1, max_length=1000)] | None = None
+    ensemble: Annotated[list[EnsembleMemberEntry], Field(min_length=1, max_length=1000)] | None = None
 
 
 def check_tensors(state: dict[str, Any], expected: torch.nn.Module, what: str) -> None:

@@ -247,7 +247,7 @@ def _member_states(state: dict, n_members: int) -> list[dict]:
         raise LosstuneError(f"{FILES[WEIGHTS]}: {exc}") from None
 
 
-def _ensemble(finals: list[FinalModel], members: tuple[EnsembleMemberEntry, ...]) -> FinalModel:
+def _ensemble(finals: list[FinalModel], members: list[EnsembleMemberEntry]) -> FinalModel:
     """The members averaged with their weights (:mod:`objectives.final_ensemble`)."""
     from objectives.final_ensemble import of_members
 

@@ -204,7 +204,7 @@ def trial_metrics(result: EvaluationResult, timestamp: int | None = None) -> lis
         metrics.extend(Metric(key, float(v), ts, epoch) for epoch, v in enumerate(mean, start=1) if math.isfinite(v))
     # the learning curve the trial's epoch count was chosen on (objectives.epochs): mean fold score per checkpoint
     metrics.extend(Metric("epoch_score", float(v), ts, e) for e, v in getattr(result, "epoch_curve", []))
-    if getattr(result, "chosen_epochs", 0):
+    if getattr(result, "epoch_curve", None):  # a choice was made (train.checkpoint_every): the epochs it chose
         metrics.append(Metric("chosen_epochs", float(result.chosen_epochs), ts, 0))
     return metrics
 
