@@ -21,7 +21,7 @@ from objectives.config import CVConfig, ModelConfig, TrainConfig, TrialConfig
 from objectives.data import DataSpec, load_dataset
 from objectives.errors import LosstuneError
 from objectives.evaluate import evaluate
-from search.tracking.mlflow_locations import _normalise_tracking_uri
+from search.tracking.mlflow_locations import normalise_tracking_uri
 from search.tracking.mlflow_store import MAX_REASON_CHARS
 from search.tracking.reports import REPORT_FILES
 from search.tracking.run_params import trial_params
@@ -307,6 +307,6 @@ def test_ui_command_names_this_environments_mlflow_when_path_has_none(store, mon
 
 def test_relative_sqlite_uri_is_made_absolute(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    assert _normalise_tracking_uri("sqlite:///runs/mlflow.db") == f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
-    assert _normalise_tracking_uri("sqlite:////abs/mlflow.db") == "sqlite:////abs/mlflow.db"
-    assert _normalise_tracking_uri("http://localhost:5000") == "http://localhost:5000"
+    assert normalise_tracking_uri("sqlite:///runs/mlflow.db") == f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+    assert normalise_tracking_uri("sqlite:////abs/mlflow.db") == "sqlite:////abs/mlflow.db"
+    assert normalise_tracking_uri("http://localhost:5000") == "http://localhost:5000"

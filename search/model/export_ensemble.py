@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 from objectives.config import TrialConfig
 from objectives.errors import LosstuneError
-from search.model.export_trial import _load_study, module_dir_of, versions
+from search.model.export_trial import load_study, module_dir_of, versions
 from search.model.exported_config import EnsembleMember, EnsembleSpec, ExportedConfig, Provenance, dump_exported
 from search.study.results import trial_records
 from search.study.stored_config import stored_config
@@ -48,7 +48,7 @@ def export_ensemble(
     """Write the study's ensemble to ``out`` and log it on the study's parent run; returns the file's content
     and the run id it was logged on (None when not logged)."""
     file = load_study_file(study_path)
-    study = _load_study(file)
+    study = load_study(file)
     found = study_ensemble(trial_records(study), file)
     if found is None:
         raise LosstuneError(
@@ -132,9 +132,9 @@ def _spec(found: StudyEnsemble, members: list[EnsembleMember]) -> EnsembleSpec:
 
 
 def _display(uri: str) -> str:
-    from search.tracking.mlflow_locations import _normalise_tracking_uri, redact_uri
+    from search.tracking.mlflow_locations import normalise_tracking_uri, redact_uri
 
-    return redact_uri(_normalise_tracking_uri(uri))  # as a single trial's export writes it (no password)
+    return redact_uri(normalise_tracking_uri(uri))  # as a single trial's export writes it (no password)
 
 
 def format_ensemble_export(exported: ExportedConfig, out: Path, run_id: str | None) -> str:

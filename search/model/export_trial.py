@@ -115,7 +115,7 @@ def export_trial(
     inputs = export_inputs(Path(study_path), file)
     refuse_input_as_output(out, inputs)  # before any store is read
     check_stores(file.storage_url, file.tracking_uri)
-    study = _load_study(file)
+    study = load_study(file)
     trial = select_trial(study, by, number)
     config = trial_epochs(stored_config(trial, file), trial.user_attrs.get("chosen_epochs"))
     if trial.user_attrs.get("threshold") is None:
@@ -154,7 +154,7 @@ def trial_epochs(config: TrialConfig, chosen: int | None) -> TrialConfig:
     return config.model_copy(update={"train": train})
 
 
-def _load_study(file: StudyFile) -> optuna.Study:
+def load_study(file: StudyFile) -> optuna.Study:
     """The study of ``file``, read-only: one-line errors when its storage or the study does not exist yet."""
     import optuna
 

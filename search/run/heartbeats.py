@@ -18,11 +18,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
-from sqlalchemy import orm
 from sqlalchemy.exc import SQLAlchemyError
 
 from objectives.errors import LosstuneError
+from search.run import optuna_private
 
 if TYPE_CHECKING:
     from optuna.storages import RDBStorage
@@ -67,19 +66,8 @@ def adopt_silent_trials(storage: RDBStorage, study_id: int) -> int:
     Optuna only ever fails a trial whose heartbeat it has seen; a worker killed between asking for a trial and
     its first heartbeat would leave that trial RUNNING forever (and its grid point waiting forever). A heartbeat
     recorded here starts the grace period from now: a live worker beats over it, a dead one does not."""
-    from optuna.storages._rdb import models
-    from optuna.trial import TrialState
-
-    trials, beats = models.TrialModel, models.TrialHeartbeatModel
-    query = (
-        sa.select(trials.trial_id)
-        .outerjoin(beats, beats.trial_id == trials.trial_id)
-        .where(trials.study_id == study_id, trials.state == TrialState.RUNNING, beats.trial_heartbeat_id.is_(None))
-    )
-    with orm.Session(storage.engine) as session:
-        silent = list(session.scalars(query))
     adopted = 0
-    for trial_id in silent:
+    for trial_id in optuna_private.silent_running_trial_ids(storage, study_id):
         try:
             storage.record_heartbeat(trial_id)
             adopted += 1
@@ -90,7 +78,7 @@ def adopt_silent_trials(storage: RDBStorage, study_id: int) -> int:
 
 def stale_trial_ids(storage: RDBStorage, study_id: int) -> list[int]:
     """The RUNNING trials of the study whose heartbeat is older than the grace period (their workers died)."""
-    return list(storage._get_stale_trial_ids(study_id))
+    return optuna_private.stale_trial_ids(storage, study_id)
 
 
 def fail_stale_trial(storage: RDBStorage, trial_id: int, kind: str, reason: str) -> bool:

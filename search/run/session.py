@@ -14,6 +14,7 @@ from objectives.data_spec import check_regular_file
 from objectives.errors import LosstuneError
 from search.run.budget import BudgetLedger
 from search.run.heartbeats import adopt_silent_trials, fail_stale_trial, stale_trial_ids
+from search.run.optuna_private import storage_engine
 from search.run.storage import (
     init_lock,
     open_optuna_storage,
@@ -90,7 +91,10 @@ class StudySession:
         with init_lock(self.url):
             self.storage = open_optuna_storage(self.url)
             self.study = _load_or_create_study(self.file.name, self.storage, create)
-            self.ledger = BudgetLedger(self.storage.engine, self.file.name)  # the study's own database and pool
+            self.study_id = self.storage.get_study_id_from_name(self.file.name)
+            self.ledger = BudgetLedger(
+                storage_engine(self.storage), self.file.name
+            )  # the study's own database and pool
             if self._dataset is not None:
                 self._check_fingerprint(self._dataset, allow_data_change)
         self.phases = self.file.phases
@@ -109,7 +113,12 @@ class StudySession:
         return cls(study_path, with_data=False, create=False)
 
     def close(self) -> None:
-        self.storage.engine.dispose()
+        storage_engine(self.storage).dispose()
+
+    def trial_id(self, trial: optuna.Trial) -> int:
+        """The storage's id of a trial of this study (heartbeats and stale trials are kept by id), through the
+        storage's public lookup by the trial's number."""
+        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
 
     @property
     def dataset(self) -> Dataset:
@@ -160,8 +169,8 @@ class StudySession:
         Without a tracker, MLflow is opened only when there is something to repair. Returns how many MLflow runs
         were closed."""
         with quiet_optuna():
-            adopt_silent_trials(self.storage, self.study._study_id)
-            stale = stale_trial_ids(self.storage, self.study._study_id)
+            adopt_silent_trials(self.storage, self.study_id)
+            stale = stale_trial_ids(self.storage, self.study_id)
         if tracker is None:
             if not stale and not self.study.user_attrs.get(PARENT_OPEN_ATTR):
                 return 0  # nothing a dead worker left: no need to open MLflow at all
@@ -184,7 +193,7 @@ class StudySession:
         if any(t.state == TrialState.RUNNING for t in self.study.get_trials(deepcopy=False)):
             return False  # a live worker still holds it; it closes the parent when it ends
         tracker = tracker or self.tracker()
-        run = tracker._find_run(parent)
+        run = tracker.find_run(parent)
         closed = run is not None and run.info.status == "RUNNING"
         if closed:
             tracker.set_parent_finished(parent, ABANDONED_PARENT_STATUS)

@@ -23,6 +23,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from objectives.errors import LosstuneError
 from search.formats.redaction import redact_text, redact_url
 from search.run.heartbeats import grace_seconds, heartbeat_seconds
+from search.run.optuna_private import study_in_database
 
 if TYPE_CHECKING:
     from optuna.storages import RDBStorage
@@ -229,10 +230,7 @@ def study_exists(url: str, study: str) -> bool:
     engine = open_engine(url)
     try:
         with engine.connect() as conn:
-            if not sa.inspect(conn).has_table("studies"):
-                return False
-            found = conn.execute(sa.text("SELECT 1 FROM studies WHERE study_name = :n"), {"n": study}).first()
-        return found is not None
+            return study_in_database(conn, study)
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] or type(exc).__name__
         raise LosstuneError(f"cannot open storage {redact(url)}: {redact_text(reason, url)}") from None

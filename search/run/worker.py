@@ -164,7 +164,7 @@ class Worker:
             study.sampler = sampler_for(step, self.s.file.cv.seed, len(study.get_trials(deepcopy=False)))
             trial = study.ask()
         state = TrialProgress(trial, step)
-        state.beat = heartbeat(self.s.storage, trial._trial_id)
+        state.beat = heartbeat(self.s.storage, self.s.trial_id(trial))
         state.beat.__enter__()
         try:
             self.s.ledger.attach(self.week, slot, trial.number, claim=step.claim)

@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from objectives.errors import LosstuneError
-from search.tracking.mlflow_locations import _make_local_artifact_dir, _same_location
+from search.tracking.mlflow_locations import make_local_artifact_dir, same_location
 from search.tracking.mlflow_store import store_errors
 from search.tracking.study_run import experiment_kind_tags
 
@@ -36,7 +36,7 @@ def open_experiment(
         with store_errors(f"cannot write to the MLflow tracking store {display_uri}"):
             client.set_experiment_tag(found.experiment_id, key, value)
     # (artifact_location is None only when none was requested: the store's own default)
-    moved = artifact_location is not None and not _same_location(found.artifact_location, artifact_location)
+    moved = artifact_location is not None and not same_location(found.artifact_location, artifact_location)
     if requested is not None and moved:
         log.warning(
             "MLflow experiment %r already exists with artifacts in %s (not %s): keeping its location",
@@ -50,7 +50,7 @@ def open_experiment(
 
 def _create(client: MlflowClient, experiment: str, artifact_location: str | None, display_uri: str) -> str:
     if artifact_location is not None:
-        _make_local_artifact_dir(artifact_location)
+        make_local_artifact_dir(artifact_location)
     with store_errors(f"cannot write to the MLflow tracking store {display_uri}"):
         try:
             experiment_id = client.create_experiment(

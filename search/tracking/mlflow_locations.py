@@ -19,7 +19,7 @@ def redact_uri(uri: str) -> str:
     return redact_text(uri)
 
 
-def _normalise_tracking_uri(uri: str) -> str:
+def normalise_tracking_uri(uri: str) -> str:
     """A sqlite URI with a relative path made absolute (so the UI command works from any directory)."""
     prefix = "sqlite:///"
     if uri.startswith(prefix):
@@ -37,7 +37,7 @@ def _sqlite_path(tracking_uri: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
-def _artifact_uri(location: str | None, tracking_uri: str, experiment: str) -> str | None:
+def artifact_uri(location: str | None, tracking_uri: str, experiment: str) -> str | None:
     """A URI for MLflow: a plain path becomes an absolute ``file://`` URI; None becomes
     ``mlartifacts/<experiment>`` beside a sqlite database (None for other stores: the store's own default)."""
     if location is None:
@@ -59,7 +59,7 @@ def _local_path(uri: str) -> Path | None:
     return None
 
 
-def _make_local_artifact_dir(uri: str) -> None:
+def make_local_artifact_dir(uri: str) -> None:
     path = _local_path(uri)
     if path is None:
         return
@@ -69,7 +69,7 @@ def _make_local_artifact_dir(uri: str) -> None:
         raise LosstuneError(f"cannot create the MLflow artifact directory {path}: {exc.strerror or exc}") from exc
 
 
-def _same_location(existing: str, wanted: str) -> bool:
+def same_location(existing: str, wanted: str) -> bool:
     a, b = _local_path(existing), _local_path(wanted)
     if a is not None and b is not None:
         return a.resolve() == b.resolve()

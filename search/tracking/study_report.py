@@ -122,13 +122,13 @@ def _features(client: MlflowClient | None, trial: optuna.trial.FrozenTrial) -> l
 
 def write_report(study_path: Path, out: Path) -> Path:
     """``losstune report``: the study opened read-only, the page written to ``out``."""
-    from search.model.export_trial import _load_study
+    from search.model.export_trial import load_study
     from search.study.study_file import load_study_file
     from search.tracking.mlflow_locations import check_tracking_reachable
     from search.tracking.tracker import StudyTracker
 
     file = load_study_file(study_path)
-    study = _load_study(file)
+    study = load_study(file)
     check_tracking_reachable(file.tracking_uri)
     tracker = StudyTracker(file.tracking_uri, file.experiment, artifact_location=file.artifact_location)
     text = study_report(file, study, tracker.client)

@@ -30,7 +30,7 @@ from mlflow.entities import Param, Run
 from mlflow.exceptions import MlflowException
 
 from search.tracking.experiment import open_experiment
-from search.tracking.mlflow_locations import _artifact_uri, _normalise_tracking_uri, redact_uri
+from search.tracking.mlflow_locations import artifact_uri, normalise_tracking_uri, redact_uri
 from search.tracking.mlflow_store import TAG_ROLE, TAG_STUDY, store_errors
 from search.tracking.study_run import ui_hint
 from search.tracking.study_summary import StudySummary
@@ -55,11 +55,11 @@ class StudyTracker(TrialRuns, StudySummary):
 
         Raises :class:`LosstuneError` (one line, naming the URI) when the store cannot be opened or written.
         """
-        self.tracking_uri = _normalise_tracking_uri(tracking_uri)
+        self.tracking_uri = normalise_tracking_uri(tracking_uri)
         # what messages, logs and the UI command show: the URI without its password, if it has one
         self.display_uri = redact_uri(self.tracking_uri)
         self.experiment_name = experiment
-        self.artifact_location = _artifact_uri(artifact_location, self.tracking_uri, experiment)
+        self.artifact_location = artifact_uri(artifact_location, self.tracking_uri, experiment)
         with store_errors(f"cannot open the MLflow tracking store {self.display_uri}"):
             self.client = MlflowClient(tracking_uri=self.tracking_uri)
         self.experiment_id = open_experiment(
@@ -76,7 +76,7 @@ class StudyTracker(TrialRuns, StudySummary):
         it (see :meth:`_log_study_params`). Store failures raise :class:`LosstuneError`."""
         with store_errors(f"cannot write to the MLflow tracking store {self.display_uri}"):
             if parent_run_id:
-                run = self._find_run(parent_run_id)
+                run = self.find_run(parent_run_id)
                 why_not = self._why_not_parent(run, study_name)
                 if run is not None and why_not is None:
                     self.client.update_run(parent_run_id, status="RUNNING")
@@ -111,7 +111,7 @@ class StudyTracker(TrialRuns, StudySummary):
         if new:
             self.client.log_batch(run.info.run_id, params=new)
 
-    def _find_run(self, run_id: str) -> Run | None:
+    def find_run(self, run_id: str) -> Run | None:
         """The run, or None when the store has no run with this id."""
         try:
             return self.client.get_run(run_id)
