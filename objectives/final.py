@@ -125,32 +125,47 @@ def build_network(n_inputs: int, cfg: ModelConfig, state_dict: dict[str, torch.T
 
 def fit_final_model(dataset: Dataset, config: TrialConfig) -> FinalModel:
     """Fit the preprocessing on all rows, then train one model on all rows with ``config``'s settings."""
-    check_trial_memory(dataset, config, final=True)
-    pre = make_preprocessor(dataset.numeric_columns, dataset.categorical_columns, config.model.numeric_scaling)
+    return fit_final_models(dataset, [config])[0]
+
+
+def fit_final_models(dataset: Dataset, configs: list[TrialConfig]) -> list[FinalModel]:
+    """One model per configuration on all rows, trained as one stacked job (an ensemble's members): the
+    preprocessing is fitted once, on all rows; each model has its configuration's loss and, from its
+    ``cv.seed``, its initialisation seed. The configurations must agree on everything but loss and seed."""
+    first = configs[0]
+    for c in configs[1:]:
+        if (c.model, c.train) != (first.model, first.train):
+            raise ValueError("models trained in one job must share their model and training settings")
+    check_trial_memory(dataset, first, final=True, configs=len(configs))
+    pre = make_preprocessor(dataset.numeric_columns, dataset.categorical_columns, first.model.numeric_scaling)
     pre.fit(dataset.features)
     x = np.asarray(pre.transform(dataset.features), dtype=np.float32)
     all_rows = np.arange(dataset.n_rows, dtype=np.int64)
     trained = train_folds(
         x[np.newaxis],
         dataset.y,
-        [all_rows],
+        [all_rows] * len(configs),
         None,
-        config.loss,
-        config.model,
-        config.train,
-        fold_seeds(config.cv.seed, 1),
+        [c.loss for c in configs],
+        first.model,
+        first.train,
+        [fold_seeds(c.cv.seed, 1)[0] for c in configs],
+        blocks=[0] * len(configs),
     )
-    return FinalModel(
-        preprocessor=pre,
-        state_dict=trained.state_dict(0),
-        model_config=config.model,
-        n_inputs=x.shape[1],
-        numeric_columns=list(dataset.numeric_columns),
-        categorical_columns=list(dataset.categorical_columns),
-        positive_label=dataset.positive_label,
-        negative_label=dataset.negative_label,
-        train_loss=trained.train_loss[0],
-    )
+    return [
+        FinalModel(
+            preprocessor=pre,
+            state_dict=trained.state_dict(m),
+            model_config=first.model,
+            n_inputs=x.shape[1],
+            numeric_columns=list(dataset.numeric_columns),
+            categorical_columns=list(dataset.categorical_columns),
+            positive_label=dataset.positive_label,
+            negative_label=dataset.negative_label,
+            train_loss=trained.train_loss[m],
+        )
+        for m in range(len(configs))
+    ]
 
 
 @dataclass

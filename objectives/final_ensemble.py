@@ -19,7 +19,7 @@ import torch
 
 from objectives.config import TrialConfig
 from objectives.data import Dataset
-from objectives.final import FinalModel, fit_final_model
+from objectives.final import FinalModel, fit_final_models
 
 PREFIX = "member{}."
 
@@ -83,7 +83,8 @@ def _sharing(member: FinalModel, first: FinalModel) -> FinalModel:
 
 
 def fit_final_ensemble(dataset: Dataset, configs: list[TrialConfig], weights: list[float]) -> EnsembleFinalModel:
-    """Each member's final model on all rows (``configs[i]``: its loss and, in ``cv.seed``, its seed)."""
+    """Each member's final model on all rows (``configs[i]``: its loss and, in ``cv.seed``, its seed), the
+    members trained as one stacked job (:func:`objectives.final.fit_final_models`)."""
     if not configs or len(configs) != len(weights):
         raise ValueError("an ensemble needs one weight per member, and at least one member")
-    return of_members([fit_final_model(dataset, c) for c in configs], weights)
+    return of_members(fit_final_models(dataset, configs), weights)

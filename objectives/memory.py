@@ -101,7 +101,7 @@ def _gb(n: int) -> str:
 
 def check_trial_memory(dataset: Dataset, config: TrialConfig, final: bool = False, configs: int = 1) -> int:
     """:func:`check_fits` for ``config`` on ``dataset``: its repeated K-fold CV (``configs`` configurations trained
-    together), or with ``final`` the one model fitted on every row (no validation rows)."""
+    together), or with ``final`` the ``configs`` models fitted on every row (no validation rows)."""
     from objectives.engine import resolve_device
 
     n_inputs = len(dataset.numeric_columns) + sum(
@@ -111,12 +111,16 @@ def check_trial_memory(dataset: Dataset, config: TrialConfig, final: bool = Fals
         n_rows=dataset.n_rows,
         n_inputs=n_inputs,
         hidden=tuple(config.model.hidden),
-        folds=1 if final else configs * config.cv.repeats * config.cv.folds,
+        folds=configs if final else configs * config.cv.repeats * config.cv.folds,
         batch_size=config.train.batch_size,
         validation=not final,
     )
     device = resolve_device(config.train.device).type
-    what = "the final model" if final else f"a trial ({shape.folds} models trained together)"
+    what = (
+        ("the final model" if configs == 1 else f"the final models ({configs} trained together)")
+        if final
+        else f"a trial ({shape.folds} models trained together)"
+    )
     if config.model.module is not None:  # a user's model: validated and measured by building it (its hidden is moot)
         from objectives.user_model_check import check_user_model
 

@@ -597,3 +597,28 @@ def test_bf16_on_a_cpu_that_emulates_it_is_said(fold_inputs, monkeypatch, caplog
     with caplog.at_level("WARNING", logger="objectives.engine"):
         train_folds(x, y, train_rows, val_rows, LOSS, MODEL, train, seeds)
     assert (engine.EMULATED_BF16 in caplog.messages) is warned
+
+
+def test_an_ensembles_members_trained_as_one_job_are_each_the_model_trained_alone(write_csv):
+    """fit_final_ensemble trains its members in one stack; each member is the final model its configuration gives
+    alone (fit_final_model), within the engine's stated tolerance on its probabilities."""
+    from objectives.final import fit_final_model
+    from objectives.final_ensemble import fit_final_ensemble
+
+    ds = load_dataset(DataSpec(path=write_csv(n=120, seed=5), target="label"))
+    train = TrainConfig(epochs=3, batch_size=16, lr=1e-2, device="cpu")
+    other = LossConfig(alpha=None, gamma=0.0, bce_weight=1.0, focal_weight=0.0)
+    configs = [
+        TrialConfig(loss=LOSS, model=MODEL, train=train, cv=CVConfig(folds=2, seed=0)),
+        TrialConfig(loss=other, model=MODEL, train=train, cv=CVConfig(folds=2, seed=7)),
+    ]
+    ensemble = fit_final_ensemble(ds, configs, [0.25, 0.75])
+    features = ds.features.iloc[:40]
+    for member, config in zip(ensemble.members, configs):
+        alone = fit_final_model(ds, config)
+        np.testing.assert_allclose(
+            member.predict_proba(features), alone.predict_proba(features), rtol=ALONE_RTOL, atol=ALONE_ATOL
+        )
+    first, second = (m.predict_proba(features) for m in ensemble.members)
+    assert not np.allclose(first, second)  # two models, not one broadcast
+    np.testing.assert_allclose(ensemble.predict_proba(features), 0.25 * first + 0.75 * second, rtol=1e-12)
