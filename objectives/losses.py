@@ -16,10 +16,7 @@ term *is* BCE, bit for bit: :math:`(1 - p_t)^0` is computed as :math:`e^0 = 1` e
 
 Stability: nothing here forms a probability and takes its log. :math:`-\log p_t` is torch's BCE from logits and
 :math:`(1 - p_t)^\gamma = \exp(\gamma \log\sigma(u))`, so logits of :math:`\pm 100` (or :math:`\pm 10^4`) give
-finite values and finite gradients. The derivative in the logits is written out (:func:`_terms_and_slope`, a
-``torch.autograd.Function``: autograd's graph of the composed expression cost more than the expression itself on
-the engine's small batches); ``tests/test_losses.py`` holds it to ``gradcheck`` and to autograd through the
-composed formulation.
+finite values and finite gradients (autograd differentiates these expressions; no hand-written derivative).
 
 :func:`combined_terms` is the one implementation: the engine trains with it (one row of loss parameters per
 model, :class:`LossParams`), and :class:`CombinedLoss` wraps it as an ``nn.Module`` for a training loop of your
@@ -30,7 +27,6 @@ by :class:`objectives.config.LossConfig`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -77,65 +73,16 @@ class LossParams:
 
 
 def combined_terms(logits: Tensor, targets: Tensor, cfg: LossConfig | LossParams) -> Tensor:
-    """Element-wise ``bce_weight * BCE + focal_weight * Focal(alpha, gamma)`` (no reduction), differentiable in
-    ``logits`` (twice, too); ``targets`` and the parameters are constants.
+    """Element-wise ``bce_weight * BCE + focal_weight * Focal(alpha, gamma)`` (no reduction), differentiable.
 
     ``targets`` holds 0/1 as floats. ``cfg`` is one configuration for every element, or :class:`LossParams`
     with one row per model (``logits`` is then ``[M, B]``)."""
     p = cfg if isinstance(cfg, LossParams) else LossParams.of(cfg, logits)
-    if targets.requires_grad:
-        raise ValueError("combined_terms differentiates in the logits only: the targets must not require grad")
-    if torch.is_grad_enabled() and logits.requires_grad:
-        return _Combined.apply(logits, targets, *_params(p))
-    return _terms_and_slope(logits, targets, *_params(p), slope=False)[0]
-
-
-def _params(p: LossParams) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return p.bce_weight, p.focal_weight, p.gamma, p.alpha_base, p.alpha_slope
-
-
-def _terms_and_slope(
-    z: Tensor, y: Tensor, bce_w: Tensor, focal_w: Tensor, gamma: Tensor, a0: Tensor, a1: Tensor, *, slope: bool = True
-) -> tuple[Tensor, Tensor | None]:
-    r"""The terms and, with ``slope``, their derivative in the logits, both element-wise.
-
-    With :math:`w = w_{\mathrm{bce}} + w_{\mathrm{focal}} \alpha_t m`, :math:`m = e^{\gamma \log\sigma(u)}` and
-    :math:`c = -\log p_t = \mathrm{softplus}(u)`: the term is :math:`c\,w`, and
-    :math:`\partial/\partial u = \sigma(u)\,w + c\,w_{\mathrm{focal}} \alpha_t \gamma m \sigma(-u)`
-    (:math:`\partial c/\partial u = \sigma(u)`, :math:`\partial \log\sigma(u)/\partial u = \sigma(-u)`), times
-    :math:`\partial u/\partial z = 1 - 2y`. Every factor is bounded or computed from logits, so both are finite
-    for any finite logit."""
-    flip = 1.0 - 2.0 * y  # -s
-    u = z * flip
-    ce = F.binary_cross_entropy_with_logits(z, y, reduction="none")  # -log p_t, stable for any z
-    modulating = torch.exp(gamma * F.logsigmoid(u))  # (1 - p_t)^gamma; exactly 1 for gamma 0
-    focal_t = focal_w * (y * a1 + a0)  # w_focal * alpha_t
-    weight = bce_w + focal_t * modulating
-    terms = ce * weight
-    if not slope:
-        return terms, None
-    d_u = torch.sigmoid(u) * weight + ce * focal_t * gamma * modulating * torch.sigmoid(-u)
-    return terms, d_u * flip
-
-
-class _Combined(torch.autograd.Function):
-    """The terms with their derivative computed in the forward pass (a few element-wise kernels on ``[M, B]``
-    instead of autograd's graph of a dozen, forward and backward): the backward is one multiply. Under
-    ``create_graph`` the backward recomputes the derivative from the logits with differentiable ops, so second
-    derivatives (``gradgradcheck``) hold too."""
-
-    @staticmethod
-    def forward(ctx: Any, z: Tensor, y: Tensor, *params: Tensor) -> Tensor:  # ctx first: no per-call inspect
-        terms, d_z = _terms_and_slope(z, y, *params)
-        ctx.save_for_backward(z, y, d_z, *params)
-        return terms
-
-    @staticmethod
-    def backward(ctx: Any, grad_terms: Tensor) -> tuple[Tensor | None, ...]:
-        z, y, d_z, *params = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph: the derivative as a function of z, to be differentiated again
-            d_z = _terms_and_slope(z, y, *params)[1]
-        return (grad_terms * d_z, None) + (None,) * len(params)
+    u = logits * (1.0 - 2.0 * targets)  # -s z
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")  # -log p_t, stable for any z
+    modulating = torch.exp(p.gamma * F.logsigmoid(u))  # (1 - p_t)^gamma; exactly 1 for gamma 0
+    alpha_t = targets * p.alpha_slope + p.alpha_base
+    return ce * (p.bce_weight + p.focal_weight * alpha_t * modulating)
 
 
 class CombinedLoss(nn.Module):

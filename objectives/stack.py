@@ -84,24 +84,22 @@ class ModelStack:
 
     def _batched_mlp(self, x: Tensor, train: bool) -> Tensor:
         """The built-in MLP on the stacked weights with batched matmuls (what ``vmap`` runs, less its per-call
-        Python work; see docs/concepts/engine.md). The activations are held feature-major, ``[M, features, B]``
-        (``W @ h``, the input ``x`` as a transposed view), so each weight's gradient ``delta @ h^T`` comes out in
-        the weight's own ``[M, out, in]`` layout (row-major activations, ``h @ W^T``, gave it transposed, and
-        autograd copied it into the weight's layout every step); the one-output layer is a multiply-and-sum over
-        the features. Dropout draws a mask per element, so per model, as ``randomness="different"``."""
-        h = x.transpose(1, 2)
+        Python work, and the one-output layer as a multiply-and-sum instead of a ``[.., 1]``-wide matmul; see
+        docs/concepts/engine.md). Dropout draws a mask per element, so per
+        model, as ``randomness="different"``."""
+        h = x
         for kind, arg in self._layers or []:
             if kind == "relu":
                 h = h.relu_()  # in place on the bias add's output, which no backward needs
-            elif kind == "dropout" and train:  # the mask drawn row-major: the draws vmap's road takes
-                h = F.dropout(h.transpose(1, 2).contiguous(), float(arg), training=True).transpose(1, 2)
-            elif kind != "dropout":
+            elif kind == "dropout":
+                h = F.dropout(h, float(arg), training=train)
+            else:
                 w, b = self.params[f"{arg}.weight"], self.params[f"{arg}.bias"]  # [M, out, in], [M, out]
                 if w.shape[1] == 1:
-                    return (h * w.transpose(1, 2)).sum(1) + b
-                # bmm, then add: baddbmm would first copy the broadcast bias into the whole output
-                h = torch.bmm(w, h).add_(b.unsqueeze(2))
-        raise AssertionError("the built-in MLP ends in a one-output layer")
+                    h = (h * w).sum(-1, keepdim=True) + b.unsqueeze(1)
+                else:  # bmm, then add: baddbmm would first copy the broadcast bias into the whole output
+                    h = torch.bmm(h, w.transpose(1, 2)).add_(b.unsqueeze(1))
+        return h.squeeze(-1)
 
     def parameters(self) -> list[Tensor]:
         return list(self.params.values())
