@@ -597,3 +597,26 @@ def test_bf16_on_a_cpu_that_emulates_it_is_said(fold_inputs, monkeypatch, caplog
     with caplog.at_level("WARNING", logger="objectives.engine"):
         train_folds(x, y, train_rows, val_rows, LOSS, MODEL, train, seeds)
     assert (engine.EMULATED_BF16 in caplog.messages) is warned
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 16])
+def test_validation_in_chunks_equals_one_pass(chunk):
+    """The validation forward runs a training batch of rows at a time: logits and mean losses as one pass over all
+    rows (float32 rounding: the matmuls block differently), each model on its own rows, padding masked out."""
+    from objectives.batches import StackedTable
+    from objectives.engine import _Validation
+    from objectives.losses import LossParams
+    from objectives.stack import ModelStack
+
+    gen = np.random.default_rng(0)
+    table = StackedTable(gen.normal(size=(2, 40, 5)), (gen.random(40) < 0.4).astype(float), torch.device("cpu"))
+    val_rows = [np.arange(0, 23), np.arange(3, 40, 2), np.arange(10, 40)]  # 23, 19 and 30 rows
+    offsets = table.offsets([0, 1, 1])
+    stack = ModelStack.build(ModelConfig(hidden=(8, 4)), 5, [1, 2, 3], torch.device("cpu"))
+    params = LossParams.stack([LOSS, LossConfig(), LossConfig(alpha=0.5, gamma=1.0)])
+    chunked, whole = _Validation.of(table, val_rows, offsets, chunk), _Validation.of(table, val_rows, offsets, 1000)
+    assert chunked is not None and whole is not None
+    for got, expected, rows in zip(chunked.logits(stack), whole.logits(stack), val_rows):
+        assert len(got) == len(rows)
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(chunked.mean_loss(stack, params), whole.mean_loss(stack, params), rtol=1e-6, atol=0)
