@@ -622,3 +622,26 @@ def test_an_ensembles_members_trained_as_one_job_are_each_the_model_trained_alon
     first, second = (m.predict_proba(features) for m in ensemble.members)
     assert not np.allclose(first, second)  # two models, not one broadcast
     np.testing.assert_allclose(ensemble.predict_proba(features), 0.25 * first + 0.75 * second, rtol=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 16])
+def test_validation_in_chunks_equals_one_pass(chunk):
+    """The validation forward runs a training batch of rows at a time: logits and mean losses as one pass over all
+    rows (float32 rounding: the matmuls block differently), each model on its own rows, padding masked out."""
+    from objectives.batches import StackedTable
+    from objectives.engine import _Validation
+    from objectives.losses import LossParams
+    from objectives.stack import ModelStack
+
+    gen = np.random.default_rng(0)
+    table = StackedTable(gen.normal(size=(2, 40, 5)), (gen.random(40) < 0.4).astype(float), torch.device("cpu"))
+    val_rows = [np.arange(0, 23), np.arange(3, 40, 2), np.arange(10, 40)]  # 23, 19 and 30 rows
+    offsets = table.offsets([0, 1, 1])
+    stack = ModelStack.build(ModelConfig(hidden=(8, 4)), 5, [1, 2, 3], torch.device("cpu"))
+    params = LossParams.stack([LOSS, LossConfig(), LossConfig(alpha=0.5, gamma=1.0)])
+    chunked, whole = _Validation.of(table, val_rows, offsets, chunk), _Validation.of(table, val_rows, offsets, 1000)
+    assert chunked is not None and whole is not None
+    for got, expected, rows in zip(chunked.logits(stack), whole.logits(stack), val_rows):
+        assert len(got) == len(rows)
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(chunked.mean_loss(stack, params), whole.mean_loss(stack, params), rtol=1e-6, atol=0)
