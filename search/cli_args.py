@@ -228,9 +228,9 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--by",
-        choices=["auto", "mean", "honest", "confirmed", "oof", "ensemble"],
+        choices=["auto", "mean", "honest", "confirmed", "ensemble"],
         default="auto",
-        help="best by mean OOF score (oof: the same), by honest cross-fitted score, or the best of the "
+        help="best by mean OOF score, by honest cross-fitted score, or the best of the "
         "confirm phase; auto (default): confirmed when a confirm phase has run, else mean; ensemble: the "
         "weighted average of trials selected on their stored OOF predictions (members, weights, threshold)",
     )

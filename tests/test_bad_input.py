@@ -161,6 +161,10 @@ STUDY_FILE_CASES = {
         "plan:\n  - {name: w, grid: [{bce_weight: 0, focal_weight: 0}]}\n",
         "bce_weight and focal_weight are both 0",
     ),
+    "no_loss_for_negatives": (  # LossConfig's own rule, refused in the study file when the point alone breaks it
+        "plan:\n  - {name: w, grid: [{bce_weight: 0, focal_weight: 1, alpha: 1}]}\n",
+        "alpha=1 with bce_weight=0 gives the negatives no loss at all",
+    ),
     "alpha_outside_0_1": ("plan:\n  - {name: a, grid: [{alpha: 1.5}]}\n", "alpha=1.5 is outside [0, 1]"),
     "folds_below_2": (None, "cv.folds: Input should be greater than or equal to 2"),
     "budget_negative": (None, "budget.trials_per_week: Input should be greater than or equal to 0"),

@@ -28,7 +28,7 @@ def test_a_batch_never_spans_two_phases():
 
 
 def test_a_tpe_phase_takes_its_batch_within_its_trials():
-    plan = (Phase(name="refine", sampler="tpe", space={"gamma": (0.0, 5.0)}, trials=3, batch=2),)
+    plan = (Phase(name="refine", kind="tpe", space={"gamma": (0.0, 5.0)}, trials=3, batch=2),)
     first = pending_steps(plan, [], limit=16)
     assert len(first) == 2 and all(isinstance(s, Step) and s.space for s in first)
     one_left = [

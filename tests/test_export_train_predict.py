@@ -31,6 +31,7 @@ from search.cli import EXIT_BAD_INPUT, main
 from search.model.export_trial import export_trial
 from search.model.exported_config import load_exported
 from search.model.model_dir_loading import load_model_dir
+from search.run.storage import READS_UNFORMATTED, STUDY_FORMAT, STUDY_FORMAT_ATTR
 from search.study.loss_params import LOSS_PARAMS
 from search.study.stored_config import CONFIG_ATTR, stored_config
 from search.study.study_file import load_study_file
@@ -311,39 +312,44 @@ def test_export_after_the_study_file_changed_gives_the_trials_own_configuration(
     assert load_exported(tmp_path / "b.yaml").trial_config == load_exported(flow["best.yaml"]).trial_config
 
 
-def legacy_study(flow, tmp_path: Path, study_text: str, drop: tuple[str, ...] = (CONFIG_ATTR,), params=True) -> Path:
-    """A copy of the flow's study with the user attrs ``drop`` removed (by default: as losstune wrote it before
-    the record), and without Optuna's params unless ``params``. The study file in ``tmp_path`` reads the copy and
-    the flow's own MLflow store (read only: nothing is logged)."""
-    shutil.copy(flow["root"] / "e2e.optuna.db", tmp_path / "legacy.optuna.db")
-    with sqlite3.connect(tmp_path / "legacy.optuna.db") as db:
+def study_copy(
+    flow, tmp_path: Path, study_text: str, drop: tuple[str, ...] = (), params=True, unformatted=False
+) -> Path:
+    """A copy of the flow's study with the trial user attrs ``drop`` removed, without Optuna's params unless
+    ``params``, and without the study format when ``unformatted`` (as losstune wrote a study before the record).
+    The study file in ``tmp_path`` reads the copy and the flow's own MLflow store (read only: nothing is logged)."""
+    shutil.copy(flow["root"] / "e2e.optuna.db", tmp_path / "copy.optuna.db")
+    with sqlite3.connect(tmp_path / "copy.optuna.db") as db:
         db.executemany("DELETE FROM trial_user_attributes WHERE key = ?", [(key,) for key in drop])
         if not params:
             db.execute("DELETE FROM trial_params")
+        if unformatted:
+            db.execute("DELETE FROM study_user_attributes WHERE key = ?", (STUDY_FORMAT_ATTR,))
     text = study_text.replace("path: train.csv", f"path: {flow['root'] / 'train.csv'}")
-    text += f"storage: sqlite:///{tmp_path / 'legacy.optuna.db'}\n"
+    text += f"storage: sqlite:///{tmp_path / 'copy.optuna.db'}\n"
     text += f"tracking: {{uri: 'sqlite:///{flow['root'] / 'mlflow.db'}', experiment: e2e}}\n"
-    (tmp_path / "legacy.yaml").write_text(text)
-    return tmp_path / "legacy.yaml"
+    (tmp_path / "copy.yaml").write_text(text)
+    return tmp_path / "copy.yaml"
 
 
-def test_a_trial_without_the_record_still_exports_and_is_checked_for_drift(flow, tmp_path):
-    """Studies written before the record: the configuration is rebuilt from the study file, as it always was, and
-    only there is it checked against the trial's MLflow run."""
-    expected = load_exported(flow["best.yaml"])
-    exported, _ = export_trial(legacy_study(flow, tmp_path, STUDY), tmp_path / "b.yaml", log_to_mlflow=False)
-    assert exported.trial_config == expected.trial_config
-    assert exported.provenance.trial == expected.provenance.trial
-
-    with pytest.raises(LosstuneError, match="epochs: run has 8, study file gives 9") as refused:
-        export_trial(legacy_study(flow, tmp_path, STUDY.replace("epochs: 8", "epochs: 9")), tmp_path / "c.yaml")
-    assert "\n" not in str(refused.value) and not (tmp_path / "c.yaml").exists()
+def test_a_study_written_before_the_study_format_is_refused_by_name(flow, capsys, tmp_path):
+    """The one cut: a study whose trials lack the configuration record (and so the study format) is refused by
+    every command that opens it, in one line naming the losstune that reads it; nothing is written."""
+    study = study_copy(flow, tmp_path, STUDY, drop=(CONFIG_ATTR,), unformatted=True)
+    expected = (
+        f"study 'e2e' was written by losstune before study format {STUDY_FORMAT}: its trials do not carry the "
+        f"configuration they ran with; use losstune {READS_UNFORMATTED} to read it, or start a new study name"
+    )
+    for command in (["export", study, "-o", tmp_path / "b.yaml"], ["status", study], ["report", study]):
+        rc, _out, err = run_cli(capsys, *command)
+        assert rc == EXIT_BAD_INPUT and err.strip() == f"losstune {command[0]}: error: {expected}", (command, err)
+    assert not (tmp_path / "b.yaml").exists()
 
 
 def test_export_with_an_unreachable_tracking_server_is_one_line_at_once(flow, capsys, tmp_path):
     """The study and its trials are there, the MLflow server is not: one line within seconds (MLflow alone retries
     for minutes), and no file is written."""
-    study = legacy_study(flow, tmp_path, STUDY, drop=())
+    study = study_copy(flow, tmp_path, STUDY)
     study.write_text(study.read_text().replace(f"sqlite:///{flow['root'] / 'mlflow.db'}", "http://127.0.0.1:9"))
     start = time.monotonic()
     rc, _out, err = run_cli(capsys, "export", study, "-o", tmp_path / "best.yaml")
@@ -358,13 +364,13 @@ def test_results_and_status_read_the_loss_from_the_record(flow, tmp_path):
     from search.run.status import study_status
     from search.study.results import results_rows, trial_records
 
-    path = legacy_study(flow, tmp_path, STUDY, drop=("loss",), params=False)
+    path = study_copy(flow, tmp_path, STUDY, drop=("loss",), params=False)
     status = study_status(path)
     trials = {t.number: stored_config(t).loss.model_dump() for t in study_trials(flow)}
     for row in status["trials"]:
         assert {k: row[k] for k in LOSS_PARAMS} == trials[row["trial"]]
     assert {k: status["best"][k] for k in LOSS_PARAMS} == trials[status["best"]["trial"]]
-    storage = f"sqlite:///{tmp_path / 'legacy.optuna.db'}"
+    storage = f"sqlite:///{tmp_path / 'copy.optuna.db'}"
     study = optuna.load_study(study_name="e2e", storage=storage)
     assert {r.number: r.loss for r in trial_records(study)} == trials
     assert results_rows(study, status["reference"]) == status["trials"]

@@ -32,7 +32,7 @@ PLAN = """\
     top: 2
     repeats: 2
   - name: refine
-    sampler: tpe
+    kind: tpe
     space: {gamma: [0.0, 4.0]}
 """
 
@@ -202,7 +202,7 @@ def test_reference_and_confirm_phase_are_validated(tmp_path, capsys, monkeypatch
         ({"name": "c", "kind": "confirm", "grid": [{"gamma": 1}]}, "takes only"),
         ({"name": "c", "grid": [{"gamma": 1}], "top": 2}, "belong to a confirm phase"),
         ({"name": "c", "kind": "confirm", "top": 0}, "top"),
-        ({"name": "c", "kind": "confirm", "sampler": "tpe"}, "disagree"),
+        ({"name": "c", "kind": "tpe", "sampler": "tpe", "space": {"gamma": [0, 1]}}, "sampler"),
     ]:
         with pytest.raises(Exception, match=message):
             Phase(**phase)

@@ -32,7 +32,7 @@ PLAN = """\
     top: 2
     repeats: 2
   - name: refine
-    sampler: tpe
+    kind: tpe
     space: {gamma: [0.0, 4.0], bce_weight: [0.0, 1.0]}
 """
 

@@ -107,3 +107,42 @@ def test_a_uri_without_password_is_tried_not_refused():
     with pytest.raises(LosstuneError, match="cannot open the MLflow tracking store") as err:
         check_tracking_reachable(f"postgresql://losstune@127.0.0.1:{CLOSED_PORT}/mlflow")
     assert "usable password" not in str(err.value)
+
+
+def test_a_study_is_created_with_its_format_and_one_of_another_format_is_refused(tmp_path):
+    """open_study writes the study format on a study it creates (and on an empty one found without it); a study
+    with trials and no format (before the record) or another format is refused in one line."""
+    import optuna
+
+    from search.run.storage import STUDY_FORMAT, STUDY_FORMAT_ATTR, open_optuna_storage, open_study
+
+    storage = open_optuna_storage(f"sqlite:///{tmp_path / 's.db'}")
+    with pytest.raises(LosstuneError, match="is not in its storage yet"):
+        open_study("new", storage)
+    assert open_study("new", storage, create=True).user_attrs[STUDY_FORMAT_ATTR] == STUDY_FORMAT
+    optuna.create_study(study_name="empty", storage=storage)
+    assert STUDY_FORMAT_ATTR not in open_study("empty", storage).user_attrs  # read-only: nothing written
+    assert open_study("empty", storage, create=True).user_attrs[STUDY_FORMAT_ATTR] == STUDY_FORMAT
+    old = optuna.create_study(study_name="old", storage=storage)
+    old.enqueue_trial({})
+    with pytest.raises(LosstuneError, match=r"^study 'old' was written by losstune before study format 1: .*0\.1\.0"):
+        open_study("old", storage, create=True)
+    old.set_user_attr(STUDY_FORMAT_ATTR, 99)
+    with pytest.raises(LosstuneError, match="has losstune study format 99; this losstune reads format 1"):
+        open_study("old", storage)
+
+
+def test_a_grid_claims_table_from_before_the_study_format_is_refused(tmp_path):
+    import sqlalchemy as sa
+
+    from search.run.budget import BudgetLedger
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE losstune_grid_claims (study VARCHAR(256), claim VARCHAR(512), worker VARCHAR(256) NOT NULL,"
+            " claimed_at VARCHAR(40) NOT NULL, PRIMARY KEY (study, claim))"
+        )
+    with pytest.raises(LosstuneError, match="losstune_grid_claims table was written by losstune before study format"):
+        BudgetLedger(engine, "s")
+    engine.dispose()

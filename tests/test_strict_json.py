@@ -34,10 +34,12 @@ def test_the_strict_parser_of_these_tests_does_reject_nan():
 
 
 PLAN = """\
-  - name: p
+  - name: a
     fixed: {gamma: 2}
-    # the second point is refused when it runs (alpha=1 without BCE: the negatives get no loss): a FAIL trial
-    grid: [{bce_weight: 0.5, focal_weight: 0.5}, {bce_weight: 0.0, focal_weight: 1.0, alpha: 1.0}]
+    grid: [{alpha: 1.0}]
+  - name: p
+    # over phase a's alpha=1, this point is refused when it runs (no BCE: the negatives get no loss): a FAIL trial
+    grid: [{bce_weight: 0.0, focal_weight: 1.0}]
 """
 
 
@@ -56,5 +58,5 @@ def test_status_json_of_a_study_with_a_failed_trial_is_strict_json(tmp_path, mon
     assert len(failed) == 1 and len(complete) == 1
     # the failed trial's scores are null; the complete one's are numbers (a mixed float column was NaN before)
     assert failed[0]["cv_score"] is None and failed[0]["threshold"] is None
-    assert isinstance(complete[0]["cv_score"], float) and complete[0]["alpha"] is None
+    assert isinstance(complete[0]["cv_score"], float) and complete[0]["alpha"] == 1.0
     assert status["best"]["trial"] == complete[0]["trial"]

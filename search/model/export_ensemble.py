@@ -56,7 +56,7 @@ def export_ensemble(
             "(trials recorded by this version keep them): run `losstune search`, or export one trial with --by mean"
         )
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    configs = [stored_config(trials[n], file) for n in found.trials]
+    configs = [stored_config(trials[n]) for n in found.trials]
     exported = _exported(file.name, found, configs, trials, file)
     dump_exported(exported, out, fmt)
     run_id = study.user_attrs.get("mlflow_parent_run_id")

@@ -26,7 +26,7 @@ from search.model.exported_config import ExportedConfig, Provenance, dump_export
 from search.study.loss_params import UNWEIGHTED
 from search.study.plan import config_key
 from search.study.ranking import choose
-from search.study.stored_config import has_record, stored_config
+from search.study.stored_config import stored_config
 from search.study.study_file import StudyFile, load_study_file
 from search.study.verdict import confidence, format_confidence
 
@@ -43,8 +43,6 @@ TAG_EXPORTED = "losstune.exported"
 TAG_EXPORTED_AT = "losstune.exported_at"
 TAG_EXPORT_FILE = "losstune.export_file"
 EXPORT_ARTIFACT_DIR = "export"
-# params that may differ between the run and the study file without changing the scores
-IGNORED_PARAMS = {"device"}
 
 
 def versions() -> dict[str, str]:
@@ -76,23 +74,6 @@ def select_trial(study: optuna.Study, by: str, number: int | None) -> FrozenTria
     return chosen.trial
 
 
-def check_against_run(config: TrialConfig, run_params: dict[str, str], trial_number: int) -> None:
-    """Refuse when the study file no longer gives the configuration the trial's MLflow run recorded."""
-    from search.tracking.run_params import trial_params
-
-    expected = trial_params(config)  # as the run logged them (runs logged before it: only the shared keys)
-    changed = [
-        f"{key}: run has {run_params[key]}, study file gives {value}"
-        for key, value in expected.items()
-        if key in run_params and key not in IGNORED_PARAMS and run_params[key] != value
-    ]
-    if changed:
-        raise LosstuneError(
-            f"the study file changed since trial {trial_number} ran ({'; '.join(changed)}): the exported "
-            "configuration would not be the one that was scored; restore the study file, or export a newer trial"
-        )
-
-
 def export_trial(
     study_path: Path,
     out: Path,
@@ -117,13 +98,11 @@ def export_trial(
     check_stores(file.storage_url, file.tracking_uri)
     study = load_study(file)
     trial = select_trial(study, by, number)
-    config = trial_epochs(stored_config(trial, file), trial.user_attrs.get("chosen_epochs"))
+    config = trial_epochs(stored_config(trial), trial.user_attrs.get("chosen_epochs"))
     if trial.user_attrs.get("threshold") is None:
         raise LosstuneError(f"trial {trial.number} has no threshold recorded")
     tracker = StudyTracker(file.tracking_uri, file.experiment, artifact_location=file.artifact_location)
     run = _get_run(tracker, trial.user_attrs.get("mlflow_run_id"))
-    if run is not None and not has_record(trial):  # only a rebuilt configuration can differ from what was run
-        check_against_run(config, run.data.params, trial.number)
     exported = _exported(file, study, trial, config, by, number, tracker.display_uri)
     dump_exported(exported, out, fmt, inputs=inputs)
     if not log_to_mlflow:
@@ -155,19 +134,15 @@ def trial_epochs(config: TrialConfig, chosen: int | None) -> TrialConfig:
 
 
 def load_study(file: StudyFile) -> optuna.Study:
-    """The study of ``file``, read-only: one-line errors when its storage or the study does not exist yet."""
+    """The study of ``file``, read-only: one-line errors when its storage or the study does not exist yet, or
+    when this losstune cannot read it (:func:`search.run.storage.open_study`)."""
     import optuna
 
-    from search.run.storage import open_optuna_storage, quiet_optuna, require_existing_study_file
+    from search.run.storage import open_optuna_storage, open_study, require_existing_study_file
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     require_existing_study_file(file.storage_url, file.name)
-    storage = open_optuna_storage(file.storage_url)
-    try:
-        with quiet_optuna():
-            return optuna.load_study(study_name=file.name, storage=storage)
-    except KeyError:
-        raise LosstuneError(f"study {file.name!r} is not in its storage yet: run `losstune search` first") from None
+    return open_study(file.name, open_optuna_storage(file.storage_url))
 
 
 def _exported(
@@ -190,7 +165,7 @@ def _exported(
         study=file.name,
         trial=trial.number,
         phase=attrs.get("phase"),
-        selected_by="oof" if by == "oof" and number is None else rule,
+        selected_by=rule,
         mlflow_run_id=attrs.get("mlflow_run_id"),
         tracking_uri=tracking_uri,
         experiment=file.experiment,
@@ -229,17 +204,11 @@ def _log_export(tracker: StudyTracker, run_id: str, out: Path, exported: Exporte
 
 
 def _get_run(tracker: StudyTracker, run_id: str | None) -> Run | None:
-    """The trial's MLflow run, or None (with a warning) when it has none or the store does not have it."""
-    from mlflow.exceptions import MlflowException
-
-    if not run_id:
+    """The trial's MLflow run (:meth:`StudyTracker.find_run`), or None when it has none, the store does not have
+    it, or it was deleted (with a warning)."""
+    run = tracker.find_run(run_id) if run_id else None
+    if run is None:
         return None
-    try:
-        run = tracker.client.get_run(run_id)
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise
     if run.info.lifecycle_stage != "active":
         log.warning("MLflow run %s of the trial was deleted: not logging the export there", run_id)
         return None

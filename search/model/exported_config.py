@@ -42,6 +42,7 @@ class Provenance(StrictModel):
     study: str
     trial: int
     phase: str | None = None
+    # "oof": export's former name for "mean", no longer written; still read, as saved models carry this file
     selected_by: Literal["oof", "mean", "honest", "confirmed", "later", "trial", "ensemble"]
     mlflow_run_id: str | None = None
     tracking_uri: str | None = None

@@ -47,7 +47,7 @@ claims_table = sa.Table(
     sa.Column("claim", sa.String(512), primary_key=True),
     sa.Column("worker", sa.String(256), nullable=False),
     sa.Column("claimed_at", sa.String(40), nullable=False),  # wall-clock UTC, ISO
-    sa.Column("trial_number", sa.Integer, nullable=True),  # added later: created by ALTER TABLE on older ledgers
+    sa.Column("trial_number", sa.Integer, nullable=True),
 )
 workers_table = sa.Table(
     "losstune_workers",
@@ -99,20 +99,19 @@ class BudgetLedger:
         self.engine = engine
         self.study = study
         _metadata.create_all(engine, checkfirst=True)
-        self._add_claim_trial_column()
+        self._check_claims_table()
 
-    def _add_claim_trial_column(self) -> None:
-        """Ledgers made before claims recorded their trial get the column (nullable: old claims have none)."""
+    def _check_claims_table(self) -> None:
+        """A claims table from before claims recorded their trial is refused, like its studies
+        (:func:`search.run.storage.check_study_format`)."""
+        from search.run.storage import READS_UNFORMATTED, STUDY_FORMAT
+
         columns = {c["name"] for c in sa.inspect(self.engine).get_columns(claims_table.name)}
-        if "trial_number" in columns:
-            return
-        try:
-            with self.engine.begin() as conn:
-                conn.exec_driver_sql(f"ALTER TABLE {claims_table.name} ADD COLUMN trial_number INTEGER")
-        except sa.exc.SQLAlchemyError:  # another worker added it at the same moment
-            columns = {c["name"] for c in sa.inspect(self.engine).get_columns(claims_table.name)}
-            if "trial_number" not in columns:
-                raise
+        if "trial_number" not in columns:
+            raise LosstuneError(
+                f"the storage's {claims_table.name} table was written by losstune before study format "
+                f"{STUDY_FORMAT}: use losstune {READS_UNFORMATTED} to read its studies, or start a new storage"
+            )
 
     def spent(self, week: str) -> int:
         with self.engine.connect() as conn:

@@ -18,6 +18,7 @@ from search.run.optuna_private import storage_engine
 from search.run.storage import (
     init_lock,
     open_optuna_storage,
+    open_study,
     quiet_optuna,
     redact,
     require_existing_study_file,
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
     from collections.abc import Collection
 
     import optuna
-    from optuna.storages import RDBStorage
 
     from objectives.data import Dataset
     from objectives.evaluate import PreparedFolds
@@ -90,7 +90,7 @@ class StudySession:
         )
         with init_lock(self.url):
             self.storage = open_optuna_storage(self.url)
-            self.study = _load_or_create_study(self.file.name, self.storage, create)
+            self.study = open_study(self.file.name, self.storage, create=create)
             self.study_id = self.storage.get_study_id_from_name(self.file.name)
             self.ledger = BudgetLedger(
                 storage_engine(self.storage), self.file.name
@@ -200,18 +200,6 @@ class StudySession:
             log.info("closed the study's MLflow parent run %s, left RUNNING by a stopped search", parent)
         self.study.set_user_attr(PARENT_OPEN_ATTR, False)
         return closed
-
-
-def _load_or_create_study(name: str, storage: RDBStorage, create: bool = True) -> optuna.Study:
-    """Load the study; create it only when it does not exist yet (loading first writes nothing)."""
-    import optuna
-
-    try:
-        return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        if not create:
-            raise LosstuneError(f"study {name!r} is not in its storage yet: run `losstune search` first") from None
-        return optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
 
 
 def close_orphan_runs(study: optuna.Study, tracker: StudyTracker, stale_numbers: Collection[int] = frozenset()) -> int:

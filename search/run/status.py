@@ -47,7 +47,7 @@ def study_status(study_path: Path, budget_override: int | None = None) -> dict:
             "trial": best.number,
             "phase": best.user_attrs.get("phase", "?"),
             "score": best.value,
-            **stored_config(best, session.file).loss.model_dump(),
+            **stored_config(best).loss.model_dump(),
             "rule": choice.rule,
             "why": choice.why,
             "confidence": confidence(best, choice.rule, trials, config_key(reference), choice.why).model_dump(),

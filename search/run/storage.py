@@ -26,6 +26,7 @@ from search.run.heartbeats import grace_seconds, heartbeat_seconds
 from search.run.optuna_private import study_in_database
 
 if TYPE_CHECKING:
+    import optuna
     from optuna.storages import RDBStorage
 
 log = logging.getLogger(__name__)
@@ -192,6 +193,54 @@ def open_optuna_storage(url: str) -> RDBStorage:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] or type(exc).__name__
         raise LosstuneError(f"cannot open storage {redact(url)}: {redact_text(reason, url)}") from None
     return storage
+
+
+# The study format: a study user attr written when losstune creates a study. Format 1: every trial carries the
+# configuration it ran with (search.study.stored_config.CONFIG_ATTR). A study with trials and no format was
+# written before that record; the last losstune that reads it is READS_UNFORMATTED (docs/guide/study-file.md).
+STUDY_FORMAT_ATTR = "losstune_study_format"
+STUDY_FORMAT = 1
+READS_UNFORMATTED = "0.1.0"
+
+
+def open_study(name: str, storage: RDBStorage, *, create: bool = False) -> optuna.Study:
+    """The study ``name`` of ``storage``, the one way every command opens a study: created (with its format) only
+    with ``create`` and when it does not exist yet; loading first writes nothing. One-line
+    :class:`LosstuneError` for a study that is not there (without ``create``) or that this losstune cannot read
+    (:func:`check_study_format`)."""
+    import optuna
+
+    try:
+        with quiet_optuna():
+            study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        if not create:
+            raise LosstuneError(f"study {name!r} is not in its storage yet: run `losstune search` first") from None
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
+    check_study_format(study, name, mark=create)
+    return study
+
+
+def check_study_format(study: optuna.Study, name: str, *, mark: bool = False) -> None:
+    """Refuse, in one line, a study written by another losstune study format; a study without trials and without
+    a format is this losstune's own (created, or left empty): ``mark`` writes the format on it."""
+    version = study.user_attrs.get(STUDY_FORMAT_ATTR)
+    if version == STUDY_FORMAT:
+        return
+    if version is None and not study.get_trials(deepcopy=False):
+        if mark:
+            study.set_user_attr(STUDY_FORMAT_ATTR, STUDY_FORMAT)
+        return
+    if version is None:
+        raise LosstuneError(
+            f"study {name!r} was written by losstune before study format {STUDY_FORMAT}: its trials do not carry "
+            f"the configuration they ran with; use losstune {READS_UNFORMATTED} to read it, or start a new "
+            "study name"
+        )
+    raise LosstuneError(
+        f"study {name!r} has losstune study format {version!r}; this losstune reads format {STUDY_FORMAT}: use "
+        "the losstune that wrote it, or start a new study name"
+    )
 
 
 def storage_fault(exc: BaseException) -> LosstuneError | None:

@@ -5,16 +5,10 @@ trials on their shared splits, and one line per phase (the MLflow parent run's `
 from __future__ import annotations
 
 from objectives.stats import Comparison, compare
-from search.study.loss_params import UNWEIGHTED
+from search.study.loss_params import loss_text
 from search.study.phases import Phase, default_reference
 from search.study.plan import TrialRecord, best_record, config_key
 from search.study.ranking import best
-
-
-def loss_text(loss: dict[str, float | None]) -> str:
-    """``g=3 a=none w=0.8/0.2`` (weights bce/focal)."""
-    alpha = UNWEIGHTED if loss.get("alpha") is None else f"{loss['alpha']:g}"
-    return f"g={loss['gamma']:g} a={alpha} w={loss['bce_weight']:g}/{loss['focal_weight']:g}"
 
 
 def paired(a: TrialRecord, b: TrialRecord) -> Comparison | None:

@@ -1,6 +1,6 @@
-"""The loss parameters, named once: their names (LossConfig's fields), the ranges a plan may give them, how
-an unweighted alpha is written as text, and the one check that turns a point of the plan into a
-:class:`~objectives.config.LossConfig` (or the reason it is refused)."""
+"""The loss parameters, named once: their names (LossConfig's fields), the ranges a plan may give them, how a
+loss configuration and an unweighted alpha are written as text, and the one check that turns a point of the plan
+into a :class:`~objectives.config.LossConfig` (or the reason it is refused)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,14 @@ def by_name(values: Mapping[LossParam, V]) -> dict[str, V]:
     return {name: value for name, value in values.items()}
 
 
+def loss_text(loss: Mapping[str, float | None] | LossConfig) -> str:
+    """A loss configuration in a few characters, ``g=3 a=none w=0.8/0.2`` (weights bce/focal), each value to 3
+    significant digits: the one spelling of the trial runs' names and of the plan's choice lines."""
+    values = loss.model_dump() if isinstance(loss, LossConfig) else loss
+    alpha = UNWEIGHTED if values.get("alpha") is None else f"{values['alpha']:.3g}"
+    return f"g={values['gamma']:.3g} a={alpha} w={values['bce_weight']:.3g}/{values['focal_weight']:.3g}"
+
+
 def check_value(name: str, value: float | None) -> float | None:
     if value is None:
         if name != "alpha":
@@ -45,10 +53,14 @@ def check_value(name: str, value: float | None) -> float | None:
     return float(value)
 
 
-def check_weights(where: str, values: dict[str, float | None]) -> None:
-    """A point (or fixed values) that sets both loss weights to 0 would make every such trial invalid."""
-    if values.get("bce_weight") == 0 and values.get("focal_weight") == 0:
-        raise ValueError(f"{where}: bce_weight and focal_weight are both 0: the loss would be identically zero")
+def check_point(where: str, values: Mapping[str, float | None]) -> None:
+    """Refuse a plan's point (or fixed values) that would make every trial with it invalid, by LossConfig's own
+    rules: its defaults (alpha unweighted, both weights 0.5) break none of them, so a point that LossConfig
+    refuses over its defaults is refused over whatever base an earlier phase chooses."""
+    try:
+        validated_loss(values)
+    except InvalidLoss as exc:
+        raise ValueError(f"{where}: {exc}") from None
 
 
 class InvalidLoss(ValueError):

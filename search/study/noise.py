@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from objectives.config import TrialConfig
 from objectives.evaluate import EvaluationResult
-from objectives.stats import BETTER, WORSE, corrected_se, repeats_of
+from objectives.stats import BETTER, WORSE, corrected_se
 from search.study.choices import paired
 from search.study.plan import TrialRecord, config_key
 from search.study.ranking import best
@@ -33,21 +33,17 @@ VERDICT_CODE = {BETTER: 1.0, WORSE: -1.0}  # MLflow metrics are numbers: +1 bett
 
 
 def result_scores(result: EvaluationResult, folds: int) -> dict:
-    """Fold scores, repeats and per-repeat scores of a result: the one place that reads the engine's repeats
-    (``repeats`` and ``repeat_scores`` when the engine provides them; otherwise one repeat)."""
+    """Fold scores, repeats and per-repeat scores of a result: the one place that reads the engine's repeats."""
     fold_scores = [float(v) for v in result.fold_scores]
-    repeats = int(getattr(result, "repeats", None) or repeats_of(fold_scores, folds))
+    repeats = int(result.repeats)
     if repeats * folds != len(fold_scores):
         raise ValueError(f"{len(fold_scores)} fold scores for {repeats} repeats of {folds} folds")
-    repeat_scores = getattr(result, "repeat_scores", None) or ([result.oof_score] if repeats == 1 else None)
-    if repeat_scores is None:  # an engine with repeats but no per-repeat scores: the fold means stand in
-        repeat_scores = [sum(fold_scores[r * folds : (r + 1) * folds]) / folds for r in range(repeats)]
     return {
         "folds": folds,
         "repeats": repeats,
         "fold_scores": fold_scores,
         "honest_fold_scores": [float(v) for v in result.honest_fold_scores],
-        "repeat_scores": [float(v) for v in repeat_scores],
+        "repeat_scores": [float(v) for v in result.repeat_scores],
     }
 
 
@@ -87,7 +83,7 @@ def trial_stats(
         **scores,
         "cv_seed": config.cv.seed,
         # the epoch count the scores are of (train.checkpoint_every: chosen on the mean fold score): export uses it
-        "chosen_epochs": int(getattr(result, "chosen_epochs", 0) or config.train.epochs),
+        "chosen_epochs": int(result.chosen_epochs or config.train.epochs),
         "cv_score_se": corrected_se(scores["fold_scores"], folds),
         "honest_score_se": corrected_se(scores["honest_fold_scores"], folds),
         "study_reference_trial": study_ref,

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 
 from objectives.bounds import PhaseTrials
 from objectives.config import LossConfig, StrictModel
-from search.study.loss_params import LossParam, by_name, check_value, check_weights
+from search.study.loss_params import LossParam, by_name, check_point, check_value
 
 GAMMA_BALANCE_PHASE = 3.0
 # a confirm phase's defaults: the two best configurations (and the reference), three repeats each on fresh seeds
@@ -27,7 +27,6 @@ class Phase(StrictModel):
     kind: Literal["grid", "tpe", "confirm"] = "grid"
     fixed: dict[LossParam, float | None] = Field(default_factory=dict)
     grid: list[dict[LossParam, float | None]] | None = None
-    sampler: Literal["grid", "tpe"] | None = None
     space: dict[LossParam, tuple[float, float]] | None = None
     trials: PhaseTrials | None = None
     # tpe phases: trials asked at once and trained together (constant_liar); a grid phase runs its pending
@@ -40,19 +39,16 @@ class Phase(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _derive_kind(cls, data: Any) -> Any:  # the raw input, whatever YAML gave
-        """``kind`` defaults to what ``sampler`` (or a ``space``) says, so older study files keep working."""
+        """``kind`` defaults to ``tpe`` for a phase with a ``space``, else ``grid``."""
         if isinstance(data, dict) and "kind" not in data:
-            sampler = data.get("sampler")
-            data = {**data, "kind": sampler or ("tpe" if data.get("space") is not None else "grid")}
+            data = {**data, "kind": "tpe" if data.get("space") is not None else "grid"}
         return data
 
     @model_validator(mode="after")
     def _shape(self) -> Phase:
         for k, v in self.fixed.items():
             check_value(k, v)
-        check_weights(f"phase {self.name!r} fixed", by_name(self.fixed))
-        if self.sampler is not None and self.sampler != self.kind:
-            raise ValueError(f"phase {self.name!r}: kind {self.kind!r} and sampler {self.sampler!r} disagree")
+        check_point(f"phase {self.name!r} fixed", by_name(self.fixed))
         confirm_only = {"top": self.top, "repeats": self.repeats, "with_reference": self.with_reference}
         if self.kind != "confirm" and any(v is not None for v in confirm_only.values()):
             raise ValueError(f"phase {self.name!r}: 'top', 'repeats' and 'with_reference' belong to a confirm phase")
@@ -71,12 +67,12 @@ class Phase(StrictModel):
                     raise ValueError(f"phase {self.name!r}: empty grid point")
                 for k, v in point.items():
                     check_value(k, v)
-                check_weights(f"phase {self.name!r} grid point {point}", {**by_name(self.fixed), **by_name(point)})
+                check_point(f"phase {self.name!r} grid point {point}", {**by_name(self.fixed), **by_name(point)})
         else:
             if not self.space:
                 raise ValueError(f"phase {self.name!r}: a tpe phase needs a non-empty 'space'")
             if self.grid is not None:
-                raise ValueError(f"phase {self.name!r}: 'grid' belongs to a grid phase (sampler: grid)")
+                raise ValueError(f"phase {self.name!r}: 'grid' belongs to a grid phase (kind: grid)")
             for k, (lo, hi) in self.space.items():
                 check_value(k, lo)
                 check_value(k, hi)
@@ -117,7 +113,7 @@ DEFAULT_PLAN: tuple[Phase, ...] = (
     Phase(name="confirm", kind="confirm", top=CONFIRM_TOP, repeats=CONFIRM_REPEATS),
     Phase(
         name="refine",
-        sampler="tpe",
+        kind="tpe",
         space={"alpha": (0.05, 0.95), "gamma": (0.0, 5.0), "bce_weight": (0.0, 1.0), "focal_weight": (0.0, 1.0)},
     ),
 )

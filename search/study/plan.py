@@ -104,24 +104,39 @@ def next_step(
             if phase.trials is None or spent < phase.trials:
                 return Step(phase_index=i, phase=phase, base=base, space=by_name(phase.space or {}))
             continue
-        pending, running = [], []
-        for point in phase.grid or []:
-            loss = {**base, **by_name(point)}
-            key = config_key(loss)
-            same = [r for r in records if config_key(r.loss) == key and r.cv is None]  # the study's splits
-            if _finished(same, phase.name):
-                continue
-            in_flight = [r.number for r in same if r.state in ("RUNNING", "WAITING")]
-            if in_flight:
-                running += in_flight
-                continue
-            crashes = sum(1 for r in same if r.phase == phase.name and r.state == "FAIL")
-            pending.append(Step(phase_index=i, phase=phase, base=base, loss=loss, attempt=crashes))
-        if pending:
-            return pending[0]
-        if running:
-            return Wait(phase=phase, running=running)
+        points = [{**base, **by_name(point)} for point in phase.grid or []]
+        mine = [r for r in records if r.cv is None]  # a grid point's trials: those on the study's splits
+        found = _pending_or_running(
+            i, phase, [(loss, [r for r in mine if config_key(r.loss) == config_key(loss)]) for loss in points], base
+        )
+        if found is not None:
+            return found
     return None
+
+
+def _pending_or_running(
+    index: int,
+    phase: Phase,
+    points: list[tuple[dict[str, float | None], list[TrialRecord]]],
+    base: dict[str, float | None] | None = None,
+    cv: dict | None = None,
+) -> Step | Wait | None:
+    """The step for the first of ``points`` (each a loss and its trials) without an outcome and not in flight
+    (over ``base``, else over itself; ``attempt``: its crashes in ``phase`` so far), else a :class:`Wait` for the
+    trials in flight, else None (the phase is done)."""
+    running: list[int] = []
+    for loss, same in points:
+        if _finished(same, phase.name):
+            continue
+        in_flight = [r.number for r in same if r.state in ("RUNNING", "WAITING")]
+        if in_flight:
+            running += in_flight
+            continue
+        crashes = sum(1 for r in same if r.phase == phase.name and r.state == "FAIL")
+        return Step(
+            phase_index=index, phase=phase, base=loss if base is None else base, loss=loss, attempt=crashes, cv=cv
+        )
+    return Wait(phase=phase, running=running) if running else None
 
 
 def confirm_candidates(
@@ -171,22 +186,13 @@ def _confirm_step(
 ) -> Step | Wait | None:
     cv = {"seed": fresh_seed(phase, records, study_seed), "repeats": phase.confirm_repeats}
     mine = [r for r in records if r.phase == phase.name]
-    pending, running = [], []
-    for loss in confirm_candidates(index, phase, phases, records, reference):
-        same = [r for r in mine if config_key(r.loss) == config_key(loss)]
-        if _finished(same, phase.name):
-            continue
-        in_flight = [r.number for r in same if r.state in ("RUNNING", "WAITING")]
-        if in_flight:
-            running += in_flight
-            continue
-        crashes = sum(1 for r in same if r.state == "FAIL")
-        pending.append(Step(phase_index=index, phase=phase, base=loss, loss=loss, attempt=crashes, cv=cv))
-    if pending:
-        return pending[0]
-    if running:
-        return Wait(phase=phase, running=running)
-    return None
+    candidates = confirm_candidates(index, phase, phases, records, reference)
+    return _pending_or_running(
+        index,
+        phase,
+        [(loss, [r for r in mine if config_key(r.loss) == config_key(loss)]) for loss in candidates],
+        cv=cv,
+    )
 
 
 def distribution_bounds(phases: tuple[Phase, ...]) -> dict[str, tuple[float, float]]:

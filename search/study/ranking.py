@@ -10,7 +10,7 @@ there first). They work on anything with a score and a number: Optuna trials and
 
 The study's choice, :func:`choose`, by rule (``export --by``):
 
-- ``mean``: the best OOF score on the study's own CV seed (``oof`` is the old name);
+- ``mean``: the best OOF score on the study's own CV seed;
 - ``honest``: the best honest (cross-fitted) score on the study's own CV seed;
 - ``confirmed``: the best trial of the latest confirm phase (re-evaluated on a fresh seed with repeats: its score
   is not inflated by the selection made on the study's seed);
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 Rule = Literal["mean", "honest", "confirmed", "later"]
-RULES = ("auto", "mean", "honest", "confirmed", "oof")
+RULES = ("auto", "mean", "honest", "confirmed")
 
 # The defaults read ``value`` and ``number`` of whatever is ranked (an Optuna trial, a TrialRecord): typed Any so
 # that they fit the ``Callable[[T], ...]`` parameters for every T; callers rank scored items only.
@@ -102,10 +102,10 @@ def confirmed_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
 
 
 def resolve_rule(trials: Sequence[FrozenTrial], by: str) -> Literal["mean", "honest", "confirmed", "auto"]:
-    """``by`` checked (one line for an unknown rule); ``oof`` is ``mean``."""
+    """``by`` checked (one line for an unknown rule)."""
     if by not in RULES:
         raise LosstuneError(f"unknown selection rule {by!r}: use one of {', '.join(RULES)}")
-    return "mean" if by == "oof" else by  # type: ignore[return-value]
+    return by  # type: ignore[return-value]
 
 
 def choose(trials: Sequence[FrozenTrial], by: str = "auto") -> StudyChoice | None:
@@ -147,7 +147,8 @@ def _later_winner(
 ) -> StudyChoice | None:
     """A trial after the latest confirm phase that beats the confirmed configuration beyond the noise, on the
     study's seed (paired with that configuration's own trial there), or None."""
-    from search.study.choices import loss_text, paired
+    from search.study.choices import paired
+    from search.study.loss_params import loss_text
     from search.study.results import record_of
     from search.study.steps import config_key
     from search.study.stored_config import stored_loss

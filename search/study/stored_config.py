@@ -6,21 +6,20 @@ settings, metric) as ONE JSON user attr, :data:`CONFIG_ATTR`, when the trial is 
 was told has it too. The value is ``{"version": 1, ...TrialConfig.model_dump(mode="json")}``; the version lets a
 later losstune change the layout and still read, or refuse by name, what an earlier one wrote.
 
-Trials written before this record existed carry only their loss (the ``loss`` user attr) and, for a confirm
-trial, its ``cv``: :func:`stored_config` rebuilds their configuration from those and the study file as it is now,
-which is right only as long as the study file's other settings have not changed since (``export`` checks that
-against the trial's MLflow run on that path alone).
+Studies written before this record existed (trials with only their ``loss`` user attr) are not read: they are
+refused when opened, by their study format (:func:`search.run.storage.check_study_format`). A trial whose
+configuration was refused as invalid has no record (there is no valid TrialConfig to store): its loss is read from
+its ``loss`` user attr (:func:`stored_loss`).
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
-from objectives.config import CVConfig, LossConfig, TrialConfig
+from objectives.config import TrialConfig
 from objectives.errors import LosstuneError
 from search.formats.validation import validated
 from search.study.loss_params import LOSS_PARAMS
-from search.study.study_file import StudyFile
 
 CONFIG_ATTR = "trial_config"
 CONFIG_VERSION = 1
@@ -44,32 +43,17 @@ def config_attr(config: TrialConfig) -> dict[str, Any]:
     return {"version": CONFIG_VERSION, **config.model_dump(mode="json")}
 
 
-def has_record(trial: StoredTrial) -> bool:
-    """Whether the trial carries its configuration (False: a trial from before the record, or one whose
-    configuration was refused as invalid, which has no valid TrialConfig to store)."""
-    return CONFIG_ATTR in trial.user_attrs
-
-
-def stored_config(trial: StoredTrial, file: StudyFile | None = None) -> TrialConfig:
-    """The configuration the trial ran with: its record, or for a trial without one, the legacy rebuild from its
-    loss (and confirm ``cv``) over ``file``'s settings (one-line :class:`LosstuneError` without ``file``)."""
+def stored_config(trial: StoredTrial) -> TrialConfig:
+    """The configuration the trial ran with, from its record (one-line :class:`LosstuneError` without one)."""
     raw = trial.user_attrs.get(CONFIG_ATTR)
-    if raw is not None:
-        return _parsed(raw, trial.number)
-    # Studies written before the record existed must keep exporting: their trials are rebuilt as losstune always
-    # rebuilt them, from the loss they recorded and the study file as it is now.
-    loss = trial.user_attrs.get("loss")
-    if not isinstance(loss, dict):
-        raise LosstuneError(f"trial {trial.number} has no recorded loss parameters (not a losstune trial?)")
-    if file is None:
+    if raw is None:
         raise LosstuneError(f"trial {trial.number} has no recorded configuration ({CONFIG_ATTR}) to read back")
-    cv = trial.user_attrs.get("cv")  # a confirm trial's own CV seed and repeats
-    return file.trial_config(LossConfig(**loss), cv=CVConfig(**cv) if cv else None)
+    return _parsed(raw, trial.number)
 
 
 def stored_loss(trial: StoredTrial) -> dict[str, float | None]:
-    """The trial's loss parameters, keyed by :data:`LOSS_PARAMS`: its record's, else (a legacy trial, or an
-    invalid configuration, which has no record) the ``loss`` user attr, else Optuna's params."""
+    """The trial's loss parameters, keyed by :data:`LOSS_PARAMS`: its record's, else (an invalid configuration,
+    which has no record) the ``loss`` user attr, else Optuna's params (a trial killed before its attrs)."""
     raw = trial.user_attrs.get(CONFIG_ATTR)
     if raw is not None:
         return _parsed(raw, trial.number).loss.model_dump()

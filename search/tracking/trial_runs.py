@@ -17,8 +17,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from objectives.config import LossConfig, TrialConfig
-from search.study.loss_params import UNWEIGHTED
+from objectives.config import TrialConfig
+from search.study.loss_params import loss_text
 from search.tracking.mlflow_store import (
     MAX_REASON_CHARS,
     STATE_COMPLETE,
@@ -80,7 +80,7 @@ class TrialRuns:
             TAG_FINGERPRINT: fingerprint,
             **{k: str(v) for k, v in (extra_tags or {}).items()},
         }
-        name = f"t{trial_number:03d} {label if label is not None else loss_label(config.loss)} ({phase})"
+        name = f"t{trial_number:03d} {label if label is not None else loss_text(config.loss)} ({phase})"
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         run_id = run.info.run_id
         # params right away, so a trial that fails or is killed still shows what it was running
@@ -203,14 +203,7 @@ def trial_metrics(result: EvaluationResult, timestamp: int | None = None) -> lis
             mean = np.nanmean(curves, axis=0)
         metrics.extend(Metric(key, float(v), ts, epoch) for epoch, v in enumerate(mean, start=1) if math.isfinite(v))
     # the learning curve the trial's epoch count was chosen on (objectives.epochs): mean fold score per checkpoint
-    metrics.extend(Metric("epoch_score", float(v), ts, e) for e, v in getattr(result, "epoch_curve", []))
-    if getattr(result, "epoch_curve", None):  # a choice was made (train.checkpoint_every): the epochs it chose
+    metrics.extend(Metric("epoch_score", float(v), ts, e) for e, v in result.epoch_curve)
+    if result.epoch_curve:  # a choice was made (train.checkpoint_every): the epochs it chose
         metrics.append(Metric("chosen_epochs", float(result.chosen_epochs), ts, 0))
     return metrics
-
-
-def loss_label(loss: LossConfig) -> str:
-    """A short run-name part for a loss configuration: ``g=2 a=0.25 w=0.5/0.5`` (weights bce/focal), each value
-    to 3 significant digits (the params have them exactly)."""
-    alpha = UNWEIGHTED if loss.alpha is None else f"{loss.alpha:.3g}"
-    return f"g={loss.gamma:.3g} a={alpha} w={loss.bce_weight:.3g}/{loss.focal_weight:.3g}"
