@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -96,25 +96,31 @@ def fail_stale_trial(storage: RDBStorage, trial_id: int, kind: str, reason: str)
 
 
 @contextmanager
-def heartbeat(storage: RDBStorage, trial_id: int) -> Iterator[None]:
-    """Beat for ``trial_id`` while the block runs, as ``study.optimize`` does for its own trials (ask/tell
-    does not), so that a killed worker's trial is detected as stale. A beat that fails (the database briefly
-    unreachable) is logged and retried at the next interval; it does not stop the trial."""
+def heartbeats(storage: RDBStorage, trial_ids: Callable[[], list[int]]) -> Iterator[None]:
+    """One thread beats, every interval, for each trial ``trial_ids()`` names at that moment (a batch's trials
+    not told yet), as ``study.optimize`` does for its own trials (ask/tell does not), so that a killed worker's
+    trials are detected as stale. A trial's first beat is its caller's (:func:`first_beat`, when it is asked). A
+    beat that fails (the database briefly unreachable) is logged and retried at the next interval."""
     stop = threading.Event()
     interval = heartbeat_seconds()
 
     def beat() -> None:
         while not stop.wait(interval):
-            try:
-                storage.record_heartbeat(trial_id)
-            except Exception as exc:
-                log.warning("heartbeat of trial id %d failed (%s); retrying", trial_id, type(exc).__name__)
+            for trial_id in trial_ids():
+                try:
+                    storage.record_heartbeat(trial_id)
+                except Exception as exc:
+                    log.warning("heartbeat of trial id %d failed (%s); retrying", trial_id, type(exc).__name__)
 
-    storage.record_heartbeat(trial_id)
-    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+    thread = threading.Thread(target=beat, name="losstune-heartbeats", daemon=True)
     thread.start()
     try:
         yield
     finally:
         stop.set()
         thread.join()
+
+
+def first_beat(storage: RDBStorage, trial_id: int) -> None:
+    """A just-asked trial's first heartbeat: from now on it goes stale if its worker dies."""
+    storage.record_heartbeat(trial_id)

@@ -1,12 +1,12 @@
-"""The processes of ``losstune search --workers N`` and the signals that stop a search: Ctrl-C, and SIGTERM turned
-into the same clean stop (the current trial is marked, nothing is left RUNNING)."""
+"""The processes of ``losstune search --workers N``: started, waited for, and stopped on Ctrl-C (forwarded once to
+each worker as SIGTERM, which a worker takes as the same clean stop: its trials are marked, nothing is left RUNNING;
+the signal set-up is :mod:`search.run.interrupts`)."""
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
 import os
-import signal
 import socket
 import sys
 from pathlib import Path
@@ -14,7 +14,7 @@ from pathlib import Path
 from objectives.errors import LosstuneError
 from search.formats.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 from search.formats.redaction import install_log_redaction, redact_text
-from search.run.interrupts import install_stop_handlers
+from search.run.interrupts import stop_signals_held, worker_process_signals
 from search.run.options import SearchOptions
 from search.run.session import StudySession
 from search.run.storage import storage_fault
@@ -34,11 +34,8 @@ def _share_cores(workers: int) -> None:
 
 
 def _worker_process(study_path: str, options: SearchOptions, week: str, parent_run_id: str) -> None:
-    # Ctrl-C in a terminal reaches the whole process group; the parent forwards it once, as SIGTERM, so that a
-    # second signal cannot interrupt a worker while it marks its trial
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    worker_process_signals()  # SIGTERM stops it cleanly; Ctrl-C reaches it from the parent, once, as SIGTERM
     _share_cores(options.workers)
-    install_stop_handlers((signal.SIGTERM,))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     install_log_redaction()
@@ -67,8 +64,6 @@ def run_workers(study_path: Path, options: SearchOptions, week: str, parent: str
     """``options.workers`` worker processes under the parent run, waited for; their ids added to ``worker_ids``.
     Ctrl-C is forwarded to them once, as SIGTERM; a worker stopped that way is reported as an interrupt, one that
     failed as a :class:`LosstuneError`."""
-    from search.run.worker import stop_signals_ignored
-
     ctx = multiprocessing.get_context("spawn")
     procs = [
         ctx.Process(target=_worker_process, args=(str(study_path), options, week, parent), name=f"losstune-worker-{i}")
@@ -81,7 +76,7 @@ def run_workers(study_path: Path, options: SearchOptions, week: str, parent: str
         for p in procs:
             p.join()
     except KeyboardInterrupt:
-        with stop_signals_ignored():
+        with stop_signals_held():
             for p in procs:
                 if p.is_alive():
                     p.terminate()  # SIGTERM: each marks its current trial, then stops

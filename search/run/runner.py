@@ -1,10 +1,10 @@
 """``losstune search``: spend this week's budget on the phased plan, every trial in MLflow.
 
 This module starts the work: it opens the study (:mod:`search.run.session`), runs one
-:class:`~search.run.worker.Worker` in this process or ``--workers N`` worker processes (:mod:`search.run.processes`,
-which also turns Ctrl-C and SIGTERM into a clean stop), and prints the summary. Several workers (processes here,
-or machines on one PostgreSQL) run the same loop; the budget ledger and the grid claims keep them from
-overspending or duplicating.
+:class:`~search.run.worker.Worker` in this process or ``--workers N`` worker processes (:mod:`search.run.processes`)
+under :func:`~search.run.interrupts.stop_signals_as_interrupt` (Ctrl-C and SIGTERM as a clean stop), and prints
+the summary. Several workers (processes here, or machines on one PostgreSQL) run the same loop; the budget ledger
+and the grid claims keep them from overspending or duplicating.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from search.run.budget import iso_week, worker_id
 from search.run.heartbeats import grace_seconds
-from search.run.interrupts import stop_signals_as_interrupt
+from search.run.interrupts import stop_signals_as_interrupt, stop_signals_held
 from search.run.options import SearchOptions
 from search.run.processes import run_workers
 from search.run.session import PARENT_OPEN_ATTR, StudySession
@@ -130,10 +130,8 @@ def _work(study_path: Path, options: SearchOptions, run: _ThisRun, echo: Echo) -
             raise
         raise fault from exc
     except KeyboardInterrupt:
-        from search.run.worker import stop_signals_ignored
-
         status = "KILLED"
-        with stop_signals_ignored():
+        with stop_signals_held():
             _print_interrupted(session, run.week, run.budget, first_trial, workers, echo)
         raise
     finally:

@@ -3,7 +3,6 @@ failure handler needs), :class:`TrialOutcome` (what the worker reports) and the 
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -36,18 +35,13 @@ class TrialProgress:
 
     trial: optuna.Trial
     step: Step
+    trial_id: int  # Optuna's storage id, which its heartbeat names
     loss: dict = field(default_factory=dict)
     config: TrialConfig | None = None
     run_id: str | None = None
     told: bool = False
     outcome: TrialOutcome | None = None
-    beat: AbstractContextManager[None] | None = None  # the heartbeat, entered by the worker, left once told
     batch_size: int = 1  # trials of the job it was trained in
-
-    def stop_beating(self) -> None:
-        if self.beat is not None:
-            beat, self.beat = self.beat, None
-            beat.__exit__(None, None, None)
 
     def trained(self) -> tuple[TrialConfig, str]:
         """The configuration and MLflow run of a trial that is being trained: both set when it was asked."""

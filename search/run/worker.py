@@ -1,17 +1,18 @@
 """One worker's loop, top to bottom: find where the plan stands from the stored trials; take the current phase's
-pending steps as a batch (every pending grid point, or a TPE phase's ``batch`` draws); for each, reserve a budget
-slot, claim the grid point and ask Optuna for a trial; train the batch as one job (``evaluate_batch``) while every
-trial beats its heartbeat; then hand each trial to the background recorder (:mod:`search.run.background`), which
-logs it to MLflow and tells Optuna, while this thread plans and trains the next batch.
+pending steps as a batch (every pending grid point, or a TPE phase's ``batch`` draws); run the batch in its
+lifecycle (:func:`search.run.lifecycle.trial_batch`): for each step, reserve a budget slot, claim the grid point
+and ask Optuna for a trial (which beats from then on); train the batch as one job (``evaluate_batch``); then
+record each trial (MLflow, then Optuna's ``tell``, then its run FINISHED) and the study's summary.
 
-Every trial of a batch keeps its own Optuna trial, budget slot, grid claim, heartbeat (beating until it is told)
-and MLflow child run. The next batch is planned from the stored trials plus the results handed over and not yet
-recorded, so the plan does not wait for the recording.
+Every trial of a batch keeps its own Optuna trial, budget slot, grid claim and MLflow child run; the batch has
+one heartbeat thread for them all. The recording runs in this thread, after the training: measured on the demo
+study, a background recorder overlapping it with the next batch's training saved no time on 2 cores (see
+docs/development.md), and the next batch is planned from the stored trials alone.
 
-A trial never stays RUNNING for good: a diverging loss fails that trial only, Ctrl-C (or SIGTERM) and errors
-mark the batch's trials FAIL with the reason (see :meth:`Worker._train_batch`); a worker killed outright stops
-beating its heartbeats, and every worker fails such stale trials before each batch
-(:meth:`~search.run.session.StudySession.reconcile_stale`).
+A trial never stays RUNNING for good: a diverging loss fails that trial only; Ctrl-C (or SIGTERM) during the
+asking or the training, and errors, mark the batch's trials FAIL with the reason; a stop during the recording
+waits for the batch to be written. A worker killed outright stops beating, and every worker fails such stale
+trials before each batch (:meth:`~search.run.session.StudySession.reconcile_stale`).
 """
 
 from __future__ import annotations
@@ -19,19 +20,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from functools import partial
 
 from objectives.config import TrialConfig
 from objectives.errors import TrainingDiverged
 from objectives.evaluate import EvaluationResult, evaluate_batch
-from search.run.background import Recorder
-from search.run.heartbeats import grace_seconds, heartbeat
+from search.run.heartbeats import grace_seconds
 from search.run.interrupts import raise_if_stop_requested
+from search.run.lifecycle import TrialBatch, fail_trial, trial_batch
 from search.run.options import SearchOptions
 from search.run.session import StudySession
 from search.run.storage import quiet_optuna
 from search.run.trial_ask import sampler_for, suggest_loss, trial_attrs
-from search.run.trial_failures import fail_trial, fail_untold, stop_signals_ignored
 from search.run.trial_outcome import TrialOutcome, TrialProgress
 from search.study.choices import phase_choices
 from search.study.loss_params import InvalidLoss
@@ -41,7 +40,7 @@ from search.study.plan import Step, TrialRecord, Wait, pending_steps, trial_cv
 from search.study.results import results_table, trial_records
 from search.tracking.study_run import TAG_VERDICT, verdict_tag
 
-__all__ = ["Worker", "stop_signals_ignored"]  # stop_signals_ignored: the runner takes it from here too
+__all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,6 @@ class Worker:
         self.echo = echo
         self.deadline = None if options.timeout is None else time.monotonic() + options.timeout
         self.outcomes: list[TrialOutcome] = []  # this worker's trials so far, also when it is interrupted
-        self.recorder: Recorder | None = None
         self._on_trial: Callable[[TrialOutcome], None] | None = None
         session.ledger.check_in()  # as early as possible: workers started together share the first phase
 
@@ -74,33 +72,19 @@ class Worker:
 
     def run(self, on_trial: Callable[[TrialOutcome], None] | None = None) -> list[TrialOutcome]:
         self._on_trial = on_trial
-        self.recorder = Recorder(after_batch=self._log_summary)
-        try:
-            while not self._out_of_time():
-                self.recorder.check()
-                raise_if_stop_requested()
-                steps = self._next_steps()
-                if steps is None:
-                    break
-                batch = self._start_batch(steps)
-                if batch is None:
-                    break  # the week's budget is spent
-                if batch:
-                    self._train_batch(batch)
-                else:
-                    time.sleep(CLAIM_RETRY_SECONDS)  # other workers hold these points; look again
-        finally:
-            with stop_signals_ignored():  # every trial that finished training is recorded before we stop
-                self.recorder.close()
-        self.recorder.check()
+        while not self._out_of_time():
+            raise_if_stop_requested()  # also a stop held while the last batch was recorded
+            steps = self._next_steps()
+            if steps is None:
+                break
+            asked = self._run_batch(steps)
+            if asked is None:
+                break  # the week's budget is spent
+            if not asked:
+                time.sleep(CLAIM_RETRY_SECONDS)  # other workers hold these points; look again
+        raise_if_stop_requested()
         self.s.ledger.check_out()  # only on a clean stop: after a fault, the check-in simply grows old
         return self.outcomes
-
-    def _records(self) -> list:
-        """The stored trials, with those handed to the recorder and not yet told as what they will be told."""
-        pending = self.recorder.pending() if self.recorder else {}
-        stored = trial_records(self.s.study)
-        return [pending.get(r.number, r) if r.state == "RUNNING" else r for r in stored]
 
     def _next_steps(self) -> list[Step] | None:
         while True:
@@ -108,7 +92,7 @@ class Worker:
             self.s.reconcile_stale(self.tracker)  # a dead worker's trial is failed (and retried) as soon as it is stale
             steps = pending_steps(
                 self.s.phases,
-                self._records(),
+                trial_records(self.s.study),
                 limit=MAX_BATCH,
                 reference=self.s.file.reference_loss,
                 study_seed=self.s.file.cv.seed,
@@ -129,143 +113,117 @@ class Worker:
             log.info("%d workers looking for work: this one takes %d of %d step(s)", live, len(share), len(steps))
         return share
 
-    def _start_batch(self, steps: list[Step]) -> list[TrialProgress] | None:
-        """For each step: a budget slot, the grid claim, an Optuna trial with its heartbeat and MLflow run.
-        None when the budget is spent before the first; steps whose point another worker holds are left out.
-        One step at a time (slot, claim, ask), so that a worker killed here leaves at most one slot unattached."""
-        batch: list[TrialProgress] = []
-        asked = 0
-        try:
-            for step in steps:
-                slot = self.s.ledger.reserve(self.week, self.budget)
-                if slot is None:
-                    if asked == 0:
-                        return None
-                    break
-                if step.claim is not None and not self.s.ledger.claim(step.claim):
-                    self.s.ledger.release(self.week, slot)
-                    continue
-                state = self._ask(step, slot)
-                asked += 1
-                if state.outcome is not None:  # an invalid configuration: failed at once, nothing to train
-                    self._finish(state.outcome, summary=True)
-                else:
-                    batch.append(state)
-        except BaseException as exc:
-            self._fail_untold(batch, exc)
-            raise
-        return batch
+    def _run_batch(self, steps: list[Step]) -> int | None:
+        """Ask, train and record one batch in its lifecycle (:func:`~search.run.lifecycle.trial_batch`): how many
+        trials were asked; None when the week's budget was spent before the first."""
+        with trial_batch(self.s.study, self.tracker, self.s.storage) as batch:
+            if not self._ask_batch(batch, steps):
+                return None
+            to_train = batch.to_train()
+            if to_train:
+                outcomes = self._train(to_train)
+                batch.record(list(zip(to_train, outcomes)), self._record)
+                self._log_summary()
+            return len(batch.trials)
 
-    def _ask(self, step: Step, slot: int) -> TrialProgress:
-        """An Optuna trial for ``step``, beating its heartbeat, with its attrs (its configuration record among
-        them) and its RUNNING MLflow run; a configuration LossConfig refuses is failed at once (``invalid``)."""
+    def _ask_batch(self, batch: TrialBatch, steps: list[Step]) -> bool:
+        """For each step: a budget slot, the grid claim, an Optuna trial with its MLflow run; steps whose point
+        another worker holds are left out. False when the budget is spent before the first. One step at a time
+        (slot, claim, ask), so that a worker killed here leaves at most one slot unattached."""
+        for step in steps:
+            slot = self.s.ledger.reserve(self.week, self.budget)
+            if slot is None:
+                return bool(batch.trials)
+            if step.claim is not None and not self.s.ledger.claim(step.claim):
+                self.s.ledger.release(self.week, slot)
+                continue
+            self._ask(batch, step, slot)
+        return True
+
+    def _ask(self, batch: TrialBatch, step: Step, slot: int) -> None:
+        """An Optuna trial for ``step``, beating, with its attrs (its configuration record among them) and its
+        RUNNING MLflow run; a configuration LossConfig refuses is failed at once (``invalid``)."""
         study = self.s.study
         with quiet_optuna():
             study.sampler = sampler_for(step, self.s.file.cv.seed, len(study.get_trials(deepcopy=False)))
             trial = study.ask()
-        state = TrialProgress(trial, step)
-        state.beat = heartbeat(self.s.storage, self.s.trial_id(trial))
-        state.beat.__enter__()
+        state = batch.add(TrialProgress(trial, step, self.s.trial_id(trial)))
+        self.s.ledger.attach(self.week, slot, trial.number, claim=step.claim)
+        with quiet_optuna():
+            state.loss = suggest_loss(trial, step, self.s.bounds)
+        cv = trial_cv(self.s.file.cv, step)
+        invalid = None
         try:
-            self.s.ledger.attach(self.week, slot, trial.number, claim=step.claim)
-            with quiet_optuna():
-                state.loss = suggest_loss(trial, step, self.s.bounds)
-            cv = trial_cv(self.s.file.cv, step)
-            invalid = None
-            try:
-                state.config = self.s.file.trial_config(step.resolved_loss(state.loss), cv=cv)
-            except InvalidLoss as exc:
-                invalid = f"invalid configuration: {exc}"
-            attrs = trial_attrs(step, self.week, slot, self.s.dataset.fingerprint, state.loss, cv, state.config)
-            for key, value in attrs.items():
-                trial.set_user_attr(key, value)
-            if invalid is not None:
-                self._fail(state, "invalid", invalid)
-                return state
-            config = state.config
-            assert config is not None  # set above, or the trial failed as invalid and returned
-            state.run_id = self.tracker.start_trial(
-                self.parent_run_id,
-                trial.number,
-                step.phase.name,
-                self.week,
-                config,
-                self.s.dataset.fingerprint,
-                extra_tags=self._data_change_tags(),
-            )
-            trial.set_user_attr("mlflow_run_id", state.run_id)
-        except BaseException as exc:
-            self._fail_untold([state], exc)
-            raise
-        return state
+            state.config = self.s.file.trial_config(step.resolved_loss(state.loss), cv=cv)
+        except InvalidLoss as exc:
+            invalid = f"invalid configuration: {exc}"
+        attrs = trial_attrs(step, self.week, slot, self.s.dataset.fingerprint, state.loss, cv, state.config)
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        if invalid is not None or state.config is None:
+            self._finish(batch.fail(state, "invalid", str(invalid)), summary=True)
+            return
+        state.run_id = self.tracker.start_trial(
+            self.parent_run_id,
+            trial.number,
+            step.phase.name,
+            self.week,
+            state.config,
+            self.s.dataset.fingerprint,
+            extra_tags=self._data_change_tags(),
+        )
+        trial.set_user_attr("mlflow_run_id", state.run_id)
 
-    def _train_batch(self, batch: list[TrialProgress]) -> None:
-        """Train the batch as one job, then hand each trial to the recorder. Whatever stops the training, no
-        trial of the batch stays RUNNING:
-
-        * a configuration's loss diverges (NaN/inf): that trial FAIL with ``failure=diverged`` (the plan does not
-          retry it); the others are recorded as usual;
-        * Ctrl-C: every trial FAIL with ``failure=interrupted``, MLflow runs KILLED, then the interrupt goes on up;
-        * any other error: every trial FAIL with ``failure=error``, MLflow runs FAILED, then the error goes on up;
-        * ``kill -9``: nothing can run, but the heartbeats stop; any later run fails the trials once stale.
-        """
-        try:
-            configs = [state.trained()[0] for state in batch]
-            # a confirm batch's own seed splits the rows its own way: its folds are prepared for it alone
-            prepared = self.s.prepared if configs[0].cv == self.s.file.cv else None
-            outcomes = evaluate_batch(self.s.dataset, configs, prepared)
-            raise_if_stop_requested()  # a Ctrl-C during training whose own raise was swallowed
-        except BaseException as exc:
-            self._fail_untold(batch, exc)
-            raise
-        recorder = self.recorder
-        assert recorder is not None  # batches are trained only inside run(), which starts the recorder
-        for state, outcome in zip(batch, outcomes):
-            state.batch_size = len(batch)
-            recorder.submit(state.trial.number, state.record(outcome), partial(self._record, state, outcome))
+    def _train(self, to_train: list[TrialProgress]) -> list[EvaluationResult | TrainingDiverged]:
+        """Train the batch as one job. A configuration whose loss diverges (NaN/inf) comes back as
+        ``TrainingDiverged`` (that trial alone fails, ``failure=diverged``, not retried); Ctrl-C or an error
+        leaves the batch's lifecycle, which marks every trial FAIL (``interrupted``, runs KILLED; ``error``, runs
+        FAILED). ``kill -9``: nothing runs, the heartbeats stop, and a later run fails the trials once stale."""
+        configs = [state.trained()[0] for state in to_train]
+        # a confirm batch's own seed splits the rows its own way: its folds are prepared for it alone
+        prepared = self.s.prepared if configs[0].cv == self.s.file.cv else None
+        outcomes = evaluate_batch(self.s.dataset, configs, prepared)
+        raise_if_stop_requested()  # a Ctrl-C during training whose own raise was swallowed
+        for state in to_train:
+            state.batch_size = len(to_train)
+        return outcomes
 
     def _record(self, state: TrialProgress, outcome: EvaluationResult | TrainingDiverged) -> None:
-        """In the recorder's thread: one trial written, in the order that loses nothing (see below)."""
-        try:
-            if isinstance(outcome, TrainingDiverged):
-                self._finish(self._fail(state, "diverged", str(outcome)), summary=False)
-                return
-            study, trial, result = self.s.study, state.trial, outcome
-            for key, value in {
-                "honest_score": result.honest_score_mean,
-                "threshold": result.threshold,
-                "seconds": result.seconds,
-                "honest_score_std": result.honest_score_std,
-            }.items():
-                trial.set_user_attr(key, value)
-            me = TrialRecord(trial.number, state.step.phase.name, "RUNNING", state.loss, cv=trial.user_attrs.get("cv"))
-            config, run_id = state.trained()
-            stats = trial_stats(trial_records(study), me, result, config, self.s.file.reference_loss)
-            for key, value in stats.items():
-                trial.set_user_attr(key, value)
-            self._keep_oof(trial.number, run_id, result, config)
-            # MLflow first, then Optuna, then the run's final status: see StudyTracker.log_trial_result
-            self.tracker.log_trial_result(
-                run_id,
-                result,
-                self.s.dataset,
-                config,
-                extra_metrics=stats_metrics(stats),
-                extra_tags={TAG_VERDICT: verdict_tag(stats)},
-            )
-            study.tell(trial, result.oof_score)
-            state.told = True
-            self.tracker.mark_finished(run_id)
-            phase = state.step.phase.name
-            done = TrialOutcome(
-                trial.number, phase, state.loss, "COMPLETE", result, stats=stats, batch_size=state.batch_size
-            )
-            self._finish(done)
-        except BaseException as exc:
-            self._fail_untold([state], exc)
-            raise
-        finally:
-            state.stop_beating()
+        """One trial written, in the order that loses nothing (see below); a failure is marked by the batch."""
+        if isinstance(outcome, TrainingDiverged):
+            self._finish(fail_trial(self.s.study, self.tracker, state, "diverged", str(outcome)))
+            return
+        study, trial, result = self.s.study, state.trial, outcome
+        for key, value in {
+            "honest_score": result.honest_score_mean,
+            "threshold": result.threshold,
+            "seconds": result.seconds,
+            "honest_score_std": result.honest_score_std,
+        }.items():
+            trial.set_user_attr(key, value)
+        me = TrialRecord(trial.number, state.step.phase.name, "RUNNING", state.loss, cv=trial.user_attrs.get("cv"))
+        config, run_id = state.trained()
+        stats = trial_stats(trial_records(study), me, result, config, self.s.file.reference_loss)
+        for key, value in stats.items():
+            trial.set_user_attr(key, value)
+        self._keep_oof(trial.number, run_id, result, config)
+        # MLflow first, then Optuna, then the run's final status: see StudyTracker.log_trial_result
+        self.tracker.log_trial_result(
+            run_id,
+            result,
+            self.s.dataset,
+            config,
+            extra_metrics=stats_metrics(stats),
+            extra_tags={TAG_VERDICT: verdict_tag(stats)},
+        )
+        study.tell(trial, result.oof_score)
+        state.told = True
+        self.tracker.mark_finished(run_id)
+        phase = state.step.phase.name
+        done = TrialOutcome(
+            trial.number, phase, state.loss, "COMPLETE", result, stats=stats, batch_size=state.batch_size
+        )
+        self._finish(done)
 
     def _keep_oof(self, number: int, run_id: str, result: EvaluationResult, config: TrialConfig) -> None:
         """Every repeat's OOF probabilities beside the study and on the trial's run (search.study.oof_store)."""
@@ -288,12 +246,6 @@ class Worker:
         notes = phase_choices(self.s.phases, trial_records(study), self.s.file.reference_loss)
         table = results_table(study, self.s.file.reference_loss)
         self.tracker.log_study_summary(self.parent_run_id, table, study, notes=notes)
-
-    def _fail_untold(self, batch: list[TrialProgress], exc: BaseException) -> None:
-        fail_untold(self.s.study, self.tracker, batch, exc)
-
-    def _fail(self, state: TrialProgress, kind: str, reason: str) -> TrialOutcome:
-        return fail_trial(self.s.study, self.tracker, state, kind, reason)
 
     def _data_change_tags(self) -> dict[str, str]:
         history = self.s.study.user_attrs.get("data_fingerprint_history")
