@@ -34,10 +34,8 @@ the mean of the folds' scores.
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -45,7 +43,8 @@ from torch import Tensor
 
 from objectives.batches import EpochPlan, StackedTable, same_step_stacks
 from objectives.config import LossConfig, ModelConfig, TrainConfig
-from objectives.errors import LosstuneError, TrainingDiverged
+from objectives.device import training_device
+from objectives.errors import TrainingDiverged
 from objectives.losses import LossParams, combined_terms
 from objectives.schedule import checkpoint_epochs, make_optimizer, make_scheduler
 from objectives.stack import ModelStack
@@ -76,14 +75,6 @@ class FoldTraining:
             if m in members:
                 return stack.member_state_dict(members.index(m))
         raise IndexError(f"no model {m}")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise LosstuneError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
-    return torch.device(name)
 
 
 @dataclass
@@ -125,37 +116,6 @@ class _Validation:
         return [final[k, :n] for k, n in enumerate(self.sizes)]
 
 
-EMULATED_BF16 = (
-    "train.precision is bf16, but this CPU has no bf16 instructions (AVX512-BF16 or AMX): torch emulates them, "
-    "about 10x slower than fp32 (measured on an AVX2-only EPYC); use precision fp32, the default"
-)
-
-
-@functools.cache  # a fact about the machine, read once per process
-def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
-    """Whether the CPU multiplies bf16 natively: x86's ``avx512_bf16`` or ``amx_bf16`` flag, ARM's ``bf16``
-    feature, read from ``/proc/cpuinfo``. None where that cannot be told (no such file: macOS, Windows)."""
-    try:
-        text = cpuinfo.read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":  # x86
-            return bool({"avx512_bf16", "amx_bf16"} & set(value.split()))
-        if key.strip() == "Features":  # ARM
-            return "bf16" in value.split()
-    return None
-
-
-def _training_device(train_cfg: TrainConfig) -> torch.device:
-    """The device to train on; a warning when bf16 was asked for on a CPU that can only emulate it."""
-    device = resolve_device(train_cfg.device)
-    if train_cfg.precision == "bf16" and device.type == "cpu" and cpu_has_bf16() is False:
-        log.warning(EMULATED_BF16)  # it works, but a user who chose bf16 for speed gets the opposite
-    return device
-
-
 def train_folds(
     x: np.ndarray,
     y: np.ndarray,
@@ -176,7 +136,7 @@ def train_folds(
     stream per stack). ``groups[m]`` says which configuration model m belongs to: a single group (the default)
     raises :class:`TrainingDiverged` as soon as one of its models diverges; with several,
     ``FoldTraining.diverged`` says which groups failed and why."""
-    device, n_models = _training_device(train_cfg), len(train_rows)
+    device, n_models = training_device(train_cfg), len(train_rows)
     job = _Job(
         table=StackedTable(x, y, device),
         train_rows=train_rows,

@@ -102,7 +102,7 @@ def _gb(n: int) -> str:
 def check_trial_memory(dataset: Dataset, config: TrialConfig, final: bool = False, configs: int = 1) -> int:
     """:func:`check_fits` for ``config`` on ``dataset``: its repeated K-fold CV (``configs`` configurations trained
     together), or with ``final`` the ``configs`` models fitted on every row (no validation rows)."""
-    from objectives.engine import resolve_device
+    from objectives.device import resolve_device
 
     n_inputs = len(dataset.numeric_columns) + sum(
         int(dataset.features[c].nunique()) for c in dataset.categorical_columns

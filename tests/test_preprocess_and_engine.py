@@ -576,7 +576,7 @@ def test_a_diverging_group_leaves_the_other_groups_training():
     ],
 )
 def test_cpu_bf16_support_is_read_from_cpuinfo(tmp_path, cpuinfo, native):
-    from objectives.engine import cpu_has_bf16
+    from objectives.device import cpu_has_bf16
 
     path = tmp_path / "cpuinfo"
     path.write_text(cpuinfo)
@@ -589,12 +589,12 @@ def test_cpu_bf16_support_is_read_from_cpuinfo(tmp_path, cpuinfo, native):
     [("bf16", False, True), ("bf16", True, False), ("bf16", None, False), ("fp32", False, False)],
 )
 def test_bf16_on_a_cpu_that_emulates_it_is_said(fold_inputs, monkeypatch, caplog, precision, native, warned):
-    import objectives.engine as engine
+    import objectives.device as engine  # where the device is chosen and the warning said
 
     monkeypatch.setattr(engine, "cpu_has_bf16", lambda: native)
     y, x, train_rows, val_rows, seeds = fold_inputs
     train = TrainConfig(epochs=1, batch_size=16, lr=1e-2, device="cpu", precision=precision)
-    with caplog.at_level("WARNING", logger="objectives.engine"):
+    with caplog.at_level("WARNING", logger="objectives.device"):
         train_folds(x, y, train_rows, val_rows, LOSS, MODEL, train, seeds)
     assert (engine.EMULATED_BF16 in caplog.messages) is warned
 
