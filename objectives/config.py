@@ -7,6 +7,7 @@ the row that lands in MLflow.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_serializer, model_validator
@@ -15,6 +16,7 @@ from objectives.bounds import (
     BatchSize,
     Beta,
     Dropout,
+    EmbeddingBins,
     Epochs,
     Folds,
     Gamma,
@@ -75,6 +77,10 @@ class ModelConfig(StrictModel):
     # how numeric columns are scaled, fitted inside each fold (objectives.preprocess), for any model: standardisation,
     # a quantile transform to a normal distribution, or robust scaling (median, IQR) with smooth clipping
     numeric_scaling: Literal["standard", "quantile", "robust"] = "standard"
+    # a numeric embedding, also fitted inside each fold: each numeric column becomes embedding_bins piecewise-linear
+    # columns on quantile bins (Gorishniy et al. 2022), so the first layer can bend the response to it
+    numeric_embedding: Literal["none", "piecewise_linear"] = "none"
+    embedding_bins: EmbeddingBins = 16
 
     @model_validator(mode="before")
     @classmethod
@@ -110,11 +116,36 @@ class ModelConfig(StrictModel):
         dumped = handler(self)
         for name in ("module", "kwargs") if self.module is None else MLP_FIELDS:
             dumped.pop(name, None)
+        if self.numeric_embedding == "none":
+            dumped.pop("embedding_bins", None)  # the embedding's setting, meaningless without one
         return dumped
 
     @property
     def is_user_module(self) -> bool:
         return self.module is not None
+
+    @property
+    def numeric_encoding(self) -> NumericEncoding:
+        """What the preprocessing does to numeric columns: the part of the model settings the folds depend on."""
+        bins = self.embedding_bins if self.numeric_embedding == "piecewise_linear" else 0
+        return NumericEncoding(self.numeric_scaling, bins)
+
+
+@dataclass(frozen=True)
+class NumericEncoding:
+    """How numeric columns reach the model, fitted inside each fold (:mod:`objectives.preprocess`): imputed, scaled
+    (``scaling``) and, when ``bins`` > 0, encoded piecewise-linearly into ``bins`` columns each."""
+
+    scaling: str = "standard"
+    bins: int = 0
+
+    @property
+    def width(self) -> int:
+        """Columns per numeric column in the preprocessed matrix."""
+        return self.bins or 1
+
+
+STANDARD_NUMERIC = NumericEncoding()  # standardised, no embedding
 
 
 class TrainConfig(StrictModel):
@@ -183,6 +214,8 @@ class TrialConfig(StrictModel):
             **self.loss.model_dump(),
             **self._model_params(),
             "numeric_scaling": self.model.numeric_scaling,
+            "numeric_embedding": self.model.numeric_embedding,
+            "embedding_bins": self.model.embedding_bins,
             **{k: v for k, v in self.train.model_dump().items()},
             "folds": self.cv.folds,
             "repeats": self.cv.repeats,

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
-from objectives.config import CVConfig, TrialConfig
+from objectives.config import STANDARD_NUMERIC, CVConfig, NumericEncoding, TrialConfig
 from objectives.data import Dataset, check_folds
 from objectives.engine import FoldTraining, train_folds
 from objectives.epochs import choose_epochs
@@ -119,7 +119,7 @@ class PreparedFolds:
 
     fingerprint: str
     cv: CVConfig
-    scaling: str  # model.numeric_scaling, the numeric preprocessing fitted in each fold
+    numeric: NumericEncoding  # the model's numeric preprocessing (scaling, embedding), fitted in each fold
     train_rows: list[np.ndarray]
     val_rows: list[np.ndarray]
     x: np.ndarray  # [repeats * folds, rows, features], split s's preprocessing of every row
@@ -132,15 +132,15 @@ def cv_splits(y: np.ndarray, cv: CVConfig) -> list[tuple[np.ndarray, np.ndarray]
     return [split for r in range(cv.repeats) for split in stratified_folds(y, cv.folds, repeat_seed(cv.seed, r))]
 
 
-def prepare_folds(dataset: Dataset, cv: CVConfig, scaling: str = "standard") -> PreparedFolds:
+def prepare_folds(dataset: Dataset, cv: CVConfig, numeric: NumericEncoding = STANDARD_NUMERIC) -> PreparedFolds:
     check_folds(dataset, cv.folds)
     splits = cv_splits(dataset.y, cv)
     seeds = [s for r in range(cv.repeats) for s in fold_seeds(repeat_seed(cv.seed, r), cv.folds)]
     train_rows = [tr for tr, _ in splits]
     _, x = fit_fold_preprocessors(
-        dataset.features, dataset.numeric_columns, dataset.categorical_columns, train_rows, scaling
+        dataset.features, dataset.numeric_columns, dataset.categorical_columns, train_rows, numeric
     )
-    return PreparedFolds(dataset.fingerprint, cv, scaling, train_rows, [va for _, va in splits], x, seeds)
+    return PreparedFolds(dataset.fingerprint, cv, numeric, train_rows, [va for _, va in splits], x, seeds)
 
 
 def evaluate(dataset: Dataset, config: TrialConfig, prepared: PreparedFolds | None = None) -> EvaluationResult:
@@ -181,11 +181,11 @@ def evaluate_batch(
     # a network that cannot fit is one line, not a failed allocation
     check_trial_memory(dataset, base, configs=len(configs))
     if prepared is None:
-        prepared = prepare_folds(dataset, base.cv, base.model.numeric_scaling)
+        prepared = prepare_folds(dataset, base.cv, base.model.numeric_encoding)
     elif (
         prepared.fingerprint != dataset.fingerprint
         or prepared.cv != base.cv
-        or prepared.scaling != base.model.numeric_scaling
+        or prepared.numeric != base.model.numeric_encoding
     ):
         raise ValueError("prepared folds were made for other data or other CV settings")
     n_splits = len(prepared.train_rows)

@@ -76,9 +76,11 @@ class FinalModel:
             raise DataError(f"the preprocessing gives {x.shape[1]} inputs but the network expects {self.n_inputs}")
         finite = np.isfinite(x)
         if not finite.all():
-            # the numeric columns come first in the preprocessed matrix, one column each
+            # the numeric columns come first in the preprocessed matrix, numeric_encoding.width columns each
             col = int(np.argmin(finite.all(axis=0)))
-            name = self.feature_columns[col] if col < len(self.numeric_columns) else "a categorical column"
+            width = self.model_config.numeric_encoding.width
+            numeric = col < len(self.numeric_columns) * width
+            name = self.feature_columns[col // width] if numeric else "a categorical column"
             rows = features.index[~finite[:, col]]
             raise DataError(
                 f"column {name!r} has value(s) too far outside the training range to be standardised in float32 at "
@@ -137,7 +139,7 @@ def fit_final_models(dataset: Dataset, configs: list[TrialConfig]) -> list[Final
         if (c.model, c.train) != (first.model, first.train):
             raise ValueError("models trained in one job must share their model and training settings")
     check_trial_memory(dataset, first, final=True, configs=len(configs))
-    pre = make_preprocessor(dataset.numeric_columns, dataset.categorical_columns, first.model.numeric_scaling)
+    pre = make_preprocessor(dataset.numeric_columns, dataset.categorical_columns, first.model.numeric_encoding)
     pre.fit(dataset.features)
     x = np.asarray(pre.transform(dataset.features), dtype=np.float32)
     all_rows = np.arange(dataset.n_rows, dtype=np.int64)

@@ -104,7 +104,7 @@ def check_trial_memory(dataset: Dataset, config: TrialConfig, final: bool = Fals
     together), or with ``final`` the ``configs`` models fitted on every row (no validation rows)."""
     from objectives.device import resolve_device
 
-    n_inputs = len(dataset.numeric_columns) + sum(
+    n_inputs = len(dataset.numeric_columns) * config.model.numeric_encoding.width + sum(
         int(dataset.features[c].nunique()) for c in dataset.categorical_columns
     )
     shape = TrialShape(

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
@@ -42,6 +43,8 @@ from sklearn.preprocessing import (
     StandardScaler,
 )
 
+from objectives.config import STANDARD_NUMERIC, NumericEncoding
+
 SMOOTH_CLIP = 3.0  # |x| beyond about this many IQRs is squashed towards it
 
 
@@ -49,6 +52,50 @@ def smooth_clip(x: np.ndarray) -> np.ndarray:
     """``x / sqrt(1 + (x / c)^2)`` with ``c`` = :data:`SMOOTH_CLIP`: the identity near 0, bounded by ±c, smooth
     and monotone (RealMLP's smooth clipping): an outlier keeps its order but cannot dominate a layer."""
     return x / np.sqrt(1.0 + np.square(x / SMOOTH_CLIP))
+
+
+def _numeric_encoder(numeric: NumericEncoding) -> Pipeline | StandardScaler | QuantileTransformer:
+    """The numeric scaler of ``model.numeric_scaling``, followed by the piecewise-linear embedding when
+    ``model.numeric_embedding`` asks for it (a fresh, unfitted one)."""
+    scaler = _scaler(numeric.scaling)
+    if not numeric.bins:
+        return scaler
+    return Pipeline([("scale", scaler), ("embed", PiecewiseLinearEncoder(numeric.bins))])
+
+
+class PiecewiseLinearEncoder(TransformerMixin, BaseEstimator):
+    """Each column ``x`` as ``bins`` columns ``e_t = clip((x - b_{t-1}) / (b_t - b_{t-1}), 0, 1)``, the edges
+    ``b_0 <= ... <= b_bins`` the training rows' quantiles: the piecewise-linear encoding (PLE) of Gorishniy et al.
+    2022, "On Embeddings for Numerical Features in Tabular Deep Learning". A value's encoding is 1 for every bin
+    below it, its position inside its own bin, 0 above, so the first layer can give each range of a column its
+    own slope. A bin of zero width (repeated quantiles: a column with a frequent value) is a step at its edge,
+    ``x >= b_t``. Beyond the training range a value keeps the encoding of the nearest end (the clip): an outlier
+    cannot push a layer further than the largest training value did.
+
+    Written here rather than taken from scikit-learn's ``SplineTransformer`` (degree-1 splines span the same
+    functions) because a saved model's preprocessing is loaded with skops, and this class holds only a float
+    array, while the spline's fitted state holds SciPy objects skops would have to be told to trust."""
+
+    def __init__(self, bins: int = 16) -> None:
+        self.bins = bins
+
+    def fit(self, x: np.ndarray, y: object = None) -> PiecewiseLinearEncoder:
+        x = np.asarray(x, dtype=np.float64)
+        self.edges_ = np.quantile(x, np.linspace(0.0, 1.0, self.bins + 1), axis=0).T  # [columns, bins + 1]
+        self.n_features_in_ = x.shape[1]
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)[:, :, np.newaxis]
+        low, high = self.edges_[:, :-1], self.edges_[:, 1:]
+        width = high - low
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            ramp = np.where(width > 0, (x - low) / np.where(width > 0, width, 1.0), (x >= high).astype(np.float64))
+        return np.clip(ramp, 0.0, 1.0).reshape(len(x), -1)
+
+    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
+        names = input_features if input_features is not None else [f"x{i}" for i in range(self.n_features_in_)]
+        return np.array([f"{name}_ple{t}" for name in names for t in range(self.bins)], dtype=object)
 
 
 def _scaler(scaling: str) -> Pipeline | StandardScaler | QuantileTransformer:
@@ -74,23 +121,29 @@ def _categorical_pipeline() -> Pipeline:
     )
 
 
-def _numeric_pipeline(scaling: str = "standard") -> Pipeline:
+def _numeric_pipeline(numeric: NumericEncoding) -> Pipeline:
     return Pipeline(
-        [("impute", SimpleImputer(strategy="median", keep_empty_features=True)), ("scale", _scaler(scaling))]
+        [("impute", SimpleImputer(strategy="median", keep_empty_features=True)), ("scale", _numeric_encoder(numeric))]
     )
 
 
-def make_preprocessor(numeric: list[str], categorical: list[str], scaling: str = "standard") -> ColumnTransformer:
-    """The preprocessing of the final model, on the raw table (numeric columns first, then the one-hot blocks)."""
+def make_preprocessor(
+    numeric_columns: list[str], categorical: list[str], numeric: NumericEncoding = STANDARD_NUMERIC
+) -> ColumnTransformer:
+    """The preprocessing of the final model, on the raw table (numeric columns first, each ``numeric.width``
+    columns wide, then the one-hot blocks)."""
     return ColumnTransformer(
-        [("numeric", _numeric_pipeline(scaling), numeric), ("categorical", _categorical_pipeline(), categorical)],
+        [
+            ("numeric", _numeric_pipeline(numeric), numeric_columns),
+            ("categorical", _categorical_pipeline(), categorical),
+        ],
         remainder="drop",
         sparse_threshold=0.0,
     )
 
 
 def _fold_preprocessor(
-    has_missing: list[bool], n_categorical: int, scaling: str
+    has_missing: list[bool], n_categorical: int, numeric: NumericEncoding
 ) -> tuple[ColumnTransformer, np.ndarray]:
     """:func:`make_preprocessor` for a float array of numeric columns then category codes, with the numeric
     columns that have no missing value given to a scaler alone; and the column order that restores
@@ -100,15 +153,17 @@ def _fold_preprocessor(
     complete = [i for i in range(n_numeric) if not has_missing[i]]
     pre = ColumnTransformer(
         [
-            ("numeric", _numeric_pipeline(scaling), with_missing),
-            ("numeric_complete", _scaler(scaling), complete),
+            ("numeric", _numeric_pipeline(numeric), with_missing),
+            ("numeric_complete", _numeric_encoder(numeric), complete),
             ("categorical", _categorical_pipeline(), list(range(n_numeric, n_numeric + n_categorical))),
         ],
         remainder="drop",
         sparse_threshold=0.0,
     )
-    numeric_order = np.argsort(np.array(with_missing + complete, dtype=np.int64), kind="stable")
-    return pre, numeric_order
+    column_order = np.argsort(np.array(with_missing + complete, dtype=np.int64), kind="stable")
+    # each numeric column is a block of numeric.width output columns: put the blocks back in order
+    width = numeric.width
+    return pre, (column_order[:, np.newaxis] * width + np.arange(width)).reshape(-1)
 
 
 def category_codes(features: pd.DataFrame, categorical: list[str]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
@@ -128,7 +183,7 @@ def fit_fold_preprocessors(
     numeric: list[str],
     categorical: list[str],
     train_rows: list[np.ndarray],
-    scaling: str = "standard",
+    encoding: NumericEncoding = STANDARD_NUMERIC,
 ) -> tuple[list[ColumnTransformer], np.ndarray]:
     """One preprocessor per fold, each fitted on that fold's training rows, and every row transformed by each.
 
@@ -140,15 +195,16 @@ def fit_fold_preprocessors(
     coded, vocabulary = category_codes(features, categorical)
     table = coded[list(numeric) + list(categorical)].to_numpy(dtype=np.float64)
     has_missing = np.isnan(table[:, : len(numeric)]).any(axis=0).tolist()
-    n_rows, n_numeric = len(features), len(numeric)
+    n_rows, n_numeric = len(features), len(numeric) * encoding.width
     # the widest a fold can be: every value of every categorical column known to it
     stacked = np.zeros((len(train_rows), n_rows, n_numeric + sum(map(len, vocabulary.values()))), dtype=np.float32)
     fitted, width = [], 0
     for k, rows in enumerate(train_rows):
-        pre, numeric_order = _fold_preprocessor(has_missing, len(categorical), scaling)
-        if scaling == "quantile":  # no more quantiles than training rows (scikit-learn would warn and do so)
+        pre, numeric_order = _fold_preprocessor(has_missing, len(categorical), encoding)
+        if encoding.scaling == "quantile":  # no more quantiles than training rows (scikit-learn would warn and do so)
             n_q = min(len(rows), 1000)
-            pre.set_params(numeric__scale__n_quantiles=n_q, numeric_complete__n_quantiles=n_q)
+            inner = "__scale" if encoding.bins else ""
+            pre.set_params(**{f"numeric__scale{inner}__n_quantiles": n_q, f"numeric_complete{inner}__n_quantiles": n_q})
         # fit_transform on the training rows, then only the other rows: fitting already transformed the former
         train_block = pre.fit_transform(table[rows])
         fold_width = train_block.shape[1]

@@ -14,8 +14,9 @@ from search.model.exported_config import ExportedConfig, Provenance, dump_export
 from tests.conftest import synthetic_frame
 
 
-def make_model_dir(root: Path, scaling: str = "standard") -> dict[str, Path]:
-    """``train.csv`` (with an id column), ``test.csv`` (no target), ``best.yaml`` and the model directory."""
+def make_model_dir(root: Path, **model: str) -> dict[str, Path]:
+    """``train.csv`` (with an id column), ``test.csv`` (no target), ``best.yaml`` and the model directory;
+    ``model`` are extra model settings (``numeric_scaling="robust"``, ...)."""
     frame = synthetic_frame(n=200, seed=3, missing=True)
     frame.insert(0, "row_id", [f"R{i:04d}" for i in range(len(frame))])
     train, test = frame.iloc[:150], frame.iloc[150:].reset_index(drop=True)
@@ -25,7 +26,7 @@ def make_model_dir(root: Path, scaling: str = "standard") -> dict[str, Path]:
         format_version=1,
         loss=LossConfig(gamma=2.0),
         threshold=0.4,
-        model=ModelConfig(hidden=(8,), numeric_scaling=scaling),
+        model=ModelConfig(hidden=(8,), **model),
         train=TrainConfig(epochs=3, batch_size=32, lr=1e-2, device="cpu"),
         cv=CVConfig(folds=3, seed=0),
         metric=MetricConfig(),

@@ -8,20 +8,28 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from objectives.config import MetricConfig, ModelConfig, TrainConfig
+from objectives.config import MetricConfig, ModelConfig, NumericEncoding, TrainConfig
 from objectives.epochs import checkpoint_scores, choose_epochs
 from objectives.evaluate import evaluate, stratified_folds
 from objectives.preprocess import SMOOTH_CLIP, category_codes, fit_fold_preprocessors, smooth_clip
 from objectives.schedule import checkpoint_epochs, make_optimizer, make_scheduler
 
+ENCODINGS = [
+    NumericEncoding("standard"),
+    NumericEncoding("quantile"),
+    NumericEncoding("robust"),
+    NumericEncoding("standard", bins=8),
+    NumericEncoding("quantile", bins=8),
+]
 
-@pytest.mark.parametrize("scaling", ["standard", "quantile", "robust"])
-def test_each_scaling_is_fitted_on_the_folds_training_rows_only(small_dataset, scaling):
+
+@pytest.mark.parametrize("encoding", ENCODINGS, ids=lambda e: f"{e.scaling}-{e.bins}")
+def test_each_numeric_encoding_is_fitted_on_the_folds_training_rows_only(small_dataset, encoding):
     ds = small_dataset
     splits = stratified_folds(ds.y, 3, seed=0)
     train_rows = [tr for tr, _ in splits]
     val0 = splits[0][1]
-    args = (ds.numeric_columns, ds.categorical_columns, train_rows, scaling)
+    args = (ds.numeric_columns, ds.categorical_columns, train_rows, encoding)
     _, x = fit_fold_preprocessors(ds.features, *args)
     poisoned = ds.features.copy()
     for col in ds.numeric_columns:
@@ -33,15 +41,20 @@ def test_each_scaling_is_fitted_on_the_folds_training_rows_only(small_dataset, s
     coded = category_codes(ds.features, ds.categorical_columns)[0]
     clean = coded[ds.numeric_columns + ds.categorical_columns].to_numpy(dtype=np.float64)
     again = fitted_p[0].transform(clean)
-    n_num = len(ds.numeric_columns)
+    n_num = len(ds.numeric_columns) * encoding.width
+    assert x.shape[2] == n_num + sum(ds.features[c].nunique() for c in ds.categorical_columns)
     np.testing.assert_allclose(again[:, :n_num], x[0][:, :n_num], rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(x_p[0][train_rows[0]], x[0][train_rows[0]])
     # folds 1 and 2 train on the poisoned rows: their training rows' values move (the check above can fail)
     for k in (1, 2):
         assert not np.allclose(x_p[k][train_rows[k], :n_num], x[k][train_rows[k], :n_num], atol=1e-4)
-    if scaling == "robust":  # smooth clipping: the poisoned rows stay bounded
+    if encoding.bins:  # the embedding: values in [0, 1], the poisoned rows at the encoding of the top bin's end
+        assert x_p.min() >= 0.0 and x_p[:, :, :n_num].max() <= 1.0 + 1e-6
+        top = x_p[0][val0, :n_num].reshape(len(val0), -1, encoding.width)
+        np.testing.assert_array_equal(top, np.broadcast_to(top[:1], top.shape))
+    elif encoding.scaling == "robust":  # smooth clipping: the poisoned rows stay bounded
         assert np.all(np.abs(x_p[0][val0, :n_num]) <= SMOOTH_CLIP)
-    if scaling == "quantile":  # ranks: the poisoned rows sit at the top of the normal's range
+    elif encoding.scaling == "quantile":  # ranks: the poisoned rows sit at the top of the normal's range
         assert np.all(x_p[0][val0, :n_num] > 4.0)
 
 
@@ -131,12 +144,16 @@ def test_the_epoch_choice_uses_the_mean_of_the_folds_not_each_folds_best():
     np.testing.assert_allclose([m for _, m in choice.curve], [s5.mean(), s10.mean()])
 
 
-@pytest.mark.parametrize("scaling", ["quantile", "robust"])
-def test_a_saved_model_with_each_scaling_loads_and_predicts(tmp_path, capsys, scaling):
+@pytest.mark.parametrize(
+    "model",
+    [{"numeric_scaling": "quantile"}, {"numeric_scaling": "robust"}, {"numeric_embedding": "piecewise_linear"}],
+    ids=str,
+)
+def test_a_saved_model_with_each_numeric_encoding_loads_and_predicts(tmp_path, capsys, model):
     from search.cli import main
     from tests.model_fixture import make_model_dir
 
-    tiny = make_model_dir(tmp_path, scaling=scaling)
+    tiny = make_model_dir(tmp_path, **model)
     out = tmp_path / "scores.csv"
     rc = main(["predict", str(tiny["model"]), str(tiny["test"]), "-o", str(out), "--proba"])
     assert rc == 0, capsys.readouterr().err

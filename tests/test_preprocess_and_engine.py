@@ -16,6 +16,7 @@ from objectives.config import (
     LossConfig,
     MetricConfig,
     ModelConfig,
+    NumericEncoding,
     TrainConfig,
     TrialConfig,
 )
@@ -101,7 +102,12 @@ def test_validation_rows_never_reach_fit(small_dataset):
         assert "POISON" in state["categories"][0]
 
 
-def test_coded_categories_give_the_matrix_the_strings_give():
+@pytest.mark.parametrize(
+    "encoding",
+    [NumericEncoding(), NumericEncoding("quantile", bins=4), NumericEncoding("robust", bins=6)],
+    ids=lambda e: f"{e.scaling}-{e.bins}",
+)
+def test_coded_categories_give_the_matrix_the_strings_give(encoding):
     """The shortcuts are only faster: ties in the most-frequent value, missing cells, complete numeric columns,
     Japanese values and a value seen only in one fold's validation rows give exactly what make_preprocessor
     fitted on the raw strings gives."""
@@ -122,12 +128,13 @@ def test_coded_categories_give_the_matrix_the_strings_give():
     train_rows = [np.arange(0, 300), np.arange(100, 400), np.r_[0:100, 200:400]]
     features.loc[[310, 320], "地域"] = "札幌"  # only in fold 0's validation rows
     numeric, categorical = ["z", "x", "w"], ["地域", "plan"]
-    _, x = fit_fold_preprocessors(features, numeric, categorical, train_rows)
+    _, x = fit_fold_preprocessors(features, numeric, categorical, train_rows, encoding)
     for k, rows in enumerate(train_rows):
-        expected = make_preprocessor(numeric, categorical).fit(features.iloc[rows]).transform(features)
+        pre = make_preprocessor(numeric, categorical, encoding)
+        expected = pre.fit(features.iloc[rows]).transform(features)
         np.testing.assert_array_equal(x[k][:, : expected.shape[1]], np.asarray(expected, dtype=np.float32))
         assert np.all(x[k][:, expected.shape[1] :] == 0.0)
-    assert x.shape[2] == 3 + 5 + 2  # fold 1 and 2 know 札幌
+    assert x.shape[2] == 3 * encoding.width + 5 + 2  # fold 1 and 2 know 札幌
 
 
 def test_fold_widths_differ_and_are_zero_padded(small_dataset):

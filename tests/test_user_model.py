@@ -153,15 +153,19 @@ def one_line(code: int, err: str, command: str, expected: str) -> None:
 
 
 def test_a_user_model_dumps_only_its_own_fields_and_an_mlp_dumps_as_before():
-    # numeric_scaling is the preprocessing's, so it is every model's
+    # numeric_scaling and numeric_embedding are the preprocessing's, so they are every model's
     mine = ModelConfig(module="models:BinaryClassifier", kwargs={"hidden": [8], "dropout": 0.2})
+    numeric = {"numeric_scaling": "standard", "numeric_embedding": "none"}
     assert mine.model_dump() == {
         "module": "models:BinaryClassifier",
         "kwargs": {"hidden": [8], "dropout": 0.2},
-        "numeric_scaling": "standard",
+        **numeric,
     }
     assert ModelConfig.model_validate(mine.model_dump(mode="json")) == mine
-    assert ModelConfig(hidden=(8,)).model_dump() == {"hidden": (8,), "dropout": 0.0, "numeric_scaling": "standard"}
+    assert ModelConfig(hidden=(8,)).model_dump() == {"hidden": (8,), "dropout": 0.0, **numeric}
+    embedded = ModelConfig(numeric_embedding="piecewise_linear", embedding_bins=8)
+    assert embedded.model_dump()["embedding_bins"] == 8
+    assert ModelConfig.model_validate(embedded.model_dump(mode="json")) == embedded
     params = TrialConfig(model=mine).flat_params()
     assert params["model_module"] == "models:BinaryClassifier"
     assert json.loads(str(params["model_kwargs"])) == {"hidden": [8], "dropout": 0.2}

@@ -69,6 +69,10 @@ MEANING: dict[str, str] = {
     "model.numeric_scaling": "How numeric columns are scaled, fitted inside each fold: `standard` (mean 0, "
     "variance 1), `quantile` (to a normal distribution), `robust` (median and IQR, then smooth clipping) "
     "([model options](../guide/model-options.md)).",
+    "model.numeric_embedding": "`piecewise_linear`: each scaled numeric column becomes `embedding_bins` columns, "
+    "its piecewise-linear encoding on quantile bins fitted inside each fold (Gorishniy et al. 2022), for any "
+    "model; `none`: one column each.",
+    "model.embedding_bins": "The number of quantile bins of `numeric_embedding: piecewise_linear` (2 to 256).",
     "train.epochs": "Epochs per fold.",
     "train.batch_size": "Minibatch rows.",
     "train.lr": "Adam's learning rate.",

@@ -60,9 +60,11 @@ FILES = {
 CHECKED = (WEIGHTS, PREPROCESSING, CONFIG)
 MODULE = "module"  # the artifact of a user model's bundled source (``model_module`` in the manifest)
 # types skops does not trust by default that a fitted make_preprocessor() legitimately holds (OneHotEncoder's
-# dtype=np.float32) and model.numeric_scaling robust's smooth clipping (a function of this package); anything else
-# in the file is refused
-TRUSTED_SKOPS_TYPES = frozenset({"numpy.dtype", "objectives.preprocess.smooth_clip"})
+# dtype=np.float32), model.numeric_scaling robust's smooth clipping and model.numeric_embedding's encoder (a
+# function and a class of this package, the latter holding one float array); anything else in the file is refused
+TRUSTED_SKOPS_TYPES = frozenset(
+    {"numpy.dtype", "objectives.preprocess.smooth_clip", "objectives.preprocess.PiecewiseLinearEncoder"}
+)
 ENTRY_FILE = "losstune_pyfunc.py"
 ENTRY_CODE = '''"""losstune model, loaded by MLflow as a model from code; the weights etc. are in artifacts/."""
 import mlflow.models

@@ -133,7 +133,7 @@ class StudySession:
         if self._prepared is None:
             from objectives.evaluate import prepare_folds
 
-            self._prepared = prepare_folds(self.dataset, self.file.cv, self.file.trial_config().model.numeric_scaling)
+            self._prepared = prepare_folds(self.dataset, self.file.cv, self.file.trial_config().model.numeric_encoding)
         return self._prepared
 
     def _check_fingerprint(self, dataset: Dataset, allow_change: bool) -> None:

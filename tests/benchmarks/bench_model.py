@@ -12,7 +12,8 @@ refitted on all 80 % (``objectives.final.fit_final_model``, with the chosen epoc
 CV threshold. The yardstick (``HistGradientBoostingClassifier``, defaults, native categories) goes the same way:
 ``objectives.baseline`` on the same 5 folds for its threshold, refitted on the 80 %, test F1 at that threshold.
 
-``--rows N`` subsamples each table (stratified, before the split) to at most N rows, to fit a loaded machine.
+``--rows N`` subsamples each table (stratified, before the split) to at most N rows, to fit a loaded machine;
+``--rows 0`` keeps every row.
 Each variant changes ONE option of today's default (``before``), except ``after``, the proposed new default. The
 loss stays the default (bce 0.5 + focal 0.5, gamma 2). The table is printed and written to
 ``tests/benchmarks/model_last_run.md`` (overwritten).
@@ -60,6 +61,16 @@ VARIANTS = {
     "adamw": {"model": {}, "train": {"optimizer": "adamw", "weight_decay": 1e-2}},
     "cosine": {"model": {}, "train": {"lr_schedule": "cosine"}},
     "ckpt40": {"model": {}, "train": {"epochs": 40, "checkpoint_every": 5}},
+    "ple": {"model": {"numeric_embedding": "piecewise_linear"}, "train": {}},
+    "ple8": {"model": {"numeric_embedding": "piecewise_linear", "embedding_bins": 8}, "train": {}},
+    "ple_ckpt40": {
+        "model": {"numeric_embedding": "piecewise_linear"},
+        "train": {"epochs": 40, "checkpoint_every": 5},
+    },
+    "ple_adamw": {
+        "model": {"numeric_embedding": "piecewise_linear"},
+        "train": {"optimizer": "adamw", "weight_decay": 1e-2},
+    },
 }
 
 
@@ -198,8 +209,12 @@ def _report(results: dict, args: argparse.Namespace, load: tuple[float, float, f
     lines = [
         f"# bench_model: {_dt.datetime.now(_dt.UTC):%Y-%m-%d %H:%M} UTC",
         "",
-        f"seeds {args.seeds}; each table subsampled (stratified) to at most {args.rows} rows, then 80/20; "
-        f"5-fold CV on the 80 %; load average at start {load[0]:.1f} on {os.cpu_count()} cores",
+        (
+            f"seeds {args.seeds}; each table subsampled (stratified) to at most {args.rows} rows, then 80/20; "
+            if args.rows
+            else f"seeds {args.seeds}; every row of each table, 80/20; "
+        )
+        + f"5-fold CV on the 80 %; load average at start {load[0]:.1f} on {os.cpu_count()} cores",
         "",
         "| table | kind | model | test F1 (mean over seeds) | per seed | OOF F1 | test vs yardstick | CV seconds "
         "| epochs |",
