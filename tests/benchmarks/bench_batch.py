@@ -50,7 +50,7 @@ STUDY = """\
 name: bench-week
 data: {{path: {path}, target: y, positive: "yes", sep: ";"}}
 cv: {{folds: 5, seed: 0}}
-model: {{hidden: [128, 64], dropout: 0.0}}
+model: {{hidden: [128, 64], dropout: 0.0{model}}}
 train: {{epochs: {epochs}, batch_size: 256, lr: 0.001, device: cpu}}
 budget: {{trials_per_week: 10}}
 plan: default
@@ -152,10 +152,12 @@ def reference_week(spec: dict) -> None:
 # ------------------------------------------------------------------------------------------------ the three
 
 
-def bench_week(data: Path, epochs: int, tmp: Path) -> dict:
-    study = tmp / "week" / "bench.yaml"
+def bench_week(data: Path, epochs: int, tmp: Path, model: str = "", reference: bool = True) -> dict:
+    """The week's time (and, with ``reference``, the hand-written loop's); ``model``: extra ``model:`` keys in
+    YAML flow style (``numeric_embedding: piecewise_linear``) for the losstune side."""
+    study = tmp / f"week{len(list(tmp.glob('week*')))}" / "bench.yaml"
     study.parent.mkdir()
-    study.write_text(STUDY.format(path=data, epochs=epochs))
+    study.write_text(STUDY.format(path=data, epochs=epochs, model=f", {model}" if model else ""))
     exe = str(Path(sys.executable).with_name("losstune"))
     env = {**os.environ, "LOSSTUNE_NOW": "2026-11-30T09:00"}
     start = time.perf_counter()
@@ -171,6 +173,8 @@ def bench_week(data: Path, epochs: int, tmp: Path) -> dict:
     ).trials
     losses = [t.user_attrs["loss"] for t in trials]
     ours_best = max(t.value for t in trials if t.value is not None)
+    if not reference:
+        return {"trials": len(trials), "losstune_s": ours, "losstune_best_f1": ours_best}
     spec = {"path": str(data), "epochs": epochs, "losses": losses, "tracking_uri": f"sqlite:///{tmp / 'ref.db'}"}
     start = time.perf_counter()
     subprocess.run([sys.executable, __file__, "--reference-week", json.dumps(spec)], check=True)
@@ -242,6 +246,13 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: 3,000 rows, 2 epochs")
     parser.add_argument("--only", choices=["week", "repeats", "together"])
     parser.add_argument("--reference-week", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--week-models",
+        nargs="+",
+        metavar="YAML",
+        help="week only, no reference loop: one week per model setting, side by side ('' = the default model), "
+        "e.g. --week-models '' 'numeric_embedding: piecewise_linear'",
+    )
     args = parser.parse_args()
     if args.reference_week:
         reference_week(json.loads(args.reference_week))
@@ -251,12 +262,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="losstune-bench-") as tmp_name:
         tmp = Path(tmp_name)
         data = data_file(args.quick, tmp)
+        for model in args.week_models or []:
+            figures = bench_week(data, epochs, tmp, model, reference=False)
+            shown = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items())
+            print(f"week [{model or 'default model'}]: {shown}  (load average now {load_average()})", flush=True)
         for name, bench in (
             ("together", lambda: bench_together(data, epochs)),
             ("repeats", lambda: bench_repeats(data, epochs)),
             ("week", lambda: bench_week(data, epochs, tmp)),
         ):
-            if args.only in (None, name):
+            if args.only in (None, name) and not args.week_models:
                 figures = bench()
                 shown = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items())
                 print(f"{name}: {shown}  (load average now {load_average()})", flush=True)

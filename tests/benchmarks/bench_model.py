@@ -41,8 +41,11 @@ TABLES = {
     "credit_card_default": ("credit_card_default.csv", "defaulted", ",", ("ID",), "numeric"),
     "mammography": ("mammography.csv", "class", ",", (), "numeric, 2.3 % positive"),
     "german_credit": ("german_credit.csv", "bad_credit", ",", (), "mixed"),
+    # not in ../shared/data: the UCI census income table (adult.data, 32,561 rows), given with --census PATH
+    "census": ("census.csv", "class", ",", (), "mixed, census"),
 }
 
+CENSUS: Path | None = None
 BEFORE = {"model": {}, "train": {}}
 VARIANTS = {
     "before": BEFORE,
@@ -67,6 +70,19 @@ VARIANTS = {
         "model": {"numeric_embedding": "piecewise_linear"},
         "train": {"epochs": 40, "checkpoint_every": 5},
     },
+    "ple_ckpt20": {"model": {"numeric_embedding": "piecewise_linear"}, "train": {"checkpoint_every": 5}},
+    "ple_drop": {
+        "model": {"numeric_embedding": "piecewise_linear", "dropout": 0.2},
+        "train": {"checkpoint_every": 5},
+    },
+    "ple_drop_wd": {
+        "model": {"numeric_embedding": "piecewise_linear", "dropout": 0.2},
+        "train": {"checkpoint_every": 5, "optimizer": "adamw", "weight_decay": 1e-2},
+    },
+    "ple_wide": {
+        "model": {"numeric_embedding": "piecewise_linear", "hidden": [256, 256], "dropout": 0.2},
+        "train": {"checkpoint_every": 5},
+    },
     "ple_adamw": {
         "model": {"numeric_embedding": "piecewise_linear"},
         "train": {"optimizer": "adamw", "weight_decay": 1e-2},
@@ -80,7 +96,7 @@ def _split_table(name: str, rows: int | None, seed: int, tmp: Path) -> tuple[Pat
     from sklearn.model_selection import train_test_split
 
     file, target, sep, drop, _ = TABLES[name]
-    df = pd.read_csv(DATA / file, sep=sep).drop(columns=list(drop))
+    df = pd.read_csv(CENSUS if name == "census" else DATA / file, sep=sep).drop(columns=list(drop))
     if rows and len(df) > rows:
         df, _ = train_test_split(df, train_size=rows, stratify=df[target], random_state=seed)
     train, test = train_test_split(df, test_size=0.2, stratify=df[target], random_state=seed)
@@ -91,7 +107,7 @@ def _split_table(name: str, rows: int | None, seed: int, tmp: Path) -> tuple[Pat
 
 
 def _positive(name: str) -> str | None:
-    return "yes" if name == "bank_full" else None
+    return {"bank_full": "yes", "census": ">50K"}.get(name)
 
 
 def _run_model(train_csv: Path, test_csv: Path, target: str, positive: str | None, variant: dict) -> dict:
@@ -149,7 +165,8 @@ def main() -> int:
     import tempfile
 
     p = argparse.ArgumentParser()
-    p.add_argument("--tables", nargs="+", default=list(TABLES))
+    p.add_argument("--tables", nargs="+", default=[t for t in TABLES if t != "census"])
+    p.add_argument("--census", type=Path, help="the census income table (adult.data as CSV with a header)")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
     p.add_argument("--rows", type=int, default=6000)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS))
@@ -162,6 +179,10 @@ def main() -> int:
         help="no run: the table of the result lines printed by earlier runs (several runs' seeds together)",
     )
     args = p.parse_args()
+    global CENSUS
+    CENSUS = args.census
+    if "census" in args.tables and CENSUS is None:
+        p.error("the census table needs --census PATH")
     load = os.getloadavg()
     results: dict[tuple[str, str], list[dict]] = {}
     if args.from_logs:
