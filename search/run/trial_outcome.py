@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from objectives.config import TrialConfig
 from objectives.errors import TrainingDiverged
 from search.study.loss_params import UNWEIGHTED
-from search.study.plan import Step, TrialRecord
+from search.study.plan import PlanTrial, Step
 from search.study.trial_record import StoredTrial
 
 if TYPE_CHECKING:
@@ -50,12 +50,12 @@ class TrialProgress:
             raise RuntimeError(f"trial {self.trial.number} was not asked with a valid configuration and a run")
         return self.config, self.run_id
 
-    def record(self, outcome: EvaluationResult | TrainingDiverged) -> TrialRecord:
+    def record(self, outcome: EvaluationResult | TrainingDiverged) -> PlanTrial:
         """What the plan will read of this trial once it is told."""
         if isinstance(outcome, TrainingDiverged):
-            return TrialRecord(self.trial.number, self.step.phase.name, "FAIL", self.loss, failure="diverged")
+            return PlanTrial(self.trial.number, self.step.phase.name, "FAIL", self.loss, failure="diverged")
         cv = None if self.step.cv is None or self.config is None else self.config.cv.model_dump()
-        return TrialRecord(
+        return PlanTrial(
             self.trial.number,
             self.step.phase.name,
             "COMPLETE",

@@ -36,7 +36,7 @@ from search.study.choices import phase_choices
 from search.study.loss_params import InvalidLoss
 from search.study.noise import stats_metrics, trial_stats
 from search.study.oof_store import oof_dir, write_trial_oof
-from search.study.plan import Step, TrialRecord, Wait, pending_steps, trial_cv
+from search.study.plan import PlanTrial, Step, Wait, pending_steps, trial_cv
 from search.study.results import results_table, trial_records
 from search.study.study_record import read_study
 from search.study.trial_record import write_trial
@@ -198,7 +198,7 @@ class Worker:
         study, trial, result = self.s.study, state.trial, outcome
         config, run_id = state.trained()
         cv = None if state.step.cv is None else config.cv.model_dump()  # a confirm trial's own CV settings
-        me = TrialRecord(trial.number, state.step.phase.name, "RUNNING", state.loss, cv=cv)
+        me = PlanTrial(trial.number, state.step.phase.name, "RUNNING", state.loss, cv=cv)
         stats = trial_stats(trial_records(study), me, result, config, self.s.file.reference_loss)
         write_trial(trial, stats)
         self._keep_oof(trial.number, run_id, result, config)

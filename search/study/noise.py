@@ -30,7 +30,7 @@ from objectives.config import TrialConfig
 from objectives.evaluate import EvaluationResult
 from objectives.stats import BETTER, WORSE, corrected_se
 from search.study.choices import paired
-from search.study.plan import TrialRecord, config_key
+from search.study.plan import PlanTrial, config_key
 from search.study.ranking import best
 from search.study.trial_record import StoredTrial
 
@@ -54,8 +54,8 @@ def result_scores(result: EvaluationResult, folds: int) -> dict[str, Any]:
 
 
 def trial_stats(
-    records: list[TrialRecord],
-    record_of_trial: TrialRecord,
+    records: list[PlanTrial],
+    record_of_trial: PlanTrial,
     result: EvaluationResult,
     config: TrialConfig,
     reference: dict,
@@ -64,7 +64,7 @@ def trial_stats(
     part of its record (only those fields set); ``records`` are the study's other trials."""
     folds = config.cv.folds
     scores = result_scores(result, folds)
-    me = TrialRecord(
+    me = PlanTrial(
         number=record_of_trial.number,
         phase=record_of_trial.phase,
         state="COMPLETE",

@@ -5,7 +5,7 @@ they can never name different trials.
 
 The primitives: the highest score, and among equal scores the lowest trial number (the configuration that got
 there first). They work on anything with a score and a number: Optuna trials and
-:class:`~search.study.plan.TrialRecord` (``value`` and ``number``, the default), or rows of a table (given
+:class:`~search.study.plan.PlanTrial` (``value`` and ``number``, the default), or rows of a table (given
 ``score`` and ``number``).
 
 The study's choice, :func:`choose`, by rule (``export --by``):
@@ -43,7 +43,7 @@ T = TypeVar("T")
 Rule = Literal["mean", "honest", "confirmed", "later"]
 RULES = ("auto", "mean", "honest", "confirmed")
 
-# The defaults read ``value`` and ``number`` of whatever is ranked (an Optuna trial, a TrialRecord): typed Any so
+# The defaults read ``value`` and ``number`` of whatever is ranked (an Optuna trial, a PlanTrial): typed Any so
 # that they fit the ``Callable[[T], ...]`` parameters for every T; callers rank scored items only.
 
 

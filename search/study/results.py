@@ -6,7 +6,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
-from search.study.plan import TrialRecord, config_key
+from search.study.plan import PlanTrial, config_key
 from search.study.ranking import choose, reference_trial
 from search.study.stored_config import stored_loss
 from search.study.trial_record import StoredTrial, read_trial
@@ -45,10 +45,10 @@ COLUMNS = [
 ]
 
 
-def record_of(t: optuna.trial.FrozenTrial, stored: StoredTrial | None = None) -> TrialRecord:
+def record_of(t: optuna.trial.FrozenTrial, stored: StoredTrial | None = None) -> PlanTrial:
     """What the plan and the paired comparisons read of a stored trial (``stored``: its record, when read)."""
     a = stored or read_trial(t)
-    return TrialRecord(
+    return PlanTrial(
         number=t.number,
         phase=a.phase_name,
         state=t.state.name,
@@ -64,7 +64,7 @@ def record_of(t: optuna.trial.FrozenTrial, stored: StoredTrial | None = None) ->
     )
 
 
-def trial_records(study: optuna.Study) -> list[TrialRecord]:
+def trial_records(study: optuna.Study) -> list[PlanTrial]:
     return [record_of(t) for t in study.get_trials(deepcopy=False)]
 
 
