@@ -94,10 +94,10 @@ def evaluate_baseline(dataset: Dataset, cv: CVConfig, metric: MetricConfig) -> B
     scores = score_oof(dataset.y, oof, fold_of_row, metric)
     return BaselineResult(
         metric=metric.label,
-        oof_score=scores["oof_score"],
-        threshold=scores["threshold"],
-        estimate=estimate(scores["fold_scores"], cv.folds, mean=scores["oof_score"]),
-        fold_scores=[float(v) for v in scores["fold_scores"]],
+        oof_score=scores.oof_score,
+        threshold=scores.threshold,
+        estimate=estimate(scores.fold_scores, cv.folds, mean=scores.oof_score),
+        fold_scores=[float(v) for v in scores.fold_scores],
         folds=cv.folds,
         seconds=time.perf_counter() - start,
         fold_of_row_by_repeat=fold_of_row,

@@ -32,7 +32,7 @@ from objectives.epochs import choose_epochs
 from objectives.errors import TrainingDiverged
 from objectives.memory import check_trial_memory
 from objectives.preprocess import fit_fold_preprocessors
-from objectives.scoring import score_oof
+from objectives.scoring import OofScores, score_oof
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,12 @@ class EvaluationResult:
         "train_loss",
         "val_loss",
     )
+
+    @classmethod
+    def of(cls, scores: OofScores, **measured: Any) -> EvaluationResult:
+        """The result of a trial scored as ``scores`` (:func:`~objectives.scoring.score_oof`), with what else it
+        ``measured`` (rows, fingerprint, time, learning curves)."""
+        return cls(**scores.by_name(), **measured)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -199,17 +205,19 @@ def evaluate_batch(
         models = slice(i * n_splits, (i + 1) * n_splits)
         epochs, curve, logits = _chosen_logits(dataset, config, prepared, trained, models)
         oof, fold_of_row = _oof(dataset.n_rows, config.cv, prepared.val_rows, logits)
-        result = score_oof(dataset.y, oof, fold_of_row, config.metric)
-        result.update(train_loss=trained.train_loss[models], val_loss=trained.val_loss[models])
-        result.update(chosen_epochs=epochs, epoch_curve=curve)
-        log.info("evaluated %s: oof %s=%.4f", config.loss, config.metric.label, result["oof_score"])
+        scores = score_oof(dataset.y, oof, fold_of_row, config.metric)
+        log.info("evaluated %s: oof %s=%.4f", config.loss, config.metric.label, scores.oof_score)
         outcomes.append(
-            EvaluationResult(
+            EvaluationResult.of(
+                scores,
                 n_rows=dataset.n_rows,
                 positive_rate=dataset.positive_rate,
                 fingerprint=dataset.fingerprint,
                 seconds=seconds,
-                **result,
+                train_loss=trained.train_loss[models],
+                val_loss=trained.val_loss[models],
+                chosen_epochs=epochs,
+                epoch_curve=curve,
             )
         )
     log.info("trained %d configuration(s) x %d split(s) in %.2fs", len(configs), n_splits, seconds)

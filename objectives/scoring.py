@@ -5,6 +5,7 @@ threshold-free metrics. No training here: a test or a report can score OOF predi
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,39 @@ from objectives.config import MetricConfig
 from objectives.threshold import best_threshold, cross_fitted_scores, score_at
 
 
-def score_oof(y: np.ndarray, oof: np.ndarray, fold_of_row: np.ndarray, metric: MetricConfig) -> dict[str, Any]:
+@dataclass(frozen=True)
+class OofScores:
+    """Every score of OOF probabilities (:func:`score_oof`); the scores part of
+    :class:`~objectives.evaluate.EvaluationResult`, under the same names."""
+
+    metric: str
+    threshold: float
+    oof_score: float  # optimistic: the threshold was chosen on these same OOF rows
+    honest_score_mean: float  # cross-fitted: fold k scored at the threshold chosen on the other folds
+    honest_score_std: float
+    honest_fold_scores: list[float]
+    fold_scores: list[float]  # each fold's metric at the threshold, repeat-major (r * folds + k)
+    repeats: int
+    repeat_scores: list[float]  # repeat r's OOF score at the threshold; oof_score is their mean
+    f1_at_0_5: float
+    precision: float
+    recall: float
+    roc_auc: float
+    pr_auc: float
+    log_loss: float
+    confusion_matrix: list[list[int]]  # [[tn, fp], [fn, tp]] at the threshold
+    oof_proba: np.ndarray = field(repr=False)  # repeat 0's, [rows]
+    fold_of_row: np.ndarray = field(repr=False)
+    y_true: np.ndarray = field(repr=False)
+    oof_proba_by_repeat: np.ndarray = field(repr=False)  # [repeats, rows]
+    fold_of_row_by_repeat: np.ndarray = field(repr=False)
+
+    def by_name(self) -> dict[str, Any]:
+        """Every field by its name, the arrays not copied (``dataclasses.asdict`` would copy them)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def score_oof(y: np.ndarray, oof: np.ndarray, fold_of_row: np.ndarray, metric: MetricConfig) -> OofScores:
     """Threshold and every score, from OOF probabilities alone: ``oof`` and ``fold_of_row`` are ``[n_rows]``
     (one repeat) or ``[repeats, n_rows]``.
 
@@ -40,7 +73,7 @@ def score_oof(y: np.ndarray, oof: np.ndarray, fold_of_row: np.ndarray, metric: M
     tp, fp = int(np.sum(pred & yb)), int(np.sum(pred & ~yb))
     fn, tn = int(np.sum(~pred & yb)), int(np.sum(~pred & ~yb))
     f1 = MetricConfig(name="f1")
-    return dict(
+    return OofScores(
         metric=metric.label,
         threshold=t,
         # one repeat: the score found with the threshold, as before; several: the mean of the repeats'

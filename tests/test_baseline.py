@@ -30,9 +30,9 @@ def test_baseline_uses_exactly_the_trials_folds(small_dataset, fast_config, repe
 def test_baseline_is_scored_as_a_trial(small_dataset, fast_config):
     baseline = evaluate_baseline(small_dataset, fast_config.cv, fast_config.metric)
     again = score_oof(small_dataset.y, baseline.oof_proba_by_repeat, baseline.fold_of_row_by_repeat, fast_config.metric)
-    assert baseline.oof_score == pytest.approx(again["oof_score"], abs=1e-12)
-    assert baseline.threshold == pytest.approx(again["threshold"], abs=1e-12)
-    assert baseline.estimate.se == pytest.approx(corrected_se(again["fold_scores"], 3), abs=1e-12)
+    assert baseline.oof_score == pytest.approx(again.oof_score, abs=1e-12)
+    assert baseline.threshold == pytest.approx(again.threshold, abs=1e-12)
+    assert baseline.estimate.se == pytest.approx(corrected_se(again.fold_scores, 3), abs=1e-12)
     # a learnable table: the yardstick learns it
     assert baseline.oof_score > 0.6
 

@@ -19,7 +19,7 @@ from search.model.exported_config import load_exported
 from search.model.model_dir_loading import load_model_dir
 from search.study.choices import paired
 from search.study.oof_store import OOFMismatch, load_oof_set, oof_dir, read_trial_oof, write_trial_oof
-from search.study.steps import TrialRecord
+from search.study.steps import PlanTrial
 from tests.conftest import synthetic_frame
 
 STUDY = """\
@@ -34,7 +34,7 @@ budget: {trials_per_week: 4}
 
 def _record(n, seed=0, folds=5, repeats=1, data="sha256:a", scores=(0.5, 0.6, 0.55, 0.52, 0.58)):
     loss = {"alpha": None, "gamma": 2.0, "bce_weight": 0.5, "focal_weight": 0.5}
-    return TrialRecord(
+    return PlanTrial(
         n, "p", "COMPLETE", loss, value=0.6, cv_seed=seed, fold_scores=scores, folds=folds, repeats=repeats,
         fingerprint=data,
     )  # fmt: skip

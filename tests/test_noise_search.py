@@ -157,11 +157,11 @@ def test_confirm_reruns_the_top_configurations_on_seeds_no_earlier_trial_used(se
 
 
 def test_a_second_confirm_phase_takes_a_new_block_of_seeds():
-    from search.study.plan import TrialRecord
+    from search.study.plan import PlanTrial
 
     def rec(n, phase, seed, cv=None, value=0.5):
         loss = {"alpha": None, "gamma": 2.0, "bce_weight": 0.5, "focal_weight": 0.5 + n / 100}
-        return TrialRecord(n, phase, "COMPLETE", loss, value=value, cv=cv, cv_seed=seed)
+        return PlanTrial(n, phase, "COMPLETE", loss, value=value, cv=cv, cv_seed=seed)
 
     grid = Phase(name="g", grid=[{"bce_weight": 0.5, "focal_weight": 0.5 + n / 100} for n in range(3)])
     phases = (
@@ -175,12 +175,12 @@ def test_a_second_confirm_phase_takes_a_new_block_of_seeds():
     assert (step.phase.name, step.cv) == ("c1", {"seed": 1000, "repeats": 3})
     assert step.loss["focal_weight"] == 0.5  # the reference first
     done += [
-        TrialRecord(n, "c1", "COMPLETE", done[i].loss, value=0.8, cv={"seed": 1000}, cv_seed=1000)
+        PlanTrial(n, "c1", "COMPLETE", done[i].loss, value=0.8, cv={"seed": 1000}, cv_seed=1000)
         for n, i in ((3, 0), (4, 1))
     ]  # the reference (trial 0's configuration) and the best (trial 1's)
     step = next_step(phases, done, study_seed=5)
     assert step.phase.name == "g2"
-    done.append(TrialRecord(5, "g2", "COMPLETE", {**done[1].loss, "gamma": 3.0}, value=0.95, cv_seed=5))
+    done.append(PlanTrial(5, "g2", "COMPLETE", {**done[1].loss, "gamma": 3.0}, value=0.95, cv_seed=5))
     step = next_step(phases, done, study_seed=5)
     assert (step.phase.name, step.cv["seed"], step.loss["gamma"]) == ("c2", 2000, 3.0)
 

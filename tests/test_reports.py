@@ -28,8 +28,8 @@ def make_trial(n: int = 300, seed: int = 0, metric: MetricConfig = DEFAULT_METRI
     scored = score_oof(y, proba, fold_of_row, metric)
     train_loss = np.linspace(0.7, 0.3, EPOCHS)[None, :] + 0.01 * np.arange(FOLDS)[:, None]
     val_loss = train_loss + 0.05
-    result = EvaluationResult(
-        **scored,
+    result = EvaluationResult.of(
+        scored,
         train_loss=train_loss,
         val_loss=val_loss,
         n_rows=n,

@@ -238,12 +238,12 @@ def test_a_plan_point_is_validated_when_the_step_is_made():
     """Before any budget slot: the step carries its typed loss, or the reason LossConfig refuses it."""
     from search.study.loss_params import InvalidLoss
     from search.study.phases import Phase
-    from search.study.plan import TrialRecord, pending_steps
+    from search.study.plan import PlanTrial, pending_steps
 
     phases = tuple(Phase(**p) for p in yaml.safe_load(INVALID_POINT_PLAN)["plan"])
     (first,) = pending_steps(phases, [], limit=16)
     assert first.invalid is None and first.loss_config == LossConfig(gamma=2, bce_weight=0, focal_weight=1)
-    done = [TrialRecord(0, "focal", "COMPLETE", first.loss_config.model_dump(), value=0.5)]
+    done = [PlanTrial(0, "focal", "COMPLETE", first.loss_config.model_dump(), value=0.5)]
     refused, valid = pending_steps(phases, done, limit=16)
     assert refused.loss_config is None and refused.invalid == NO_NEGATIVE_LOSS
     with pytest.raises(InvalidLoss, match="gives the negatives no loss"):

@@ -24,6 +24,8 @@ from search.study.results import trial_records
 from search.study.stored_config import stored_config
 from search.study.study_ensemble import StudyEnsemble, study_ensemble
 from search.study.study_file import StudyFile, load_study_file
+from search.study.study_record import read_study
+from search.study.trial_record import read_trial
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -59,7 +61,7 @@ def export_ensemble(
     configs = [stored_config(trials[n]) for n in found.trials]
     exported = _exported(file.name, found, configs, trials, file)
     dump_exported(exported, out, fmt)
-    run_id = study.user_attrs.get("mlflow_parent_run_id")
+    run_id = read_study(study).mlflow_parent_run_id
     if not log_to_mlflow or not run_id:
         return exported, None
     from search.tracking.mlflow_locations import check_tracking_reachable
@@ -92,19 +94,20 @@ def _exported(
             raise LosstuneError(f"trial {n} ran with other model, training or CV settings: it cannot join the ensemble")
     spec = _spec(found, members)
     lead_trial = trials[found.trials[lead]]
+    lead_record = read_trial(lead_trial)
     provenance = Provenance(
         study=name,
         trial=lead_trial.number,
         phase="ensemble",
         selected_by="ensemble",
-        mlflow_run_id=lead_trial.user_attrs.get("mlflow_run_id"),
+        mlflow_run_id=lead_record.mlflow_run_id,
         experiment=file.experiment,
         tracking_uri=_display(file.tracking_uri),
         metric=first.metric.label,
         cv_score=found.oof_score,
         honest_score=found.honest_score,
-        data_fingerprint=lead_trial.user_attrs.get("data_fingerprint"),
-        week=lead_trial.user_attrs.get("week"),
+        data_fingerprint=lead_record.data_fingerprint,
+        week=lead_record.week,
         exported_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         versions=versions(),
     )

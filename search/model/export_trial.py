@@ -28,6 +28,7 @@ from search.study.plan import config_key
 from search.study.ranking import choose
 from search.study.stored_config import stored_config
 from search.study.study_file import StudyFile, load_study_file
+from search.study.trial_record import read_trial
 from search.study.verdict import confidence, format_confidence
 
 if TYPE_CHECKING:
@@ -98,11 +99,12 @@ def export_trial(
     check_stores(file.storage_url, file.tracking_uri)
     study = load_study(file)
     trial = select_trial(study, by, number)
-    config = trial_epochs(stored_config(trial), trial.user_attrs.get("chosen_epochs"))
-    if trial.user_attrs.get("threshold") is None:
+    record = read_trial(trial)
+    config = trial_epochs(stored_config(trial, record), record.chosen_epochs)
+    if record.threshold is None:
         raise LosstuneError(f"trial {trial.number} has no threshold recorded")
     tracker = StudyTracker(file.tracking_uri, file.experiment, artifact_location=file.artifact_location)
-    run = _get_run(tracker, trial.user_attrs.get("mlflow_run_id"))
+    run = _get_run(tracker, record.mlflow_run_id)
     exported = _exported(file, study, trial, config, by, number, tracker.display_uri)
     dump_exported(exported, out, fmt, inputs=inputs)
     if not log_to_mlflow:
@@ -158,32 +160,30 @@ def _exported(
     trials = study.get_trials(deepcopy=False)
     choice = None if number is not None else choose(trials, by)
     rule = "trial" if choice is None else choice.rule
-    attrs = trial.user_attrs
-    if trial.value is None:  # select_trial returns COMPLETE trials only
+    attrs = read_trial(trial)
+    if trial.value is None or attrs.threshold is None:  # select_trial returns COMPLETE trials only
         raise LosstuneError(f"trial {trial.number} has no score to export")
     provenance = Provenance(
         study=file.name,
         trial=trial.number,
-        phase=attrs.get("phase"),
+        phase=attrs.phase,
         selected_by=rule,
-        mlflow_run_id=attrs.get("mlflow_run_id"),
+        mlflow_run_id=attrs.mlflow_run_id,
         tracking_uri=tracking_uri,
         experiment=file.experiment,
         metric=config.metric.label,
         cv_score=trial.value,
-        honest_score=attrs.get("honest_score"),
-        honest_score_std=attrs.get("honest_score_std"),
-        data_fingerprint=attrs.get("data_fingerprint"),
-        week=attrs.get("week"),
+        honest_score=attrs.honest_score,
+        honest_score_std=attrs.honest_score_std,
+        data_fingerprint=attrs.data_fingerprint,
+        week=attrs.week,
         exported_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         versions=versions(),
         confidence=confidence(
             trial, rule, trials, config_key(file.reference_loss), None if choice is None else choice.why
         ),
     )
-    return ExportedConfig.of_trial(
-        config, float(attrs["threshold"]), file.data_spec, provenance, module_dir_of(config, file)
-    )
+    return ExportedConfig.of_trial(config, attrs.threshold, file.data_spec, provenance, module_dir_of(config, file))
 
 
 def module_dir_of(config: TrialConfig, file: StudyFile) -> Path | None:

@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from objectives.errors import LosstuneError
 from search.run import optuna_private
+from search.study.trial_record import stored_attrs
 
 if TYPE_CHECKING:
     from optuna.storages import RDBStorage
@@ -88,8 +89,8 @@ def fail_stale_trial(storage: RDBStorage, trial_id: int, kind: str, reason: str)
     from optuna.trial import TrialState
 
     try:
-        storage.set_trial_user_attr(trial_id, "failure", kind)
-        storage.set_trial_user_attr(trial_id, "failure_reason", reason)
+        for key, value in stored_attrs(failure=kind, failure_reason=reason).items():  # the trial's record
+            storage.set_trial_user_attr(trial_id, key, value)
         return bool(storage.set_trial_state_values(trial_id, state=TrialState.FAIL))
     except UpdateFinishedTrialError:
         return False

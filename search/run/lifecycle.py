@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 from search.run.heartbeats import first_beat, heartbeats
 from search.run.interrupts import stop_signals_held
 from search.run.trial_outcome import TrialOutcome, TrialProgress
+from search.study.trial_record import write_trial
 
 if TYPE_CHECKING:
     import optuna
@@ -98,8 +99,7 @@ def fail_trial(
 ) -> TrialOutcome:
     """Tell the trial FAIL with ``failure=kind`` and ``failure_reason=reason``, then close its MLflow run."""
     trial = state.trial
-    trial.set_user_attr("failure", kind)
-    trial.set_user_attr("failure_reason", reason)
+    write_trial(trial, failure=kind, failure_reason=reason)
     study.tell(trial, state=TrialState.FAIL)
     state.told = True
     if state.run_id is not None:

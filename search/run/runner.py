@@ -21,10 +21,13 @@ from search.run.heartbeats import grace_seconds
 from search.run.interrupts import stop_signals_as_interrupt, stop_signals_held
 from search.run.options import SearchOptions
 from search.run.processes import run_workers
-from search.run.session import PARENT_OPEN_ATTR, StudySession
+from search.run.session import StudySession
 from search.run.storage import init_lock, storage_fault
 from search.study.plan import plan_step
 from search.study.results import trial_records
+from search.study.stored_config import stored_loss
+from search.study.study_record import read_study, write_study
+from search.study.trial_record import read_trial
 from search.tracking.run_params import UNWEIGHTED, study_params
 
 if TYPE_CHECKING:
@@ -99,11 +102,10 @@ def _open_parent_run(session: StudySession, options: SearchOptions, week: str, e
             return None
         parent = tracker.ensure_parent_run(
             session.file.name,
-            session.study.user_attrs.get("mlflow_parent_run_id"),
+            read_study(session.study).mlflow_parent_run_id,
             params=study_params(session.file, session.storage_display),
         )
-        session.study.set_user_attr("mlflow_parent_run_id", parent)
-        session.study.set_user_attr(PARENT_OPEN_ATTR, True)
+        write_study(session.study, mlflow_parent_run_id=parent, mlflow_parent_open=True)
     return _ThisRun(session, tracker, week, budget, spent, parent)
 
 
@@ -137,7 +139,7 @@ def _work(study_path: Path, options: SearchOptions, run: _ThisRun, echo: Echo) -
     finally:
         try:
             run.tracker.set_parent_finished(run.parent, status)
-            session.study.set_user_attr(PARENT_OPEN_ATTR, False)
+            write_study(session.study, mlflow_parent_open=False)
         except Exception:
             # the study still records its parent run as open: the next search closes it
             log.info("could not set the MLflow parent run %s to %s", run.parent, status)
@@ -233,13 +235,13 @@ def _print_interrupted(
 
     try:
         mine = [
-            t
+            (t, record)
             for t in session.study.get_trials(deepcopy=False)
-            if t.number >= first_trial and t.user_attrs.get("worker") in workers
+            if t.number >= first_trial and (record := read_trial(t)).worker in workers
         ]
-        complete = sum(1 for t in mine if t.state == TrialState.COMPLETE)
-        stopped = [t.number for t in mine if t.user_attrs.get("failure") == "interrupted"]
-        failed = sum(1 for t in mine if t.state == TrialState.FAIL) - len(stopped)
+        complete = sum(1 for t, _ in mine if t.state == TrialState.COMPLETE)
+        stopped = [t.number for t, record in mine if record.failure == "interrupted"]
+        failed = sum(1 for t, _ in mine if t.state == TrialState.FAIL) - len(stopped)
         where = f"budget {session.ledger.spent(week)}/{budget} used in {week}"
     except Exception:
         echo("interrupted")
@@ -262,10 +264,10 @@ def _print_summary(session: StudySession, tracker: StudyTracker, week: str, budg
     choice = choose(trials)  # the one rule: what status and export name, with the same verdict
     if choice is not None:
         best = choice.trial
-        loss = best.user_attrs["loss"]
+        record = read_trial(best)
         echo(
-            f"best: trial {best.number} ({best.user_attrs.get('phase')}) "
-            + " ".join(f"{k}={UNWEIGHTED if v is None else f'{v:g}'}" for k, v in loss.items())
+            f"best: trial {best.number} ({record.phase}) "
+            + " ".join(f"{k}={UNWEIGHTED if v is None else f'{v:g}'}" for k, v in stored_loss(best, record).items())
             + f"  score {best.value:.4f}"
         )
         sure = confidence(best, choice.rule, trials, config_key(session.file.reference_loss), choice.why)

@@ -27,6 +27,8 @@ from search.run.storage import (
 from search.run.store_check import check_store, check_stores
 from search.study.plan import distribution_bounds
 from search.study.study_file import StudyFile, load_study_file
+from search.study.study_record import read_study, write_study
+from search.study.trial_record import read_trial
 from search.tracking.mlflow_locations import check_tracking_reachable
 
 # Only what every command needs is imported here. The data (pandas), the folds (torch, scikit-learn) and MLflow
@@ -44,8 +46,6 @@ log = logging.getLogger(__name__)
 
 STALE_REASON = "worker stopped without finishing the trial (no heartbeat): retried"
 STALE_FAILURE = "stale"  # the ``failure`` user attr of a trial failed for its silent heartbeat
-# a study user attr: true while a search holds the study's MLflow parent run RUNNING
-PARENT_OPEN_ATTR = "mlflow_parent_open"
 # the status of a parent run found RUNNING after every worker that held it has gone
 ABANDONED_PARENT_STATUS = "FAILED"
 
@@ -137,10 +137,11 @@ class StudySession:
         return self._prepared
 
     def _check_fingerprint(self, dataset: Dataset, allow_change: bool) -> None:
-        recorded = self.study.user_attrs.get("data_fingerprint")
+        stored = read_study(self.study)
+        recorded = stored.data_fingerprint
         current = dataset.fingerprint
         if recorded is None:
-            self.study.set_user_attr("data_fingerprint", current)
+            write_study(self.study, data_fingerprint=current)
         elif recorded != current:
             if not allow_change:
                 raise LosstuneError(
@@ -149,9 +150,8 @@ class StudySession:
                     "(another name:), or pass --allow-data-change to continue and tag the following trials"
                 )
             log.warning("data changed (%s -> %s): continuing, following trials are tagged", recorded, current)
-            history = list(self.study.user_attrs.get("data_fingerprint_history", [recorded]))
-            self.study.set_user_attr("data_fingerprint_history", [*history, current])
-            self.study.set_user_attr("data_fingerprint", current)
+            history = stored.data_fingerprint_history or (recorded,)
+            write_study(self.study, data_fingerprint_history=[*history, current], data_fingerprint=current)
 
     def tracker(self) -> StudyTracker:
         from search.tracking.tracker import StudyTracker
@@ -172,7 +172,7 @@ class StudySession:
             adopt_silent_trials(self.storage, self.study_id)
             stale = stale_trial_ids(self.storage, self.study_id)
         if tracker is None:
-            if not stale and not self.study.user_attrs.get(PARENT_OPEN_ATTR):
+            if not stale and not read_study(self.study).mlflow_parent_open:
                 return 0  # nothing a dead worker left: no need to open MLflow at all
             tracker = self.tracker()
         numbers = {self.storage.get_trial_number_from_id(trial_id) for trial_id in stale}
@@ -187,8 +187,9 @@ class StudySession:
         study records its parent run as open."""
         from optuna.trial import TrialState
 
-        parent = self.study.user_attrs.get("mlflow_parent_run_id")
-        if not parent or not self.study.user_attrs.get(PARENT_OPEN_ATTR):
+        stored = read_study(self.study)
+        parent = stored.mlflow_parent_run_id
+        if not parent or not stored.mlflow_parent_open:
             return False
         if any(t.state == TrialState.RUNNING for t in self.study.get_trials(deepcopy=False)):
             return False  # a live worker still holds it; it closes the parent when it ends
@@ -198,7 +199,7 @@ class StudySession:
         if closed:
             tracker.set_parent_finished(parent, ABANDONED_PARENT_STATUS)
             log.info("closed the study's MLflow parent run %s, left RUNNING by a stopped search", parent)
-        self.study.set_user_attr(PARENT_OPEN_ATTR, False)
+        write_study(self.study, mlflow_parent_open=False)
         return closed
 
 
@@ -214,9 +215,10 @@ def close_orphan_runs(study: optuna.Study, tracker: StudyTracker, stale_numbers:
     from search.tracking.mlflow_store import TAG_TRIAL
 
     trials = study.get_trials(deepcopy=False)
-    linked = {t.user_attrs["mlflow_run_id"]: t for t in trials if "mlflow_run_id" in t.user_attrs}
+    records = {t.number: read_trial(t) for t in trials}
+    linked = {run_id: t for t in trials if (run_id := records[t.number].mlflow_run_id) is not None}
     by_number = {t.number: t for t in trials}
-    parent = study.user_attrs.get("mlflow_parent_run_id")
+    parent = read_study(study).mlflow_parent_run_id
     closed = 0
     for run in tracker.running_runs():
         tags = run.data.tags
@@ -230,7 +232,7 @@ def close_orphan_runs(study: optuna.Study, tracker: StudyTracker, stale_numbers:
         elif trial.state not in (TrialState.FAIL, TrialState.COMPLETE):
             continue
         elif trial.state == TrialState.FAIL:
-            tracker.fail_trial(run.info.run_id, trial.user_attrs.get("failure_reason") or STALE_REASON)
+            tracker.fail_trial(run.info.run_id, records[trial.number].failure_reason or STALE_REASON)
         else:
             tracker.mark_finished(run.info.run_id)
         closed += 1

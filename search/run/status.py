@@ -17,6 +17,7 @@ from search.study.ranking import choose, reference_trial
 from search.study.results import format_table, results_rows, trial_records
 from search.study.stored_config import stored_config
 from search.study.study_ensemble import StudyEnsemble, ensemble_row, format_ensemble, study_ensemble
+from search.study.trial_record import read_trial
 from search.study.verdict import Confidence, confidence, format_confidence
 
 
@@ -45,7 +46,7 @@ def study_status(study_path: Path, budget_override: int | None = None) -> dict:
         if best is None or choice is None
         else {
             "trial": best.number,
-            "phase": best.user_attrs.get("phase", "?"),
+            "phase": read_trial(best).phase_name,
             "score": best.value,
             **stored_config(best).loss.model_dump(),
             "rule": choice.rule,

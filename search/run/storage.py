@@ -24,6 +24,8 @@ from objectives.errors import LosstuneError
 from search.formats.redaction import redact_text, redact_url
 from search.run.heartbeats import grace_seconds, heartbeat_seconds
 from search.run.optuna_private import study_in_database
+from search.study.study_record import STUDY_FORMAT_ATTR as STUDY_FORMAT_ATTR  # where the format is kept
+from search.study.study_record import study_format, write_study
 
 if TYPE_CHECKING:
     import optuna
@@ -198,7 +200,6 @@ def open_optuna_storage(url: str) -> RDBStorage:
 # The study format: a study user attr written when losstune creates a study. Format 1: every trial carries the
 # configuration it ran with (search.study.stored_config.CONFIG_ATTR). A study with trials and no format was
 # written before that record; the last losstune that reads it is READS_UNFORMATTED (docs/guide/study-file.md).
-STUDY_FORMAT_ATTR = "losstune_study_format"
 STUDY_FORMAT = 1
 READS_UNFORMATTED = "0.1.0"
 
@@ -224,12 +225,12 @@ def open_study(name: str, storage: RDBStorage, *, create: bool = False) -> optun
 def check_study_format(study: optuna.Study, name: str, *, mark: bool = False) -> None:
     """Refuse, in one line, a study written by another losstune study format; a study without trials and without
     a format is this losstune's own (created, or left empty): ``mark`` writes the format on it."""
-    version = study.user_attrs.get(STUDY_FORMAT_ATTR)
+    version = study_format(study)
     if version == STUDY_FORMAT:
         return
     if version is None and not study.get_trials(deepcopy=False):
         if mark:
-            study.set_user_attr(STUDY_FORMAT_ATTR, STUDY_FORMAT)
+            write_study(study, losstune_study_format=STUDY_FORMAT)
         return
     if version is None:
         raise LosstuneError(

@@ -1,6 +1,6 @@
 """What asking Optuna for a step's trial takes: the sampler (a grid point's values fixed, a TPE phase's space
 drawn), the loss parameters suggested to it (so that Optuna records them as params TPE can learn from), and the
-user attrs the trial is written with, its stored configuration (:mod:`search.study.stored_config`) among them."""
+fields of its record the trial is written with (:mod:`search.study.trial_record`), its configuration among them."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from objectives.config import CVConfig, TrialConfig
 from search.run.budget import worker_id
 from search.study.loss_params import LOSS_PARAMS
 from search.study.plan import Step
-from search.study.stored_config import CONFIG_ATTR, config_attr
 
 if TYPE_CHECKING:
     import optuna
@@ -53,10 +52,11 @@ def trial_attrs(
     cv: CVConfig,
     config: TrialConfig | None,
 ) -> dict[str, Any]:
-    """The user attrs a trial is asked with, written before it trains (a killed trial has them too): where it
-    stands in the plan and the budget, its ``loss`` and CV seed (and a confirm trial's own ``cv``), then its
-    configuration record; an invalid configuration (``config`` None) has none."""
-    attrs: dict[str, Any] = {
+    """The fields of its record (:class:`~search.study.trial_record.StoredTrial`) a trial is asked with, written
+    before it trains (a killed trial has them too): where it stands in the plan and the budget, its ``loss`` and
+    CV seed (and a confirm trial's own ``cv``), then its configuration; an invalid configuration (``config``
+    None) has none."""
+    fields: dict[str, Any] = {
         "phase": step.phase.name,
         "phase_index": step.phase_index,
         "week": week,
@@ -65,8 +65,8 @@ def trial_attrs(
         "worker": worker_id(),
         "data_fingerprint": fingerprint,
         "cv_seed": cv.seed,
-        **({"cv": cv.model_dump()} if step.cv is not None else {}),
+        **({"cv": cv} if step.cv is not None else {}),
     }
     if config is not None:
-        attrs[CONFIG_ATTR] = config_attr(config)
-    return attrs
+        fields["trial_config"] = config
+    return fields

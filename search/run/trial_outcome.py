@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 from objectives.config import TrialConfig
 from objectives.errors import TrainingDiverged
 from search.study.loss_params import UNWEIGHTED
-from search.study.plan import Step, TrialRecord
+from search.study.plan import PlanTrial, Step
+from search.study.trial_record import StoredTrial
 
 if TYPE_CHECKING:
     import optuna
@@ -25,7 +26,7 @@ class TrialOutcome:
     state: str
     result: EvaluationResult | None = None
     reason: str | None = None
-    stats: dict | None = None  # search.study.noise.trial_stats: SEs and paired differences
+    stats: StoredTrial | None = None  # search.study.noise.trial_stats: SEs and paired differences
     batch_size: int = 1  # trials trained together in one job (the result's seconds are the job's)
 
 
@@ -49,12 +50,12 @@ class TrialProgress:
             raise RuntimeError(f"trial {self.trial.number} was not asked with a valid configuration and a run")
         return self.config, self.run_id
 
-    def record(self, outcome: EvaluationResult | TrainingDiverged) -> TrialRecord:
+    def record(self, outcome: EvaluationResult | TrainingDiverged) -> PlanTrial:
         """What the plan will read of this trial once it is told."""
         if isinstance(outcome, TrainingDiverged):
-            return TrialRecord(self.trial.number, self.step.phase.name, "FAIL", self.loss, failure="diverged")
+            return PlanTrial(self.trial.number, self.step.phase.name, "FAIL", self.loss, failure="diverged")
         cv = None if self.step.cv is None or self.config is None else self.config.cv.model_dump()
-        return TrialRecord(
+        return PlanTrial(
             self.trial.number,
             self.step.phase.name,
             "COMPLETE",
@@ -84,17 +85,15 @@ def _time(seconds: float, batch_size: int) -> str:
     return f"{seconds / batch_size:.1f}s (1/{batch_size} of a {seconds:.1f}s batch)"
 
 
-def _with_noise(score: float, stats: dict | None) -> str:
-    return f"{score:.4f}" if not stats else f"{score:.4f} ± {stats['cv_score_se']:.4f}"
+def _with_noise(score: float, stats: StoredTrial | None) -> str:
+    return f"{score:.4f}" if stats is None or stats.cv_score_se is None else f"{score:.4f} ± {stats.cv_score_se:.4f}"
 
 
-def _vs_reference(stats: dict | None) -> str:
-    if not stats or stats.get("diff_vs_reference") is None:
+def _vs_reference(stats: StoredTrial | None) -> str:
+    c = None if stats is None else stats.comparison("reference")
+    if stats is None or c is None:
         return ""
     from search.study.verdict import reference_words
 
-    who = reference_words(stats.get("study_reference_trial"), stats["reference_trial"], stats.get("cv_seed"))
-    return (
-        f"  vs {who}: {stats['diff_vs_reference']:+.4f} ± "
-        f"{stats['diff_vs_reference_se']:.4f} {stats['verdict_vs_reference']}"
-    )
+    who = reference_words(stats.study_reference_trial, c.trial, stats.cv_seed)
+    return f"  vs {who}: {c.diff:+.4f} ± {c.se:.4f} {c.verdict}"

@@ -36,8 +36,10 @@ from search.study.choices import phase_choices
 from search.study.loss_params import InvalidLoss
 from search.study.noise import stats_metrics, trial_stats
 from search.study.oof_store import oof_dir, write_trial_oof
-from search.study.plan import Step, TrialRecord, Wait, pending_steps, trial_cv
+from search.study.plan import PlanTrial, Step, Wait, pending_steps, trial_cv
 from search.study.results import results_table, trial_records
+from search.study.study_record import read_study
+from search.study.trial_record import write_trial
 from search.tracking.study_run import TAG_VERDICT, verdict_tag
 
 __all__ = ["Worker"]
@@ -157,9 +159,9 @@ class Worker:
             state.config = self.s.file.trial_config(step.resolved_loss(state.loss), cv=cv)
         except InvalidLoss as exc:
             invalid = f"invalid configuration: {exc}"
-        attrs = trial_attrs(step, self.week, slot, self.s.dataset.fingerprint, state.loss, cv, state.config)
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
+        write_trial(
+            trial, **trial_attrs(step, self.week, slot, self.s.dataset.fingerprint, state.loss, cv, state.config)
+        )
         if invalid is not None or state.config is None:
             self._finish(batch.fail(state, "invalid", str(invalid)), summary=True)
             return
@@ -172,7 +174,7 @@ class Worker:
             self.s.dataset.fingerprint,
             extra_tags=self._data_change_tags(),
         )
-        trial.set_user_attr("mlflow_run_id", state.run_id)
+        write_trial(trial, mlflow_run_id=state.run_id)
 
     def _train(self, to_train: list[TrialProgress]) -> list[EvaluationResult | TrainingDiverged]:
         """Train the batch as one job. A configuration whose loss diverges (NaN/inf) comes back as
@@ -194,18 +196,11 @@ class Worker:
             self._finish(fail_trial(self.s.study, self.tracker, state, "diverged", str(outcome)))
             return
         study, trial, result = self.s.study, state.trial, outcome
-        for key, value in {
-            "honest_score": result.honest_score_mean,
-            "threshold": result.threshold,
-            "seconds": result.seconds,
-            "honest_score_std": result.honest_score_std,
-        }.items():
-            trial.set_user_attr(key, value)
-        me = TrialRecord(trial.number, state.step.phase.name, "RUNNING", state.loss, cv=trial.user_attrs.get("cv"))
         config, run_id = state.trained()
+        cv = None if state.step.cv is None else config.cv.model_dump()  # a confirm trial's own CV settings
+        me = PlanTrial(trial.number, state.step.phase.name, "RUNNING", state.loss, cv=cv)
         stats = trial_stats(trial_records(study), me, result, config, self.s.file.reference_loss)
-        for key, value in stats.items():
-            trial.set_user_attr(key, value)
+        write_trial(trial, stats)
         self._keep_oof(trial.number, run_id, result, config)
         # MLflow first, then Optuna, then the run's final status: see StudyTracker.log_trial_result
         self.tracker.log_trial_result(
@@ -248,5 +243,5 @@ class Worker:
         self.tracker.log_study_summary(self.parent_run_id, table, study, notes=notes)
 
     def _data_change_tags(self) -> dict[str, str]:
-        history = self.s.study.user_attrs.get("data_fingerprint_history")
+        history = read_study(self.s.study).data_fingerprint_history
         return {"losstune.data_changed": "true", "losstune.data_previous": history[-2]} if history else {}

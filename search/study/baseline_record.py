@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from search.study.study_record import read_study, write_study
+from search.study.trial_record import read_trial
+
 if TYPE_CHECKING:
     import optuna
 
     from search.run.session import StudySession
-
-BASELINE_ATTR = "baseline"
 
 
 def _key(session: StudySession) -> dict[str, Any]:
@@ -29,14 +30,14 @@ def _key(session: StudySession) -> dict[str, Any]:
 def ensure_study_baseline(session: StudySession) -> dict[str, Any]:
     """The study's baseline record, computed and stored now if the study has none for its data and settings."""
     key = _key(session)
-    stored = session.study.user_attrs.get(BASELINE_ATTR)
+    stored = read_study(session.study).baseline
     if stored is not None and stored.get("key") == key:
         return stored
     from objectives.baseline import evaluate_baseline
 
     config = session.file.trial_config()
     record = {**evaluate_baseline(session.dataset, config.cv, config.metric).record(), "key": key}
-    session.study.set_user_attr(BASELINE_ATTR, record)
+    write_study(session.study, baseline=record)
     return record
 
 
@@ -46,11 +47,11 @@ def baseline_versus_best(study: optuna.Study, best: optuna.trial.FrozenTrial | N
     when the study has no baseline yet."""
     from objectives.baseline import baseline_line, versus_baseline
 
-    record = study.user_attrs.get(BASELINE_ATTR)
+    record = read_study(study).baseline
     if record is None:
         return None
     versus = None
-    scores = None if best is None else best.user_attrs.get("fold_scores")
+    scores = None if best is None else read_trial(best).fold_scores
     if best is not None and best.value is not None and scores and len(scores) == len(record["fold_scores"]):
         versus = versus_baseline(list(scores), best.value, record)
     out = {k: v for k, v in record.items() if k != "key"}

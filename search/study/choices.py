@@ -7,11 +7,11 @@ from __future__ import annotations
 from objectives.stats import Comparison, compare
 from search.study.loss_params import loss_text
 from search.study.phases import Phase, default_reference
-from search.study.plan import TrialRecord, best_record, config_key
+from search.study.plan import PlanTrial, best_record, config_key
 from search.study.ranking import best
 
 
-def paired(a: TrialRecord, b: TrialRecord) -> Comparison | None:
+def paired(a: PlanTrial, b: PlanTrial) -> Comparison | None:
     """A minus B on their shared splits, or None when they cannot be paired (other splits, no fold scores)."""
     if a.value is None or b.value is None or not (a.scored and b.scored and a.cv_key == b.cv_key):
         return None
@@ -21,7 +21,7 @@ def paired(a: TrialRecord, b: TrialRecord) -> Comparison | None:
 
 
 def phase_choices(
-    phases: tuple[Phase, ...], records: list[TrialRecord], reference: dict[str, float | None] | None = None
+    phases: tuple[Phase, ...], records: list[PlanTrial], reference: dict[str, float | None] | None = None
 ) -> list[str]:
     """One line per phase with a result: what it chose and whether that choice was within noise, e.g.
     ``balance: g=3 a=none w=0.8/0.2 chosen (trial 2), +0.002 ± 0.003 over g=3 a=none w=0.5/0.5 (trial 0), not
@@ -60,7 +60,7 @@ def phase_choices(
     return lines
 
 
-def _choice_line(phase: str, what: str, a: TrialRecord, b: TrialRecord, b_role: str) -> str:
+def _choice_line(phase: str, what: str, a: PlanTrial, b: PlanTrial, b_role: str) -> str:
     c = paired(a, b)
     head = f"{phase}: {loss_text(a.loss)} {what} (trial {a.number})"
     if c is None:
@@ -70,7 +70,7 @@ def _choice_line(phase: str, what: str, a: TrialRecord, b: TrialRecord, b_role: 
     return f"{head}, {c.diff:+.4f} ± {c.se:.4f} over {b_role}{loss_text(b.loss)} (trial {b.number}), {c.verdict}"
 
 
-def _kept_line(phase: str, kept: TrialRecord, own: TrialRecord) -> str:
+def _kept_line(phase: str, kept: PlanTrial, own: PlanTrial) -> str:
     """A phase none of whose trials beat the earlier choice: that choice is kept, and the phase's best is named."""
     c = paired(own, kept)
     diff = (
@@ -84,14 +84,14 @@ def _kept_line(phase: str, kept: TrialRecord, own: TrialRecord) -> str:
     )
 
 
-def _first(record: TrialRecord | None) -> TrialRecord:
+def _first(record: PlanTrial | None) -> PlanTrial:
     """The best of a pool known to hold a scored trial (the caller checked it is not empty)."""
     if record is None:
         raise ValueError("no scored trial to choose from")
     return record
 
 
-def _score(record: TrialRecord) -> float:
+def _score(record: PlanTrial) -> float:
     if record.value is None:
         raise ValueError(f"trial {record.number} has no score")
     return record.value

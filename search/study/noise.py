@@ -1,8 +1,10 @@
 """A finished trial's score with its noise, and its paired differences from the reference and the best so far.
 
-Computed once, when the trial is told (:func:`trial_stats`), and stored as the trial's Optuna user attrs; the
-MLflow metrics (:func:`stats_metrics`), the results table, ``status`` and ``export`` all read those same values,
-so they carry the same numbers. User attrs written (JSON values):
+Computed once, when the trial is told (:func:`trial_stats`, the told part of the trial's
+:class:`~search.study.trial_record.StoredTrial`), and stored with the trial; the MLflow metrics
+(:func:`stats_metrics`), the results table, ``status`` and ``export`` all read those same values, so they carry
+the same numbers. Fields written (besides the scores ``threshold``, ``honest_score``, ``honest_score_std``,
+``seconds`` and ``chosen_epochs``):
 
 - ``folds``, ``repeats``, ``cv_seed``: K, R and the CV seed the trial ran with;
 - ``fold_scores``, ``honest_fold_scores``: lists of R*K floats, repeat-major (index ``r * K + k``);
@@ -22,18 +24,22 @@ scores (see :func:`search.study.choices.paired`).
 
 from __future__ import annotations
 
+from typing import Any
+
 from objectives.config import TrialConfig
 from objectives.evaluate import EvaluationResult
 from objectives.stats import BETTER, WORSE, corrected_se
 from search.study.choices import paired
-from search.study.plan import TrialRecord, config_key
+from search.study.plan import PlanTrial, config_key
 from search.study.ranking import best
+from search.study.trial_record import StoredTrial
 
 VERDICT_CODE = {BETTER: 1.0, WORSE: -1.0}  # MLflow metrics are numbers: +1 better, -1 worse, 0 not distinguishable
 
 
-def result_scores(result: EvaluationResult, folds: int) -> dict:
-    """Fold scores, repeats and per-repeat scores of a result: the one place that reads the engine's repeats."""
+def result_scores(result: EvaluationResult, folds: int) -> dict[str, Any]:
+    """Fold scores, repeats and per-repeat scores of a result (fields of
+    :class:`~search.study.trial_record.StoredTrial`): the one place that reads the engine's repeats."""
     fold_scores = [float(v) for v in result.fold_scores]
     repeats = int(result.repeats)
     if repeats * folds != len(fold_scores):
@@ -48,16 +54,17 @@ def result_scores(result: EvaluationResult, folds: int) -> dict:
 
 
 def trial_stats(
-    records: list[TrialRecord],
-    record_of_trial: TrialRecord,
+    records: list[PlanTrial],
+    record_of_trial: PlanTrial,
     result: EvaluationResult,
     config: TrialConfig,
     reference: dict,
-) -> dict:
-    """The user attrs above for a trial that has just finished; ``records`` are the study's other trials."""
+) -> StoredTrial:
+    """What a trial that has just finished stores when it is told: its scores and the fields above, as the told
+    part of its record (only those fields set); ``records`` are the study's other trials."""
     folds = config.cv.folds
     scores = result_scores(result, folds)
-    me = TrialRecord(
+    me = PlanTrial(
         number=record_of_trial.number,
         phase=record_of_trial.phase,
         state="COMPLETE",
@@ -79,7 +86,11 @@ def trial_stats(
     # the study's one reference trial (search.study.ranking.reference_trial, on records): named on every line
     same_config = [r for r in records if r.scored and config_key(r.loss) == ref_key]
     study_ref = min((r.number for r in [r for r in same_config if r.cv is None] or same_config), default=None)
-    out = {
+    out: dict[str, Any] = {
+        "honest_score": result.honest_score_mean,
+        "threshold": result.threshold,
+        "seconds": result.seconds,
+        "honest_score_std": result.honest_score_std,
         **scores,
         "cv_seed": config.cv.seed,
         # the epoch count the scores are of (train.checkpoint_every: chosen on the mean fold score): export uses it
@@ -95,21 +106,20 @@ def trial_stats(
         out[f"diff_vs_{name}"] = None if c is None else c.diff
         out[f"diff_vs_{name}_se"] = None if c is None else c.se
         out[f"verdict_vs_{name}"] = None if c is None else c.verdict
-    return out
+    return StoredTrial.model_validate(out)
 
 
-def stats_metrics(stats: dict) -> dict[str, float]:
+def stats_metrics(stats: StoredTrial) -> dict[str, float]:
     """The MLflow metrics of :func:`trial_stats`' values: SEs, per-repeat scores, differences and verdict codes."""
-    metrics = {
-        "cv_score_se": stats["cv_score_se"],
-        "honest_score_se": stats["honest_score_se"],
-        "repeats": float(stats["repeats"]),
-    }
+    if stats.cv_score_se is None or stats.honest_score_se is None or stats.repeats is None:
+        raise ValueError("the metrics are of a told trial's stats (search.study.noise.trial_stats)")
+    metrics = {"cv_score_se": stats.cv_score_se, "honest_score_se": stats.honest_score_se, "repeats": stats.repeats}
     # the per-repeat scores are the steps of one metric, cv_score_repeat (search.tracking.trial_runs), not one
     # metric per repeat: a 1-repeat trial would show NaN under cv_score_r1, cv_score_r2 in the UI
     for name in ("reference", "best"):
-        if stats.get(f"diff_vs_{name}") is not None:
-            metrics[f"diff_vs_{name}"] = stats[f"diff_vs_{name}"]
-            metrics[f"diff_vs_{name}_se"] = stats[f"diff_vs_{name}_se"]
-            metrics[f"verdict_vs_{name}"] = VERDICT_CODE.get(stats[f"verdict_vs_{name}"], 0.0)
+        c = stats.comparison(name)
+        if c is not None and c.se is not None:  # trial_stats records a comparison whole: its SE with it
+            metrics[f"diff_vs_{name}"] = c.diff
+            metrics[f"diff_vs_{name}_se"] = c.se
+            metrics[f"verdict_vs_{name}"] = VERDICT_CODE.get(c.verdict or "", 0.0)
     return {k: float(v) for k, v in metrics.items()}

@@ -26,7 +26,7 @@ import numpy as np
 
 from objectives.errors import LosstuneError
 from search.formats.atomic_write import atomic_file
-from search.study.steps import TrialRecord, pairing_key
+from search.study.steps import PlanTrial, pairing_key
 
 SUFFIX = ".oof"
 
@@ -100,7 +100,7 @@ def read_trial_oof(path: Path) -> StoredOOF:
         return StoredOOF(meta["trial"], z["proba"], z["fold"], z["y"], meta["key"], meta.get("fingerprint"))
 
 
-def load_oof_set(directory: Path, records: Sequence[TrialRecord], key: str | None = None) -> OOFSet | None:
+def load_oof_set(directory: Path, records: Sequence[PlanTrial], key: str | None = None) -> OOFSet | None:
     """The OOF probabilities of the complete ``records`` on the splits ``key`` (default: those of the
     lowest-numbered complete trial that has a file), ordered by trial number; trials without a file (recorded
     before files were kept, or on another machine) are left out. None when no trial has one."""

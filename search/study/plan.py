@@ -30,7 +30,7 @@ from objectives.errors import LosstuneError
 from search.study.loss_params import LOSS_PARAMS, PARAM_LIMITS, by_name
 from search.study.phases import Phase, default_reference
 from search.study.ranking import best, ranked
-from search.study.steps import Step, TrialRecord, Wait, config_key
+from search.study.steps import PlanTrial, Step, Wait, config_key
 
 if TYPE_CHECKING:
     from search.study.study_file import StudyFile
@@ -54,7 +54,7 @@ def _phase_index(phases: tuple[Phase, ...], name: str) -> int:
     return -1
 
 
-def best_record(records: list[TrialRecord], before_phase: int | None, phases: tuple[Phase, ...]) -> TrialRecord | None:
+def best_record(records: list[PlanTrial], before_phase: int | None, phases: tuple[Phase, ...]) -> PlanTrial | None:
     done = [
         r
         for r in records
@@ -65,7 +65,7 @@ def best_record(records: list[TrialRecord], before_phase: int | None, phases: tu
     return best(done)
 
 
-def phase_base(records: list[TrialRecord], index: int, phases: tuple[Phase, ...]) -> dict[str, float | None]:
+def phase_base(records: list[PlanTrial], index: int, phases: tuple[Phase, ...]) -> dict[str, float | None]:
     chosen = best_record(records, index, phases)
     base = dict(chosen.loss) if chosen else default_loss()
     return {**base, **by_name(phases[index].fixed)}
@@ -76,20 +76,20 @@ def trial_cv(study_cv: CVConfig, step: Step) -> CVConfig:
     return study_cv if step.cv is None else CVConfig(**{**study_cv.model_dump(), **step.cv})
 
 
-def _finished(same: list[TrialRecord], phase: str) -> bool:
+def _finished(same: list[PlanTrial], phase: str) -> bool:
     """Whether a point has its outcome among ``same`` (its trials): a complete one, or one of ``phase`` that
     failed for a reason that would repeat (divergence, an invalid configuration)."""
     repeats = (r.phase == phase and r.state == "FAIL" and r.failure in REPEATABLE_FAILURES for r in same)
     return any(r.state == "COMPLETE" for r in same) or any(repeats)
 
 
-def plan_step(file: StudyFile, records: list[TrialRecord]) -> Step | Wait | None:
+def plan_step(file: StudyFile, records: list[PlanTrial]) -> Step | Wait | None:
     """:func:`next_step` for a :class:`~search.study.study_file.StudyFile`: its phases, reference and CV seed."""
     return next_step(file.phases, records, reference=file.reference_loss, study_seed=file.cv.seed)
 
 
 def next_step(
-    phases: tuple[Phase, ...], records: list[TrialRecord], reference: dict | None = None, study_seed: int = 0
+    phases: tuple[Phase, ...], records: list[PlanTrial], reference: dict | None = None, study_seed: int = 0
 ) -> Step | Wait | None:
     """Where the plan stands: the next trial to run, a wait for running trials, or None when it is finished."""
     for i, phase in enumerate(phases):
@@ -117,7 +117,7 @@ def next_step(
 def _pending_or_running(
     index: int,
     phase: Phase,
-    points: list[tuple[dict[str, float | None], list[TrialRecord]]],
+    points: list[tuple[dict[str, float | None], list[PlanTrial]]],
     base: dict[str, float | None] | None = None,
     cv: dict | None = None,
 ) -> Step | Wait | None:
@@ -140,7 +140,7 @@ def _pending_or_running(
 
 
 def confirm_candidates(
-    index: int, phase: Phase, phases: tuple[Phase, ...], records: list[TrialRecord], reference: dict
+    index: int, phase: Phase, phases: tuple[Phase, ...], records: list[PlanTrial], reference: dict
 ) -> list[dict[str, float | None]]:
     """The configurations a confirm phase re-runs: the reference first (so that the others can be compared with
     it when they finish), then the ``top`` best distinct configurations of the earlier phases."""
@@ -160,7 +160,7 @@ def confirm_candidates(
     return list(chosen.values())
 
 
-def fresh_seed(phase: Phase, records: list[TrialRecord], study_seed: int) -> int:
+def fresh_seed(phase: Phase, records: list[PlanTrial], study_seed: int) -> int:
     """A confirm phase's CV seed: the one its trials already recorded, else the start of the next block of
     :data:`FRESH_SEED_STRIDE` seeds above every seed used so far (so no earlier trial used it)."""
     own = [r.cv_seed for r in records if r.phase == phase.name and r.cv is not None and r.cv_seed is not None]
@@ -180,7 +180,7 @@ def _confirm_step(
     index: int,
     phase: Phase,
     phases: tuple[Phase, ...],
-    records: list[TrialRecord],
+    records: list[PlanTrial],
     reference: dict,
     study_seed: int,
 ) -> Step | Wait | None:
@@ -221,7 +221,7 @@ def distribution_bounds(phases: tuple[Phase, ...]) -> dict[str, tuple[float, flo
 
 def pending_steps(
     phases: tuple[Phase, ...],
-    records: list[TrialRecord],
+    records: list[PlanTrial],
     limit: int,
     reference: dict | None = None,
     study_seed: int = 0,
@@ -241,7 +241,7 @@ def pending_steps(
         taken = steps[-1]
         records = [
             *records,
-            TrialRecord(
+            PlanTrial(
                 number=-len(steps),
                 phase=taken.phase.name,
                 state="RUNNING",

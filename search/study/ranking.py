@@ -5,7 +5,7 @@ they can never name different trials.
 
 The primitives: the highest score, and among equal scores the lowest trial number (the configuration that got
 there first). They work on anything with a score and a number: Optuna trials and
-:class:`~search.study.plan.TrialRecord` (``value`` and ``number``, the default), or rows of a table (given
+:class:`~search.study.plan.PlanTrial` (``value`` and ``number``, the default), or rows of a table (given
 ``score`` and ``number``).
 
 The study's choice, :func:`choose`, by rule (``export --by``):
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from objectives.errors import LosstuneError
 from objectives.stats import BETTER
+from search.study.trial_record import read_trial
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -42,7 +43,7 @@ T = TypeVar("T")
 Rule = Literal["mean", "honest", "confirmed", "later"]
 RULES = ("auto", "mean", "honest", "confirmed")
 
-# The defaults read ``value`` and ``number`` of whatever is ranked (an Optuna trial, a TrialRecord): typed Any so
+# The defaults read ``value`` and ``number`` of whatever is ranked (an Optuna trial, a PlanTrial): typed Any so
 # that they fit the ``Callable[[T], ...]`` parameters for every T; callers rank scored items only.
 
 
@@ -89,16 +90,22 @@ def complete_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
 
 
 def on_study_splits(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    return [t for t in trials if t.user_attrs.get("cv") is None]
+    return [t for t in trials if read_trial(t).cv is None]
 
 
 def confirmed_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     """The complete trials of the latest confirm phase (they share its fresh seed, so they are paired)."""
-    confirm = [t for t in complete_trials(trials) if t.user_attrs.get("cv") is not None]
+    confirm = [t for t in complete_trials(trials) if read_trial(t).cv is not None]
     if not confirm:
         return []
-    latest = max(t.user_attrs.get("phase_index", -1) for t in confirm)
-    return [t for t in confirm if t.user_attrs.get("phase_index", -1) == latest]
+    latest = max(_phase_index(t) for t in confirm)
+    return [t for t in confirm if _phase_index(t) == latest]
+
+
+def _phase_index(trial: FrozenTrial) -> int:
+    """The trial's phase's position in the plan it ran in; -1 when not recorded."""
+    index = read_trial(trial).phase_index
+    return -1 if index is None else index
 
 
 def resolve_rule(trials: Sequence[FrozenTrial], by: str) -> Literal["mean", "honest", "confirmed", "auto"]:
@@ -122,7 +129,7 @@ def choose(trials: Sequence[FrozenTrial], by: str = "auto") -> StudyChoice | Non
             )
         top = best(confirmed)
         assert top is not None  # confirmed is not empty
-        seed = top.user_attrs.get("cv_seed")
+        seed = read_trial(top).cv_seed
         why = f"the best of {len(confirmed)} confirmed trial(s) on the fresh seed {seed}"
         if rule == "auto":
             later = _later_winner(trials, top, confirmed)
@@ -131,10 +138,11 @@ def choose(trials: Sequence[FrozenTrial], by: str = "auto") -> StudyChoice | Non
         return StudyChoice(top, "confirmed", why)
     pool = on_study_splits(complete)
     if rule == "honest":
-        pool = [t for t in pool if t.user_attrs.get("honest_score") is not None]
+        honest = {t.number: score for t in pool if (score := read_trial(t).honest_score) is not None}
+        pool = [t for t in pool if t.number in honest]
         if not pool:
             raise LosstuneError("no trial has an honest score recorded: use --by mean")
-        top = best(pool, score=lambda t: t.user_attrs["honest_score"])
+        top = best(pool, score=lambda t: honest[t.number])
         return None if top is None else StudyChoice(top, "honest", f"the best honest score of {len(pool)} trial(s)")
     top = best(pool)
     if top is None:
@@ -153,7 +161,7 @@ def _later_winner(
     from search.study.steps import config_key
     from search.study.stored_config import stored_loss
 
-    confirm_phase = max(t.user_attrs.get("phase_index", -1) for t in confirmed)
+    confirm_phase = max(_phase_index(t) for t in confirmed)
     last_confirm = max(t.number for t in confirmed)
     study_trials = on_study_splits(complete_trials(trials))
     key = config_key(stored_loss(confirmed_best))
@@ -162,7 +170,7 @@ def _later_winner(
         return None
 
     def is_later(t: FrozenTrial) -> bool:
-        index = t.user_attrs.get("phase_index")
+        index = read_trial(t).phase_index
         return index > confirm_phase if index is not None and confirm_phase >= 0 else t.number > last_confirm
 
     base = record_of(own)
@@ -177,7 +185,7 @@ def _later_winner(
         return None
     t, c = min(winners, key=lambda w: _rank_key(_value, _number)(w[0]))
     why = (
-        f"trial {t.number} ({t.user_attrs.get('phase', '?')}, after the confirm phase) beats the confirmed choice "
+        f"trial {t.number} ({read_trial(t).phase_name}, after the confirm phase) beats the confirmed choice "
         f"{loss_text(stored_loss(confirmed_best))} (trial {confirmed_best.number}; trial {own.number} on the study's "
         f"seed) by {c.diff:+.4f} ± {c.se:.4f}, better beyond the noise"
     )

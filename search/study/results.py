@@ -6,9 +6,10 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
-from search.study.plan import TrialRecord, config_key
+from search.study.plan import PlanTrial, config_key
 from search.study.ranking import choose, reference_trial
 from search.study.stored_config import stored_loss
+from search.study.trial_record import StoredTrial, read_trial
 
 if TYPE_CHECKING:  # pandas is imported by the functions that build a table, not by the plan's trial_records
     import optuna
@@ -44,25 +45,26 @@ COLUMNS = [
 ]
 
 
-def record_of(t: optuna.trial.FrozenTrial) -> TrialRecord:
-    """What the plan and the paired comparisons read of a stored trial."""
-    return TrialRecord(
+def record_of(t: optuna.trial.FrozenTrial, stored: StoredTrial | None = None) -> PlanTrial:
+    """What the plan and the paired comparisons read of a stored trial (``stored``: its record, when read)."""
+    a = stored or read_trial(t)
+    return PlanTrial(
         number=t.number,
-        phase=t.user_attrs.get("phase", "?"),
+        phase=a.phase_name,
         state=t.state.name,
-        loss=stored_loss(t),
+        loss=stored_loss(t, a),
         value=t.value if t.state.name == "COMPLETE" else None,
-        failure=t.user_attrs.get("failure"),
-        cv=t.user_attrs.get("cv"),
-        cv_seed=t.user_attrs.get("cv_seed"),
-        fold_scores=tuple(t.user_attrs["fold_scores"]) if t.user_attrs.get("fold_scores") else None,
-        folds=t.user_attrs.get("folds"),
-        repeats=t.user_attrs.get("repeats"),
-        fingerprint=t.user_attrs.get("data_fingerprint"),
+        failure=a.failure,
+        cv=None if a.cv is None else a.cv.model_dump(),
+        cv_seed=a.cv_seed,
+        fold_scores=a.fold_scores or None,
+        folds=a.folds,
+        repeats=a.repeats,
+        fingerprint=a.data_fingerprint,
     )
 
 
-def trial_records(study: optuna.Study) -> list[TrialRecord]:
+def trial_records(study: optuna.Study) -> list[PlanTrial]:
     return [record_of(t) for t in study.get_trials(deepcopy=False)]
 
 
@@ -84,28 +86,28 @@ def results_rows(study: optuna.Study, reference: dict | None = None) -> list[dic
     ref = None if reference is None else reference_trial(trials, config_key(reference))
     rows = []
     for t in trials:
-        a = t.user_attrs
-        loss = stored_loss(t)
+        a = read_trial(t)
+        loss = stored_loss(t, a)
         if t.state.name == "FAIL":
-            memo = a.get("failure_reason") or "worker stopped (no heartbeat): retried"
+            memo = a.failure_reason or "worker stopped (no heartbeat): retried"
         else:
             marks = [f"best (by {choice.rule})"] if choice is not None and t.number == choice.number else []
             memo = "; ".join([*marks, *(["reference"] if t.number == ref else [])])
-        paired_ref = a.get("reference_trial")
-        noise = {k: a.get(k) for k in NOISE_COLUMNS}
+        paired_ref = a.reference_trial
+        noise = {k: getattr(a, k, None) for k in NOISE_COLUMNS}  # reference_paired_trial: set below, or None
         if ref is not None and paired_ref is not None:
             noise["reference_trial"] = ref
             noise["reference_paired_trial"] = paired_ref if paired_ref != ref else None
         rows.append(
             {
                 "trial": t.number,
-                "phase": a.get("phase", "?"),
+                "phase": a.phase_name,
                 **{k: loss.get(k) for k in LOSS_PARAMS},
                 "cv_score": t.value if t.state.name == "COMPLETE" else None,
-                "honest_score": a.get("honest_score"),
-                "threshold": a.get("threshold"),
+                "honest_score": a.honest_score,
+                "threshold": a.threshold,
                 "state": t.state.name,
-                "week": a.get("week"),
+                "week": a.week,
                 "memo": memo,
                 **noise,
             }

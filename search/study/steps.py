@@ -1,4 +1,4 @@
-"""What the plan reads and what it says: a stored trial as the plan sees it (:class:`TrialRecord`), the next trial
+"""What the plan reads and what it says: a stored trial as the plan sees it (:class:`PlanTrial`), the next trial
 to run (:class:`Step`, its loss validated when it is made), or :class:`Wait` for points running elsewhere."""
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from search.study.phases import Phase
 
 
 @dataclass(frozen=True)
-class TrialRecord:
-    """What the plan needs to know of one stored trial."""
+class PlanTrial:
+    """What the plan needs to know of one stored trial: a view of its record
+    (:class:`~search.study.trial_record.StoredTrial`, which is what is stored) with its state and score, made by
+    :func:`search.study.results.record_of`; the plan also makes some for steps taken but not yet asked."""
 
     number: int
     phase: str
@@ -100,7 +102,7 @@ class Wait:
 
 
 def pairing_key(cv_seed: int | None, folds: int | None, repeats: int | None, fingerprint: str | None) -> str:
-    """The splits a trial's scores and OOF predictions belong to (see :attr:`TrialRecord.cv_key`)."""
+    """The splits a trial's scores and OOF predictions belong to (see :attr:`PlanTrial.cv_key`)."""
     return json.dumps({"seed": cv_seed, "folds": folds, "repeats": repeats, "data": fingerprint}, sort_keys=True)
 
 

@@ -34,7 +34,7 @@ import numpy as np
 from objectives.config import MetricConfig
 from search.formats.atomic_write import write_text_atomic
 from search.study.oof_store import load_oof_set, oof_dir, oof_path
-from search.study.steps import TrialRecord, config_key
+from search.study.steps import PlanTrial, config_key
 
 if TYPE_CHECKING:
     from search.study.study_file import StudyFile
@@ -80,7 +80,7 @@ class StudyEnsemble:
         return " ".join(f"t{t}:{w:.2f}" for t, w in zip(self.trials, self.weights))
 
 
-def _pool(records: list[TrialRecord], directory: Path) -> tuple[list[TrialRecord], str | None]:
+def _pool(records: list[PlanTrial], directory: Path) -> tuple[list[PlanTrial], str | None]:
     """The complete trials on the study's own splits that have an OOF file, and the pairing key of the latest."""
     on_study = [r for r in records if r.scored and r.cv is None]
     latest = max((r for r in on_study if read_key(directory, r.number)), key=lambda r: r.number, default=None)
@@ -95,7 +95,7 @@ def read_key(directory: Path, trial: int) -> str | None:
         return str(json.loads(str(z["meta"]))["key"])
 
 
-def compute(records: list[TrialRecord], file: StudyFile, metric: MetricConfig) -> StudyEnsemble | None:
+def compute(records: list[PlanTrial], file: StudyFile, metric: MetricConfig) -> StudyEnsemble | None:
     """Select the ensemble and its estimates from the stored OOF files; None with fewer than two trials."""
     from objectives.ensemble import select_ensemble
     from objectives.selection_bias import bbc_cv
@@ -144,7 +144,7 @@ def compute(records: list[TrialRecord], file: StudyFile, metric: MetricConfig) -
     )
 
 
-def study_ensemble(records: list[TrialRecord], file: StudyFile, refresh: bool = False) -> StudyEnsemble | None:
+def study_ensemble(records: list[PlanTrial], file: StudyFile, refresh: bool = False) -> StudyEnsemble | None:
     """The study's ensemble: the kept one while it was made from the trials the study now has (same pool, same
     splits), else computed now and kept (``refresh``: always computed)."""
     metric = file.trial_config().metric

@@ -1,6 +1,6 @@
 """Which trial a study stands by, and how sure it is: the rule (``--by``), the verdict against the reference and
 the estimate to quote for unseen data. Shared by ``losstune export`` (written into the exported file) and
-``losstune status``, so both say the same thing; every number is read from the trial's user attrs written by
+``losstune status``, so both say the same thing; every number is read from the trial's record written by
 :mod:`search.study.noise`, the same values the MLflow metrics and the results table carry.
 
 The rules themselves (``mean``, ``honest``, ``confirmed``, ``auto`` with its ``later`` case) are
@@ -22,6 +22,7 @@ from objectives.config import StrictModel
 from objectives.errors import LosstuneError
 from objectives.stats import BETTER, SAME, WORSE
 from search.study.ranking import complete_trials, confirmed_trials, on_study_splits, reference_trial
+from search.study.trial_record import StoredComparison, StoredTrial, read_trial
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -68,17 +69,17 @@ def confidence(
 ) -> Confidence:
     """The verdict and estimate of ``trial``; ``reference_key`` is :func:`search.study.plan.config_key` of the study's
     reference configuration."""
-    a = trial.user_attrs
+    a = read_trial(trial)
     if trial.value is None:
         raise LosstuneError(f"trial {trial.number} has no score: only a complete trial is chosen")
     complete = complete_trials(trials)
     ref = reference_trial(trials, reference_key)
-    paired_ref = a.get("reference_trial")
-    verdict, text = _verdict(trial, ref, reference_key)
-    if a.get("cv") is not None:
+    paired_ref = a.reference_trial
+    verdict, text = _verdict(trial, a, ref, reference_key)
+    if a.cv is not None:
         pool = confirmed_trials(complete)
         basis = (
-            f"honest cross-fitted score on a fresh CV seed ({a.get('cv_seed')}, {a.get('repeats', 1)} repeat(s)) "
+            f"honest cross-fitted score on a fresh CV seed ({a.cv_seed}, {a.repeats or 1} repeat(s)) "
             "that no trial used to choose it: free of the search's seed luck, not of the luck of the rows "
             "(the same rows chose it); chosen among "
             f"{len(pool)} confirmed configuration(s) on that seed, which is not corrected"
@@ -90,63 +91,56 @@ def confidence(
             "selection among them (run a confirm phase for an estimate free of it)"
         )
     return Confidence(
-        **_adjusted(trial, pool),
+        **_adjusted(trial.number, a, pool),
         selected_by=selected_by,
         selected_why=why,
         score=trial.value,
-        score_se=a.get("cv_score_se"),
-        folds=a.get("folds"),
-        repeats=a.get("repeats"),
-        cv_seed=a.get("cv_seed"),
+        score_se=a.cv_score_se,
+        folds=a.folds,
+        repeats=a.repeats,
+        cv_seed=a.cv_seed,
         reference_trial=ref,
         reference_paired_trial=paired_ref if paired_ref is not None and paired_ref != ref else None,
-        diff_vs_reference=a.get("diff_vs_reference"),
-        diff_vs_reference_se=a.get("diff_vs_reference_se"),
+        diff_vs_reference=a.diff_vs_reference,
+        diff_vs_reference_se=a.diff_vs_reference_se,
         verdict=verdict,
         verdict_text=text,
-        estimate=a.get("honest_score"),
-        estimate_se=a.get("honest_score_se"),
+        estimate=a.honest_score,
+        estimate_se=a.honest_score_se,
         estimate_basis=basis,
         n_trials=len(pool),
     )
 
 
-def _adjusted(trial: FrozenTrial, pool: Sequence[FrozenTrial]) -> dict[str, Any]:
-    """Confidence's ``adjusted_*`` fields (empty without a reference comparison): Holm's adjustment of
-    ``trial``'s comparison with the reference over every trial of ``pool`` compared with the same reference trial
-    (the p-values recomputed from the stored difference, SE and fold count)."""
+def _adjusted(number: int, a: StoredTrial, pool: Sequence[FrozenTrial]) -> dict[str, Any]:
+    """Confidence's ``adjusted_*`` fields (empty without a reference comparison): Holm's adjustment of trial
+    ``number``'s comparison with the reference (``a``: its record) over every trial of ``pool`` compared with the
+    same reference trial (the p-values recomputed from the stored difference, SE and fold count)."""
     from objectives.selection_bias import adjusted_verdict, comparison_of
 
-    ref = trial.user_attrs.get("reference_trial")
-    if ref is None or trial.user_attrs.get("diff_vs_reference_se") is None:
+    mine = a.comparison("reference")
+    if mine is None or mine.se is None:
         return {}
-    family = [
-        t
-        for t in pool
-        if t.user_attrs.get("reference_trial") == ref and t.user_attrs.get("diff_vs_reference_se") is not None
-    ]
-    comparisons = [
-        comparison_of(
-            t.user_attrs["diff_vs_reference"],
-            t.user_attrs["diff_vs_reference_se"],
-            len(t.user_attrs["fold_scores"]) - 1,
-        )
-        for t in family
-    ]
-    a = adjusted_verdict(comparisons, [t.number for t in family].index(trial.number))
-    return {"adjusted_verdict": a.verdict, "adjusted_p": a.adjusted_p, "adjusted_family": a.family}
+    family: list[tuple[int, StoredComparison, int]] = []
+    for t in pool:
+        record = read_trial(t)
+        c = record.comparison("reference")
+        if c is not None and c.trial == mine.trial and c.se is not None:
+            family.append((t.number, c, len(record.fold_scores or ()) - 1))
+    comparisons = [comparison_of(c.diff, c.se, df) for _, c, df in family if c.se is not None]
+    adjusted = adjusted_verdict(comparisons, [n for n, _, _ in family].index(number))
+    return {"adjusted_verdict": adjusted.verdict, "adjusted_p": adjusted.adjusted_p, "adjusted_family": adjusted.family}
 
 
-def _verdict(trial: FrozenTrial, ref: int | None, reference_key: str) -> tuple[str, str]:
-    """The trial's verdict against the study's reference, and its sentence."""
+def _verdict(trial: FrozenTrial, a: StoredTrial, ref: int | None, reference_key: str) -> tuple[str, str]:
+    """The trial's verdict against the study's reference (``a``: its record), and its sentence."""
     from search.study.plan import config_key
     from search.study.stored_config import stored_loss
 
-    a = trial.user_attrs
-    if a.get("verdict_vs_reference") is not None:
-        words = reference_words(ref, a.get("reference_trial"), a.get("cv_seed"))
-        return a["verdict_vs_reference"], f"{VERDICT_TEXT[a['verdict_vs_reference']]} ({words})"
-    if config_key(stored_loss(trial)) == reference_key:
+    if a.verdict_vs_reference is not None:
+        words = reference_words(ref, a.reference_trial, a.cv_seed)
+        return a.verdict_vs_reference, f"{VERDICT_TEXT[a.verdict_vs_reference]} ({words})"
+    if config_key(stored_loss(trial, a)) == reference_key:
         return "is the reference", "this is the reference configuration"
     return "no reference", "no reference trial on the same splits to compare with"
 

@@ -24,6 +24,7 @@ from search.study.choices import phase_choices
 from search.study.plan import config_key
 from search.study.ranking import choose, reference_trial
 from search.study.results import results_rows, trial_records
+from search.study.trial_record import read_trial
 from search.tracking.report_html import ReportData, TrialCurves, page
 from search.tracking.reports import LEARNING_CURVES_CSV, MISCLASSIFIED_CSV, THRESHOLD_CURVES_PNG
 
@@ -94,8 +95,9 @@ def _download(client: MlflowClient | None, run_id: str | None, name: str) -> byt
 
 
 def _curves(client: MlflowClient | None, trial: optuna.trial.FrozenTrial, role: str) -> TrialCurves:
-    run_id = trial.user_attrs.get("mlflow_run_id")
-    out = TrialCurves(number=trial.number, role=role, threshold=trial.user_attrs.get("threshold"))
+    record = read_trial(trial)
+    run_id = record.mlflow_run_id
+    out = TrialCurves(number=trial.number, role=role, threshold=record.threshold)
     raw = _download(client, run_id, LEARNING_CURVES_CSV)
     if raw:
         sums: dict[int, list[float]] = {}
@@ -113,7 +115,7 @@ def _curves(client: MlflowClient | None, trial: optuna.trial.FrozenTrial, role: 
 
 def _features(client: MlflowClient | None, trial: optuna.trial.FrozenTrial) -> list[str]:
     """The feature columns, from the header of the file of misclassified rows the trial logged."""
-    raw = _download(client, trial.user_attrs.get("mlflow_run_id"), MISCLASSIFIED_CSV)
+    raw = _download(client, read_trial(trial).mlflow_run_id, MISCLASSIFIED_CSV)
     if not raw:
         return []
     header = next(csv.reader(io.StringIO(raw.decode("utf-8-sig"))), [])

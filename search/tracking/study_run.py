@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     import pandas
     from mlflow.entities import Run
 
+    from search.study.trial_record import StoredTrial
+
 TAG_BEST_TRIAL = "losstune.best_trial"  # the Optuna number of the best complete trial so far
 TAG_BEST_RUN = "losstune.best_run_id"  # its MLflow run
 TAG_BEST_RULE = "losstune.best_rule"  # the rule that chose it (search.study.ranking.choose)
@@ -79,13 +81,13 @@ def experiment_kind_tags(existing: dict[str, str]) -> dict[str, str]:
     return tags
 
 
-def verdict_tag(stats: dict) -> str:
+def verdict_tag(stats: StoredTrial) -> str:
     """A trial's verdict against the study's reference as the text of :data:`TAG_VERDICT`: ``better than t000``,
     ``~same as t000``, ``worse than t000``, ``reference`` for the reference itself, ``no reference`` else."""
-    verdict = stats.get("verdict_vs_reference")
-    ref = stats.get("study_reference_trial", stats.get("reference_trial"))
+    verdict = stats.verdict_vs_reference
+    ref = stats.study_reference_trial
     if verdict is None:
-        return "reference" if stats.get("is_reference") else "no reference"
+        return "reference" if stats.is_reference else "no reference"
     words = {"better": "better than", "worse": "worse than"}.get(verdict, "~same as")
     return f"{words} t{int(ref):03d}" if ref is not None else verdict
 

@@ -45,7 +45,7 @@ from objectives.selection_bias import bbc_cv
 from objectives.threshold import score_at
 from search.model.export_ensemble import member_seed
 from search.study.phases import DEFAULT_PLAN
-from search.study.plan import TrialRecord, pending_steps
+from search.study.plan import PlanTrial, pending_steps
 
 _HERE = Path(__file__).resolve().parents[2]
 DATA = Path(
@@ -74,7 +74,7 @@ def subset(ds: Dataset, rows: np.ndarray, tag: str) -> Dataset:
 
 def week(ds: Dataset, base: TrialConfig) -> tuple[list[TrialConfig], list]:
     """The default plan's ten grid trials, phase by phase, each phase one job."""
-    records: list[TrialRecord] = []
+    records: list[PlanTrial] = []
     configs, results = [], []
     prepared = prepare_folds(ds, base.cv)
     while True:
@@ -83,7 +83,7 @@ def week(ds: Dataset, base: TrialConfig) -> tuple[list[TrialConfig], list]:
             return configs, results
         batch = [base.model_copy(update={"loss": LossConfig(**s.loss)}) for s in steps]
         for s, c, r in zip(steps, batch, evaluate_many(ds, batch, prepared)):
-            records.append(TrialRecord(len(records), s.phase.name, "COMPLETE", dict(s.loss), value=r.oof_score))
+            records.append(PlanTrial(len(records), s.phase.name, "COMPLETE", dict(s.loss), value=r.oof_score))
             configs.append(c)
             results.append(r)
 

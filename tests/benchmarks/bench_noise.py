@@ -40,7 +40,7 @@ from objectives.final import fit_final_model
 from objectives.stats import compare, corrected_se
 from objectives.threshold import best_threshold, score_at
 from search.study.phases import DEFAULT_PLAN, default_reference
-from search.study.plan import TrialRecord, config_key, next_step, trial_cv
+from search.study.plan import PlanTrial, config_key, next_step, trial_cv
 
 # the shared tables: $LOSSTUNE_SHARED_DATA, else the first of ../shared/data beside the checkout or above it
 _HERE = Path(__file__).resolve().parents[2]
@@ -97,8 +97,8 @@ def run_trial(ds: Dataset, config: TrialConfig) -> dict:
     )
 
 
-def week(ds: Dataset) -> tuple[list[TrialRecord], dict[int, dict]]:
-    records: list[TrialRecord] = []
+def week(ds: Dataset) -> tuple[list[PlanTrial], dict[int, dict]]:
+    records: list[PlanTrial] = []
     figures: dict[int, dict] = {}
     while True:
         step = next_step(PHASES, records, study_seed=BASE.cv.seed)
@@ -109,7 +109,7 @@ def week(ds: Dataset) -> tuple[list[TrialRecord], dict[int, dict]]:
         f = run_trial(ds, config)
         n = len(records)
         records.append(
-            TrialRecord(
+            PlanTrial(
                 n,
                 step.phase.name,
                 "COMPLETE",
