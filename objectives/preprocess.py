@@ -93,8 +93,8 @@ class PiecewiseLinearEncoder(TransformerMixin, BaseEstimator):
             ramp = np.where(width > 0, (x - low) / np.where(width > 0, width, 1.0), (x >= high).astype(np.float64))
         return np.clip(ramp, 0.0, 1.0).reshape(len(x), -1)
 
-    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
-        names = input_features if input_features is not None else [f"x{i}" for i in range(self.n_features_in_)]
+    def get_feature_names_out(self, input_features: list[str] | None = None) -> np.ndarray:
+        names = list(input_features) if input_features is not None else [f"x{i}" for i in range(self.n_features_in_)]
         return np.array([f"{name}_ple{t}" for name in names for t in range(self.bins)], dtype=object)
 
 
