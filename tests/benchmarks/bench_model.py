@@ -181,7 +181,7 @@ def main() -> int:
     args = p.parse_args()
     global CENSUS
     CENSUS = args.census
-    if "census" in args.tables and CENSUS is None:
+    if "census" in args.tables and CENSUS is None and not args.from_logs:
         p.error("the census table needs --census PATH")
     load = os.getloadavg()
     results: dict[tuple[str, str], list[dict]] = {}
@@ -216,14 +216,16 @@ def _read_logs(logs: list[Path], results: dict[tuple[str, str], list[dict]]) -> 
     """The ``table seed variant {...}`` lines of earlier runs' output, into ``results``; the seeds seen."""
     import ast
 
-    seeds = set()
+    by_seed: dict[tuple[str, str], dict[int, dict]] = {}
     for log in logs:
         for line in log.read_text(encoding="utf-8").splitlines():
             parts = line.split(" ", 3)
             if len(parts) == 4 and parts[0] in TABLES and parts[3].startswith("{"):
-                results.setdefault((parts[0], parts[2]), []).append(ast.literal_eval(parts[3]))
-                seeds.add(int(parts[1]))
-    return seeds
+                # a split measured in several runs (the yardstick is in each): the last run's figures, once
+                by_seed.setdefault((parts[0], parts[2]), {})[int(parts[1])] = ast.literal_eval(parts[3])
+    for key, runs in by_seed.items():
+        results[key] = [runs[seed] for seed in sorted(runs)]
+    return {seed for runs in by_seed.values() for seed in runs}
 
 
 def _report(results: dict, args: argparse.Namespace, load: tuple[float, float, float]) -> list[str]:
@@ -235,15 +237,23 @@ def _report(results: dict, args: argparse.Namespace, load: tuple[float, float, f
             if args.rows
             else f"seeds {args.seeds}; every row of each table, 80/20; "
         )
-        + f"5-fold CV on the 80 %; load average at start {load[0]:.1f} on {os.cpu_count()} cores",
+        + "5-fold CV on the 80 %; "
+        + (
+            f"rebuilt from the result lines of {', '.join(p.name for p in args.from_logs)} (their runs' load is "
+            "in the note that reports them)"
+            if args.from_logs
+            else f"load average at start {load[0]:.1f} on {os.cpu_count()} cores"
+        ),
         "",
-        "| table | kind | model | test F1 (mean over seeds) | per seed | OOF F1 | test vs yardstick | CV seconds "
-        "| epochs |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| table | kind | model | test F1 (mean over seeds) | per seed | OOF F1 | test vs yardstick | test vs before "
+        "| CV seconds | epochs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in args.tables:
         base = results.get((name, "yardstick"), [])
         base_test = statistics.mean(r["test"] for r in base) if base else float("nan")
+        before = results.get((name, "before"), [])
+        before_test = statistics.mean(r["test"] for r in before) if before else float("nan")
         for v in ["yardstick", *args.variants]:
             rs = results.get((name, v), [])
             if not rs:
@@ -254,7 +264,7 @@ def _report(results: dict, args: argparse.Namespace, load: tuple[float, float, f
             oof = statistics.mean(r["oof"] for r in rs)
             lines.append(
                 f"| {name} | {TABLES[name][4]} | {v} | {test:.4f} | {per} | {oof:.4f} "
-                f"| {test - base_test:+.4f} | {statistics.mean(r['cv_seconds'] for r in rs):.1f} | {epochs} |"
+                f"| {test - base_test:+.4f} | {test - before_test:+.4f} | {statistics.mean(r['cv_seconds'] for r in rs):.1f} | {epochs} |"
             )
     return lines
 
