@@ -27,7 +27,7 @@ from objectives.errors import DataError
 from objectives.evaluate import fold_seeds, sigmoid
 from objectives.memory import check_trial_memory
 from objectives.model import build_module, row_logits
-from objectives.preprocess import make_preprocessor
+from objectives.preprocess import cap_quantiles, make_preprocessor
 from objectives.table import categories_as_trained, missing_as_na
 
 FORWARD_ROWS = 1024
@@ -140,6 +140,7 @@ def fit_final_models(dataset: Dataset, configs: list[TrialConfig]) -> list[Final
             raise ValueError("models trained in one job must share their model and training settings")
     check_trial_memory(dataset, first, final=True, configs=len(configs))
     pre = make_preprocessor(dataset.numeric_columns, dataset.categorical_columns, first.model.numeric_encoding)
+    cap_quantiles(pre, dataset.n_rows)
     pre.fit(dataset.features)
     x = np.asarray(pre.transform(dataset.features), dtype=np.float32)
     all_rows = np.arange(dataset.n_rows, dtype=np.int64)

@@ -127,6 +127,12 @@ def _numeric_pipeline(numeric: NumericEncoding) -> Pipeline:
     )
 
 
+def cap_quantiles(pre: ColumnTransformer, n_rows: int) -> None:
+    """No more quantiles than the rows it is fitted on, for ``numeric_scaling: quantile`` (scikit-learn would do
+    the same, with a warning a user cannot act on)."""
+    pre.set_params(**{k: min(v, n_rows) for k, v in pre.get_params().items() if k.endswith("__n_quantiles")})
+
+
 def make_preprocessor(
     numeric_columns: list[str], categorical: list[str], numeric: NumericEncoding = STANDARD_NUMERIC
 ) -> ColumnTransformer:
@@ -201,10 +207,7 @@ def fit_fold_preprocessors(
     fitted, width = [], 0
     for k, rows in enumerate(train_rows):
         pre, numeric_order = _fold_preprocessor(has_missing, len(categorical), encoding)
-        if encoding.scaling == "quantile":  # no more quantiles than training rows (scikit-learn would warn and do so)
-            n_q = min(len(rows), 1000)
-            inner = "__scale" if encoding.bins else ""
-            pre.set_params(**{f"numeric__scale{inner}__n_quantiles": n_q, f"numeric_complete{inner}__n_quantiles": n_q})
+        cap_quantiles(pre, len(rows))
         # fit_transform on the training rows, then only the other rows: fitting already transformed the former
         train_block = pre.fit_transform(table[rows])
         fold_width = train_block.shape[1]
