@@ -7,7 +7,7 @@ import weakref
 
 import pytest
 
-from search.run.interrupts import raise_if_stop_requested, stop_signals_as_interrupt
+from search.formats.interrupts import raise_if_stop_requested, stop_signals_as_interrupt
 
 
 class _Node:
@@ -42,3 +42,17 @@ def test_no_stop_request_outlives_its_block():
         for _ in range(1000):  # the handler runs at the next bytecode boundary
             pass
     raise_if_stop_requested()  # the block ended: a later search starts with no stop pending
+
+
+def test_signals_are_rewired_in_one_module_only():
+    """search/formats/interrupts.py is the one place losstune installs a signal handler."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    others = [
+        p.relative_to(root).as_posix()
+        for package in ("objectives", "search")
+        for p in (root / package).rglob("*.py")
+        if p.name != "interrupts.py" and ("signal.signal(" in p.read_text(encoding="utf-8"))
+    ]
+    assert others == []

@@ -9,7 +9,8 @@
   file (atomic: readers see the old file or the new one, never a half file), ``os.rename`` onto a missing or empty
   directory for a directory;
 - **removed on every exit path**: an error, Ctrl-C, and SIGTERM (turned into ``KeyboardInterrupt`` while the
-  write is in progress, so the cleanup runs), leaving an earlier ``OUT`` as it was.
+  write is in progress, :func:`search.formats.interrupts.sigterm_interrupts`, so the cleanup runs), leaving an
+  earlier ``OUT`` as it was.
 
 An output that is one of the command's inputs (``predict test.csv -o test.csv``, also through another path or a
 hard link) is refused before anything is written, and so is an output path that is a directory where a file is
@@ -21,40 +22,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import tempfile
-import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, NoReturn
+from typing import IO
 
 from objectives.errors import LosstuneError
-
-if TYPE_CHECKING:
-    from types import FrameType
-
-
-def _raise_interrupt(signum: int, _frame: FrameType | None) -> NoReturn:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-@contextmanager
-def _sigterm_cleans_up() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt for the duration (main thread only, where Python delivers signals), so
-    that the ``finally`` that removes the temporary entry runs; a handler already installed is kept."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous not in (signal.SIG_DFL, None):
-        yield  # someone (the search) already turns SIGTERM into an exception: leave theirs
-        return
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+from search.formats.interrupts import sigterm_interrupts
 
 
 def refuse_input_as_output(out: Path, inputs: Iterable[Path], what: str = "output") -> None:
@@ -104,7 +79,7 @@ def atomic_file(
     without an exception; see the module's docstring for what is guaranteed."""
     out = Path(out)
     check_output(out, inputs, directory=False)
-    with _sigterm_cleans_up():
+    with sigterm_interrupts():
         try:
             fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
         except OSError as exc:
@@ -147,7 +122,7 @@ def atomic_directory(out: Path, *, inputs: Iterable[Path] = ()) -> Iterator[Path
     empty directory) when the block ends without an exception; otherwise it is removed with everything in it."""
     out = Path(out)
     check_output(out, inputs, directory=True)
-    with _sigterm_cleans_up():
+    with sigterm_interrupts():
         try:
             stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
         except OSError as exc:

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 from optuna.trial import TrialState
 
+from search.formats.interrupts import stop_signals_held
 from search.run.heartbeats import first_beat, heartbeats
-from search.run.interrupts import stop_signals_held
 from search.run.trial_outcome import TrialOutcome, TrialProgress
 from search.study.trial_record import write_trial
 

@@ -1,6 +1,6 @@
 """The processes of ``losstune search --workers N``: started, waited for, and stopped on Ctrl-C (forwarded once to
 each worker as SIGTERM, which a worker takes as the same clean stop: its trials are marked, nothing is left RUNNING;
-the signal set-up is :mod:`search.run.interrupts`)."""
+the signal set-up is :mod:`search.formats.interrupts`)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 from objectives.errors import LosstuneError
 from search.formats.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED
+from search.formats.interrupts import stop_signals_held, worker_process_signals
 from search.formats.redaction import install_log_redaction, redact_text
-from search.run.interrupts import stop_signals_held, worker_process_signals
 from search.run.options import SearchOptions
 from search.run.session import StudySession
 from search.run.storage import storage_fault

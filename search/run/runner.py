@@ -2,7 +2,7 @@
 
 This module starts the work: it opens the study (:mod:`search.run.session`), runs one
 :class:`~search.run.worker.Worker` in this process or ``--workers N`` worker processes (:mod:`search.run.processes`)
-under :func:`~search.run.interrupts.stop_signals_as_interrupt` (Ctrl-C and SIGTERM as a clean stop), and prints
+under :func:`~search.formats.interrupts.stop_signals_as_interrupt` (Ctrl-C and SIGTERM as a clean stop), and prints
 the summary. Several workers (processes here, or machines on one PostgreSQL) run the same loop; the budget ledger
 and the grid claims keep them from overspending or duplicating.
 """
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from search.formats.interrupts import stop_signals_as_interrupt, stop_signals_held
 from search.run.budget import iso_week, worker_id
 from search.run.heartbeats import grace_seconds
-from search.run.interrupts import stop_signals_as_interrupt, stop_signals_held
 from search.run.options import SearchOptions
 from search.run.processes import run_workers
 from search.run.session import StudySession

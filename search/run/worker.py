@@ -24,8 +24,8 @@ from collections.abc import Callable
 from objectives.config import TrialConfig
 from objectives.errors import TrainingDiverged
 from objectives.evaluate import EvaluationResult, evaluate_batch
+from search.formats.interrupts import raise_if_stop_requested
 from search.run.heartbeats import grace_seconds
-from search.run.interrupts import raise_if_stop_requested
 from search.run.lifecycle import TrialBatch, fail_trial, trial_batch
 from search.run.options import SearchOptions
 from search.run.session import StudySession

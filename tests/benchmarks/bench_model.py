@@ -264,7 +264,8 @@ def _report(results: dict, args: argparse.Namespace, load: tuple[float, float, f
             oof = statistics.mean(r["oof"] for r in rs)
             lines.append(
                 f"| {name} | {TABLES[name][4]} | {v} | {test:.4f} | {per} | {oof:.4f} "
-                f"| {test - base_test:+.4f} | {test - before_test:+.4f} | {statistics.mean(r['cv_seconds'] for r in rs):.1f} | {epochs} |"
+                f"| {test - base_test:+.4f} | {test - before_test:+.4f} "
+                f"| {statistics.mean(r['cv_seconds'] for r in rs):.1f} | {epochs} |"
             )
     return lines
 

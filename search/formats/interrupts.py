@@ -1,5 +1,6 @@
-"""The one place the search rewires its signals: Ctrl-C (SIGINT) and ``kill PID`` (SIGTERM) as one stop request
-that cannot be lost, and the guard under which a block that must run to its end holds them.
+"""The one place losstune rewires its signals: Ctrl-C (SIGINT) and ``kill PID`` (SIGTERM) as one stop request
+that cannot be lost, the guard under which a block that must run to its end holds them, and SIGTERM as an
+interrupt around a file write.
 
 * :func:`stop_signals_as_interrupt` (a search in this process) and :func:`worker_process_signals` (a process of
   ``--workers N``): a stop signal raises ``KeyboardInterrupt``, so the trials in training are marked and nothing
@@ -12,8 +13,14 @@ Python delivers a signal by raising in whatever bytecode runs next in the main t
 garbage-collector callback (SQLAlchemy registers some), the interpreter prints "Exception ignored in ..." and the
 ``KeyboardInterrupt`` is gone: the search would train on and exit 0. So the handler also records the request, and
 the worker looks at it between steps (:func:`raise_if_stop_requested`): a stop is acted on at the latest when the
-current training ends, never dropped. (:mod:`search.formats.atomic_write` handles SIGTERM around a file write
-on its own, for commands that run no search.)
+current training ends, never dropped.
+
+* :func:`sigterm_interrupts`: for a command that runs no search (``predict``, ``export``, ...), SIGTERM raises
+  ``KeyboardInterrupt`` while a file is written, so that :mod:`search.formats.atomic_write` removes its temporary
+  entry; inside a search, whose handler is already installed, it changes nothing.
+
+It sits in ``search.formats`` (the process's edges: exit statuses, signals) so that the atomic writer, below the
+search, uses it too.
 """
 
 from __future__ import annotations
@@ -86,6 +93,24 @@ def stop_signals_held() -> Iterator[None]:
         for sig, handler in previous.items():
             if handler is not signal.SIG_IGN:
                 signal.signal(sig, handler)
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises ``KeyboardInterrupt`` for the duration (Ctrl-C already does), so that a ``finally`` runs; a
+    handler already installed (a search's) is kept. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous not in (signal.SIG_DFL, None):
+        yield
+        return
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def raise_if_stop_requested() -> None:
