@@ -17,7 +17,7 @@ from objectives.errors import LosstuneError
 from objectives.stats import compare, corrected_se
 from search.cli import main
 from search.run.session import StudySession
-from search.study.loss_params import loss_point
+from search.study.loss_point import loss_point
 from search.study.phases import Phase
 from search.study.plan import FRESH_SEED_STRIDE, config_key, next_step
 from search.study.results import plan_trials

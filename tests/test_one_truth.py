@@ -190,7 +190,9 @@ def test_a_trial_line_shows_its_own_share_of_its_batch_time():
     from search.run.trial_outcome import TrialOutcome, format_outcome
 
     result = SimpleNamespace(oof_score=0.6, honest_score_mean=0.58, threshold=0.4, seconds=12.0)
-    line = format_outcome(TrialOutcome(3, "gamma", _loss(3.0, 0.5), "COMPLETE", result=result, batch_size=4), "f1")
+    line = format_outcome(
+        TrialOutcome(3, "gamma", LossConfig(**_loss(3.0, 0.5)), "COMPLETE", result=result, batch_size=4), "f1"
+    )
     assert "3.0s (1/4 of a 12.0s batch)" in line and "gamma=3 " in line
 
 

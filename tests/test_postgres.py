@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from mlflow import MlflowClient
 from sqlalchemy.engine import make_url
 
-from search.study.loss_params import loss_point
+from search.study.loss_point import loss_point
 from search.study.plan import config_key
 from tests.conftest import synthetic_frame
 from tests.test_robustness import WEEK, start_search

@@ -25,7 +25,7 @@ from search.run.runner import run_search
 from search.run.session import STALE_REASON, StudySession
 from search.run.storage import quiet_optuna
 from search.run.worker import Worker
-from search.study.loss_params import loss_point
+from search.study.loss_point import loss_point
 from search.study.plan import config_key, next_step, pending_steps
 from search.study.results import plan_trials
 from tests.conftest import tiny_study

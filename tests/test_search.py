@@ -236,7 +236,7 @@ NO_NEGATIVE_LOSS = (
 
 def test_a_plan_point_is_validated_when_the_step_is_made():
     """Before any budget slot: the step carries its typed loss, or the values LossConfig refuses and why."""
-    from search.study.loss_params import InvalidLoss, RefusedLoss, checked
+    from search.study.loss_point import InvalidLoss, RefusedLoss, checked
     from search.study.phases import Phase
     from search.study.plan import PlanTrial, pending_steps
 
@@ -271,3 +271,7 @@ def test_an_invalid_point_fails_at_once_with_its_reason_and_the_plan_goes_on(tmp
     )
     assert stored_config(trials[2]).loss == LossConfig(alpha=0.5, gamma=2, bce_weight=0, focal_weight=1)
     assert plan_step(session.file, plan_trials(session.study)) is None  # the refused point counts as done
+    # the next run does not ask the refused point again: matched to its failed trial by its stored values
+    assert search(path, budget=5) == 0
+    again = load(path).study.get_trials()
+    assert len(again) == 3 and [t.user_attrs["loss"]["alpha"] for t in again].count(1.0) == 1

@@ -116,7 +116,7 @@ def test_a_corrupt_stored_value_is_one_line_naming_the_trial_and_the_key(study):
 def test_a_refused_loss_is_stored_as_its_values_and_read_back_as_refused(study):
     """The ``loss`` attr stays the values by name on disk; read back, a point LossConfig refuses is a RefusedLoss
     with the same config_key as the plan's point, so the plan matches it to its failed trial."""
-    from search.study.loss_params import RefusedLoss, config_key, with_values
+    from search.study.loss_point import RefusedLoss, config_key, with_values
 
     point = with_values(LossConfig(bce_weight=0.0, focal_weight=1.0), {"focal_weight": 0.0})
     assert isinstance(point, RefusedLoss) and "both 0" in point.reason

@@ -10,7 +10,8 @@ from optuna.samplers import BaseSampler, PartialFixedSampler, RandomSampler, TPE
 
 from objectives.config import CVConfig, TrialConfig
 from search.run.budget import worker_id
-from search.study.loss_params import LOSS_PARAMS, LossPoint, loss_point, loss_values
+from search.study.loss_params import LOSS_PARAMS
+from search.study.loss_point import LossPoint, loss_point, loss_values
 from search.study.plan import Step
 
 if TYPE_CHECKING:

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from objectives.config import TrialConfig
-from search.study.loss_params import LossPoint, loss_words
+from search.study.loss_params import loss_words
+from search.study.loss_point import LossPoint
 from search.study.plan import PlanTrial, Step
 from search.study.trial_record import StoredTrial
 

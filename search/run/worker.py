@@ -33,7 +33,7 @@ from search.run.storage import quiet_optuna
 from search.run.trial_ask import sampler_for, suggest_loss, trial_attrs
 from search.run.trial_outcome import TrialOutcome, TrialProgress
 from search.study.choices import phase_choices
-from search.study.loss_params import InvalidLoss, checked
+from search.study.loss_point import InvalidLoss, checked
 from search.study.noise import stats_metrics, trial_stats
 from search.study.oof_store import oof_dir, write_trial_oof
 from search.study.plan import Step, Wait, pending_steps, trial_cv

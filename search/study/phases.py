@@ -9,7 +9,8 @@ from pydantic import Field, model_validator
 
 from objectives.bounds import PhaseTrials
 from objectives.config import LossConfig, StrictModel
-from search.study.loss_params import LossParam, check_point, check_value, checked, with_values
+from search.study.loss_params import LossParam, check_value
+from search.study.loss_point import check_point, checked, with_values
 
 GAMMA_BALANCE_PHASE = 3.0
 # a confirm phase's defaults: the two best configurations (and the reference), three repeats each on fresh seeds

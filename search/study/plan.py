@@ -27,15 +27,8 @@ from typing import TYPE_CHECKING
 from objectives.bounds import SEED_MAX
 from objectives.config import CVConfig, LossConfig
 from objectives.errors import LosstuneError
-from search.study.loss_params import (
-    LOSS_PARAMS,
-    PARAM_LIMITS,
-    LossPoint,
-    by_name,
-    config_key,
-    loss_values,
-    with_values,
-)
+from search.study.loss_params import LOSS_PARAMS, PARAM_LIMITS, by_name
+from search.study.loss_point import LossPoint, config_key, loss_values, with_values
 from search.study.phases import Phase, default_reference
 from search.study.ranking import best, ranked
 from search.study.steps import PlanTrial, Step, Wait

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED, loss_values
+from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
+from search.study.loss_point import loss_values
 from search.study.plan import PlanTrial, config_key
 from search.study.ranking import choose, reference_trial
 from search.study.stored_config import stored_loss

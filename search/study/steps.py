@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from search.study.loss_params import LossPoint, config_key
+from search.study.loss_point import LossPoint, config_key
 from search.study.phases import Phase
 
 __all__ = ["PlanTrial", "Step", "Wait", "config_key", "pairing_key"]

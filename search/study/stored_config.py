@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from objectives.config import TrialConfig
 from objectives.errors import LosstuneError
-from search.study.loss_params import LOSS_PARAMS, LossPoint, loss_point
+from search.study.loss_params import LOSS_PARAMS
+from search.study.loss_point import LossPoint, loss_point
 from search.study.trial_record import CONFIG_ATTR, CONFIG_VERSION, OptunaTrial, StoredTrial, read_trial
 
 __all__ = ["CONFIG_ATTR", "CONFIG_VERSION", "stored_config", "stored_loss"]

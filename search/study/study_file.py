@@ -18,7 +18,8 @@ from objectives.config import CVConfig, LossConfig, MetricConfig, ModelConfig, S
 from objectives.data_spec import DataSpec, Separator
 from objectives.errors import LosstuneError
 from search.formats.validation import read_yaml, validated
-from search.study.loss_params import LossParam, check_value, checked, with_values
+from search.study.loss_params import LossParam, check_value
+from search.study.loss_point import checked, with_values
 from search.study.phases import DEFAULT_PLAN, Phase, default_reference
 
 

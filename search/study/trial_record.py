@@ -31,7 +31,7 @@ from objectives.config import CVConfig, LossConfig, TrialConfig
 from objectives.errors import LosstuneError
 from objectives.stats import BETTER, SAME, WORSE
 from search.formats.validation import one_line
-from search.study.loss_params import LossPoint, RefusedLoss, loss_point, loss_values
+from search.study.loss_point import LossPoint, RefusedLoss, loss_point, loss_values
 
 CONFIG_ATTR = "trial_config"  # the configuration record's key
 CONFIG_VERSION = 1  # its layout: {"version": 1, ...TrialConfig.model_dump(mode="json")}
