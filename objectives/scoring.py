@@ -9,7 +9,6 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
 from objectives.config import MetricConfig
 from objectives.threshold import best_threshold, cross_fitted_scores, score_at
@@ -92,6 +91,10 @@ def score_oof(y: np.ndarray, oof: np.ndarray, fold_of_row: np.ndarray, metric: M
     of fold k of repeat r uses the threshold chosen on the other folds of the same repeat. Precision, recall,
     F1 at 0.5, ROC-AUC, PR-AUC, log loss and the confusion matrix are of the pooled predictions (with several
     repeats the confusion matrix counts each row once per repeat)."""
+    # sklearn here, not on import: threshold_scores is also what `status` reaches (through the study's ensemble),
+    # which stays free of sklearn, scipy and pandas (tests/test_fast_commands.py)
+    from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+
     scores = threshold_scores(y, oof, fold_of_row, metric)
     oof, fold_of_row = np.atleast_2d(oof), np.atleast_2d(fold_of_row)
     repeats, t, honest = oof.shape[0], scores.threshold, scores.honest_fold_scores

@@ -33,8 +33,6 @@ from search.study.phases import Phase, default_reference
 from search.study.ranking import best, ranked
 from search.study.steps import PlanTrial, Step, Wait
 
-__all__ = ["PlanTrial", "Step", "Wait", "config_key", "next_step", "pending_steps", "plan_step", "trial_cv"]
-
 if TYPE_CHECKING:
     from search.study.study_file import StudyFile
 
