@@ -26,6 +26,7 @@ import numpy as np
 
 from objectives.config import MetricConfig
 from objectives.metrics import score_from_counts
+from objectives.scoring import ThresholdScores, threshold_scores
 from objectives.stats import Comparison, compare, corrected_se
 from objectives.threshold import best_threshold, score_at
 
@@ -93,33 +94,6 @@ def pooled(proba: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass(frozen=True)
-class Scored:
-    """Probabilities ``[repeats, rows]`` scored as a trial is: the pooled threshold, its OOF score (mean of the
-    repeats' scores), the fold scores at it and the cross-fitted fold scores (repeat-major)."""
-
-    threshold: float
-    oof_score: float
-    fold_scores: np.ndarray
-    honest_fold_scores: np.ndarray
-
-
-def score_like_a_trial(proba: np.ndarray, y: np.ndarray, fold: np.ndarray, metric: MetricConfig) -> Scored:
-    """What :func:`objectives.scoring.score_oof` computes for the threshold, OOF, fold and honest scores."""
-    p = np.atleast_2d(proba)
-    t = best_threshold(np.tile(y, p.shape[0]), p.reshape(-1), metric).threshold
-    folds: list[float] = []
-    honest: list[float] = []
-    for r in range(p.shape[0]):
-        for k in np.unique(fold[r]):
-            held = fold[r] == k
-            folds.append(score_at(y[held], p[r, held], t, metric))
-            own = best_threshold(y[~held], p[r, ~held], metric).threshold
-            honest.append(score_at(y[held], p[r, held], own, metric))
-    oof = float(np.mean([score_at(y, p[r], t, metric) for r in range(p.shape[0])]))
-    return Scored(t, oof, np.array(folds), np.array(honest))
-
-
-@dataclass(frozen=True)
 class EnsembleSelection:
     """The selected ensemble: weights over the N trials given, one threshold, and its scores with their noise."""
 
@@ -179,12 +153,12 @@ def select_ensemble(
     folds = len(np.unique(fold[0]))
     counts = greedy_counts(*pooled(proba, y), metric, max_size)
     weights = counts / counts.sum()
-    ens = score_like_a_trial(ensemble_of(proba, weights), y, fold, metric)
+    ens = threshold_scores(y, ensemble_of(proba, weights), fold, metric)  # scored as a trial is
     honest = nested_fold_scores(proba, y, fold, metric, max_size)
-    singles = [score_like_a_trial(proba[i], y, fold, metric) for i in range(proba.shape[0])]
+    singles = [threshold_scores(y, proba[i], fold, metric) for i in range(proba.shape[0])]
     top = int(np.argmax([s.oof_score for s in singles]))
 
-    def against(other: Scored) -> tuple[Comparison, Comparison]:
+    def against(other: ThresholdScores) -> tuple[Comparison, Comparison]:
         oof = compare(ens.fold_scores, other.fold_scores, folds, diff=ens.oof_score - other.oof_score)
         return oof, compare(honest, other.honest_fold_scores, folds)
 

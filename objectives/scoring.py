@@ -9,7 +9,6 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
 from objectives.config import MetricConfig
 from objectives.threshold import best_threshold, cross_fitted_scores, score_at
@@ -47,6 +46,42 @@ class OofScores:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+@dataclass(frozen=True)
+class ThresholdScores:
+    """The scores of OOF probabilities that depend on the threshold (:func:`threshold_scores`): what a trial's
+    noise and paired comparisons are made of, and all an ensemble selection needs of a trial."""
+
+    threshold: float  # chosen on the pooled repeats
+    oof_score: float  # optimistic: the mean of the repeats' scores at the threshold
+    repeat_scores: list[float]
+    fold_scores: np.ndarray  # each fold's metric at the threshold, repeat-major (r * folds + k)
+    honest_fold_scores: np.ndarray  # cross-fitted: fold k at the threshold chosen on the other folds
+
+
+def threshold_scores(y: np.ndarray, oof: np.ndarray, fold_of_row: np.ndarray, metric: MetricConfig) -> ThresholdScores:
+    """The threshold and the scores at it (see :func:`score_oof`, which adds the threshold-free ones): ``oof``
+    and ``fold_of_row`` are ``[n_rows]`` (one repeat) or ``[repeats, n_rows]``."""
+    oof, fold_of_row = np.atleast_2d(oof), np.atleast_2d(fold_of_row)
+    repeats = oof.shape[0]
+    choice = best_threshold(np.tile(y, repeats), oof.reshape(-1), metric)
+    t = choice.threshold
+    repeat_scores = [score_at(y, oof[r], t, metric) for r in range(repeats)]
+    honest = np.concatenate([cross_fitted_scores(y, oof[r], fold_of_row[r], metric) for r in range(repeats)])
+    fold_scores = [
+        score_at(y[fold_of_row[r] == k], oof[r][fold_of_row[r] == k], t, metric)
+        for r in range(repeats)
+        for k in np.unique(fold_of_row[r])
+    ]
+    # one repeat: the score found with the threshold, as before; several: the mean of the repeats'
+    return ThresholdScores(
+        threshold=t,
+        oof_score=choice.score if repeats == 1 else float(np.mean(repeat_scores)),
+        repeat_scores=[choice.score] if repeats == 1 else repeat_scores,
+        fold_scores=np.array(fold_scores),
+        honest_fold_scores=honest,
+    )
+
+
 def score_oof(y: np.ndarray, oof: np.ndarray, fold_of_row: np.ndarray, metric: MetricConfig) -> OofScores:
     """Threshold and every score, from OOF probabilities alone: ``oof`` and ``fold_of_row`` are ``[n_rows]``
     (one repeat) or ``[repeats, n_rows]``.
@@ -56,18 +91,14 @@ def score_oof(y: np.ndarray, oof: np.ndarray, fold_of_row: np.ndarray, metric: M
     of fold k of repeat r uses the threshold chosen on the other folds of the same repeat. Precision, recall,
     F1 at 0.5, ROC-AUC, PR-AUC, log loss and the confusion matrix are of the pooled predictions (with several
     repeats the confusion matrix counts each row once per repeat)."""
+    # sklearn here, not on import: threshold_scores is also what `status` reaches (through the study's ensemble),
+    # which stays free of sklearn, scipy and pandas (tests/test_fast_commands.py)
+    from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+
+    scores = threshold_scores(y, oof, fold_of_row, metric)
     oof, fold_of_row = np.atleast_2d(oof), np.atleast_2d(fold_of_row)
-    repeats = oof.shape[0]
+    repeats, t, honest = oof.shape[0], scores.threshold, scores.honest_fold_scores
     y_pooled, p_pooled = np.tile(y, repeats), oof.reshape(-1)
-    choice = best_threshold(y_pooled, p_pooled, metric)
-    t = choice.threshold
-    repeat_scores = [score_at(y, oof[r], t, metric) for r in range(repeats)]
-    honest = np.concatenate([cross_fitted_scores(y, oof[r], fold_of_row[r], metric) for r in range(repeats)])
-    fold_scores = [
-        score_at(y[fold_of_row[r] == k], oof[r][fold_of_row[r] == k], t, metric)
-        for r in range(repeats)
-        for k in np.unique(fold_of_row[r])
-    ]
     pred = p_pooled >= t
     yb = y_pooled.astype(bool)
     tp, fp = int(np.sum(pred & yb)), int(np.sum(pred & ~yb))
@@ -76,14 +107,13 @@ def score_oof(y: np.ndarray, oof: np.ndarray, fold_of_row: np.ndarray, metric: M
     return OofScores(
         metric=metric.label,
         threshold=t,
-        # one repeat: the score found with the threshold, as before; several: the mean of the repeats'
-        oof_score=choice.score if repeats == 1 else float(np.mean(repeat_scores)),
+        oof_score=scores.oof_score,
         honest_score_mean=float(honest.mean()),
         honest_score_std=float(honest.std()),
         honest_fold_scores=honest.tolist(),
-        fold_scores=fold_scores,
+        fold_scores=scores.fold_scores.tolist(),
         repeats=repeats,
-        repeat_scores=[choice.score] if repeats == 1 else repeat_scores,
+        repeat_scores=scores.repeat_scores,
         f1_at_0_5=score_at(y_pooled, p_pooled, 0.5, f1),
         precision=tp / (tp + fp) if tp + fp else 0.0,
         recall=tp / (tp + fn) if tp + fn else 0.0,

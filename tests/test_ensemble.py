@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from objectives.config import MetricConfig
-from objectives.ensemble import best_scores, greedy_counts, score_like_a_trial, select_ensemble
+from objectives.ensemble import best_scores, greedy_counts, select_ensemble
+from objectives.scoring import threshold_scores
 from objectives.selection_bias import adjusted_verdict, bbc_cv, holm_adjusted
 from objectives.stats import BETTER, compare
 from objectives.threshold import best_threshold, score_at
@@ -109,7 +110,7 @@ def test_bbc_is_unbiased_for_equal_configurations_and_the_naive_best_of_n_is_not
         truth = score_at(y_new, p_new[0], t, F1)  # equal configurations: any one's fresh rows stand for the winner
         bbc_err.append(result.best_single.estimate - truth)
         naive_err.append(result.naive_best - truth)
-        honest_err.append(score_like_a_trial(proba[winner], y, fold, F1).honest_fold_scores.mean() - truth)
+        honest_err.append(threshold_scores(y, proba[winner], fold, F1).honest_fold_scores.mean() - truth)
     mc = np.std(bbc_err, ddof=1) / np.sqrt(len(bbc_err))
     assert abs(np.mean(bbc_err)) < 3 * mc, (np.mean(bbc_err), mc)
     naive_mc = np.std(naive_err, ddof=1) / np.sqrt(len(naive_err))
@@ -140,7 +141,7 @@ def _verdicts(rng, weeks, noise):
     naive = holm = bbc = 0
     for _ in range(weeks):
         proba, y, fold, _ = week(rng, n=2000, configs=len(noise), noise=noise, fold_sd=0.15)
-        scored = [score_like_a_trial(proba[c], y, fold, F1) for c in range(len(noise))]
+        scored = [threshold_scores(y, proba[c], fold, F1) for c in range(len(noise))]
         seed = int(rng.integers(1 << 30))
         bbc += (
             bbc_cv(proba, y, F1, reference=0, bootstraps=100, seed=seed, with_ensemble=False).best_single.verdict

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from objectives.config import LossConfig
 from objectives.errors import LosstuneError
 from search.cli import main
 from search.model.exported_config import load_exported
@@ -33,7 +34,7 @@ budget: {trials_per_week: 4}
 
 
 def _record(n, seed=0, folds=5, repeats=1, data="sha256:a", scores=(0.5, 0.6, 0.55, 0.52, 0.58)):
-    loss = {"alpha": None, "gamma": 2.0, "bce_weight": 0.5, "focal_weight": 0.5}
+    loss = LossConfig(gamma=2.0)
     return PlanTrial(
         n, "p", "COMPLETE", loss, value=0.6, cv_seed=seed, fold_scores=scores, folds=folds, repeats=repeats,
         fingerprint=data,

@@ -362,7 +362,7 @@ def test_results_and_status_read_the_loss_from_the_record(flow, tmp_path):
     """With the ``loss`` user attr and Optuna's params gone, the results table, the plan's records and status
     still have every trial's loss: they read the stored configuration."""
     from search.run.status import study_status
-    from search.study.results import results_rows, trial_records
+    from search.study.results import plan_trials, results_rows
 
     path = study_copy(flow, tmp_path, STUDY, drop=("loss",), params=False)
     status = study_status(path)
@@ -372,8 +372,8 @@ def test_results_and_status_read_the_loss_from_the_record(flow, tmp_path):
     assert {k: status["best"][k] for k in LOSS_PARAMS} == trials[status["best"]["trial"]]
     storage = f"sqlite:///{tmp_path / 'copy.optuna.db'}"
     study = optuna.load_study(study_name="e2e", storage=storage)
-    assert {r.number: r.loss for r in trial_records(study)} == trials
-    assert results_rows(study, status["reference"]) == status["trials"]
+    assert {r.number: r.loss.model_dump() for r in plan_trials(study)} == trials
+    assert results_rows(study, LossConfig(**status["reference"])) == status["trials"]
 
 
 def test_missing_column_is_one_clear_line(flow, capsys, tmp_path):

@@ -78,12 +78,13 @@ def test_a_study_seed_leaves_room_for_the_confirm_seeds(tmp_path):
 
 
 def test_a_fresh_confirm_seed_beyond_the_splitter_is_refused_not_a_crash():
+    from objectives.config import LossConfig
     from search.study.phases import Phase
     from search.study.plan import fresh_seed
     from search.study.steps import PlanTrial
 
     phase = Phase(name="confirm", kind="confirm")
-    record = PlanTrial(number=0, phase="grid", state="COMPLETE", value=0.5, loss={}, cv_seed=2**32 - 10)
+    record = PlanTrial(number=0, phase="grid", state="COMPLETE", value=0.5, loss=LossConfig(), cv_seed=2**32 - 10)
     with pytest.raises(LosstuneError, match="no fresh CV seed"):
         fresh_seed(phase, [record], 0)
     assert fresh_seed(phase, [], 2**31 - 1) <= 2**32 - 1

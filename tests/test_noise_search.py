@@ -12,13 +12,15 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from objectives.config import LossConfig
 from objectives.errors import LosstuneError
 from objectives.stats import compare, corrected_se
 from search.cli import main
 from search.run.session import StudySession
+from search.study.loss_point import loss_point
 from search.study.phases import Phase
 from search.study.plan import FRESH_SEED_STRIDE, config_key, next_step
-from search.study.results import trial_records
+from search.study.results import plan_trials
 from search.study.study_file import load_study_file
 from tests.conftest import tiny_study
 
@@ -93,7 +95,9 @@ def test_same_numbers_everywhere(searched, tmp_path, capsys):
         assert not any(k.startswith("cv_score_r") and k[-1].isdigit() for k in metrics)
         # the verdict as text, against the study's one reference
         verdict = run.tags["losstune.verdict"]
-        if config_key(a["loss"]) == config_key(session.file.reference_loss):  # the reference, or its confirm re-run
+        if config_key(loss_point(a["loss"])) == config_key(
+            session.file.reference_loss
+        ):  # the reference, or its confirm re-run
             assert verdict == "reference"
         else:
             assert re.fullmatch(r"(better than|~same as|worse than) t000", verdict), verdict
@@ -105,7 +109,7 @@ def test_same_numbers_everywhere(searched, tmp_path, capsys):
 
     # paired differences really are fold by fold against the reference on the same splits
     ref = trials[0]
-    assert config_key(ref.user_attrs["loss"]) == config_key(session.file.reference_loss)
+    assert config_key(loss_point(ref.user_attrs["loss"])) == config_key(session.file.reference_loss)
     for t in trials[1:3]:
         c = compare(t.user_attrs["fold_scores"], ref.user_attrs["fold_scores"], 3, diff=t.value - ref.value)
         assert (t.user_attrs["reference_trial"], t.user_attrs["diff_vs_reference_se"]) == (0, pytest.approx(c.se))
@@ -142,10 +146,10 @@ def test_same_numbers_everywhere(searched, tmp_path, capsys):
 
 def test_confirm_reruns_the_top_configurations_on_seeds_no_earlier_trial_used(searched):
     path, _ = searched
-    records = trial_records(StudySession(path, with_data=False).study)
+    records = plan_trials(StudySession(path, with_data=False).study)
     balance, check = records[:3], [r for r in records if r.phase == "check"]
     top2 = [config_key(r.loss) for r in sorted(balance, key=lambda r: (-r.value, r.number))[:2]]
-    reference = config_key({"alpha": None, "gamma": 2.0, "bce_weight": 0.5, "focal_weight": 0.5})
+    reference = config_key(LossConfig(gamma=2.0))
     assert [config_key(r.loss) for r in check] == list(dict.fromkeys([reference, *top2]))
     assert {r.cv_seed for r in balance} == {7}
     assert {r.cv_seed for r in check} == {FRESH_SEED_STRIDE}
@@ -160,7 +164,7 @@ def test_a_second_confirm_phase_takes_a_new_block_of_seeds():
     from search.study.plan import PlanTrial
 
     def rec(n, phase, seed, cv=None, value=0.5):
-        loss = {"alpha": None, "gamma": 2.0, "bce_weight": 0.5, "focal_weight": 0.5 + n / 100}
+        loss = LossConfig(gamma=2.0, bce_weight=0.5, focal_weight=0.5 + n / 100)
         return PlanTrial(n, phase, "COMPLETE", loss, value=value, cv=cv, cv_seed=seed)
 
     grid = Phase(name="g", grid=[{"bce_weight": 0.5, "focal_weight": 0.5 + n / 100} for n in range(3)])
@@ -173,23 +177,23 @@ def test_a_second_confirm_phase_takes_a_new_block_of_seeds():
     done = [rec(0, "g", 5), rec(1, "g", 5, value=0.9), rec(2, "g", 5)]
     step = next_step(phases, done, study_seed=5)
     assert (step.phase.name, step.cv) == ("c1", {"seed": 1000, "repeats": 3})
-    assert step.loss["focal_weight"] == 0.5  # the reference first
+    assert step.loss.focal_weight == 0.5  # the reference first
     done += [
         PlanTrial(n, "c1", "COMPLETE", done[i].loss, value=0.8, cv={"seed": 1000}, cv_seed=1000)
         for n, i in ((3, 0), (4, 1))
     ]  # the reference (trial 0's configuration) and the best (trial 1's)
     step = next_step(phases, done, study_seed=5)
     assert step.phase.name == "g2"
-    done.append(PlanTrial(5, "g2", "COMPLETE", {**done[1].loss, "gamma": 3.0}, value=0.95, cv_seed=5))
+    done.append(PlanTrial(5, "g2", "COMPLETE", LossConfig(gamma=3.0, focal_weight=0.51), value=0.95, cv_seed=5))
     step = next_step(phases, done, study_seed=5)
-    assert (step.phase.name, step.cv["seed"], step.loss["gamma"]) == ("c2", 2000, 3.0)
+    assert (step.phase.name, step.cv["seed"], step.loss.gamma) == ("c2", 2000, 3.0)
 
 
 def test_reference_and_confirm_phase_are_validated(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("LOSSTUNE_NOW", "2026-11-18T10:00:00")
     path = make_study(tmp_path, name="ref", extra="reference: {gamma: 1, bce_weight: 1.0, focal_weight: 0.0}")
     file = load_study_file(path)
-    assert file.reference_loss == {"alpha": None, "gamma": 1.0, "bce_weight": 1.0, "focal_weight": 0.0}
+    assert file.reference_loss == LossConfig(alpha=None, gamma=1.0, bce_weight=1.0, focal_weight=0.0)
     for extra, message in [
         ("reference: {gamma: -1}", "gamma=-1 is outside"),
         ("reference: {bce_weight: 0, focal_weight: 0}", "both 0"),

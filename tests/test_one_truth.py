@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
+from objectives.config import LossConfig
 from search.cli import main
 from search.run.session import StudySession
 from search.study.ranking import choose, reference_trial
@@ -95,7 +96,7 @@ def test_before_a_confirm_phase_the_best_mean_and_one_reference():
     choice = choose(trials)
     assert choice is not None and (choice.number, choice.rule) == (1, "mean")
     # the reference's confirm re-run (trial 3) is its run on another seed, not a second reference
-    assert reference_trial(_week([0.6, 0.6, 0.6]), config_key(_loss(2, 0.5))) == 0
+    assert reference_trial(_week([0.6, 0.6, 0.6]), config_key(LossConfig(**_loss(2, 0.5)))) == 0
 
 
 @pytest.mark.slow
@@ -169,7 +170,7 @@ def test_every_view_names_the_same_best_trial_and_reference_after_two_weeks(tmp_
 def test_a_phase_that_beat_nothing_says_the_earlier_choice_was_kept():
     from search.study.choices import phase_choices
     from search.study.phases import Phase
-    from search.study.results import record_of
+    from search.study.results import plan_trial_of
 
     trials = _week([0.58, 0.59, 0.58])  # the refine trial is worse than trial 1
     phases = (
@@ -177,7 +178,7 @@ def test_a_phase_that_beat_nothing_says_the_earlier_choice_was_kept():
         Phase(name="confirm", kind="confirm"),
         Phase(name="refine", kind="tpe", space={"gamma": (0.0, 5.0)}),
     )
-    lines = phase_choices(phases, [record_of(t) for t in trials], _loss(2, 0.5))
+    lines = phase_choices(phases, [plan_trial_of(t) for t in trials], LossConfig(**_loss(2, 0.5)))
     refine = next(line for line in lines if line.startswith("refine: "))
     assert refine.startswith("refine: kept g=2 a=none w=1/0 (trial 1, balance); the phase's best, ")
     assert "(trial 5)" in refine
@@ -189,7 +190,9 @@ def test_a_trial_line_shows_its_own_share_of_its_batch_time():
     from search.run.trial_outcome import TrialOutcome, format_outcome
 
     result = SimpleNamespace(oof_score=0.6, honest_score_mean=0.58, threshold=0.4, seconds=12.0)
-    line = format_outcome(TrialOutcome(3, "gamma", _loss(3.0, 0.5), "COMPLETE", result=result, batch_size=4), "f1")
+    line = format_outcome(
+        TrialOutcome(3, "gamma", LossConfig(**_loss(3.0, 0.5)), "COMPLETE", result=result, batch_size=4), "f1"
+    )
     assert "3.0s (1/4 of a 12.0s batch)" in line and "gamma=3 " in line
 
 

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from mlflow import MlflowClient
 from sqlalchemy.engine import make_url
 
+from search.study.loss_point import loss_point
 from search.study.plan import config_key
 from tests.conftest import synthetic_frame
 from tests.test_robustness import WEEK, start_search
@@ -114,7 +115,7 @@ def test_three_workers_on_one_postgresql_study(tmp_path: Path, databases, monkey
     trials = session.study.trials
     assert len(trials) == BUDGET and session.ledger.spent("2026-W47") == BUDGET  # the budget held
     assert all(t.state.name == "COMPLETE" for t in trials)
-    keys = [config_key(t.user_attrs["loss"]) for t in trials]
+    keys = [config_key(loss_point(t.user_attrs["loss"])) for t in trials]
     assert len(set(keys)) == len(keys)  # no configuration twice
     assert Counter(t.user_attrs["phase"] for t in trials) == {"balance": 4, "gamma": 3}
     assert len({t.user_attrs["worker"] for t in trials}) >= 2

@@ -25,8 +25,9 @@ from search.run.runner import run_search
 from search.run.session import STALE_REASON, StudySession
 from search.run.storage import quiet_optuna
 from search.run.worker import Worker
+from search.study.loss_point import loss_point
 from search.study.plan import config_key, next_step, pending_steps
-from search.study.results import trial_records
+from search.study.results import plan_trials
 from tests.conftest import tiny_study
 
 WEEK = "2026-11-18T10:00:00"  # ISO week 2026-W47
@@ -207,15 +208,17 @@ def _nothing_lost(before: dict, session: StudySession, budget: int) -> None:
             if number in runs:  # (killed between asking for the trial and creating its run: no run)
                 assert runs[number].info.status == "FAILED"
                 assert runs[number].data.tags["losstune.failure_reason"] == STALE_REASON
-    retried = {config_key(t.user_attrs["loss"]) for t in trials[len(before) :]}
+    retried = {config_key(loss_point(t.user_attrs["loss"])) for t in trials[len(before) :]}
     # the next batch is asked while this one is still being recorded, so the kill may land on a trial asked and not
     # yet given its attrs: it has no loss to compare (and no params), and its point is planned afresh
     for n in killed:
         if "loss" not in before[n].user_attrs:
             assert not trials[n].params and trials[n].user_attrs["failure"] == "stale"
-    killed_points = {config_key(before[n].user_attrs["loss"]) for n in killed if "loss" in before[n].user_attrs}
+    killed_points = {
+        config_key(loss_point(before[n].user_attrs["loss"])) for n in killed if "loss" in before[n].user_attrs
+    }
     assert killed_points & retried  # the killed points run again
-    complete = [config_key(t.user_attrs["loss"]) for t in trials if t.state.name == "COMPLETE"]
+    complete = [config_key(loss_point(t.user_attrs["loss"])) for t in trials if t.state.name == "COMPLETE"]
     assert len(set(complete)) == len(complete)
     for number in range(len(before), len(trials)):
         assert trials[number].state.name == "COMPLETE" and runs[number].info.status == "FINISHED"
@@ -246,9 +249,9 @@ def test_kill_9_while_a_batch_trains_then_rerun_retries_only_its_points(tmp_path
     assert [before[n].state.name for n in range(8)] == ["COMPLETE"] * 4 + ["RUNNING"] * 4
     _nothing_lost(before, session, budget=12)
     trials = session.study.trials
-    killed_gamma = {config_key(before[n].user_attrs["loss"]) for n in range(4, 8)}
+    killed_gamma = {config_key(loss_point(before[n].user_attrs["loss"])) for n in range(4, 8)}
     for t in trials[len(before) :]:  # only the killed gamma points ran again
-        assert t.user_attrs["phase"] == "gamma" and config_key(t.user_attrs["loss"]) in killed_gamma
+        assert t.user_attrs["phase"] == "gamma" and config_key(loss_point(t.user_attrs["loss"])) in killed_gamma
 
 
 @pytest.mark.slow
@@ -345,8 +348,8 @@ def test_ctrl_c_marks_the_current_batch_and_exits_130(tmp_path, fast_stale):
         assert runs[trial.number].data.tags["losstune.failure_reason"] == "interrupted (Ctrl-C)"
     assert client.get_run(session.study.user_attrs["mlflow_parent_run_id"]).info.status == "KILLED"
     # the next run retries the same configurations (second attempts of the same grid points)
-    step = next_step(session.phases, trial_records(session.study))
-    assert step.loss == trials[0].user_attrs["loss"] and step.attempt == 1
+    step = next_step(session.phases, plan_trials(session.study))
+    assert step.loss == loss_point(trials[0].user_attrs["loss"]) and step.attempt == 1
 
 
 def test_diverging_trials_fail_with_the_reason_and_the_search_goes_on(tmp_path, fast_stale):
@@ -365,8 +368,10 @@ def test_diverging_trials_fail_with_the_reason_and_the_search_goes_on(tmp_path, 
         assert run.data.tags["losstune.failure_reason"] == trials[number].user_attrs["failure_reason"]
     assert sum("FAILED: training diverged" in line for line in lines) == 2
     # a diverged point is a finished outcome: the plan moves on to the third point, it does not retry
-    step = next_step(session.phases, trial_records(session.study))
-    assert step.attempt == 0 and config_key(step.loss) not in {config_key(t.user_attrs["loss"]) for t in trials}
+    step = next_step(session.phases, plan_trials(session.study))
+    assert step.attempt == 0 and config_key(step.loss) not in {
+        config_key(loss_point(t.user_attrs["loss"])) for t in trials
+    }
 
 
 @pytest.mark.slow
@@ -382,7 +387,7 @@ def test_two_searches_at_once_on_one_sqlite_study(tmp_path, fast_stale):
     trials = session.study.trials
     assert len(trials) == 6  # the week's budget, not 2 x 6
     assert all(t.state.name == "COMPLETE" for t in trials)
-    keys = [config_key(t.user_attrs["loss"]) for t in trials]
+    keys = [config_key(loss_point(t.user_attrs["loss"])) for t in trials]
     assert len(set(keys)) == 6  # no configuration run twice
     assert Counter(t.user_attrs["phase"] for t in trials) == {"balance": 4, "gamma": 2}
     # (a batch holds a whole phase, so one process may find every point claimed by the other and only wait:
@@ -399,7 +404,7 @@ def test_two_searches_at_once_on_one_sqlite_study(tmp_path, fast_stale):
 def test_an_abandoned_grid_claim_is_taken_over_after_the_grace_period(tmp_path, fast_stale):
     path = make_study(tmp_path, "claim", budget=1)
     session = StudySession(path)
-    step = next_step(session.phases, trial_records(session.study))
+    step = next_step(session.phases, plan_trials(session.study))
     ledger = session.ledger
     assert ledger.claim(step.claim)  # a worker claims the point, then dies before asking Optuna for the trial
     assert not ledger.claim(step.claim)  # while it is fresh, nobody else may take it
@@ -410,7 +415,7 @@ def test_an_abandoned_grid_claim_is_taken_over_after_the_grace_period(tmp_path, 
     assert run_search(path, SearchOptions(progress=False, timeout=60), echo=lambda _: None) == 0
     session = load(path)
     (trial,) = session.study.trials
-    assert trial.state.name == "COMPLETE" and trial.user_attrs["loss"] == step.loss
+    assert trial.state.name == "COMPLETE" and loss_point(trial.user_attrs["loss"]) == step.loss
     with ledger.engine.connect() as conn:
         rows = conn.exec_driver_sql("SELECT claim, trial_number FROM losstune_grid_claims").fetchall()
     assert rows == [(step.claim, 0)]  # the claim now records the trial that ran the point
@@ -444,7 +449,7 @@ def test_workers_looking_for_work_share_a_phase_and_old_check_ins_do_not_count(t
 
 
 def _balance_steps(session):
-    return pending_steps(session.phases, trial_records(session.study), limit=16)
+    return pending_steps(session.phases, plan_trials(session.study), limit=16)
 
 
 def test_a_trial_that_never_beat_and_its_unlinked_run_are_failed(tmp_path, fast_stale):

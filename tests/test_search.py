@@ -16,7 +16,7 @@ from search.run.options import SearchOptions
 from search.run.runner import run_search
 from search.run.session import StudySession
 from search.study.plan import config_key
-from search.study.results import trial_records
+from search.study.results import plan_trials
 from tests.conftest import tiny_study
 
 WEEK1 = "2026-11-18T10:00:00"  # ISO week 2026-W47
@@ -45,30 +45,30 @@ def test_whole_default_plan_in_one_week(tmp_path, week1, monkeypatch):
     path = make_study(tmp_path)
     assert search(path) == 0
     session = load(path)
-    records = trial_records(session.study)
+    records = plan_trials(session.study)
     assert Counter(r.phase for r in records) == {"balance": 4, "gamma": 4, "alpha": 2}
     assert all(r.state == "COMPLETE" for r in records)
 
     balance = [r for r in records if r.phase == "balance"]
-    assert {(r.loss["bce_weight"], r.loss["focal_weight"]) for r in balance} == {
+    assert {(r.loss.bce_weight, r.loss.focal_weight) for r in balance} == {
         (0.5, 0.5),
         (0.2, 0.8),
         (0.8, 0.2),
         (0.0, 1.0),
     }
-    assert all(r.loss["gamma"] == 3.0 and r.loss["alpha"] is None for r in balance)
+    assert all(r.loss.gamma == 3.0 and r.loss.alpha is None for r in balance)
     best_balance = max(balance, key=lambda r: (r.value, -r.number))
     gamma = [r for r in records if r.phase == "gamma"]
-    assert sorted(r.loss["gamma"] for r in gamma) == [1.0, 2.0, 4.0, 5.0]
+    assert sorted(r.loss.gamma for r in gamma) == [1.0, 2.0, 4.0, 5.0]
     for r in gamma:  # phase 2 keeps the best phase-1 balance
-        assert (r.loss["bce_weight"], r.loss["focal_weight"]) == (
-            best_balance.loss["bce_weight"],
-            best_balance.loss["focal_weight"],
+        assert (r.loss.bce_weight, r.loss.focal_weight) == (
+            best_balance.loss.bce_weight,
+            best_balance.loss.focal_weight,
         )
     best_so_far = max([*balance, *gamma], key=lambda r: (r.value, -r.number))
     alpha = [r for r in records if r.phase == "alpha"]
-    assert sorted(r.loss["alpha"] for r in alpha) == [0.25, 0.75]
-    assert all(r.loss["gamma"] == best_so_far.loss["gamma"] for r in alpha)
+    assert sorted(r.loss.alpha for r in alpha) == [0.25, 0.75]
+    assert all(r.loss.gamma == best_so_far.loss.gamma for r in alpha)
     assert len({config_key(r.loss) for r in records}) == 10
 
     # MLflow: one parent, ten children, each a comparable row
@@ -137,10 +137,10 @@ def test_whole_default_plan_in_one_week(tmp_path, week1, monkeypatch):
     # next week confirms the reference and the two best on a fresh seed, then continues with refine
     monkeypatch.setenv("LOSSTUNE_NOW", WEEK2)
     assert search(path, budget=5) == 0
-    records = trial_records(load(path).study)
+    records = plan_trials(load(path).study)
     week1_records = records[:10]
     top2 = [config_key(r.loss) for r in sorted(week1_records, key=lambda r: (-r.value, r.number))[:2]]
-    reference = config_key({"alpha": None, "gamma": 3.0, "bce_weight": 0.5, "focal_weight": 0.5})
+    reference = config_key(LossConfig(gamma=3.0))
     expected = list(dict.fromkeys([reference, *top2]))
     confirm = [r for r in records[10:] if r.phase == "confirm"]
     assert [config_key(r.loss) for r in confirm] == expected
@@ -149,16 +149,16 @@ def test_whole_default_plan_in_one_week(tmp_path, week1, monkeypatch):
     assert earlier_seeds == {0}
     assert {r.cv_seed for r in confirm} == {1000} and all(r.cv["repeats"] == 3 for r in confirm)
     assert all(r.state == "COMPLETE" for r in confirm)
-    assert all(r.loss["alpha"] is not None for r in records[10 + len(expected) :])
+    assert all(r.loss.alpha is not None for r in records[10 + len(expected) :])
 
 
 def test_stopped_run_resumes_without_duplicates(tmp_path, week1):
     path = make_study(tmp_path, name="resume")
     assert search(path, budget=6) == 0  # stops after trial 6 (this week's budget, given on the command line)
-    first = trial_records(load(path).study)
+    first = plan_trials(load(path).study)
     assert len(first) == 6
     assert search(path) == 0  # budget.trials_per_week = 10: four more
-    records = trial_records(load(path).study)
+    records = plan_trials(load(path).study)
     assert len(records) == 10
     assert Counter(r.phase for r in records) == {"balance": 4, "gamma": 4, "alpha": 2}
     keys = [config_key(r.loss) for r in records]
@@ -235,22 +235,20 @@ NO_NEGATIVE_LOSS = (
 
 
 def test_a_plan_point_is_validated_when_the_step_is_made():
-    """Before any budget slot: the step carries its typed loss, or the reason LossConfig refuses it."""
-    from search.study.loss_params import InvalidLoss
+    """Before any budget slot: the step carries its typed loss, or the values LossConfig refuses and why."""
+    from search.study.loss_point import InvalidLoss, RefusedLoss, checked
     from search.study.phases import Phase
     from search.study.plan import PlanTrial, pending_steps
 
     phases = tuple(Phase(**p) for p in yaml.safe_load(INVALID_POINT_PLAN)["plan"])
     (first,) = pending_steps(phases, [], limit=16)
-    assert first.invalid is None and first.loss_config == LossConfig(gamma=2, bce_weight=0, focal_weight=1)
-    done = [PlanTrial(0, "focal", "COMPLETE", first.loss_config.model_dump(), value=0.5)]
+    assert first.loss == LossConfig(gamma=2, bce_weight=0, focal_weight=1)
+    done = [PlanTrial(0, "focal", "COMPLETE", first.loss, value=0.5)]
     refused, valid = pending_steps(phases, done, limit=16)
-    assert refused.loss_config is None and refused.invalid == NO_NEGATIVE_LOSS
+    assert refused.loss == RefusedLoss(alpha=1.0, gamma=2.0, bce_weight=0.0, focal_weight=1.0, reason=NO_NEGATIVE_LOSS)
     with pytest.raises(InvalidLoss, match="gives the negatives no loss"):
-        refused.resolved_loss(dict(refused.loss))
-    assert valid.invalid is None and valid.resolved_loss({}) == LossConfig(
-        alpha=0.5, gamma=2, bce_weight=0, focal_weight=1
-    )
+        checked(refused.loss)
+    assert valid.loss == LossConfig(alpha=0.5, gamma=2, bce_weight=0, focal_weight=1)
 
 
 def test_an_invalid_point_fails_at_once_with_its_reason_and_the_plan_goes_on(tmp_path, week1):
@@ -272,4 +270,8 @@ def test_an_invalid_point_fails_at_once_with_its_reason_and_the_plan_goes_on(tmp
         for line in lines
     )
     assert stored_config(trials[2]).loss == LossConfig(alpha=0.5, gamma=2, bce_weight=0, focal_weight=1)
-    assert plan_step(session.file, trial_records(session.study)) is None  # the refused point counts as done
+    assert plan_step(session.file, plan_trials(session.study)) is None  # the refused point counts as done
+    # the next run does not ask the refused point again: matched to its failed trial by its stored values
+    assert search(path, budget=5) == 0
+    again = load(path).study.get_trials()
+    assert len(again) == 3 and [t.user_attrs["loss"]["alpha"] for t in again].count(1.0) == 1

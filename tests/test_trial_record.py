@@ -45,7 +45,7 @@ CONFIG = TrialConfig(loss=LossConfig(gamma=1.5, alpha=0.25), cv=CVConfig(folds=3
 
 def test_a_record_round_trips_through_optuna(study):
     trial = study.ask()
-    loss = CONFIG.loss.model_dump()
+    loss = CONFIG.loss
     write_trial(
         trial, phase="confirm", phase_index=2, week="2026-W47", slot=3, worker="host:1", loss=loss, cv=CONFIG.cv
     )
@@ -84,6 +84,7 @@ def test_a_record_round_trips_through_optuna(study):
     attrs = frozen.user_attrs
     assert attrs["trial_config"] == {"version": CONFIG_VERSION, **CONFIG.model_dump(mode="json")}
     assert attrs["fold_scores"] == list(told.fold_scores) and attrs["cv"] == CONFIG.cv.model_dump()
+    assert attrs["loss"] == {"alpha": 0.25, "gamma": 1.5, "bce_weight": 0.5, "focal_weight": 0.5}
     assert "best_trial" not in attrs  # only what was written
 
 
@@ -109,6 +110,25 @@ def test_a_corrupt_stored_value_is_one_line_naming_the_trial_and_the_key(study):
     with pytest.raises(
         LosstuneError, match=r"^trial 1's stored trial_config: version 99; this losstune reads version 1"
     ):
+        read_trial(study.get_trials()[1])
+
+
+def test_a_refused_loss_is_stored_as_its_values_and_read_back_as_refused(study):
+    """The ``loss`` attr stays the values by name on disk; read back, a point LossConfig refuses is a RefusedLoss
+    with the same config_key as the plan's point, so the plan matches it to its failed trial."""
+    from search.study.loss_point import RefusedLoss, config_key, with_values
+
+    point = with_values(LossConfig(bce_weight=0.0, focal_weight=1.0), {"focal_weight": 0.0})
+    assert isinstance(point, RefusedLoss) and "both 0" in point.reason
+    trial = study.ask()
+    write_trial(trial, phase="weights", loss=point, failure="invalid", failure_reason=point.reason)
+    frozen = study.get_trials()[0]
+    assert frozen.user_attrs["loss"] == {"alpha": None, "gamma": 2.0, "bce_weight": 0.0, "focal_weight": 0.0}
+    stored = read_trial(frozen).loss
+    assert stored == point and config_key(stored) == config_key(point) and stored_loss(frozen) == point
+    trial = study.ask()
+    trial.set_user_attr("loss", {"alpha": None, "gamma": "x", "bce_weight": 0.5, "focal_weight": 0.5})
+    with pytest.raises(LosstuneError, match=r"^trial 1's stored loss: .*gamma: 'x' is not a number"):
         read_trial(study.get_trials()[1])
 
 

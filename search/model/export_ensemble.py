@@ -20,7 +20,7 @@ from objectives.config import TrialConfig
 from objectives.errors import LosstuneError
 from search.model.export_trial import load_study, module_dir_of, versions
 from search.model.exported_config import EnsembleMember, EnsembleSpec, ExportedConfig, Provenance, dump_exported
-from search.study.results import trial_records
+from search.study.results import plan_trials
 from search.study.stored_config import stored_config
 from search.study.study_ensemble import StudyEnsemble, study_ensemble
 from search.study.study_file import StudyFile, load_study_file
@@ -51,7 +51,7 @@ def export_ensemble(
     and the run id it was logged on (None when not logged)."""
     file = load_study_file(study_path)
     study = load_study(file)
-    found = study_ensemble(trial_records(study), file)
+    found = study_ensemble(plan_trials(study), file)
     if found is None:
         raise LosstuneError(
             "no ensemble: fewer than two complete trials on the study's splits have stored OOF predictions "

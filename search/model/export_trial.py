@@ -23,7 +23,7 @@ from objectives.config import TrialConfig
 from objectives.errors import LosstuneError
 from search.formats.atomic_write import refuse_input_as_output
 from search.model.exported_config import ExportedConfig, Provenance, dump_exported
-from search.study.loss_params import UNWEIGHTED
+from search.study.loss_params import loss_words
 from search.study.plan import config_key
 from search.study.ranking import choose
 from search.study.stored_config import stored_config
@@ -222,7 +222,7 @@ def format_export(exported: ExportedConfig, out: Path, logged_run_id: str | None
         return format_ensemble_export(exported, out, logged_run_id)
     p = exported.provenance
     honest = "n/a" if p.honest_score is None else f"{p.honest_score:.4f}"
-    loss = " ".join(f"{k}={UNWEIGHTED if v is None else f'{v:g}'}" for k, v in exported.loss.model_dump().items())
+    loss = loss_words(exported.loss)
     lines = [
         f"exported trial {p.trial} ({p.phase}) of study {p.study!r} to {out}",
         f"{loss}  threshold {exported.threshold:.4f}",

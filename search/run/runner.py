@@ -23,12 +23,13 @@ from search.run.options import SearchOptions
 from search.run.processes import run_workers
 from search.run.session import StudySession
 from search.run.storage import init_lock, storage_fault
+from search.study.loss_params import loss_words
 from search.study.plan import plan_step
-from search.study.results import trial_records
+from search.study.results import plan_trials
 from search.study.stored_config import stored_loss
 from search.study.study_record import read_study, write_study
 from search.study.trial_record import read_trial
-from search.tracking.run_params import UNWEIGHTED, study_params
+from search.tracking.run_params import study_params
 
 if TYPE_CHECKING:
     from search.run.trial_outcome import TrialOutcome
@@ -96,7 +97,7 @@ def _open_parent_run(session: StudySession, options: SearchOptions, week: str, e
             _close_abandoned_parent(session, tracker, echo)
             echo(f"budget for {week} spent: {spent}/{budget}")
             return None
-        if plan_step(session.file, trial_records(session.study)) is None:
+        if plan_step(session.file, plan_trials(session.study)) is None:
             _close_abandoned_parent(session, tracker, echo)
             echo("the plan is complete: every phase has run (add a phase, or a tpe phase without 'trials')")
             return None
@@ -155,7 +156,7 @@ def _log_ensemble(run: _ThisRun, echo: Echo) -> None:
     from search.study.study_ensemble import ensemble_row, format_ensemble, study_ensemble
 
     study, file = run.session.study, run.session.file
-    records = trial_records(study)
+    records = plan_trials(study)
     found = study_ensemble(records, file)  # the kept one while no trial was added since
     if found is None:
         return
@@ -259,7 +260,7 @@ def _print_summary(session: StudySession, tracker: StudyTracker, week: str, budg
     from search.study.ranking import choose
     from search.study.verdict import confidence, format_confidence
 
-    records = trial_records(session.study)
+    records = plan_trials(session.study)
     trials = session.study.get_trials(deepcopy=False)
     choice = choose(trials)  # the one rule: what status and export name, with the same verdict
     if choice is not None:
@@ -267,7 +268,7 @@ def _print_summary(session: StudySession, tracker: StudyTracker, week: str, budg
         record = read_trial(best)
         echo(
             f"best: trial {best.number} ({record.phase}) "
-            + " ".join(f"{k}={UNWEIGHTED if v is None else f'{v:g}'}" for k, v in stored_loss(best, record).items())
+            + loss_words(stored_loss(best, record))
             + f"  score {best.value:.4f}"
         )
         sure = confidence(best, choice.rule, trials, config_key(session.file.reference_loss), choice.why)

@@ -14,7 +14,7 @@ from search.study.choices import phase_choices
 from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
 from search.study.plan import config_key, plan_step
 from search.study.ranking import choose, reference_trial
-from search.study.results import format_table, results_rows, trial_records
+from search.study.results import format_table, plan_trials, results_rows
 from search.study.stored_config import stored_config
 from search.study.study_ensemble import StudyEnsemble, ensemble_row, format_ensemble, study_ensemble
 from search.study.trial_record import read_trial
@@ -26,7 +26,7 @@ def study_status(study_path: Path, budget_override: int | None = None) -> dict:
     week = iso_week()
     budget = session.budget_for_week(budget_override)
     spent = session.ledger.spent(week)
-    records = trial_records(session.study)
+    records = plan_trials(session.study)
     step = plan_step(session.file, records)
     trials = session.study.get_trials(deepcopy=False)
     choice = choose(trials)  # the one rule (export's default): status shows what export would pick
@@ -53,7 +53,7 @@ def study_status(study_path: Path, budget_override: int | None = None) -> dict:
             "why": choice.why,
             "confidence": confidence(best, choice.rule, trials, config_key(reference), choice.why).model_dump(),
         },
-        "reference": reference,
+        "reference": reference.model_dump(),  # by name, as the trials' rows
         "reference_trial": reference_trial(trials, config_key(reference)),
         "choices": phase_choices(session.phases, records, reference),
         "trials": results_rows(session.study, reference),

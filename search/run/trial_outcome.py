@@ -3,12 +3,12 @@ failure handler needs), :class:`TrialOutcome` (what the worker reports) and the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from objectives.config import TrialConfig
-from objectives.errors import TrainingDiverged
-from search.study.loss_params import UNWEIGHTED
+from search.study.loss_params import loss_words
+from search.study.loss_point import LossPoint
 from search.study.plan import PlanTrial, Step
 from search.study.trial_record import StoredTrial
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 class TrialOutcome:
     number: int
     phase: str
-    loss: dict
+    loss: LossPoint | None  # None: a trial that failed before its loss was asked
     state: str
     result: EvaluationResult | None = None
     reason: str | None = None
@@ -37,7 +37,7 @@ class TrialProgress:
     trial: optuna.Trial
     step: Step
     trial_id: int  # Optuna's storage id, which its heartbeat names
-    loss: dict = field(default_factory=dict)
+    loss: LossPoint | None = None  # what Optuna was asked for: set when it is asked
     config: TrialConfig | None = None
     run_id: str | None = None
     told: bool = False
@@ -50,24 +50,33 @@ class TrialProgress:
             raise RuntimeError(f"trial {self.trial.number} was not asked with a valid configuration and a run")
         return self.config, self.run_id
 
-    def record(self, outcome: EvaluationResult | TrainingDiverged) -> PlanTrial:
-        """What the plan will read of this trial once it is told."""
-        if isinstance(outcome, TrainingDiverged):
-            return PlanTrial(self.trial.number, self.step.phase.name, "FAIL", self.loss, failure="diverged")
-        cv = None if self.step.cv is None or self.config is None else self.config.cv.model_dump()
+    def plan_trial(self, result: EvaluationResult) -> PlanTrial:
+        """What the plan will read of this trial once it is told with ``result`` (the one view of a trial that
+        has just been trained: :func:`search.study.noise.trial_stats` pairs it with the stored ones)."""
+        config, _ = self.trained()
         return PlanTrial(
             self.trial.number,
             self.step.phase.name,
             "COMPLETE",
-            self.loss,
-            value=outcome.oof_score,
-            cv=cv,
-            cv_seed=None if self.config is None else self.config.cv.seed,
+            self.asked_loss(),
+            value=float(result.oof_score),
+            cv=None if self.step.cv is None else config.cv.model_dump(),  # a confirm trial's own CV settings
+            cv_seed=config.cv.seed,
+            fold_scores=tuple(float(v) for v in result.fold_scores),
+            folds=config.cv.folds,
+            repeats=int(result.repeats),
+            fingerprint=result.fingerprint,
         )
+
+    def asked_loss(self) -> LossPoint:
+        """The loss the trial was asked with (set when it is asked, before it trains)."""
+        if self.loss is None:
+            raise RuntimeError(f"trial {self.trial.number} has no loss yet: it was not asked")
+        return self.loss
 
 
 def format_outcome(o: TrialOutcome, metric: str) -> str:
-    params = " ".join(f"{k}={UNWEIGHTED if v is None else f'{v:.3g}'}" for k, v in o.loss.items())  # as run names
+    params = "" if o.loss is None else loss_words(o.loss, ".3g")  # to 3 digits, as run names
     if o.result is None:
         return f"t{o.number:03d} {o.phase:<8} {params}  FAILED: {o.reason}"
     r = o.result

@@ -33,11 +33,11 @@ from search.run.storage import quiet_optuna
 from search.run.trial_ask import sampler_for, suggest_loss, trial_attrs
 from search.run.trial_outcome import TrialOutcome, TrialProgress
 from search.study.choices import phase_choices
-from search.study.loss_params import InvalidLoss
+from search.study.loss_point import InvalidLoss, checked
 from search.study.noise import stats_metrics, trial_stats
 from search.study.oof_store import oof_dir, write_trial_oof
-from search.study.plan import PlanTrial, Step, Wait, pending_steps, trial_cv
-from search.study.results import results_table, trial_records
+from search.study.plan import Step, Wait, pending_steps, trial_cv
+from search.study.results import plan_trials, results_table
 from search.study.study_record import read_study
 from search.study.trial_record import write_trial
 from search.tracking.study_run import TAG_VERDICT, verdict_tag
@@ -94,7 +94,7 @@ class Worker:
             self.s.reconcile_stale(self.tracker)  # a dead worker's trial is failed (and retried) as soon as it is stale
             steps = pending_steps(
                 self.s.phases,
-                trial_records(self.s.study),
+                plan_trials(self.s.study),
                 limit=MAX_BATCH,
                 reference=self.s.file.reference_loss,
                 study_seed=self.s.file.cv.seed,
@@ -152,16 +152,14 @@ class Worker:
         state = batch.add(TrialProgress(trial, step, self.s.trial_id(trial)))
         self.s.ledger.attach(self.week, slot, trial.number, claim=step.claim)
         with quiet_optuna():
-            state.loss = suggest_loss(trial, step, self.s.bounds)
+            state.loss = loss = suggest_loss(trial, step, self.s.bounds)  # a grid point's values, or TPE's draw
         cv = trial_cv(self.s.file.cv, step)
         invalid = None
         try:
-            state.config = self.s.file.trial_config(step.resolved_loss(state.loss), cv=cv)
+            state.config = self.s.file.trial_config(checked(loss), cv=cv)
         except InvalidLoss as exc:
             invalid = f"invalid configuration: {exc}"
-        write_trial(
-            trial, **trial_attrs(step, self.week, slot, self.s.dataset.fingerprint, state.loss, cv, state.config)
-        )
+        write_trial(trial, **trial_attrs(step, self.week, slot, self.s.dataset.fingerprint, loss, cv, state.config))
         if invalid is not None or state.config is None:
             self._finish(batch.fail(state, "invalid", str(invalid)), summary=True)
             return
@@ -197,9 +195,7 @@ class Worker:
             return
         study, trial, result = self.s.study, state.trial, outcome
         config, run_id = state.trained()
-        cv = None if state.step.cv is None else config.cv.model_dump()  # a confirm trial's own CV settings
-        me = PlanTrial(trial.number, state.step.phase.name, "RUNNING", state.loss, cv=cv)
-        stats = trial_stats(trial_records(study), me, result, config, self.s.file.reference_loss)
+        stats = trial_stats(plan_trials(study), state.plan_trial(result), result, config, self.s.file.reference_loss)
         write_trial(trial, stats)
         self._keep_oof(trial.number, run_id, result, config)
         # MLflow first, then Optuna, then the run's final status: see StudyTracker.log_trial_result
@@ -238,7 +234,7 @@ class Worker:
 
     def _log_summary(self) -> None:
         study = self.s.study
-        notes = phase_choices(self.s.phases, trial_records(study), self.s.file.reference_loss)
+        notes = phase_choices(self.s.phases, plan_trials(study), self.s.file.reference_loss)
         table = results_table(study, self.s.file.reference_loss)
         self.tracker.log_study_summary(self.parent_run_id, table, study, notes=notes)
 

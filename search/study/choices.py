@@ -4,6 +4,7 @@ trials on their shared splits, and one line per phase (the MLflow parent run's `
 
 from __future__ import annotations
 
+from objectives.config import LossConfig
 from objectives.stats import Comparison, compare
 from search.study.loss_params import loss_text
 from search.study.phases import Phase, default_reference
@@ -21,7 +22,7 @@ def paired(a: PlanTrial, b: PlanTrial) -> Comparison | None:
 
 
 def phase_choices(
-    phases: tuple[Phase, ...], records: list[PlanTrial], reference: dict[str, float | None] | None = None
+    phases: tuple[Phase, ...], records: list[PlanTrial], reference: LossConfig | None = None
 ) -> list[str]:
     """One line per phase with a result: what it chose and whether that choice was within noise, e.g.
     ``balance: g=3 a=none w=0.8/0.2 chosen (trial 2), +0.002 ± 0.003 over g=3 a=none w=0.5/0.5 (trial 0), not

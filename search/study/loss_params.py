@@ -1,15 +1,16 @@
-"""The loss parameters, named once: their names (LossConfig's fields), the ranges a plan may give them, how a
-loss configuration and an unweighted alpha are written as text, and the one check that turns a point of the plan
-into a :class:`~objectives.config.LossConfig` (or the reason it is refused)."""
+"""The loss parameters, named once: their names (LossConfig's fields), the ranges a plan may give them, and how
+a loss configuration and an unweighted alpha are written as text. A loss itself travels as a
+:data:`~search.study.loss_point.LossPoint` (:mod:`search.study.loss_point`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal, TypeVar, get_args
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING, Literal, TypeVar, get_args
 
 from objectives.config import LossConfig
+
+if TYPE_CHECKING:
+    from search.study.loss_point import LossPoint
 
 # the loss parameters, named once: LossConfig's fields, in its order (the tables' and the plan's order)
 LOSS_PARAMS: tuple[str, ...] = tuple(LossConfig.model_fields)
@@ -34,12 +35,22 @@ def by_name(values: Mapping[LossParam, V]) -> dict[str, V]:
     return {name: value for name, value in values.items()}
 
 
-def loss_text(loss: Mapping[str, float | None] | LossConfig) -> str:
+def loss_text(loss: LossPoint) -> str:
     """A loss configuration in a few characters, ``g=3 a=none w=0.8/0.2`` (weights bce/focal), each value to 3
     significant digits: the one spelling of the trial runs' names and of the plan's choice lines."""
-    values = loss.model_dump() if isinstance(loss, LossConfig) else loss
-    alpha = UNWEIGHTED if values.get("alpha") is None else f"{values['alpha']:.3g}"
-    return f"g={values['gamma']:.3g} a={alpha} w={values['bce_weight']:.3g}/{values['focal_weight']:.3g}"
+    alpha = UNWEIGHTED if loss.alpha is None else f"{loss.alpha:.3g}"
+    return f"g={_g3(loss.gamma)} a={alpha} w={_g3(loss.bce_weight)}/{_g3(loss.focal_weight)}"
+
+
+def loss_words(loss: LossPoint, spec: str = "g") -> str:
+    """A loss configuration by name, ``alpha=none gamma=3 bce_weight=0.5 focal_weight=0.5``, each value formatted
+    with ``spec``: the spelling of the console's trial, best trial and export lines."""
+    values = ((k, getattr(loss, k)) for k in LOSS_PARAMS)
+    return " ".join(f"{k}={UNWEIGHTED if v is None else format(v, spec)}" for k, v in values)
+
+
+def _g3(value: float | None) -> str:
+    return "?" if value is None else f"{value:.3g}"  # None: a refused point's missing value (never a valid one's)
 
 
 def check_value(name: str, value: float | None) -> float | None:
@@ -51,26 +62,3 @@ def check_value(name: str, value: float | None) -> float | None:
     if not lo <= value <= hi:
         raise ValueError(f"{name}={value:g} is outside [{lo:g}, {hi:g}]")
     return float(value)
-
-
-def check_point(where: str, values: Mapping[str, float | None]) -> None:
-    """Refuse a plan's point (or fixed values) that would make every trial with it invalid, by LossConfig's own
-    rules: its defaults (alpha unweighted, both weights 0.5) break none of them, so a point that LossConfig
-    refuses over its defaults is refused over whatever base an earlier phase chooses."""
-    try:
-        validated_loss(values)
-    except InvalidLoss as exc:
-        raise ValueError(f"{where}: {exc}") from None
-
-
-class InvalidLoss(ValueError):
-    """A combination of loss parameters that LossConfig refuses; the message is its first error, one line."""
-
-
-def validated_loss(values: Mapping[str, float | None]) -> LossConfig:
-    """``values`` as a LossConfig, or :class:`InvalidLoss` with LossConfig's reason (``bce_weight and focal_weight
-    are both 0: ...``): the same words for a grid point, a TPE draw and the study file's ``reference``."""
-    try:
-        return LossConfig(**values)
-    except ValidationError as exc:
-        raise InvalidLoss(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None

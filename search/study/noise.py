@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from objectives.config import TrialConfig
+from objectives.config import LossConfig, TrialConfig
 from objectives.evaluate import EvaluationResult
 from objectives.stats import BETTER, WORSE, corrected_se
 from search.study.choices import paired
@@ -55,28 +55,16 @@ def result_scores(result: EvaluationResult, folds: int) -> dict[str, Any]:
 
 def trial_stats(
     records: list[PlanTrial],
-    record_of_trial: PlanTrial,
+    me: PlanTrial,
     result: EvaluationResult,
     config: TrialConfig,
-    reference: dict,
+    reference: LossConfig,
 ) -> StoredTrial:
     """What a trial that has just finished stores when it is told: its scores and the fields above, as the told
-    part of its record (only those fields set); ``records`` are the study's other trials."""
+    part of its record (only those fields set). ``me`` is the plan's view of it with its result
+    (:meth:`search.run.trial_outcome.TrialProgress.plan_trial`); ``records`` are the study's other trials."""
     folds = config.cv.folds
     scores = result_scores(result, folds)
-    me = PlanTrial(
-        number=record_of_trial.number,
-        phase=record_of_trial.phase,
-        state="COMPLETE",
-        loss=record_of_trial.loss,
-        value=float(result.oof_score),
-        cv=record_of_trial.cv,
-        cv_seed=config.cv.seed,
-        fold_scores=tuple(scores["fold_scores"]),
-        folds=folds,
-        repeats=scores["repeats"],
-        fingerprint=result.fingerprint,
-    )
     others = [r for r in records if r.number != me.number and r.scored and r.cv_key == me.cv_key and r.fold_scores]
     ref_key = config_key(reference)
     ref = min((r for r in others if config_key(r.loss) == ref_key), key=lambda r: r.number, default=None)

@@ -9,7 +9,8 @@ from pydantic import Field, model_validator
 
 from objectives.bounds import PhaseTrials
 from objectives.config import LossConfig, StrictModel
-from search.study.loss_params import LossParam, by_name, check_point, check_value
+from search.study.loss_params import LossParam, check_value
+from search.study.loss_point import check_point, checked, with_values
 
 GAMMA_BALANCE_PHASE = 3.0
 # a confirm phase's defaults: the two best configurations (and the reference), three repeats each on fresh seeds
@@ -48,7 +49,7 @@ class Phase(StrictModel):
     def _shape(self) -> Phase:
         for k, v in self.fixed.items():
             check_value(k, v)
-        check_point(f"phase {self.name!r} fixed", by_name(self.fixed))
+        check_point(f"phase {self.name!r} fixed", with_values(LossConfig(), self.fixed))
         confirm_only = {"top": self.top, "repeats": self.repeats, "with_reference": self.with_reference}
         if self.kind != "confirm" and any(v is not None for v in confirm_only.values()):
             raise ValueError(f"phase {self.name!r}: 'top', 'repeats' and 'with_reference' belong to a confirm phase")
@@ -67,7 +68,8 @@ class Phase(StrictModel):
                     raise ValueError(f"phase {self.name!r}: empty grid point")
                 for k, v in point.items():
                     check_value(k, v)
-                check_point(f"phase {self.name!r} grid point {point}", {**by_name(self.fixed), **by_name(point)})
+                over = with_values(with_values(LossConfig(), self.fixed), point)
+                check_point(f"phase {self.name!r} grid point {point}", over)
         else:
             if not self.space:
                 raise ValueError(f"phase {self.name!r}: a tpe phase needs a non-empty 'space'")
@@ -119,11 +121,12 @@ DEFAULT_PLAN: tuple[Phase, ...] = (
 )
 
 
-def default_reference(phases: tuple[Phase, ...]) -> dict[str, float | None]:
+def default_reference(phases: tuple[Phase, ...]) -> LossConfig:
     """The plan's first trial: the first point of the first phase over the defaults (the seed's starting
-    configuration in the default plan: gamma 3, no alpha, 0.5/0.5)."""
+    configuration in the default plan: gamma 3, no alpha, 0.5/0.5). Valid: a phase's points are checked over
+    the defaults when the phase is read (:func:`~search.study.loss_params.check_point`)."""
     first = phases[0]
-    base = {**LossConfig().model_dump(), **by_name(first.fixed)}
+    base = with_values(LossConfig(), first.fixed)
     if first.kind == "grid" and first.grid:
-        base.update(by_name(first.grid[0]))
-    return LossConfig(**base).model_dump()
+        base = with_values(base, first.grid[0])
+    return checked(base)

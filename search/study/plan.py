@@ -28,9 +28,10 @@ from objectives.bounds import SEED_MAX
 from objectives.config import CVConfig, LossConfig
 from objectives.errors import LosstuneError
 from search.study.loss_params import LOSS_PARAMS, PARAM_LIMITS, by_name
+from search.study.loss_point import LossPoint, config_key, loss_values, with_values
 from search.study.phases import Phase, default_reference
 from search.study.ranking import best, ranked
-from search.study.steps import PlanTrial, Step, Wait, config_key
+from search.study.steps import PlanTrial, Step, Wait
 
 if TYPE_CHECKING:
     from search.study.study_file import StudyFile
@@ -40,10 +41,6 @@ REPEATABLE_FAILURES = frozenset({"diverged", "invalid"})
 # a confirm phase's seed starts a new block of this many seeds, so that its repeats' split seeds (derived from it)
 # never meet those of an earlier phase
 FRESH_SEED_STRIDE = 1000
-
-
-def default_loss() -> dict[str, float | None]:
-    return LossConfig().model_dump()
 
 
 def _phase_index(phases: tuple[Phase, ...], name: str) -> int:
@@ -65,10 +62,11 @@ def best_record(records: list[PlanTrial], before_phase: int | None, phases: tupl
     return best(done)
 
 
-def phase_base(records: list[PlanTrial], index: int, phases: tuple[Phase, ...]) -> dict[str, float | None]:
+def phase_base(records: list[PlanTrial], index: int, phases: tuple[Phase, ...]) -> LossPoint:
+    """The best configuration of the phases before ``index`` (LossConfig's defaults for the first), with the
+    phase's fixed values on top (which LossConfig may refuse over that best: the phase's points are then too)."""
     chosen = best_record(records, index, phases)
-    base = dict(chosen.loss) if chosen else default_loss()
-    return {**base, **by_name(phases[index].fixed)}
+    return with_values(LossConfig() if chosen is None else chosen.loss, phases[index].fixed)
 
 
 def trial_cv(study_cv: CVConfig, step: Step) -> CVConfig:
@@ -89,7 +87,7 @@ def plan_step(file: StudyFile, records: list[PlanTrial]) -> Step | Wait | None:
 
 
 def next_step(
-    phases: tuple[Phase, ...], records: list[PlanTrial], reference: dict | None = None, study_seed: int = 0
+    phases: tuple[Phase, ...], records: list[PlanTrial], reference: LossConfig | None = None, study_seed: int = 0
 ) -> Step | Wait | None:
     """Where the plan stands: the next trial to run, a wait for running trials, or None when it is finished."""
     for i, phase in enumerate(phases):
@@ -104,7 +102,7 @@ def next_step(
             if phase.trials is None or spent < phase.trials:
                 return Step(phase_index=i, phase=phase, base=base, space=by_name(phase.space or {}))
             continue
-        points = [{**base, **by_name(point)} for point in phase.grid or []]
+        points = [with_values(base, point) for point in phase.grid or []]
         mine = [r for r in records if r.cv is None]  # a grid point's trials: those on the study's splits
         found = _pending_or_running(
             i, phase, [(loss, [r for r in mine if config_key(r.loss) == config_key(loss)]) for loss in points], base
@@ -117,8 +115,8 @@ def next_step(
 def _pending_or_running(
     index: int,
     phase: Phase,
-    points: list[tuple[dict[str, float | None], list[PlanTrial]]],
-    base: dict[str, float | None] | None = None,
+    points: list[tuple[LossPoint, list[PlanTrial]]],
+    base: LossPoint | None = None,
     cv: dict | None = None,
 ) -> Step | Wait | None:
     """The step for the first of ``points`` (each a loss and its trials) without an outcome and not in flight
@@ -140,21 +138,21 @@ def _pending_or_running(
 
 
 def confirm_candidates(
-    index: int, phase: Phase, phases: tuple[Phase, ...], records: list[PlanTrial], reference: dict
-) -> list[dict[str, float | None]]:
+    index: int, phase: Phase, phases: tuple[Phase, ...], records: list[PlanTrial], reference: LossConfig
+) -> list[LossPoint]:
     """The configurations a confirm phase re-runs: the reference first (so that the others can be compared with
     it when they finish), then the ``top`` best distinct configurations of the earlier phases."""
     candidates = ranked(r for r in records if r.scored and r.cv is None and _phase_index(phases, r.phase) < index)
-    chosen: dict[str, dict] = {}
+    chosen: dict[str, LossPoint] = {}
     if phase.confirm_reference:
-        chosen[config_key(reference)] = dict(reference)
+        chosen[config_key(reference)] = reference
     top: list[str] = []
     for r in candidates:
         key = config_key(r.loss)
         if key in top:
             continue
         top.append(key)
-        chosen.setdefault(key, dict(r.loss))
+        chosen.setdefault(key, r.loss)
         if len(top) == phase.confirm_top:
             break
     return list(chosen.values())
@@ -181,7 +179,7 @@ def _confirm_step(
     phase: Phase,
     phases: tuple[Phase, ...],
     records: list[PlanTrial],
-    reference: dict,
+    reference: LossConfig,
     study_seed: int,
 ) -> Step | Wait | None:
     cv = {"seed": fresh_seed(phase, records, study_seed), "repeats": phase.confirm_repeats}
@@ -201,7 +199,7 @@ def distribution_bounds(phases: tuple[Phase, ...]) -> dict[str, tuple[float, flo
     Optuna requires a parameter's distribution kind to stay the same across trials; keeping the range the same
     too lets TPE read grid-phase trials as ordinary observations."""
     values: dict[str, list[float]] = {k: [] for k in LOSS_PARAMS}
-    for k, v in default_loss().items():
+    for k, v in loss_values(LossConfig()).items():
         if v is not None:
             values[k].append(float(v))
     for p in phases:
@@ -223,7 +221,7 @@ def pending_steps(
     phases: tuple[Phase, ...],
     records: list[PlanTrial],
     limit: int,
-    reference: dict | None = None,
+    reference: LossConfig | None = None,
     study_seed: int = 0,
 ) -> list[Step] | Wait | None:
     """Up to ``limit`` steps of the current phase that can run at once (a batch): every pending grid point, or
@@ -245,7 +243,7 @@ def pending_steps(
                 number=-len(steps),
                 phase=taken.phase.name,
                 state="RUNNING",
-                loss=dict(taken.loss or taken.base),
+                loss=taken.point,
                 cv=taken.cv,
                 cv_seed=(taken.cv or {}).get("seed"),
             ),

@@ -157,7 +157,7 @@ def _later_winner(
     study's seed (paired with that configuration's own trial there), or None."""
     from search.study.choices import paired
     from search.study.loss_params import loss_text
-    from search.study.results import record_of
+    from search.study.results import plan_trial_of
     from search.study.steps import config_key
     from search.study.stored_config import stored_loss
 
@@ -173,12 +173,12 @@ def _later_winner(
         index = read_trial(t).phase_index
         return index > confirm_phase if index is not None and confirm_phase >= 0 else t.number > last_confirm
 
-    base = record_of(own)
+    base = plan_trial_of(own)
     winners = []
     for t in study_trials:
         if not is_later(t) or config_key(stored_loss(t)) == key:
             continue
-        c = paired(record_of(t), base)
+        c = paired(plan_trial_of(t), base)
         if c is not None and c.verdict == BETTER:
             winners.append((t, c))
     if not winners:

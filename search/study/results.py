@@ -6,14 +6,17 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
+from search.study.loss_point import loss_values
 from search.study.plan import PlanTrial, config_key
 from search.study.ranking import choose, reference_trial
 from search.study.stored_config import stored_loss
 from search.study.trial_record import StoredTrial, read_trial
 
-if TYPE_CHECKING:  # pandas is imported by the functions that build a table, not by the plan's trial_records
+if TYPE_CHECKING:  # pandas is imported by the functions that build a table, not by the plan's plan_trials
     import optuna
     import pandas as pd
+
+    from objectives.config import LossConfig
 
 # the noise columns (search.study.noise) stand beside the score they qualify; differences are this trial minus the other
 NOISE_COLUMNS = [
@@ -45,7 +48,7 @@ COLUMNS = [
 ]
 
 
-def record_of(t: optuna.trial.FrozenTrial, stored: StoredTrial | None = None) -> PlanTrial:
+def plan_trial_of(t: optuna.trial.FrozenTrial, stored: StoredTrial | None = None) -> PlanTrial:
     """What the plan and the paired comparisons read of a stored trial (``stored``: its record, when read)."""
     a = stored or read_trial(t)
     return PlanTrial(
@@ -64,17 +67,18 @@ def record_of(t: optuna.trial.FrozenTrial, stored: StoredTrial | None = None) ->
     )
 
 
-def trial_records(study: optuna.Study) -> list[PlanTrial]:
-    return [record_of(t) for t in study.get_trials(deepcopy=False)]
+def plan_trials(study: optuna.Study) -> list[PlanTrial]:
+    """Every stored trial as the plan sees it (:func:`plan_trial_of`)."""
+    return [plan_trial_of(t) for t in study.get_trials(deepcopy=False)]
 
 
-def results_table(study: optuna.Study, reference: dict | None = None) -> pd.DataFrame:
+def results_table(study: optuna.Study, reference: LossConfig | None = None) -> pd.DataFrame:
     import pandas as pd
 
     return pd.DataFrame(results_rows(study, reference), columns=COLUMNS)
 
 
-def results_rows(study: optuna.Study, reference: dict | None = None) -> list[dict[str, Any]]:
+def results_rows(study: optuna.Study, reference: LossConfig | None = None) -> list[dict[str, Any]]:
     """One dict per stored trial, keyed by :data:`COLUMNS` (missing values are None); no pandas needed.
 
     The memo marks the study's choice (``best (by confirmed)``: :func:`search.study.ranking.choose` with
@@ -87,7 +91,7 @@ def results_rows(study: optuna.Study, reference: dict | None = None) -> list[dic
     rows = []
     for t in trials:
         a = read_trial(t)
-        loss = stored_loss(t, a)
+        loss = loss_values(stored_loss(t, a))  # a row is flat
         if t.state.name == "FAIL":
             memo = a.failure_reason or "worker stopped (no heartbeat): retried"
         else:
@@ -102,7 +106,7 @@ def results_rows(study: optuna.Study, reference: dict | None = None) -> list[dic
             {
                 "trial": t.number,
                 "phase": a.phase_name,
-                **{k: loss.get(k) for k in LOSS_PARAMS},
+                **loss,
                 "cv_score": t.value if t.state.name == "COMPLETE" else None,
                 "honest_score": a.honest_score,
                 "threshold": a.threshold,

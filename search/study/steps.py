@@ -1,26 +1,29 @@
 """What the plan reads and what it says: a stored trial as the plan sees it (:class:`PlanTrial`), the next trial
-to run (:class:`Step`, its loss validated when it is made), or :class:`Wait` for points running elsewhere."""
+to run (:class:`Step`, its loss checked when it is made), or :class:`Wait` for points running elsewhere. Losses
+are :data:`~search.study.loss_params.LossPoint` values: a LossConfig, or a RefusedLoss that says why not."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 
-from objectives.config import LossConfig
-from search.study.loss_params import LOSS_PARAMS, InvalidLoss, validated_loss
+from search.study.loss_point import LossPoint, config_key
 from search.study.phases import Phase
+
+__all__ = ["PlanTrial", "Step", "Wait", "config_key", "pairing_key"]
 
 
 @dataclass(frozen=True)
 class PlanTrial:
     """What the plan needs to know of one stored trial: a view of its record
     (:class:`~search.study.trial_record.StoredTrial`, which is what is stored) with its state and score, made by
-    :func:`search.study.results.record_of`; the plan also makes some for steps taken but not yet asked."""
+    :func:`search.study.results.plan_trial_of`; the plan also makes some for steps taken but not yet asked, and
+    the worker one for a trial it has just trained (:meth:`search.run.trial_outcome.TrialProgress.plan_trial`)."""
 
     number: int
     phase: str
     state: str  # COMPLETE, FAIL, RUNNING, WAITING, PRUNED
-    loss: dict[str, float | None]
+    loss: LossPoint  # a RefusedLoss for a trial failed as invalid (and one killed before its attrs)
     value: float | None = None
     failure: str | None = None
     cv: dict | None = None  # the trial's own CV settings when not the study's (a confirm trial), else None
@@ -45,38 +48,25 @@ class PlanTrial:
 
 @dataclass(frozen=True)
 class Step:
-    """The next trial to run: a grid point (``loss`` given) or a TPE draw (``space`` given).
+    """The next trial to run: a grid point (``loss`` given) or a TPE draw (``space`` given, over ``base``).
 
-    A point is validated when the step is made, before any worker reserves a budget slot for it:
-    ``loss_config`` is its typed loss, or ``invalid`` says why LossConfig refuses it (such a point still becomes
-    a trial, failed at once with that reason, so that the plan counts it as done and moves on)."""
+    A point is checked when the step is made (the plan merges it with :func:`~search.study.loss_params.with_values`),
+    before any worker reserves a budget slot for it: ``loss`` is its LossConfig, or a RefusedLoss saying why
+    LossConfig refuses it (such a point still becomes a trial, failed at once with that reason, so that the plan
+    counts it as done and moves on)."""
 
     phase_index: int
     phase: Phase
-    base: dict[str, float | None]
-    loss: dict[str, float | None] | None = None
+    base: LossPoint
+    loss: LossPoint | None = None
     space: dict[str, tuple[float, float]] | None = None
     attempt: int = 0
     cv: dict | None = None  # CV settings replacing the study's for this trial (a confirm trial's fresh seed)
-    loss_config: LossConfig | None = field(default=None, init=False, compare=False)
-    invalid: str | None = field(default=None, init=False, compare=False)
 
-    def __post_init__(self) -> None:
-        if self.loss is None:
-            return  # a TPE draw is validated when it is drawn: resolved_loss
-        try:  # the usual way to set a derived field of a frozen dataclass
-            object.__setattr__(self, "loss_config", validated_loss(self.loss))
-        except InvalidLoss as exc:
-            object.__setattr__(self, "invalid", str(exc))
-
-    def resolved_loss(self, drawn: dict[str, float | None]) -> LossConfig:
-        """The trial's typed loss: the point's, validated when the step was made, or the TPE draw's (``drawn``,
-        what Optuna sampled), validated now; :class:`InvalidLoss` for a configuration LossConfig refuses."""
-        if self.loss is None:
-            return validated_loss(drawn)
-        if self.loss_config is None:
-            raise InvalidLoss(self.invalid)
-        return self.loss_config
+    @property
+    def point(self) -> LossPoint:
+        """The loss the step's trial is counted under until it is asked: its grid point, or a TPE draw's base."""
+        return self.base if self.loss is None else self.loss
 
     @property
     def claim(self) -> str | None:
@@ -84,13 +74,6 @@ class Step:
         if self.loss is None:
             return None
         return f"{self.phase.name}:{config_key(self.loss)}#{self.attempt}"
-
-    @property
-    def fixed(self) -> dict[str, float | None]:
-        """Every loss parameter not sampled: all of them for a grid point."""
-        if self.loss is not None:
-            return dict(self.loss)
-        return {k: v for k, v in self.base.items() if k not in (self.space or {})}
 
 
 @dataclass(frozen=True)
@@ -104,7 +87,3 @@ class Wait:
 def pairing_key(cv_seed: int | None, folds: int | None, repeats: int | None, fingerprint: str | None) -> str:
     """The splits a trial's scores and OOF predictions belong to (see :attr:`PlanTrial.cv_key`)."""
     return json.dumps({"seed": cv_seed, "folds": folds, "repeats": repeats, "data": fingerprint}, sort_keys=True)
-
-
-def config_key(loss: dict[str, float | None]) -> str:
-    return json.dumps({k: (None if (v := loss.get(k)) is None else round(float(v), 10)) for k in LOSS_PARAMS})

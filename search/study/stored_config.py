@@ -18,6 +18,7 @@ from __future__ import annotations
 from objectives.config import TrialConfig
 from objectives.errors import LosstuneError
 from search.study.loss_params import LOSS_PARAMS
+from search.study.loss_point import LossPoint, loss_point
 from search.study.trial_record import CONFIG_ATTR, CONFIG_VERSION, OptunaTrial, StoredTrial, read_trial
 
 __all__ = ["CONFIG_ATTR", "CONFIG_VERSION", "stored_config", "stored_loss"]
@@ -32,12 +33,13 @@ def stored_config(trial: OptunaTrial, record: StoredTrial | None = None) -> Tria
     return config
 
 
-def stored_loss(trial: OptunaTrial, record: StoredTrial | None = None) -> dict[str, float | None]:
-    """The trial's loss parameters, keyed by :data:`LOSS_PARAMS`: its record's, else (an invalid configuration,
-    which has no record) the ``loss`` user attr, else Optuna's params (a trial killed before its attrs)."""
+def stored_loss(trial: OptunaTrial, record: StoredTrial | None = None) -> LossPoint:
+    """The trial's loss: its record's configuration's, else (an invalid configuration, which has no record) its
+    ``loss``, a RefusedLoss, else Optuna's params (a trial killed before its attrs: a RefusedLoss when a
+    parameter is missing)."""
     stored = record or read_trial(trial)
     if stored.trial_config is not None:
-        return stored.trial_config.loss.model_dump()
+        return stored.trial_config.loss
     if stored.loss is not None:
-        return dict(stored.loss)
-    return {k: trial.params.get(k) for k in LOSS_PARAMS}
+        return stored.loss
+    return loss_point({k: trial.params.get(k) for k in LOSS_PARAMS})

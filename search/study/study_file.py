@@ -18,7 +18,8 @@ from objectives.config import CVConfig, LossConfig, MetricConfig, ModelConfig, S
 from objectives.data_spec import DataSpec, Separator
 from objectives.errors import LosstuneError
 from search.formats.validation import read_yaml, validated
-from search.study.loss_params import LossParam, by_name, check_value, validated_loss
+from search.study.loss_params import LossParam, check_value
+from search.study.loss_point import checked, with_values
 from search.study.phases import DEFAULT_PLAN, Phase, default_reference
 
 
@@ -98,18 +99,18 @@ class StudyFile(StrictModel):
 
     @field_validator("reference")
     @classmethod
-    def _valid_reference(cls, v: dict | None) -> dict | None:
+    def _valid_reference(cls, v: dict[LossParam, float | None] | None) -> dict[LossParam, float | None] | None:
         if v is not None:
             for k, value in v.items():
                 check_value(k, value)
-            validated_loss({**LossConfig().model_dump(), **v})  # InvalidLoss is a ValueError: pydantic's one line
+            checked(with_values(LossConfig(), v))  # InvalidLoss is a ValueError: pydantic's one line
         return v
 
     @property
-    def reference_loss(self) -> dict[str, float | None]:
+    def reference_loss(self) -> LossConfig:
         """The study's reference configuration: ``reference:`` over the defaults, or the plan's first trial."""
         if self.reference is not None:
-            return LossConfig(**{**LossConfig().model_dump(), **by_name(self.reference)}).model_dump()
+            return checked(with_values(LossConfig(), self.reference))
         return default_reference(self.phases)
 
     @property

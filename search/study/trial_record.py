@@ -27,10 +27,11 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_serializer, field_validator
 
-from objectives.config import CVConfig, TrialConfig
+from objectives.config import CVConfig, LossConfig, TrialConfig
 from objectives.errors import LosstuneError
 from objectives.stats import BETTER, SAME, WORSE
 from search.formats.validation import one_line
+from search.study.loss_point import LossPoint, RefusedLoss, loss_point, loss_values
 
 CONFIG_ATTR = "trial_config"  # the configuration record's key
 CONFIG_VERSION = 1  # its layout: {"version": 1, ...TrialConfig.model_dump(mode="json")}
@@ -85,7 +86,8 @@ class StoredTrial(BaseModel):
     slot: int | None = None
     worker: str | None = None
     data_fingerprint: str | None = None
-    loss: dict[str, float | None] | None = None  # the point as asked, also when LossConfig refused it
+    # the point as asked, also when LossConfig refused it (a RefusedLoss); stored as its values by name
+    loss: LossPoint | None = None
     cv_seed: int | None = None
     cv: CVConfig | None = None  # a confirm trial's own CV settings; None: the study's
     trial_config: TrialConfig | None = None  # stored versioned (search.study.stored_config); None when invalid
@@ -133,6 +135,21 @@ class StoredTrial(BaseModel):
                 "use the losstune that ran the trial"
             )
         return {k: v for k, v in raw.items() if k != "version"}
+
+    @field_validator("loss", mode="plain")
+    @classmethod
+    def _point(cls, raw: object) -> LossPoint | None:
+        """The stored values by name (``{"alpha": null, "gamma": 3.0, ...}``) as the point they are, valid or
+        refused (or already a point)."""
+        if raw is None or isinstance(raw, (LossConfig, RefusedLoss)):
+            return raw
+        if not isinstance(raw, dict):
+            raise ValueError(f"expected the loss parameters by name, got {type(raw).__name__}")
+        return loss_point(raw)
+
+    @field_serializer("loss")
+    def _values(self, point: LossPoint | None) -> dict[str, float | None] | None:
+        return None if point is None else loss_values(point)
 
     @field_serializer("trial_config")
     def _with_version(self, config: TrialConfig | None) -> dict[str, Any] | None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from search.study.choices import phase_choices
 from search.study.plan import config_key
 from search.study.ranking import choose, reference_trial
-from search.study.results import results_rows, trial_records
+from search.study.results import plan_trials, results_rows
 from search.study.trial_record import read_trial
 from search.tracking.report_html import ReportData, TrialCurves, page
 from search.tracking.reports import LEARNING_CURVES_CSV, MISCLASSIFIED_CSV, THRESHOLD_CURVES_PNG
@@ -71,7 +71,7 @@ def study_report(file: StudyFile, study: optuna.Study, client: MlflowClient | No
         best_rule=None if choice is None else choice.rule,
         best_why=None if choice is None else choice.why,
         reference=ref,
-        choices=phase_choices(file.phases, trial_records(study), reference),
+        choices=phase_choices(file.phases, plan_trials(study), reference),
         curves=curves,
         data_lines=data_lines,
     )
