@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from objectives.config import CVConfig, LossConfig, ModelConfig, TrainConfig, TrialConfig
+from objectives.config import CVConfig, ModelConfig, TrainConfig, TrialConfig
 from objectives.data import Dataset, DataSpec, load_dataset
 from objectives.ensemble import select_ensemble
 from objectives.evaluate import evaluate_many, prepare_folds, stratified_folds
@@ -44,6 +44,7 @@ from objectives.final_ensemble import fit_final_ensemble
 from objectives.selection_bias import bbc_cv
 from objectives.threshold import score_at
 from search.model.export_ensemble import member_seed
+from search.study.loss_point import checked
 from search.study.phases import DEFAULT_PLAN
 from search.study.plan import PlanTrial, pending_steps
 
@@ -81,9 +82,9 @@ def week(ds: Dataset, base: TrialConfig) -> tuple[list[TrialConfig], list]:
         steps = pending_steps(GRID, records, limit=16)
         if not isinstance(steps, list):
             return configs, results
-        batch = [base.model_copy(update={"loss": LossConfig(**s.loss)}) for s in steps]
+        batch = [base.model_copy(update={"loss": checked(s.loss)}) for s in steps]
         for s, c, r in zip(steps, batch, evaluate_many(ds, batch, prepared)):
-            records.append(PlanTrial(len(records), s.phase.name, "COMPLETE", dict(s.loss), value=r.oof_score))
+            records.append(PlanTrial(len(records), s.phase.name, "COMPLETE", s.loss, value=r.oof_score))
             configs.append(c)
             results.append(r)
 

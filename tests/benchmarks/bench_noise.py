@@ -33,12 +33,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from objectives.config import CVConfig, LossConfig, ModelConfig, TrainConfig, TrialConfig
+from objectives.config import CVConfig, ModelConfig, TrainConfig, TrialConfig
 from objectives.data import Dataset, DataSpec, load_dataset
 from objectives.evaluate import evaluate, stratified_folds
 from objectives.final import fit_final_model
 from objectives.stats import compare, corrected_se
 from objectives.threshold import best_threshold, score_at
+from search.study.loss_point import checked
 from search.study.phases import DEFAULT_PLAN, default_reference
 from search.study.plan import PlanTrial, config_key, next_step, trial_cv
 
@@ -105,7 +106,7 @@ def week(ds: Dataset) -> tuple[list[PlanTrial], dict[int, dict]]:
         if step is None:
             return records, figures
         cv = trial_cv(BASE.cv, step)
-        config = BASE.model_copy(update={"loss": LossConfig(**step.loss), "cv": cv})
+        config = BASE.model_copy(update={"loss": checked(step.loss), "cv": cv})
         f = run_trial(ds, config)
         n = len(records)
         records.append(
@@ -113,7 +114,7 @@ def week(ds: Dataset) -> tuple[list[PlanTrial], dict[int, dict]]:
                 n,
                 step.phase.name,
                 "COMPLETE",
-                dict(step.loss),
+                step.loss,
                 value=f["value"],
                 cv=None if step.cv is None else cv.model_dump(),
                 cv_seed=cv.seed,
@@ -161,7 +162,7 @@ def one_split(name: str, ds: Dataset, split: int) -> dict:
 def spread(name: str, ds: Dataset, seeds: int = 12) -> dict:
     (train_rows, _), *_ = stratified_folds(ds.y, 5, 0)
     train = subset(ds, train_rows, "train0")
-    loss = LossConfig(**default_reference(PHASES))
+    loss = default_reference(PHASES)
     scores = np.array(
         [
             evaluate(train, BASE.model_copy(update={"loss": loss, "cv": CVConfig(folds=5, seed=s)})).oof_score
