@@ -117,7 +117,10 @@ class ModelConfig(StrictModel):
         for name in ("module", "kwargs") if self.module is None else MLP_FIELDS:
             dumped.pop(name, None)
         if self.numeric_embedding == "none":
-            dumped.pop("embedding_bins", None)  # the embedding's setting, meaningless without one
+            # without an embedding the dump is what a losstune before numeric_embedding wrote, key for key: a
+            # worker of that version sharing the study's storage still reads it (its models forbid unknown keys)
+            dumped.pop("numeric_embedding", None)
+            dumped.pop("embedding_bins", None)
         return dumped
 
     @property
@@ -215,7 +218,7 @@ class TrialConfig(StrictModel):
             **self._model_params(),
             "numeric_scaling": self.model.numeric_scaling,
             "numeric_embedding": self.model.numeric_embedding,
-            "embedding_bins": self.model.embedding_bins,
+            "embedding_bins": self.model.embedding_bins if self.model.numeric_embedding != "none" else None,
             **{k: v for k, v in self.train.model_dump().items()},
             "folds": self.cv.folds,
             "repeats": self.cv.repeats,

@@ -150,3 +150,25 @@ def test_the_study_record_round_trips_and_says_what_is_corrupt(study):
     study.set_user_attr("mlflow_parent_open", "maybe")
     with pytest.raises(LosstuneError, match=r"^the study's stored mlflow_parent_open: "):
         read_study(study)
+
+
+def test_study_fields_are_written_in_the_order_given():
+    """The data-change history is written before the fingerprint it records: a crash between the two writes then
+    finds the change again next run instead of losing it."""
+
+    class Recording:
+        def __init__(self) -> None:
+            self.keys: list[str] = []
+
+        def set_user_attr(self, key: str, value: object) -> None:
+            self.keys.append(key)
+
+    study = Recording()
+    write_study(study, data_fingerprint_history=["a", "b"], data_fingerprint="b")
+    assert study.keys == ["data_fingerprint_history", "data_fingerprint"]
+
+
+def test_a_model_without_embedding_stores_the_keys_an_earlier_losstune_wrote():
+    dumped = TrialConfig().model_dump(mode="json")["model"]
+    assert "numeric_embedding" not in dumped and "embedding_bins" not in dumped
+    assert TrialConfig().flat_params()["embedding_bins"] is None

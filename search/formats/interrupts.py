@@ -42,6 +42,11 @@ def _interrupt(signum: int, _frame: FrameType | None) -> NoReturn:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _raise_only(signum: int, _frame: FrameType | None) -> NoReturn:
+    """A write's SIGTERM: raised for its cleanup, not remembered as a search's stop request (no search runs)."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _remember(signum: int, _frame: FrameType | None) -> None:
     global _requested
     _requested = signum
@@ -106,7 +111,7 @@ def sigterm_interrupts() -> Iterator[None]:
     if previous not in (signal.SIG_DFL, None):
         yield
         return
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, _raise_only)
     try:
         yield
     finally:

@@ -58,9 +58,12 @@ def study_format(study: OptunaStudy) -> object:
 
 
 def write_study(study: OptunaStudy, **fields: Any) -> None:
-    """Store ``fields`` (names of :class:`StoredStudy`), each as its study user attr, validated first."""
+    """Store ``fields`` (names of :class:`StoredStudy`), each as its study user attr, validated first, in the
+    order given: a caller that writes a history before the value it records relies on it (a crash between the two
+    writes then repeats the change next run rather than losing it)."""
     unknown = sorted(set(fields) - set(StoredStudy.model_fields))
     if unknown:
         raise TypeError(f"StoredStudy has no field(s) {unknown}")
-    for key, value in StoredStudy.model_validate(fields).model_dump(mode="json", include=set(fields)).items():
-        study.set_user_attr(key, value)
+    dumped = StoredStudy.model_validate(fields).model_dump(mode="json", include=set(fields))
+    for key in fields:
+        study.set_user_attr(key, dumped[key])
