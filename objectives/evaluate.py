@@ -38,35 +38,15 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class EvaluationResult:
-    """Everything one trial measured. ``to_dict()`` is the JSON the CLI prints (curves and arrays left out)."""
+class EvaluationResult(OofScores):
+    """Everything one trial measured: its scores (:class:`~objectives.scoring.OofScores`, every field of which comes
+    first, under the same names) and what its training measured. ``to_dict()`` is the JSON the CLI prints (curves
+    and arrays left out)."""
 
-    metric: str
-    threshold: float
-    oof_score: float  # optimistic: the threshold was chosen on these same OOF rows
-    honest_score_mean: float  # cross-fitted: fold k scored at the threshold chosen on the other folds
-    honest_score_std: float
-    honest_fold_scores: list[float]
-    fold_scores: list[float]  # each fold's metric at the trial's threshold, repeat-major (r * folds + k)
-    repeats: int
-    repeat_scores: list[float]  # repeat r's OOF score at the trial's threshold; oof_score is their mean
-    f1_at_0_5: float
-    precision: float
-    recall: float
-    roc_auc: float
-    pr_auc: float
-    log_loss: float
-    confusion_matrix: list[list[int]]  # [[tn, fp], [fn, tp]] at the threshold
     n_rows: int
     positive_rate: float
     fingerprint: str
     seconds: float
-    # arrays: the OOF predictions and the learning curves
-    oof_proba: np.ndarray = field(repr=False)
-    fold_of_row: np.ndarray = field(repr=False)
-    y_true: np.ndarray = field(repr=False)
-    oof_proba_by_repeat: np.ndarray = field(repr=False)  # [repeats, rows]; row 0 is oof_proba
-    fold_of_row_by_repeat: np.ndarray = field(repr=False)  # [repeats, rows]
     train_loss: np.ndarray = field(repr=False)  # [repeats * folds, epochs], repeat-major
     val_loss: np.ndarray = field(repr=False)  # [repeats * folds, epochs]
     # the epoch count the trial's scores are of: train.epochs, or the checkpoint chosen (objectives.epochs)

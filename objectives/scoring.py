@@ -14,10 +14,11 @@ from objectives.config import MetricConfig
 from objectives.threshold import best_threshold, cross_fitted_scores, score_at
 
 
-@dataclass(frozen=True)
+@dataclass
 class OofScores:
-    """Every score of OOF probabilities (:func:`score_oof`); the scores part of
-    :class:`~objectives.evaluate.EvaluationResult`, under the same names."""
+    """Every score of OOF probabilities (:func:`score_oof`); :class:`~objectives.evaluate.EvaluationResult`
+    extends it with what training measured (not frozen, so that the result, which tests and reports adjust, can
+    extend it)."""
 
     metric: str
     threshold: float
