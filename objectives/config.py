@@ -78,8 +78,9 @@ class ModelConfig(StrictModel):
     # a quantile transform to a normal distribution, or robust scaling (median, IQR) with smooth clipping
     numeric_scaling: Literal["standard", "quantile", "robust"] = "standard"
     # a numeric embedding, also fitted inside each fold: each numeric column becomes embedding_bins piecewise-linear
-    # columns on quantile bins (Gorishniy et al. 2022), so the first layer can bend the response to it
-    numeric_embedding: Literal["none", "piecewise_linear"] = "none"
+    # columns (Gorishniy et al. 2022), so the first layer can bend the response to it; on quantile bins, or on
+    # target-aware bins (a decision tree's splits on the fold's training labels) with the scaled value kept
+    numeric_embedding: Literal["none", "piecewise_linear", "piecewise_linear_target"] = "none"
     embedding_bins: EmbeddingBins = 16
 
     @model_validator(mode="before")
@@ -130,8 +131,8 @@ class ModelConfig(StrictModel):
     @property
     def numeric_encoding(self) -> NumericEncoding:
         """What the preprocessing does to numeric columns: the part of the model settings the folds depend on."""
-        bins = self.embedding_bins if self.numeric_embedding == "piecewise_linear" else 0
-        return NumericEncoding(self.numeric_scaling, bins)
+        bins = self.embedding_bins if self.numeric_embedding != "none" else 0
+        return NumericEncoding(self.numeric_scaling, bins, self.numeric_embedding == "piecewise_linear_target")
 
 
 @dataclass(frozen=True)
@@ -141,11 +142,12 @@ class NumericEncoding:
 
     scaling: str = "standard"
     bins: int = 0
+    target_bins: bool = False  # bins fitted to the labels, plus the scaled value (PiecewiseLinearEncoder)
 
     @property
     def width(self) -> int:
         """Columns per numeric column in the preprocessed matrix."""
-        return self.bins or 1
+        return self.bins + self.target_bins if self.bins else 1
 
 
 STANDARD_NUMERIC = NumericEncoding()  # standardised, no embedding

@@ -124,7 +124,7 @@ def prepare_folds(dataset: Dataset, cv: CVConfig, numeric: NumericEncoding = STA
     seeds = [s for r in range(cv.repeats) for s in fold_seeds(repeat_seed(cv.seed, r), cv.folds)]
     train_rows = [tr for tr, _ in splits]
     _, x = fit_fold_preprocessors(
-        dataset.features, dataset.numeric_columns, dataset.categorical_columns, train_rows, numeric
+        dataset.features, dataset.numeric_columns, dataset.categorical_columns, train_rows, numeric, dataset.y
     )
     return PreparedFolds(dataset.fingerprint, cv, numeric, train_rows, [va for _, va in splits], x, seeds)
 

@@ -141,7 +141,7 @@ def fit_final_models(dataset: Dataset, configs: list[TrialConfig]) -> list[Final
     check_trial_memory(dataset, first, final=True, configs=len(configs))
     pre = make_preprocessor(dataset.numeric_columns, dataset.categorical_columns, first.model.numeric_encoding)
     cap_quantiles(pre, dataset.n_rows)
-    pre.fit(dataset.features)
+    pre.fit(dataset.features, dataset.y)  # the labels: target-aware bins are fitted on them
     x = np.asarray(pre.transform(dataset.features), dtype=np.float32)
     all_rows = np.arange(dataset.n_rows, dtype=np.int64)
     trained = train_folds(

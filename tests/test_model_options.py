@@ -11,7 +11,14 @@ from pydantic import ValidationError
 from objectives.config import MetricConfig, ModelConfig, NumericEncoding, TrainConfig
 from objectives.epochs import checkpoint_scores, choose_epochs
 from objectives.evaluate import evaluate, stratified_folds
-from objectives.preprocess import SMOOTH_CLIP, category_codes, fit_fold_preprocessors, smooth_clip
+from objectives.preprocess import (
+    KEPT_VALUE_CLIP,
+    SMOOTH_CLIP,
+    PiecewiseLinearEncoder,
+    category_codes,
+    fit_fold_preprocessors,
+    smooth_clip,
+)
 from objectives.schedule import checkpoint_epochs, make_optimizer, make_scheduler
 
 ENCODINGS = [
@@ -20,16 +27,26 @@ ENCODINGS = [
     NumericEncoding("robust"),
     NumericEncoding("standard", bins=8),
     NumericEncoding("quantile", bins=8),
+    NumericEncoding("standard", bins=8, target_bins=True),
+    NumericEncoding("robust", bins=8, target_bins=True),
 ]
 
 
-@pytest.mark.parametrize("encoding", ENCODINGS, ids=lambda e: f"{e.scaling}-{e.bins}")
-def test_each_numeric_encoding_is_fitted_on_the_folds_training_rows_only(small_dataset, encoding):
-    ds = small_dataset
+@pytest.fixture
+def dataset_900(write_csv):
+    """900 rows: a fold trains on 600, enough for target-aware bins to split (at least 64 rows per bin)."""
+    from objectives.data import DataSpec, load_dataset
+
+    return load_dataset(DataSpec(path=write_csv(n=900, seed=4), target="label"))
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS, ids=lambda e: f"{e.scaling}-{e.bins}-{e.target_bins}")
+def test_each_numeric_encoding_is_fitted_on_the_folds_training_rows_only(dataset_900, encoding):
+    ds = dataset_900
     splits = stratified_folds(ds.y, 3, seed=0)
     train_rows = [tr for tr, _ in splits]
     val0 = splits[0][1]
-    args = (ds.numeric_columns, ds.categorical_columns, train_rows, encoding)
+    args = (ds.numeric_columns, ds.categorical_columns, train_rows, encoding, ds.y)
     _, x = fit_fold_preprocessors(ds.features, *args)
     poisoned = ds.features.copy()
     for col in ds.numeric_columns:
@@ -49,13 +66,67 @@ def test_each_numeric_encoding_is_fitted_on_the_folds_training_rows_only(small_d
     for k in (1, 2):
         assert not np.allclose(x_p[k][train_rows[k], :n_num], x[k][train_rows[k], :n_num], atol=1e-4)
     if encoding.bins:  # the embedding: values in [0, 1], the poisoned rows at the encoding of the top bin's end
-        assert x_p.min() >= 0.0 and x_p[:, :, :n_num].max() <= 1.0 + 1e-6
+        blocks = x_p[:, :, :n_num].reshape(*x_p.shape[:2], -1, encoding.width)
+        ple = blocks[..., : encoding.bins]
+        assert ple.min() >= 0.0 and ple.max() <= 1.0 + 1e-6
+        if encoding.target_bins:  # the kept value, clipped
+            assert np.abs(blocks[..., encoding.bins]).max() <= KEPT_VALUE_CLIP
         top = x_p[0][val0, :n_num].reshape(len(val0), -1, encoding.width)
         np.testing.assert_array_equal(top, np.broadcast_to(top[:1], top.shape))
     elif encoding.scaling == "robust":  # smooth clipping: the poisoned rows stay bounded
         assert np.all(np.abs(x_p[0][val0, :n_num]) <= SMOOTH_CLIP)
     elif encoding.scaling == "quantile":  # ranks: the poisoned rows sit at the top of the normal's range
         assert np.all(x_p[0][val0, :n_num] > 4.0)
+
+
+def test_target_bins_see_only_the_folds_training_labels(dataset_900):
+    """Target-aware bins are fitted on labels: flipping the labels of fold 0's validation rows leaves fold 0's
+    matrix as it was, while other training labels move its edges (so the check above can fail)."""
+    ds = dataset_900
+    splits = stratified_folds(ds.y, 3, seed=0)
+    train_rows = [tr for tr, _ in splits]
+    encoding = NumericEncoding("standard", bins=8, target_bins=True)
+    args = (ds.features, ds.numeric_columns, ds.categorical_columns, train_rows, encoding)
+    fitted, x = fit_fold_preprocessors(*args, ds.y)
+    encoders = [e for f in fitted for _, t, _ in f.transformers_ for e in _parts(t, PiecewiseLinearEncoder)]
+    inner_edges = np.concatenate([np.isfinite(e.edges_).sum(axis=1) - 2 for e in encoders])
+    assert len(inner_edges) == 3 * 2 and inner_edges.min() >= 1  # each column split at least once: labels matter
+    flipped_val = ds.y.copy()
+    flipped_val[splits[0][1]] = 1 - flipped_val[splits[0][1]]
+    _, x_val = fit_fold_preprocessors(*args, flipped_val)
+    np.testing.assert_array_equal(x_val[0], x[0])
+    first = ds.features[ds.numeric_columns[0]].to_numpy(dtype=np.float64)
+    other = (first > np.nanquantile(first, 0.3)).astype(np.int64)  # labels with a split at another value
+    _, x_other = fit_fold_preprocessors(*args, other)
+    assert not np.array_equal(x_other[0], x[0])
+
+
+def _parts(estimator, kind):
+    """The fitted ``kind`` steps anywhere inside ``estimator`` (pipelines nest)."""
+    if isinstance(estimator, kind):
+        return [estimator]
+    return [p for _, step in getattr(estimator, "steps", []) for p in _parts(step, kind)]
+
+
+def test_target_bins_put_an_edge_where_the_label_changes():
+    """A column that is 0 for 90 % of rows and whose label turns positive above 7,000 (a census table's capital
+    gain): its quantile bins collapse onto 0 and miss 7,000; the tree's bins have an edge there."""
+    rng = np.random.default_rng(1)
+    gain = np.where(rng.random(5000) < 0.9, 0.0, rng.uniform(0, 20_000, 5000))
+    y = (gain > 7_000).astype(np.int64)
+    column = gain[:, np.newaxis]
+    target = PiecewiseLinearEncoder(bins=8, target=True).fit(column, y)
+    quantile = PiecewiseLinearEncoder(bins=8).fit(column)
+    assert np.min(np.abs(target.edges_[0][np.isfinite(target.edges_[0])] - 7_000)) < 100
+    assert np.min(np.abs(quantile.edges_[0] - 7_000)) > 1_000
+    # unused bins are +inf: constant 0 columns; the kept value is the last column of the block
+    encoded = target.transform(np.array([[0.0], [7_500.0], [1e9]]))
+    assert encoded.shape == (3, 9)
+    unused = ~np.isfinite(target.edges_[0][1:])
+    assert np.all(encoded[:, :8][:, unused] == 0.0)
+    np.testing.assert_array_equal(encoded[:, 8], [0.0, KEPT_VALUE_CLIP, KEPT_VALUE_CLIP])
+    with pytest.raises(ValueError, match="labels"):
+        PiecewiseLinearEncoder(bins=8, target=True).fit(column)
 
 
 def test_smooth_clip_is_the_identity_near_zero_and_bounded():
@@ -146,7 +217,12 @@ def test_the_epoch_choice_uses_the_mean_of_the_folds_not_each_folds_best():
 
 @pytest.mark.parametrize(
     "model",
-    [{"numeric_scaling": "quantile"}, {"numeric_scaling": "robust"}, {"numeric_embedding": "piecewise_linear"}],
+    [
+        {"numeric_scaling": "quantile"},
+        {"numeric_scaling": "robust"},
+        {"numeric_embedding": "piecewise_linear"},
+        {"numeric_embedding": "piecewise_linear_target"},
+    ],
     ids=str,
 )
 def test_a_saved_model_with_each_numeric_encoding_loads_and_predicts(tmp_path, capsys, model):

@@ -104,8 +104,13 @@ def test_validation_rows_never_reach_fit(small_dataset):
 
 @pytest.mark.parametrize(
     "encoding",
-    [NumericEncoding(), NumericEncoding("quantile", bins=4), NumericEncoding("robust", bins=6)],
-    ids=lambda e: f"{e.scaling}-{e.bins}",
+    [
+        NumericEncoding(),
+        NumericEncoding("quantile", bins=4),
+        NumericEncoding("robust", bins=6),
+        NumericEncoding("standard", bins=6, target_bins=True),
+    ],
+    ids=lambda e: f"{e.scaling}-{e.bins}-{'target' if e.target_bins else 'quantile'}",
 )
 def test_coded_categories_give_the_matrix_the_strings_give(encoding):
     """The shortcuts are only faster: ties in the most-frequent value, missing cells, complete numeric columns,
@@ -128,10 +133,11 @@ def test_coded_categories_give_the_matrix_the_strings_give(encoding):
     train_rows = [np.arange(0, 300), np.arange(100, 400), np.r_[0:100, 200:400]]
     features.loc[[310, 320], "地域"] = "札幌"  # only in fold 0's validation rows
     numeric, categorical = ["z", "x", "w"], ["地域", "plan"]
-    _, x = fit_fold_preprocessors(features, numeric, categorical, train_rows, encoding)
+    y = (features["z"] + rng.normal(size=n) > 3.0).to_numpy(dtype=np.int64)  # labels for target-aware bins
+    _, x = fit_fold_preprocessors(features, numeric, categorical, train_rows, encoding, y)
     for k, rows in enumerate(train_rows):
         pre = make_preprocessor(numeric, categorical, encoding)
-        expected = pre.fit(features.iloc[rows]).transform(features)
+        expected = pre.fit(features.iloc[rows], y[rows]).transform(features)
         np.testing.assert_array_equal(x[k][:, : expected.shape[1]], np.asarray(expected, dtype=np.float32))
         assert np.all(x[k][:, expected.shape[1] :] == 0.0)
     assert x.shape[2] == 3 * encoding.width + 5 + 2  # fold 1 and 2 know 札幌

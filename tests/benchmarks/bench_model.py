@@ -83,6 +83,9 @@ VARIANTS = {
         "model": {"numeric_embedding": "piecewise_linear", "hidden": [256, 256], "dropout": 0.2},
         "train": {"checkpoint_every": 5},
     },
+    "ple_target": {"model": {"numeric_embedding": "piecewise_linear_target"}, "train": {}},
+    "dropout": {"model": {"dropout": 0.15}, "train": {}},
+    "ple_target_dropout": {"model": {"numeric_embedding": "piecewise_linear_target", "dropout": 0.15}, "train": {}},
     "ple_adamw": {
         "model": {"numeric_embedding": "piecewise_linear"},
         "train": {"optimizer": "adamw", "weight_decay": 1e-2},
