@@ -71,7 +71,9 @@ class ModelConfig(StrictModel):
     user model's stored or exported configuration never shows an MLP it did not train."""
 
     hidden: tuple[HiddenSize, ...] = (128, 64)
-    dropout: Dropout = 0.0
+    # dropout 0.15 and the target-aware embedding below are the default because together they raised test F1 on
+    # all five benchmark tables (docs/guide/model-options.md); neither alone did
+    dropout: Dropout = 0.15
     module: str | None = None
     kwargs: dict[str, JsonValue] = Field(default_factory=dict)
     # how numeric columns are scaled, fitted inside each fold (objectives.preprocess), for any model: standardisation,
@@ -80,7 +82,8 @@ class ModelConfig(StrictModel):
     # a numeric embedding, also fitted inside each fold: each numeric column becomes embedding_bins piecewise-linear
     # columns (Gorishniy et al. 2022), so the first layer can bend the response to it; on quantile bins, or on
     # target-aware bins (a decision tree's splits on the fold's training labels) with the scaled value kept
-    numeric_embedding: Literal["none", "piecewise_linear", "piecewise_linear_target"] = "none"
+    # (default: piecewise_linear_target for the built-in MLP, none for a user's module, whose input width is its own)
+    numeric_embedding: Literal["none", "piecewise_linear", "piecewise_linear_target"] = "piecewise_linear_target"
     embedding_bins: EmbeddingBins = 16
 
     @model_validator(mode="before")
@@ -92,6 +95,7 @@ class ModelConfig(StrictModel):
             if data.get("kwargs"):
                 raise ValueError("kwargs are the arguments of a model.module: give the module, or remove kwargs")
             return data
+        data = {"numeric_embedding": "none", **data}
         given = [name for name in MLP_FIELDS if name in data]
         if given:
             raise ValueError(
@@ -118,11 +122,18 @@ class ModelConfig(StrictModel):
         for name in ("module", "kwargs") if self.module is None else MLP_FIELDS:
             dumped.pop(name, None)
         if self.numeric_embedding == "none":
-            # without an embedding the dump is what a losstune before numeric_embedding wrote, key for key: a
-            # worker of that version sharing the study's storage still reads it (its models forbid unknown keys)
-            dumped.pop("numeric_embedding", None)
-            dumped.pop("embedding_bins", None)
+            dumped.pop("embedding_bins", None)  # numeric_embedding stays: see from_stored
         return dumped
+
+    @classmethod
+    def from_stored(cls, raw: Any) -> Any:
+        """A model dump losstune wrote (a trial's stored configuration, an exported configuration), ready to
+        validate. A losstune before 0.3.0 wrote no ``numeric_embedding`` when there was none, and its default was
+        none; today's default is an embedding, so a stored dump without the key is read as ``none``: the model
+        that trial trained. Every dump written now has the key."""
+        if isinstance(raw, dict) and "numeric_embedding" not in raw:
+            return {**raw, "numeric_embedding": "none"}
+        return raw
 
     @property
     def is_user_module(self) -> bool:

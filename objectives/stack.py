@@ -86,13 +86,13 @@ class ModelStack:
         """The built-in MLP on the stacked weights with batched matmuls (what ``vmap`` runs, less its per-call
         Python work, and the one-output layer as a multiply-and-sum instead of a ``[.., 1]``-wide matmul; see
         docs/concepts/engine.md). Dropout draws a mask per element, so per
-        model, as ``randomness="different"``."""
+        model, as ``randomness="different"`` (with :func:`fast_dropout`'s masks, not vmap's)."""
         h = x
         for kind, arg in self._layers or []:
             if kind == "relu":
                 h = h.relu_()  # in place on the bias add's output, which no backward needs
             elif kind == "dropout":
-                h = F.dropout(h, float(arg), training=train)
+                h = fast_dropout(h, float(arg)) if train else h
             else:
                 w, b = self.params[f"{arg}.weight"], self.params[f"{arg}.bias"]  # [M, out, in], [M, out]
                 if w.shape[1] == 1:
@@ -159,3 +159,18 @@ def check_stackable(module: nn.Module, n_features: int) -> None:
             f"model {name} cannot be trained stacked: its forward updates buffer(s) {', '.join(changed)} in place "
             "during training (statistics of the batch, which in a stack includes padding rows)"
         )
+
+
+def fast_dropout(h: Tensor, p: float) -> Tensor:
+    """Dropout in training: each element zeroed with probability ``p`` (to 1/65536), the others scaled so that
+    the expectation is ``h`` exactly. On the CPU the mask is drawn as 16-bit integers, four from each 64-bit
+    random number: torch's CPU ``bernoulli_`` (what ``F.dropout`` draws) took longer than the layer's matmul
+    (a [10, 256, 128] mask: 4.3 ms against 0.7 ms, and 3.5 ms for the bmm forward and backward). Other devices
+    use ``F.dropout``. The draws come from torch's generator, so a seeded job is reproducible."""
+    if h.device.type != "cpu" or p == 0.0:
+        return F.dropout(h, p, training=True)
+    keep = round((1.0 - p) * 65536)  # int16 values >= 32768 - keep: keep of the 65536
+    n = h.numel()
+    bits = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
+    kept = bits.view(torch.int16)[:n].view(h.shape) >= 32768 - keep
+    return h * kept.to(h.dtype).mul_(65536 / keep)

@@ -71,7 +71,7 @@ def _add_trial_args(p: argparse.ArgumentParser) -> None:
         metavar="N,N",
         help="hidden layer sizes " + _default("128,64"),
     )
-    g.add_argument("--dropout", type=float, metavar="P", help="dropout after each hidden layer " + _default("0"))
+    g.add_argument("--dropout", type=float, metavar="P", help="dropout after each hidden layer " + _default("0.15"))
     g.add_argument("--folds", type=int, metavar="K", help="cross-validation folds, >= 2 " + _default("5"))
     g.add_argument(
         "--repeats",

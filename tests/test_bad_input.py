@@ -310,3 +310,18 @@ def test_changed_data_is_refused_without_writing(study_dir, capsys, week):
     code, _out, err = run_cli(["status", str(study)], capsys)
     assert code == 0, err
     assert tree_hashes(study_dir) == before
+
+
+def test_changed_model_settings_are_refused_without_writing(study_dir, capsys, week):
+    """The study's trials were trained with model {hidden: [8]} and today's default dropout; a study file that
+    now asks for no dropout (or a losstune whose default model differs) would mix models in one comparison."""
+    study = study_dir / "other_model.yaml"
+    study.write_text(study_text("data.csv").replace("model: {hidden: [8]}", "model: {hidden: [8], dropout: 0.0}"))
+    before = tree_hashes(study_dir)
+    code, _out, err = run_cli(["search", str(study), "--no-progress"], capsys)
+    assert_one_error_line(code, err, "search", "trained with other settings (model.dropout: dropout=0.15)")
+    assert tree_hashes(study_dir) == before
+    # the device is a worker's, not the model's: a GPU worker's study file differs only there and is accepted
+    study.write_text(study_text("data.csv").replace("device: cpu", "device: auto"))
+    code, _out, err = run_cli(["search", str(study), "--budget", "0", "--no-progress"], capsys)
+    assert code == 0, err

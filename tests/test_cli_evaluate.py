@@ -84,9 +84,11 @@ def test_oof_out_csv_holds_every_repeat(write_csv, tmp_path, capsys):
     the one chosen on both repeats' predictions pooled."""
     data = write_csv()
     plain, repeated = tmp_path / "plain.csv", tmp_path / "repeated.csv"
-    assert main(evaluate_args(data, "--json", "--oof-out", str(plain))) == 0
+    # no dropout: the two repeats' models train as one stack, whose dropout masks are drawn together
+    assert main(evaluate_args(data, "--json", "--dropout", "0", "--oof-out", str(plain))) == 0
     capsys.readouterr()
-    assert main(evaluate_args(data, "--json", "--repeats", "2", "--oof-out", str(repeated))) == 0
+    args = evaluate_args(data, "--json", "--dropout", "0", "--repeats", "2", "--oof-out", str(repeated))
+    assert main(args) == 0
     result = json.loads(capsys.readouterr().out)
     one, two = pd.read_csv(plain), pd.read_csv(repeated)
     assert len(two) == 240 and two["repeat"].tolist() == [0] * 120 + [1] * 120

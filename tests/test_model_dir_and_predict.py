@@ -153,7 +153,10 @@ def test_value_beyond_float32_is_refused_naming_column_and_line(tiny, capsys, tm
     assert "line 9" in err and "float32" in err
 
 
-def test_value_that_standardises_beyond_float32_is_refused(tiny):
+def test_value_that_standardises_beyond_float32_is_refused(tmp_path):
+    from tests.model_fixture import make_model_dir
+
+    tiny = make_model_dir(tmp_path, numeric_embedding="none")  # the embedding bounds every value: no overflow
     model = load_model_dir(tiny["model"])
     scaler = model.final.preprocessor.named_transformers_["numeric"].named_steps["scale"]
     scaler.scale_ = scaler.scale_ * 1e-9  # a column that varied little in training
@@ -318,3 +321,18 @@ def test_full_disk_during_the_write_leaves_no_tmp_and_the_old_output(tiny, capsy
     assert rc == EXIT_BAD_INPUT and err.count("\n") == 1 and "No space left on device" in err
     assert (tmp_path / "s.csv").read_text() == "previous output\n"
     assert not (tmp_path / "s.csv.tmp").exists()
+
+
+def test_an_exported_file_without_embedding_key_means_no_embedding(tiny, tmp_path):
+    """A best.yaml exported before 0.3.0 names no numeric_embedding (its model had none, the default then):
+    it still trains that model, though today's default is the target-aware embedding."""
+    import yaml
+
+    from search.model.exported_config import load_exported
+
+    raw = yaml.safe_load(Path(tiny["best"]).read_text(encoding="utf-8"))
+    assert raw["model"]["numeric_embedding"] == "piecewise_linear_target"  # written now: always named
+    del raw["model"]["numeric_embedding"]
+    old = Path(tiny["root"]) / "exported_by_0_2.yaml"  # beside best.yaml: data.path is relative to the file
+    old.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    assert load_exported(old).model.numeric_embedding == "none"

@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from objectives.config import CVConfig, LossConfig, TrialConfig
+from objectives.config import CVConfig, LossConfig, ModelConfig, TrialConfig
 from objectives.errors import LosstuneError
 from search.study.stored_config import stored_config, stored_loss
 from search.study.study_record import read_study, write_study
@@ -168,7 +168,18 @@ def test_study_fields_are_written_in_the_order_given():
     assert study.keys == ["data_fingerprint_history", "data_fingerprint"]
 
 
-def test_a_model_without_embedding_stores_the_keys_an_earlier_losstune_wrote():
-    dumped = TrialConfig().model_dump(mode="json")["model"]
-    assert "numeric_embedding" not in dumped and "embedding_bins" not in dumped
-    assert TrialConfig().flat_params()["embedding_bins"] is None
+def test_a_stored_model_without_embedding_key_is_the_model_an_earlier_losstune_trained():
+    """Before 0.3.0 the default was no embedding and a dump left the key out; the default is now the
+    target-aware embedding, so a stored trial or exported file without the key still means none, while every
+    dump written now names its embedding."""
+    written_by_0_2 = {"hidden": [128, 64], "dropout": 0.0, "numeric_scaling": "standard"}
+    raw = {"version": CONFIG_VERSION, **TrialConfig().model_dump(mode="json"), "model": written_by_0_2}
+    stored = StoredTrial.model_validate({"trial_config": raw})
+    assert stored.trial_config is not None and stored.trial_config.model.numeric_embedding == "none"
+    assert stored.trial_config.model.numeric_encoding.width == 1
+    assert TrialConfig().model_dump(mode="json")["model"]["numeric_embedding"] == "piecewise_linear_target"
+    plain = ModelConfig(numeric_embedding="none")
+    assert plain.model_dump()["numeric_embedding"] == "none" and "embedding_bins" not in plain.model_dump()
+    assert TrialConfig(model=plain).flat_params()["embedding_bins"] is None
+    # the same rule for an exported configuration (tests/test_model_dir_and_predict.py reads one back)
+    assert ModelConfig.model_validate(ModelConfig.from_stored(written_by_0_2)).numeric_embedding == "none"

@@ -155,14 +155,18 @@ def one_line(code: int, err: str, command: str, expected: str) -> None:
 def test_a_user_model_dumps_only_its_own_fields_and_an_mlp_dumps_as_before():
     # numeric_scaling and numeric_embedding are the preprocessing's, so they are every model's
     mine = ModelConfig(module="models:BinaryClassifier", kwargs={"hidden": [8], "dropout": 0.2})
-    numeric = {"numeric_scaling": "standard"}  # no embedding: the dump of a losstune before numeric_embedding
+    numeric = {"numeric_scaling": "standard", "numeric_embedding": "none"}  # a user's module: no embedding by default
     assert mine.model_dump() == {
         "module": "models:BinaryClassifier",
         "kwargs": {"hidden": [8], "dropout": 0.2},
         **numeric,
     }
     assert ModelConfig.model_validate(mine.model_dump(mode="json")) == mine
-    assert ModelConfig(hidden=(8,)).model_dump() == {"hidden": (8,), "dropout": 0.0, **numeric}
+    assert ModelConfig(hidden=(8,), dropout=0.0, numeric_embedding="none").model_dump() == {
+        "hidden": (8,),
+        "dropout": 0.0,
+        **numeric,
+    }
     embedded = ModelConfig(numeric_embedding="piecewise_linear", embedding_bins=8)
     assert embedded.model_dump()["embedding_bins"] == 8 and embedded.model_dump()["numeric_embedding"] != "none"
     assert ModelConfig.model_validate(embedded.model_dump(mode="json")) == embedded

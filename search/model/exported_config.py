@@ -13,10 +13,10 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from objectives.bounds import Probability, Seed, TrialNumber
 from objectives.config import CVConfig, LossConfig, MetricConfig, ModelConfig, StrictModel, TrainConfig, TrialConfig
@@ -103,6 +103,11 @@ class ExportedConfig(StrictModel):
     # file, like data.path); null: the installed packages
     module_dir: Path | None = None
     ensemble: EnsembleSpec | None = None  # an ensemble of trials: ``loss`` is then its first member's
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_as_written(cls, raw: Any) -> Any:
+        return ModelConfig.from_stored(raw)  # a file an earlier losstune exported means the model it trained
 
     @model_validator(mode="after")
     def _module_dir_with_module(self) -> ExportedConfig:

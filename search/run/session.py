@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     import optuna
 
     from objectives.data import Dataset
+    from objectives.config import TrialConfig
     from objectives.evaluate import PreparedFolds
     from search.tracking.tracker import StudyTracker
 
@@ -97,6 +98,7 @@ class StudySession:
             )  # the study's own database and pool
             if self._dataset is not None:
                 self._check_fingerprint(self._dataset, allow_data_change)
+                self._check_model_settings()
         self.phases = self.file.phases
         self.bounds = distribution_bounds(self.phases)
         self._prepared: PreparedFolds | None = None
@@ -152,6 +154,37 @@ class StudySession:
             log.warning("data changed (%s -> %s): continuing, following trials are tagged", recorded, current)
             history = stored.data_fingerprint_history or (recorded,)
             write_study(self.study, data_fingerprint_history=[*history, current], data_fingerprint=current)
+
+    def _check_model_settings(self) -> None:
+        """The study file's model and training settings are those its trials were trained with: the week's
+        trials are compared with one another, so a model changed under them (an edited ``model:`` or ``train:``,
+        or a losstune whose default model differs from the one that ran the earlier trials) is refused. The
+        device and precision may differ between workers: they change the speed, not the model."""
+        wanted = self.file.trial_config()
+        settings = (wanted.model, wanted.train.model_copy(update={"device": "auto", "precision": "fp32"}))
+        for trial in self.study.get_trials(deepcopy=False):
+            config = read_trial(trial).trial_config
+            if config is None:
+                continue
+            if (config.model, config.train.model_copy(update={"device": "auto", "precision": "fp32"})) != settings:
+                differ = [
+                    f"{part}.{key}"
+                    for part, mine, theirs in (("model", wanted.model, config.model), ("train", wanted.train, config.train))
+                    for key, value in theirs.model_dump(mode="json").items()
+                    if key not in ("device", "precision") and mine.model_dump(mode="json").get(key) != value
+                ]
+                raise LosstuneError(
+                    f"trial {trial.number} of study {self.file.name!r} was trained with other settings "
+                    f"({', '.join(differ) or 'model'}: {', '.join(self._shown(config, d) for d in differ)}): trials "
+                    "of different models are not comparable. Start a new study (another name:), or set those "
+                    "values in the study file (a losstune before 0.3.0 trained numeric_embedding: none, dropout: 0.0)"
+                )
+            return  # every trial of the study had the same settings, so the first one is enough
+
+    @staticmethod
+    def _shown(config: TrialConfig, dotted: str) -> str:
+        part, key = dotted.split(".")
+        return f"{key}={getattr(getattr(config, part), key)!r}"
 
     def tracker(self) -> StudyTracker:
         from search.tracking.tracker import StudyTracker

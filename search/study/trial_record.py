@@ -27,7 +27,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_serializer, field_validator
 
-from objectives.config import CVConfig, LossConfig, TrialConfig
+from objectives.config import CVConfig, LossConfig, ModelConfig, TrialConfig
 from objectives.errors import LosstuneError
 from objectives.stats import BETTER, SAME, WORSE
 from search.formats.validation import one_line
@@ -134,7 +134,10 @@ class StoredTrial(BaseModel):
                 f"version {raw['version']!r}; this losstune reads version {CONFIG_VERSION}: "
                 "use the losstune that ran the trial"
             )
-        return {k: v for k, v in raw.items() if k != "version"}
+        config = {k: v for k, v in raw.items() if k != "version"}
+        if "model" in config:  # the model the trial trained, as an earlier losstune wrote it
+            config["model"] = ModelConfig.from_stored(config["model"])
+        return config
 
     @field_validator("loss", mode="plain")
     @classmethod
