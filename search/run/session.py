@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 
     import optuna
 
-    from objectives.data import Dataset
     from objectives.config import TrialConfig
+    from objectives.data import Dataset
     from objectives.evaluate import PreparedFolds
     from search.tracking.tracker import StudyTracker
 
@@ -169,7 +169,10 @@ class StudySession:
             if (config.model, config.train.model_copy(update={"device": "auto", "precision": "fp32"})) != settings:
                 differ = [
                     f"{part}.{key}"
-                    for part, mine, theirs in (("model", wanted.model, config.model), ("train", wanted.train, config.train))
+                    for part, mine, theirs in (
+                        ("model", wanted.model, config.model),
+                        ("train", wanted.train, config.train),
+                    )
                     for key, value in theirs.model_dump(mode="json").items()
                     if key not in ("device", "precision") and mine.model_dump(mode="json").get(key) != value
                 ]
