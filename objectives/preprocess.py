@@ -89,6 +89,8 @@ class PiecewiseLinearEncoder(TransformerMixin, BaseEstimator):
     functions) because a saved model's preprocessing is loaded with skops, and this class holds only a float
     array, while the spline's fitted state holds SciPy objects skops would have to be told to trust."""
 
+    target = False  # an encoder saved by losstune 0.2 has no such attribute: it loads as quantile bins
+
     def __init__(self, bins: int = 16, target: bool = False) -> None:
         self.bins = bins
         self.target = target

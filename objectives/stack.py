@@ -170,6 +170,8 @@ def fast_dropout(h: Tensor, p: float) -> Tensor:
     if h.device.type != "cpu" or p == 0.0:
         return F.dropout(h, p, training=True)
     keep = round((1.0 - p) * 65536)  # int16 values >= 32768 - keep: keep of the 65536
+    if keep == 0:  # p within 1/65536 of 1: every element dropped, as F.dropout would nearly always
+        return h * 0.0
     n = h.numel()
     bits = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
     kept = bits.view(torch.int16)[:n].view(h.shape) >= 32768 - keep

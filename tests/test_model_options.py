@@ -247,3 +247,13 @@ def test_export_trains_the_final_model_for_the_trials_chosen_epochs():
     assert final.train.epochs == 15 and final.train.checkpoint_every == 0 and final.train.schedule_epochs == 40
     plain = TrialConfig(train=TrainConfig(epochs=40))
     assert trial_epochs(plain, 40) == plain and trial_epochs(with_checkpoints, None) == with_checkpoints
+
+
+def test_an_encoder_saved_by_0_2_without_target_still_transforms():
+    """skops restores a saved encoder's attributes; one saved by losstune 0.2 has no ``target``."""
+    x = np.random.default_rng(0).normal(size=(200, 2))
+    fitted = PiecewiseLinearEncoder(bins=4).fit(x)
+    expected = fitted.transform(x)
+    del fitted.__dict__["target"]
+    np.testing.assert_array_equal(fitted.transform(x), expected)
+    assert len(fitted.get_feature_names_out()) == 8

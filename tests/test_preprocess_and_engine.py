@@ -681,3 +681,9 @@ def test_fast_dropout_zeroes_a_p_share_and_keeps_the_expectation(p):
     torch.testing.assert_close(fast_dropout(h, p), out, rtol=0, atol=0)
     out.sum().backward()  # the gradient goes through the kept elements only, scaled alike
     torch.testing.assert_close(h.grad, (out / 2.0).detach())
+
+
+def test_fast_dropout_of_almost_one_drops_everything():
+    from objectives.stack import fast_dropout
+
+    assert torch.count_nonzero(fast_dropout(torch.ones(3, 5, 7), 0.999999)) == 0

@@ -97,8 +97,8 @@ class StudySession:
                 storage_engine(self.storage), self.file.name
             )  # the study's own database and pool
             if self._dataset is not None:
+                self._check_model_settings()  # first: a refused run writes nothing
                 self._check_fingerprint(self._dataset, allow_data_change)
-                self._check_model_settings()
         self.phases = self.file.phases
         self.bounds = distribution_bounds(self.phases)
         self._prepared: PreparedFolds | None = None
@@ -161,33 +161,33 @@ class StudySession:
         or a losstune whose default model differs from the one that ran the earlier trials) is refused. The
         device and precision may differ between workers: they change the speed, not the model."""
         wanted = self.file.trial_config()
-        settings = (wanted.model, wanted.train.model_copy(update={"device": "auto", "precision": "fp32"}))
+
+        def settings(config: TrialConfig) -> dict[str, dict[str, object]]:
+            # as stored (a dump leaves out what its model does not use, such as embedding_bins without embedding)
+            train = config.train.model_dump(mode="json", exclude={"device", "precision"})
+            return {"model": config.model.model_dump(mode="json"), "train": train}
+
         for trial in self.study.get_trials(deepcopy=False):
             config = read_trial(trial).trial_config
             if config is None:
                 continue
-            if (config.model, config.train.model_copy(update={"device": "auto", "precision": "fp32"})) != settings:
+            mine, theirs = settings(wanted), settings(config)
+            if mine != theirs:
                 differ = [
-                    f"{part}.{key}"
-                    for part, mine, theirs in (
-                        ("model", wanted.model, config.model),
-                        ("train", wanted.train, config.train),
-                    )
-                    for key, value in theirs.model_dump(mode="json").items()
-                    if key not in ("device", "precision") and mine.model_dump(mode="json").get(key) != value
+                    f"{part}.{key}: {key}={value!r}"
+                    for part in ("model", "train")
+                    for key, value in theirs[part].items()
+                    if mine[part].get(key) != value
+                ] + [
+                    f"{part}.{key}: not set" for part in ("model", "train") for key in mine[part].keys() - theirs[part]
                 ]
                 raise LosstuneError(
                     f"trial {trial.number} of study {self.file.name!r} was trained with other settings "
-                    f"({', '.join(differ) or 'model'}: {', '.join(self._shown(config, d) for d in differ)}): trials "
-                    "of different models are not comparable. Start a new study (another name:), or set those "
-                    "values in the study file (a losstune before 0.3.0 trained numeric_embedding: none, dropout: 0.0)"
+                    f"({', '.join(differ)}): trials of different models are not comparable. Start a new study "
+                    "(another name:), or set those values in the study file (a losstune before 0.3.0 trained "
+                    "numeric_embedding: none, dropout: 0.0)"
                 )
             return  # every trial of the study had the same settings, so the first one is enough
-
-    @staticmethod
-    def _shown(config: TrialConfig, dotted: str) -> str:
-        part, key = dotted.split(".")
-        return f"{key}={getattr(getattr(config, part), key)!r}"
 
     def tracker(self) -> StudyTracker:
         from search.tracking.tracker import StudyTracker
