@@ -231,7 +231,7 @@ class TrialConfig(StrictModel):
             **self._model_params(),
             "numeric_scaling": self.model.numeric_scaling,
             "numeric_embedding": self.model.numeric_embedding,
-            "embedding_bins": self.model.embedding_bins if self.model.numeric_embedding != "none" else None,
+            "embedding_bins": self.model.numeric_encoding.bins or None,
             **{k: v for k, v in self.train.model_dump().items()},
             "folds": self.cv.folds,
             "repeats": self.cv.repeats,

@@ -26,6 +26,7 @@ from search.run.storage import (
 )
 from search.run.store_check import check_store, check_stores
 from search.study.plan import distribution_bounds
+from search.study.stored_config import check_trained_settings
 from search.study.study_file import StudyFile, load_study_file
 from search.study.study_record import read_study, write_study
 from search.study.trial_record import read_trial
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 
     import optuna
 
-    from objectives.config import TrialConfig
     from objectives.data import Dataset
     from objectives.evaluate import PreparedFolds
     from search.tracking.tracker import StudyTracker
@@ -156,38 +156,7 @@ class StudySession:
             write_study(self.study, data_fingerprint_history=[*history, current], data_fingerprint=current)
 
     def _check_model_settings(self) -> None:
-        """The study file's model and training settings are those its trials were trained with: the week's
-        trials are compared with one another, so a model changed under them (an edited ``model:`` or ``train:``,
-        or a losstune whose default model differs from the one that ran the earlier trials) is refused. The
-        device and precision may differ between workers: they change the speed, not the model."""
-        wanted = self.file.trial_config()
-
-        def settings(config: TrialConfig) -> dict[str, dict[str, object]]:
-            # as stored (a dump leaves out what its model does not use, such as embedding_bins without embedding)
-            train = config.train.model_dump(mode="json", exclude={"device", "precision"})
-            return {"model": config.model.model_dump(mode="json"), "train": train}
-
-        for trial in self.study.get_trials(deepcopy=False):
-            config = read_trial(trial).trial_config
-            if config is None:
-                continue
-            mine, theirs = settings(wanted), settings(config)
-            if mine != theirs:
-                differ = [
-                    f"{part}.{key}: {key}={value!r}"
-                    for part in ("model", "train")
-                    for key, value in theirs[part].items()
-                    if mine[part].get(key) != value
-                ] + [
-                    f"{part}.{key}: not set" for part in ("model", "train") for key in mine[part].keys() - theirs[part]
-                ]
-                raise LosstuneError(
-                    f"trial {trial.number} of study {self.file.name!r} was trained with other settings "
-                    f"({', '.join(differ)}): trials of different models are not comparable. Start a new study "
-                    "(another name:), or set those values in the study file (a losstune before 0.3.0 trained "
-                    "numeric_embedding: none, dropout: 0.0)"
-                )
-            return  # every trial of the study had the same settings, so the first one is enough
+        check_trained_settings(self.study, self.file.trial_config(), self.file.name)
 
     def tracker(self) -> StudyTracker:
         from search.tracking.tracker import StudyTracker
