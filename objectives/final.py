@@ -27,7 +27,7 @@ from objectives.errors import DataError
 from objectives.evaluate import fold_seeds, sigmoid
 from objectives.memory import check_trial_memory
 from objectives.model import build_module, row_logits
-from objectives.preprocess import cap_quantiles, make_preprocessor
+from objectives.preprocess import cap_quantiles, make_preprocessor, numeric_block_widths
 from objectives.table import categories_as_trained, missing_as_na
 
 FORWARD_ROWS = 1024
@@ -76,11 +76,12 @@ class FinalModel:
             raise DataError(f"the preprocessing gives {x.shape[1]} inputs but the network expects {self.n_inputs}")
         finite = np.isfinite(x)
         if not finite.all():
-            # the numeric columns come first in the preprocessed matrix, numeric_encoding.width columns each
+            # the numeric columns come first in the preprocessed matrix, a block of columns each
             col = int(np.argmin(finite.all(axis=0)))
-            width = self.model_config.numeric_encoding.width
-            numeric = col < len(self.numeric_columns) * width
-            name = self.feature_columns[col // width] if numeric else "a categorical column"
+            block_ends = np.cumsum(numeric_block_widths(self.preprocessor))
+            name = "a categorical column"
+            if len(block_ends) and col < block_ends[-1]:
+                name = self.feature_columns[int(np.searchsorted(block_ends, col, side="right"))]
             rows = features.index[~finite[:, col]]
             raise DataError(
                 f"column {name!r} has value(s) too far outside the training range to be standardised in float32 at "

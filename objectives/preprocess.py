@@ -78,8 +78,11 @@ class PiecewiseLinearEncoder(TransformerMixin, BaseEstimator):
     - ``target=True``: target-aware bins (the paper's "tree-based" bins). The edges are the split thresholds of a
       decision tree fitted to the training labels on this column alone, with at most ``bins`` leaves and at least
       :data:`TREE_MIN_LEAF` rows per leaf, plus the column's minimum and maximum. A column with fewer useful
-      splits gets fewer bins; the unused columns are constant 0. Each column also keeps its scaled value, clipped
-      to ±:data:`KEPT_VALUE_CLIP`, as one more column, so ``bins + 1`` columns each. Why: quantile edges put no
+      splits gets fewer bins, and its unused bins (always 0) are left out of the output: a column the tree split
+      ``u`` times gives ``u + 1`` bins (:meth:`column_widths`). Why leave them out: they change nothing a layer
+      computes but its cost: on bank marketing 64 of 119 are unused, and the week ran 1.15x faster without them
+      (tests/benchmarks/batch_last_run.md). Each column also keeps its scaled value, clipped to
+      ±:data:`KEPT_VALUE_CLIP`, as one more column. Why: quantile edges put no
       edge where the label changes. On a census table, capital gain is 0 for 92 % of rows, so its quantile bins
       collapse onto 0. Measured on five tables (tests/benchmarks/model_last_run.md), tree edges helped the census
       and mammography tables, and keeping the value helped the bank table. The labels are the fold's training
@@ -90,6 +93,9 @@ class PiecewiseLinearEncoder(TransformerMixin, BaseEstimator):
     array, while the spline's fitted state holds SciPy objects skops would have to be told to trust."""
 
     target = False  # an encoder saved by losstune 0.2 has no such attribute: it loads as quantile bins
+    # the output columns kept, in target mode (unused bins dropped); None: all of them, as an encoder saved by
+    # losstune 0.3.0 gives (its network was trained on them all)
+    kept_columns_: np.ndarray | None = None
 
     def __init__(self, bins: int = 16, target: bool = False) -> None:
         self.bins = bins
@@ -103,8 +109,17 @@ class PiecewiseLinearEncoder(TransformerMixin, BaseEstimator):
             raise ValueError("target-aware bins are fitted on the training rows' labels: pass y to fit")
         else:
             self.edges_ = np.stack([_tree_edges(column, np.asarray(y), self.bins) for column in x.T])
+            used = np.isfinite(self.edges_[:, 1:])  # a bin from +inf to +inf is never reached
+            self.kept_columns_ = np.flatnonzero(np.concatenate([used, np.ones((len(used), 1), bool)], axis=1))
         self.n_features_in_ = x.shape[1]
         return self
+
+    def column_widths(self) -> np.ndarray:
+        """Output columns per input column, in order (fitted)."""
+        per_column = self.bins + self.target
+        if self.kept_columns_ is None:
+            return np.full(self.n_features_in_, per_column)
+        return np.bincount(self.kept_columns_ // per_column, minlength=self.n_features_in_)
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
@@ -117,12 +132,14 @@ class PiecewiseLinearEncoder(TransformerMixin, BaseEstimator):
         if self.target:
             kept = np.clip(x, -KEPT_VALUE_CLIP, KEPT_VALUE_CLIP)[:, :, np.newaxis]
             encoded = np.concatenate([encoded, kept], axis=2)
-        return encoded.reshape(len(x), -1)
+        encoded = encoded.reshape(len(x), -1)
+        return encoded if self.kept_columns_ is None else encoded[:, self.kept_columns_]
 
     def get_feature_names_out(self, input_features: list[str] | None = None) -> np.ndarray:
         names = list(input_features) if input_features is not None else [f"x{i}" for i in range(self.n_features_in_)]
         suffixes = [f"_ple{t}" for t in range(self.bins)] + (["_value"] if self.target else [])
-        return np.array([name + suffix for name in names for suffix in suffixes], dtype=object)
+        out = np.array([name + suffix for name in names for suffix in suffixes], dtype=object)
+        return out if self.kept_columns_ is None else out[self.kept_columns_]
 
 
 TREE_MIN_LEAF = 64  # rows per leaf of a target-aware bin (as in the rtdl_num_embeddings examples)
@@ -192,28 +209,49 @@ def make_preprocessor(
     )
 
 
-def _fold_preprocessor(
-    has_missing: list[bool], n_categorical: int, numeric: NumericEncoding
-) -> tuple[ColumnTransformer, np.ndarray]:
+def _fold_preprocessor(has_missing: list[bool], n_categorical: int, numeric: NumericEncoding) -> ColumnTransformer:
     """:func:`make_preprocessor` for a float array of numeric columns then category codes, with the numeric
-    columns that have no missing value given to a scaler alone; and the column order that restores
-    :func:`make_preprocessor`'s layout from its output."""
+    columns that have no missing value given to a scaler alone (:func:`_numeric_order` restores the layout)."""
     n_numeric = len(has_missing)
-    with_missing = [i for i in range(n_numeric) if has_missing[i]]
-    complete = [i for i in range(n_numeric) if not has_missing[i]]
-    pre = ColumnTransformer(
+    return ColumnTransformer(
         [
-            ("numeric", _numeric_pipeline(numeric), with_missing),
-            ("numeric_complete", _numeric_encoder(numeric), complete),
+            ("numeric", _numeric_pipeline(numeric), [i for i in range(n_numeric) if has_missing[i]]),
+            ("numeric_complete", _numeric_encoder(numeric), [i for i in range(n_numeric) if not has_missing[i]]),
             ("categorical", _categorical_pipeline(), list(range(n_numeric, n_numeric + n_categorical))),
         ],
         remainder="drop",
         sparse_threshold=0.0,
     )
-    column_order = np.argsort(np.array(with_missing + complete, dtype=np.int64), kind="stable")
-    # each numeric column is a block of numeric.width output columns: put the blocks back in order
-    width = numeric.width
-    return pre, (column_order[:, np.newaxis] * width + np.arange(width)).reshape(-1)
+
+
+def _numeric_order(pre: ColumnTransformer) -> np.ndarray:
+    """The output columns of a fitted :func:`_fold_preprocessor` in :func:`make_preprocessor`'s layout: each
+    numeric column's block (its :func:`_block_widths` columns) back in the table's order."""
+    parts = [(name, cols) for name, _, cols in pre.transformers_ if name in ("numeric", "numeric_complete")]
+    inputs = np.concatenate([np.asarray(cols, dtype=np.int64) for _, cols in parts])
+    widths = np.concatenate([_block_widths(pre.named_transformers_[name], len(cols)) for name, cols in parts])
+    starts = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
+    order = np.argsort(inputs, kind="stable")
+    return np.concatenate([np.arange(starts[i], starts[i] + widths[i]) for i in order] or [np.zeros(0, np.int64)])
+
+
+def numeric_block_widths(pre: ColumnTransformer) -> np.ndarray:
+    """Output columns per numeric column of a fitted :func:`make_preprocessor` (numeric columns come first)."""
+    columns = next(cols for name, _, cols in pre.transformers_ if name == "numeric")
+    return _block_widths(pre.named_transformers_["numeric"], len(columns))
+
+
+def _block_widths(fitted: object, n_columns: int) -> np.ndarray:
+    """Output columns per input column of a fitted numeric pipeline: 1 each, unless it embeds them."""
+    embedding = _embedding(fitted)
+    return embedding.column_widths() if embedding is not None and n_columns else np.ones(n_columns, dtype=np.int64)
+
+
+def _embedding(fitted: object) -> PiecewiseLinearEncoder | None:
+    if isinstance(fitted, PiecewiseLinearEncoder):
+        return fitted
+    steps = fitted.steps if isinstance(fitted, Pipeline) else []
+    return next((found for _, step in steps if (found := _embedding(step)) is not None), None)
 
 
 def category_codes(features: pd.DataFrame, categorical: list[str]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
@@ -253,7 +291,7 @@ def fit_fold_preprocessors(
     stacked = np.zeros((len(train_rows), n_rows, n_numeric + sum(map(len, vocabulary.values()))), dtype=np.float32)
     fitted, width = [], 0
     for k, rows in enumerate(train_rows):
-        pre, numeric_order = _fold_preprocessor(has_missing, len(categorical), encoding)
+        pre = _fold_preprocessor(has_missing, len(categorical), encoding)
         cap_quantiles(pre, len(rows))
         # fit_transform on the training rows, then only the other rows: fitting already transformed the former
         train_block = pre.fit_transform(table[rows], None if y is None else y[rows])
@@ -262,8 +300,10 @@ def fit_fold_preprocessors(
         others = np.setdiff1d(np.arange(n_rows), rows, assume_unique=True)
         if len(others):
             stacked[k, others, :fold_width] = pre.transform(table[others])
-        if np.any(numeric_order != np.arange(n_numeric)):
-            stacked[k, :, :n_numeric] = stacked[k][:, numeric_order]
+        # target-aware bins leave out the bins this fold's trees did not use: its blocks have their own widths
+        numeric_order = _numeric_order(pre)
+        if np.any(numeric_order != np.arange(len(numeric_order))):
+            stacked[k, :, : len(numeric_order)] = stacked[k][:, numeric_order]
         fitted.append(pre)
         width = max(width, fold_width)
     if width < stacked.shape[2]:  # a value in none of the folds' training rows

@@ -58,20 +58,26 @@ def test_each_numeric_encoding_is_fitted_on_the_folds_training_rows_only(dataset
     coded = category_codes(ds.features, ds.categorical_columns)[0]
     clean = coded[ds.numeric_columns + ds.categorical_columns].to_numpy(dtype=np.float64)
     again = fitted_p[0].transform(clean)
-    n_num = len(ds.numeric_columns) * encoding.width
-    assert x.shape[2] == n_num + sum(ds.features[c].nunique() for c in ds.categorical_columns)
+    # columns per numeric column, fold by fold (target-aware bins leave out the bins a fold's tree did not use)
+    widths = [_numeric_widths(f, len(ds.numeric_columns)) for f in fitted_p]
+    n_num = int(widths[0].sum())
+    n_cat = sum(ds.features[c].nunique() for c in ds.categorical_columns)
+    assert x_p.shape[2] == max(int(w.sum()) for w in widths) + n_cat
+    assert n_num == len(ds.numeric_columns) * encoding.width or encoding.target_bins
     np.testing.assert_allclose(again[:, :n_num], x[0][:, :n_num], rtol=1e-6, atol=1e-6)
-    np.testing.assert_array_equal(x_p[0][train_rows[0]], x[0][train_rows[0]])
+    _assert_same_fold(x_p[0][train_rows[0]], x[0][train_rows[0]])
     # folds 1 and 2 train on the poisoned rows: their training rows' values move (the check above can fail)
     for k in (1, 2):
-        assert not np.allclose(x_p[k][train_rows[k], :n_num], x[k][train_rows[k], :n_num], atol=1e-4)
+        cols = min(int(widths[k].sum()), n_num)
+        assert not np.allclose(x_p[k][train_rows[k], :cols], x[k][train_rows[k], :cols], atol=1e-4)
     if encoding.bins:  # the embedding: values in [0, 1], the poisoned rows at the encoding of the top bin's end
-        blocks = x_p[:, :, :n_num].reshape(*x_p.shape[:2], -1, encoding.width)
-        ple = blocks[..., : encoding.bins]
-        assert ple.min() >= 0.0 and ple.max() <= 1.0 + 1e-6
-        if encoding.target_bins:  # the kept value, clipped
-            assert np.abs(blocks[..., encoding.bins]).max() <= KEPT_VALUE_CLIP
-        top = x_p[0][val0, :n_num].reshape(len(val0), -1, encoding.width)
+        for k, w in enumerate(widths):
+            blocks = np.split(x_p[k][:, : int(w.sum())], np.cumsum(w)[:-1], axis=1)
+            ple = np.concatenate([b[:, :-1] if encoding.target_bins else b for b in blocks], axis=1)
+            assert ple.min() >= 0.0 and ple.max() <= 1.0 + 1e-6
+            if encoding.target_bins:  # the kept value, clipped
+                assert all(np.abs(b[:, -1]).max() <= KEPT_VALUE_CLIP for b in blocks)
+        top = x_p[0][val0, :n_num]
         np.testing.assert_array_equal(top, np.broadcast_to(top[:1], top.shape))
     elif encoding.scaling == "robust":  # smooth clipping: the poisoned rows stay bounded
         assert np.all(np.abs(x_p[0][val0, :n_num]) <= SMOOTH_CLIP)
@@ -94,11 +100,26 @@ def test_target_bins_see_only_the_folds_training_labels(dataset_900):
     flipped_val = ds.y.copy()
     flipped_val[splits[0][1]] = 1 - flipped_val[splits[0][1]]
     _, x_val = fit_fold_preprocessors(*args, flipped_val)
-    np.testing.assert_array_equal(x_val[0], x[0])
+    _assert_same_fold(x_val[0], x[0])
     first = ds.features[ds.numeric_columns[0]].to_numpy(dtype=np.float64)
     other = (first > np.nanquantile(first, 0.3)).astype(np.int64)  # labels with a split at another value
     _, x_other = fit_fold_preprocessors(*args, other)
     assert not np.array_equal(x_other[0], x[0])
+
+
+def _assert_same_fold(a, b):
+    """One fold's matrices equal, but for zero padding: the stacked width is the widest fold's, which the other
+    folds' fits can change."""
+    shared = min(a.shape[1], b.shape[1])
+    np.testing.assert_array_equal(a[:, :shared], b[:, :shared])
+    assert not a[:, shared:].any() and not b[:, shared:].any()
+
+
+def _numeric_widths(fitted, n_numeric):
+    """Columns per numeric column of a fitted fold preprocessor (its encoders' widths; 1 each without one)."""
+    encoders = [e for _, t, _ in fitted.transformers_ for e in _parts(t, PiecewiseLinearEncoder)]
+    encoders = [e for e in encoders if hasattr(e, "n_features_in_")]  # an empty column list leaves one unfitted
+    return np.concatenate([e.column_widths() for e in encoders]) if encoders else np.ones(n_numeric, dtype=int)
 
 
 def _parts(estimator, kind):
@@ -119,12 +140,20 @@ def test_target_bins_put_an_edge_where_the_label_changes():
     quantile = PiecewiseLinearEncoder(bins=8).fit(column)
     assert np.min(np.abs(target.edges_[0][np.isfinite(target.edges_[0])] - 7_000)) < 100
     assert np.min(np.abs(quantile.edges_[0] - 7_000)) > 1_000
-    # unused bins are +inf: constant 0 columns; the kept value is the last column of the block
-    encoded = target.transform(np.array([[0.0], [7_500.0], [1e9]]))
-    assert encoded.shape == (3, 9)
-    unused = ~np.isfinite(target.edges_[0][1:])
-    assert np.all(encoded[:, :8][:, unused] == 0.0)
-    np.testing.assert_array_equal(encoded[:, 8], [0.0, KEPT_VALUE_CLIP, KEPT_VALUE_CLIP])
+    # unused bins (+inf edges, always 0) are left out; the kept value is the last column of the block
+    rows = np.array([[0.0], [7_500.0], [1e9]])
+    encoded = target.transform(rows)
+    used = int(np.isfinite(target.edges_[0][1:]).sum())
+    assert 2 <= used < 8 and encoded.shape == (3, used + 1) and target.column_widths().tolist() == [used + 1]
+    assert len(target.get_feature_names_out(["gain"])) == used + 1
+    np.testing.assert_array_equal(encoded[:, -1], [0.0, KEPT_VALUE_CLIP, KEPT_VALUE_CLIP])
+    np.testing.assert_array_equal(encoded[2, :used], np.ones(used))  # beyond the range: every bin full
+    # an encoder saved by 0.3.0 (no kept_columns_) still gives every column, the unused ones 0
+    del target.kept_columns_
+    full = target.transform(rows)
+    assert full.shape == (3, 9) and target.column_widths().tolist() == [9]
+    np.testing.assert_array_equal(full[:, :used], encoded[:, :used])
+    assert not full[:, used:8].any()
     with pytest.raises(ValueError, match="labels"):
         PiecewiseLinearEncoder(bins=8, target=True).fit(column)
 
@@ -257,3 +286,23 @@ def test_an_encoder_saved_by_0_2_without_target_still_transforms():
     del fitted.__dict__["target"]
     np.testing.assert_array_equal(fitted.transform(x), expected)
     assert len(fitted.get_feature_names_out()) == 8
+
+
+def test_numeric_blocks_of_the_final_preprocessing_follow_the_trees(dataset_900):
+    """The final model's preprocessing: each numeric column's block is as wide as its tree used bins, plus the
+    kept value; the blocks come first, then the one-hot columns (what the predict-time error names rely on)."""
+    from objectives.preprocess import make_preprocessor, numeric_block_widths
+
+    ds = dataset_900
+    encoding = NumericEncoding("standard", bins=8, target_bins=True)
+    pre = make_preprocessor(ds.numeric_columns, ds.categorical_columns, encoding)
+    x = pre.fit(ds.features, ds.y).transform(ds.features)
+    widths = numeric_block_widths(pre)
+    encoder = pre.named_transformers_["numeric"].named_steps["scale"].named_steps["embed"]
+    used = np.isfinite(encoder.edges_[:, 1:]).sum(axis=1)
+    np.testing.assert_array_equal(widths, used + 1)
+    assert widths.max() < encoding.width or (used == encoding.bins).all()
+    n_cat = sum(ds.features[c].nunique() for c in ds.categorical_columns)
+    assert x.shape[1] == widths.sum() + n_cat == len(pre.get_feature_names_out())
+    ends = np.cumsum(widths) - 1  # each block's last column is the kept value, clipped
+    assert np.abs(x[:, ends]).max() <= KEPT_VALUE_CLIP and np.abs(x[:, ends]).max() > 0.5

@@ -72,7 +72,8 @@ MEANING: dict[str, str] = {
     "model.numeric_embedding": "`piecewise_linear`: each scaled numeric column becomes `embedding_bins` columns, "
     "its piecewise-linear encoding on quantile bins fitted inside each fold (Gorishniy et al. 2022), for any "
     "model; `piecewise_linear_target`: the same encoding on target-aware bins (a decision tree's splits on the "
-    "fold's training labels), plus the scaled value, `embedding_bins` + 1 columns; `none`: one column each.",
+    "fold's training labels), plus the scaled value, at most `embedding_bins` + 1 columns (unused bins left out); "
+    "`none`: one column each.",
     "model.embedding_bins": "The number of bins of a `numeric_embedding` (2 to 256): quantile bins, or at most "
     "this many target-aware ones.",
     "train.epochs": "Epochs per fold.",
