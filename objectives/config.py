@@ -157,7 +157,8 @@ class NumericEncoding:
 
     @property
     def width(self) -> int:
-        """Columns per numeric column in the preprocessed matrix."""
+        """Columns per numeric column in the preprocessed matrix; with target-aware bins, the most (the bins a
+        column's tree did not use are left out)."""
         return self.bins + self.target_bins if self.bins else 1
 
 

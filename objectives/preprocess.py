@@ -103,6 +103,7 @@ class PiecewiseLinearEncoder(TransformerMixin, BaseEstimator):
 
     def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> PiecewiseLinearEncoder:
         x = np.asarray(x, dtype=np.float64)
+        self.kept_columns_ = None  # a refit (set_params) must not keep an earlier fit's columns
         if not self.target:
             self.edges_ = np.quantile(x, np.linspace(0.0, 1.0, self.bins + 1), axis=0).T  # [columns, bins + 1]
         elif y is None:
@@ -197,8 +198,8 @@ def cap_quantiles(pre: ColumnTransformer, n_rows: int) -> None:
 def make_preprocessor(
     numeric_columns: list[str], categorical: list[str], numeric: NumericEncoding = STANDARD_NUMERIC
 ) -> ColumnTransformer:
-    """The preprocessing of the final model, on the raw table (numeric columns first, each ``numeric.width``
-    columns wide, then the one-hot blocks)."""
+    """The preprocessing of the final model, on the raw table (numeric columns first, each a block of at most
+    ``numeric.width`` columns: :func:`numeric_block_widths` once fitted; then the one-hot blocks)."""
     return ColumnTransformer(
         [
             ("numeric", _numeric_pipeline(numeric), numeric_columns),

@@ -154,6 +154,8 @@ def test_target_bins_put_an_edge_where_the_label_changes():
     assert full.shape == (3, 9) and target.column_widths().tolist() == [9]
     np.testing.assert_array_equal(full[:, :used], encoded[:, :used])
     assert not full[:, used:8].any()
+    # refitted as quantile bins (set_params), it forgets the target fit's columns
+    assert target.fit(column, y).set_params(target=False).fit(column).transform(rows).shape == (3, 8)
     with pytest.raises(ValueError, match="labels"):
         PiecewiseLinearEncoder(bins=8, target=True).fit(column)
 
