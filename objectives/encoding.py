@@ -20,6 +20,8 @@ from pathlib import Path
 from objectives.errors import DataError
 
 SUPPORTED = ("utf-8", "utf-8-sig", "utf-16", "cp932")
+# where a user sets it: messages are raised below the command line and the study file, so they name both
+_HOW = "set the file's encoding (data.encoding in a study file, --encoding on the command line)"
 BLOCK = 1 << 20
 # C1 controls (cp932's 0x80), and the private-use area (cp932's user-defined characters and its 0xa0, 0xfd-0xff)
 _CP932_ODD = re.compile("[\x80-\x9f\ue000-\uf8ff]")
@@ -80,8 +82,7 @@ def decoded_blocks(blocks: Iterable[bytes], encoding: str, name: str) -> Iterato
                 f"byte {offset - pending + exc.start} (0x{exc.object[exc.start]:02x}) on line {at} cannot be decoded"
             )
             raise _Undecodable(
-                f"{name} is not valid {encoding}: {reason}; give the right encoding with --encoding "
-                f"({', '.join(SUPPORTED)})",
+                f"{name} is not valid {encoding}: {reason}; {_HOW}: {', '.join(SUPPORTED)}",
                 reason,
             ) from None
         for pattern, what in (
@@ -92,8 +93,7 @@ def decoded_blocks(blocks: Iterable[bytes], encoding: str, name: str) -> Iterato
             if found:
                 reason = f"line {line + text.count(chr(10), 0, found.start())} has {what} ({found.group()!r})"
                 raise _Undecodable(
-                    f"{name} is not valid {encoding}: {reason}; save the file as UTF-8, or give its "
-                    "encoding with --encoding",
+                    f"{name} is not valid {encoding}: {reason}; save the file as UTF-8, or {_HOW}",
                     reason,
                 )
         yield text
@@ -120,7 +120,7 @@ def _detect(
             continue
         return candidate, "".join(parts)
     raise DataError(
-        f"cannot detect the encoding of {name} ({'; '.join(reasons)}); give it with --encoding ({', '.join(SUPPORTED)})"
+        f"cannot detect the encoding of {name} ({'; '.join(reasons)}); {_HOW}: {', '.join(SUPPORTED)}"
     )
 
 

@@ -30,7 +30,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", metavar="COL", help="target column (required without --config)")
     p.add_argument("--positive", metavar="LABEL", help="positive label (default: the minority class)")
     p.add_argument("--sep", help="field separator (default: detected among , ; tab |)")
-    p.add_argument("--encoding", help="utf-8, utf-8-sig or cp932 (default: detected)")
+    p.add_argument("--encoding", help="utf-8, utf-8-sig, utf-16 or cp932 (default: detected)")
     p.add_argument(
         "--drop",
         action="append",

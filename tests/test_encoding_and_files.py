@@ -70,6 +70,24 @@ def test_utf16_japanese_is_read(write_text):
     assert ds.categorical_columns == ["地域"] and set(ds.features["地域"]) == {"東京", "大阪"}
 
 
+def test_a_study_file_names_any_encoding_losstune_reads_and_a_wrong_one_says_where_to_set_it(tmp_path):
+    """Each encoding the reader accepts is accepted by a study file too (utf-16 was once refused there), and a
+    wrong one's message names data.encoding, the setting a study file's user changes, not only --encoding."""
+    (tmp_path / "wide.csv").write_bytes(JAPANESE.encode("utf-16"))
+    (tmp_path / "sjis.csv").write_bytes(JAPANESE.encode("cp932"))
+    for csv, encoding in (("wide.csv", "utf-16"), ("sjis.csv", "utf-8")):
+        (tmp_path / "s.yaml").write_text(
+            f"name: enc\ndata: {{path: {csv}, target: 購入, encoding: {encoding}}}\n", encoding="utf-8"
+        )
+        spec = load_study_file(tmp_path / "s.yaml").data_spec
+        if encoding == "utf-16":
+            assert set(load_dataset(spec).features["地域"]) == {"東京", "大阪"}
+        else:
+            with pytest.raises(DataError) as exc:
+                load_dataset(spec)
+            assert "not valid utf-8" in str(exc.value) and "data.encoding in a study file" in str(exc.value)
+
+
 def test_utf32_is_refused_by_name(write_text):
     with pytest.raises(DataError, match="UTF-32"):
         load(write_text(CSV.encode("utf-32")))

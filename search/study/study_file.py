@@ -32,7 +32,7 @@ class DataBlock(StrictModel):
     target: str
     positive: str | int | None = None
     sep: Separator | None = None
-    encoding: Literal["utf-8", "utf-8-sig", "cp932", "shift_jis"] | None = None
+    encoding: Literal["utf-8", "utf-8-sig", "utf-16", "cp932", "shift_jis"] | None = None
     drop: list[str] = Field(default_factory=list)
     na_values: list[str] = Field(default_factory=list)
 
