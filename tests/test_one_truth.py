@@ -121,6 +121,8 @@ def test_every_view_names_the_same_best_trial_and_reference_after_two_weeks(tmp_
     # search: its summary, and every trial line of week 2 names the one reference
     assert re.search(rf"^best: trial {best} \(", out, re.M), out
     assert f"chosen by {rule}: " in out
+    # the week's budget line says --budget replaced the study file's (status, below, goes by the file's)
+    assert re.search(r"^budget 6/6 used in 2026-W48 \(--budget 6; the study file's trials_per_week is 3\)", out, re.M)
     vs = re.findall(r"vs (reference t\d{3})", out)
     assert vs and set(vs) == {f"reference t{ref:03d}"}, vs
     # status, as text and as JSON

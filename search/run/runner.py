@@ -243,7 +243,7 @@ def _print_interrupted(
         complete = sum(1 for t, _ in mine if t.state == TrialState.COMPLETE)
         stopped = [t.number for t, record in mine if record.failure == "interrupted"]
         failed = sum(1 for t, _ in mine if t.state == TrialState.FAIL) - len(stopped)
-        where = f"budget {session.ledger.spent(week)}/{budget} used in {week}"
+        where = _budget_used(session, week, budget)
     except Exception:
         echo("interrupted")
         return
@@ -253,6 +253,14 @@ def _print_interrupted(
         else "no trial was running"
     )
     echo(f"interrupted: {complete} trial(s) complete and {failed} failed in this run; {marked}; {where}")
+
+
+def _budget_used(session: StudySession, week: str, budget: int) -> str:
+    """What this run's budget left, saying when ``--budget`` replaced the study file's: ``status`` and the next
+    ``search`` go by the study file's again, and would otherwise seem to disagree with this line."""
+    line = f"budget {session.ledger.spent(week)}/{budget} used in {week}"
+    own = session.file.budget.trials_per_week
+    return line if budget == own else f"{line} (--budget {budget}; the study file's trials_per_week is {own})"
 
 
 def _print_summary(session: StudySession, tracker: StudyTracker, week: str, budget: int, echo: Echo) -> None:
@@ -276,6 +284,6 @@ def _print_summary(session: StudySession, tracker: StudyTracker, week: str, budg
             echo("  " + line)
     step = plan_step(session.file, records)
     phase = "complete" if step is None else step.phase.name
-    echo(f"budget {session.ledger.spent(week)}/{budget} used in {week}; plan phase: {phase}")
+    echo(f"{_budget_used(session, week, budget)}; plan phase: {phase}")
     echo(f"compare trials: {tracker.ui_command()}")
     echo(f"  then open {tracker.runs_url()} (the trials by score, with SE and verdict; select some, press Compare)")
