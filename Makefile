@@ -67,4 +67,4 @@ bench: venv
 	$(BIN)/python tests/benchmarks/bench_evaluate.py
 
 clean:
-	rm -rf $(VENV) studies/*.db studies/mlruns studies/mlartifacts site
+	rm -rf $(VENV) studies/*.db studies/*.oof studies/mlruns studies/mlartifacts site
