@@ -117,10 +117,12 @@ def test_a_search_keeps_every_trials_oof_and_shows_the_ensemble(study):
 @pytest.mark.slow
 def test_export_train_predict_an_ensemble(study):
     root = study["root"]
-    cli("export", root / "study.yaml", "--by", "ensemble", "-o", root / "ens.yaml")
+    said = cli("export", root / "study.yaml", "--by", "ensemble", "-o", root / "ens.yaml")
     exported = load_exported(root / "ens.yaml")
     e = exported.ensemble
     assert e is not None and exported.provenance.selected_by == "ensemble"
+    n = len(e.members)
+    assert f"exported the ensemble of {n} trial{'s' if n > 1 else ''} of study 'ens'" in said, said
     assert {m.seed for m in e.members} == {exported.cv.seed}  # each member as its trial alone would be trained
     cli("train", root / "ens.yaml", "-o", root / "model", "--no-track")
     model = load_model_dir(root / "model")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -143,6 +144,18 @@ def test_evaluate_config_reruns_the_trials_cv(flow, capsys):
     assert result["oof_score"] == pytest.approx(exported.provenance.cv_score, abs=0.02)
     assert result["threshold"] == pytest.approx(exported.threshold, abs=0.05)
     assert result["fingerprint"] == exported.provenance.data_fingerprint
+
+    rc, out, err = run_cli(capsys, "evaluate", "--config", flow["best.yaml"])
+    assert rc == 0, err
+    p = exported.provenance
+    assert f"exported trial {p.trial} of {p.study!r}: OOF {p.cv_score:.4f}" in out and "(same data)" in out
+    # the rerun trains each model alone (dropout: other masks than in the search's stack): said when it differs
+    differs = re.search(r"^OOF f1\s+([0-9.]+)", out, re.M).group(1) != f"{p.cv_score:.4f}"
+    assert ("not the same figures: the search trained this trial in a stack" in out) == differs, out
+    edited = flow["best.yaml"].parent / "best_other_score.yaml"  # as if the stack's draws had scored it higher
+    edited.write_text(re.sub(r"cv_score: .*", f"cv_score: {p.cv_score + 0.01!r}", flow["best.yaml"].read_text()))
+    rc, out, err = run_cli(capsys, "evaluate", "--config", edited)
+    assert rc == 0 and "not the same figures: the search trained this trial in a stack" in out, err + out
 
     rc, out, err = run_cli(capsys, "evaluate", "--config", flow["best.yaml"], "--folds", "2", "--epochs", "1", "--json")
     assert rc == 0, err

@@ -151,8 +151,9 @@ def format_ensemble_export(exported: ExportedConfig, out: Path, run_id: str | No
         else f", {e.diff_vs_reference:+.4f} ± {e.diff_vs_reference_se or float('nan'):.4f} vs reference "
         f"t{e.reference_trial}: {e.verdict_vs_reference} (selection-corrected)"
     )
+    trials = f"{len(e.members)} trial{'s' * (len(e.members) != 1)}"
     lines = [
-        f"exported the ensemble of {len(e.members)} trials of study {p.study!r} to {out}: {members}",
+        f"exported the ensemble of {trials} of study {p.study!r} to {out}: {members}",
         f"threshold {exported.threshold:.4f}; OOF {p.metric} {e.oof_score:.4f}, "
         f"honest (nested) {e.honest_score:.4f}{ref}",
         f"estimate for unseen data: {p.metric} {e.estimate:.4f} ({e.estimate_low:.4f} to {e.estimate_high:.4f}; "
