@@ -102,6 +102,11 @@ def test_a_search_keeps_every_trials_oof_and_shows_the_ensemble(study):
     assert e["oof_score"] >= max(t["cv_score"] for t in status["trials"]) - 1e-6  # never below the best single
     assert e["estimate_low"] <= e["estimate"] <= e["estimate_high"]
     text = cli("status", root / "study.yaml")
+    # the best trial's lines carry the corrected estimate the ensemble line compares with, in search and status
+    corrected = f"corrected for choosing among 4 trials: f1 {e['single_estimate']:.4f} (BBC-CV"
+    same_best = e["best_trial"] == status["best"]["trial"]
+    assert (corrected in text) == same_best and (corrected in study["search"]) == same_best, text
+    assert f"the best single trial t{e['best_trial']}: {e['single_estimate']:.4f} by the same estimator" in text
     row = next(line for line in text.splitlines() if line.split()[:2] == ["ensemble", "ensemble"])
     assert "ENSEMBLE" in row and f"{e['oof_score']:.4f} ± {e['oof_se']:.4f}" in row
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")

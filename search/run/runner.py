@@ -266,6 +266,7 @@ def _budget_used(session: StudySession, week: str, budget: int) -> str:
 def _print_summary(session: StudySession, tracker: StudyTracker, week: str, budget: int, echo: Echo) -> None:
     from search.study.plan import config_key
     from search.study.ranking import choose
+    from search.study.study_ensemble import format_best_corrected, study_ensemble
     from search.study.verdict import confidence, format_confidence
 
     records = plan_trials(session.study)
@@ -282,6 +283,10 @@ def _print_summary(session: StudySession, tracker: StudyTracker, week: str, budg
         sure = confidence(best, choice.rule, trials, config_key(session.file.reference_loss), choice.why)
         for line in format_confidence(sure, session.file.trial_config().metric.label):
             echo("  " + line)
+        kept = study_ensemble(records, session.file)  # the one _log_ensemble kept: read, not computed again
+        corrected = None if kept is None else format_best_corrected(kept, best.number)
+        if corrected is not None:
+            echo("  " + corrected)
     step = plan_step(session.file, records)
     phase = "complete" if step is None else step.phase.name
     echo(f"{_budget_used(session, week, budget)}; plan phase: {phase}")

@@ -16,7 +16,13 @@ from search.study.plan import config_key, plan_step
 from search.study.ranking import choose, reference_trial
 from search.study.results import format_table, plan_trials, results_rows
 from search.study.stored_config import stored_config
-from search.study.study_ensemble import StudyEnsemble, ensemble_row, format_ensemble, study_ensemble
+from search.study.study_ensemble import (
+    StudyEnsemble,
+    ensemble_row,
+    format_best_corrected,
+    format_ensemble,
+    study_ensemble,
+)
 from search.study.trial_record import read_trial
 from search.study.verdict import Confidence, confidence, format_confidence
 
@@ -71,6 +77,8 @@ def format_status(status: dict) -> str:
         params = " ".join(f"{k}={UNWEIGHTED if best[k] is None else f'{best[k]:g}'}" for k in LOSS_PARAMS)
         lines.append(f"best: trial {best['trial']} ({best['phase']}) {params}  score {best['score']:.4f}")
         lines += ["  " + line for line in format_confidence(Confidence(**best["confidence"]), status["metric"])]
+        corrected = None if ensemble is None else format_best_corrected(ensemble, best["trial"])
+        lines += [] if corrected is None else ["  " + corrected]
     if status.get("reference_trial") is not None:
         lines.append(f"reference: trial {status['reference_trial']} (every verdict is against it)")
     if ensemble is not None:

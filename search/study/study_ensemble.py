@@ -194,6 +194,19 @@ def ensemble_row(e: StudyEnsemble) -> dict[str, Any]:
     }
 
 
+def format_best_corrected(e: StudyEnsemble, best_trial: int) -> str | None:
+    """The selection-corrected estimate of the study's best trial (BBC-CV of "pick the best single trial"), for
+    the best trial's own lines: it is the figure the ensemble line compares with, and without it the best trial
+    would show only its honest score, which is optimistic by that choice. None when the ensemble's best single
+    trial is another (the study chose its best by another rule)."""
+    if e.best_trial != best_trial:
+        return None
+    return (
+        f"corrected for choosing among {len(e.pool)} trials: {e.metric} {e.single_estimate:.4f} (BBC-CV of picking "
+        "the best single trial; the ensemble line compares with it)"
+    )
+
+
 def format_ensemble(e: StudyEnsemble) -> list[str]:
     """Lines for the CLI (status, the end of a search)."""
     ref = (
@@ -205,7 +218,7 @@ def format_ensemble(e: StudyEnsemble) -> list[str]:
     return [
         f"ensemble of {len(e.trials)} of {len(e.pool)} trials ({e.members_text()}), threshold {e.threshold:.4f}: "
         f"{e.metric} {e.oof_score:.4f} ± {e.oof_se:.4f} (OOF), honest {e.honest_score:.4f} ± {e.honest_se:.4f} "
-        f"(nested){ref}",
+        f"(nested: chosen again without each fold){ref}",
         f"  estimate for unseen data: {e.metric} {e.estimate:.4f} ({e.estimate_low:.4f} to {e.estimate_high:.4f}; "
         f"BBC-CV over {e.bootstraps} bootstraps, corrected for choosing among {len(e.pool)} trials); the best "
         f"single trial t{e.best_trial}: {e.single_estimate:.4f} by the same estimator, {e.naive_best:.4f} uncorrected; "
