@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     _report_args(
         sub.add_parser("report", help="write the study's report: one self-contained HTML page (also on MLflow)")
     )
+    for command in sub.choices.values():  # an unknown option is the command's usage error (search.cli.main)
+        command.set_defaults(command_parser=command)
     return parser
 
 
