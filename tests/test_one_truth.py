@@ -6,6 +6,7 @@ noise, and the choice says which rule chose."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -160,6 +161,11 @@ def test_every_view_names_the_same_best_trial_and_reference_after_two_weeks(tmp_
     assert re.findall(r'<tr class="best[^"]*" data-trial="(\d+)"', page) == [str(best)]
     assert re.findall(r'<tr class="[^"]*reference" data-trial="(\d+)"', page) == [str(ref)]
     assert f"Best trial: t{best:03d}</b> (chosen by <b>{rule}</b>" in page
+    # the report's summary is status's, line for line (the best trial, its estimate, ensemble, yardstick)
+    summary = html.unescape(re.search(r'<pre id="summary">(.*?)</pre>', page, re.S).group(1)).splitlines()
+    assert summary and summary[0].startswith(f"best: trial {best} (") and "\n".join(summary) in text
+    logged_summary = html.unescape(re.search(r'<pre id="summary">(.*?)</pre>', logged, re.S).group(1))
+    assert logged_summary.splitlines()[:3] == summary[:3]
     # export --by auto
     assert main(["export", str(path), "-o", str(tmp_path / "best.yaml")]) == 0
     exported = yaml.safe_load((tmp_path / "best.yaml").read_text())

@@ -27,6 +27,7 @@ table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;paddin
 th{background:#f3f3f3}td.text{text-align:left}tr.best td{background:#fff3c4;font-weight:600}
 tr.reference td{background:#e8f1fb}.note{color:#555;font-size:13px}svg text{font-size:11px}
 h2{margin-top:1.6em;border-bottom:1px solid #ddd}
+pre#summary{font-size:13px;white-space:pre-wrap;background:#fafafa;border:1px solid #eee;padding:6px}
 """
 
 
@@ -57,6 +58,7 @@ class ReportData:
     choices: list[str]
     curves: list[TrialCurves]
     data_lines: list[tuple[str, str]]  # (what, value): the data file, target, positive label, features
+    summary: list[str]  # search.study.week_summary.summary_lines: what status says of the best trial, etc.
 
 
 def esc(value: object) -> str:
@@ -79,6 +81,10 @@ def page(d: ReportData) -> str:
         f"<h1>Study {esc(d.study)}</h1>",
         f'<p class="note">{esc(d.metric)}; report written {esc(d.generated)} by losstune from the stored trials.</p>',
         head,
+        "<h2>What the trials say</h2>",
+        '<p class="note">As <code>losstune status</code> says it: how sure the choice is, the estimate for '
+        "unseen data, the week's ensemble and the gradient-boosting yardstick.</p>",
+        f'<pre id="summary">{esc(chr(10).join(d.summary)) or "No complete trial yet."}</pre>',
         "<h2>Data</h2>",
         _kv_table(d.data_lines),
         "<h2>Trials</h2>",

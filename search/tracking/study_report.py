@@ -1,6 +1,7 @@
 """``losstune report STUDY.yaml -o report.html``, and the same page logged as ``report.html`` on the study's MLflow
 parent run after every search: the record table with the study's choice marked (:func:`search.study.ranking.choose`,
-the rule every view uses), the plan's choices and whether each was within noise, each trial's score with its
+the rule every view uses), what the trials say as ``status`` says it (:mod:`search.study.week_summary`), the plan's
+choices and whether each was within noise, each trial's score with its
 interval, and the best and reference trials' learning curves, precision-recall / metric-versus-threshold curves
 and threshold. Everything is read from what is stored: the trials' Optuna user attrs and the files each trial
 logged on its MLflow run (``learning_curves.csv``, ``threshold_curves.png``); nothing is trained again.
@@ -25,6 +26,7 @@ from search.study.plan import config_key
 from search.study.ranking import choose, reference_trial
 from search.study.results import plan_trials, results_rows
 from search.study.trial_record import read_trial
+from search.study.week_summary import summary_lines, week_summary
 from search.tracking.report_html import ReportData, TrialCurves, page
 from search.tracking.reports import LEARNING_CURVES_CSV, MISCLASSIFIED_CSV, THRESHOLD_CURVES_PNG
 
@@ -74,6 +76,7 @@ def study_report(file: StudyFile, study: optuna.Study, client: MlflowClient | No
         choices=phase_choices(file.phases, plan_trials(study), reference),
         curves=curves,
         data_lines=data_lines,
+        summary=summary_lines(week_summary(file, study)),
     )
     return page(data)
 
