@@ -119,9 +119,7 @@ def _detect(
             reasons.append(f"not {candidate}: {exc.reason}")
             continue
         return candidate, "".join(parts)
-    raise DataError(
-        f"cannot detect the encoding of {name} ({'; '.join(reasons)}); {_HOW}: {', '.join(SUPPORTED)}"
-    )
+    raise DataError(f"cannot detect the encoding of {name} ({'; '.join(reasons)}); {_HOW}: {', '.join(SUPPORTED)}")
 
 
 def decode(raw: bytes, encoding: str | None, name: str) -> tuple[str, str]:

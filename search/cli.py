@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # said by the command's parser: "losstune search: error: ...; see losstune search --help"
+        if any(u in ("-v", "--verbose") for u in unknown):  # losstune's own option, written after the command
+            args.command_parser.error(f"-v/--verbose goes before the command: losstune -v {args.command} ...")
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"

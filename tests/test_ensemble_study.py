@@ -4,6 +4,7 @@ status / status --json / the parent run, and export --by ensemble -> train -> pr
 from __future__ import annotations
 
 import json
+import re
 from contextlib import redirect_stdout
 from io import StringIO
 from pathlib import Path
@@ -128,6 +129,12 @@ def test_export_train_predict_an_ensemble(study):
     assert e is not None and exported.provenance.selected_by == "ensemble"
     n = len(e.members)
     assert f"exported the ensemble of {n} trial{'s' if n > 1 else ''} of study 'ens'" in said, said
+    # evaluate --config reruns the lead member alone: its score is not the ensemble's, and no stack is blamed
+    assert "not the same figures" not in cli("evaluate", "--config", root / "ens.yaml", "--epochs", "1")
+    assert "not the same figures" not in cli("evaluate", "--config", root / "ens.yaml")
+    edited = root / "ens_other_score.yaml"  # an ensemble scoring above its lead member alone
+    edited.write_text(re.sub(r"(?m)^  cv_score: .*", "  cv_score: 0.999", (root / "ens.yaml").read_text()))
+    assert "not the same figures" not in cli("evaluate", "--config", edited)
     assert {m.seed for m in e.members} == {exported.cv.seed}  # each member as its trial alone would be trained
     cli("train", root / "ens.yaml", "-o", root / "model", "--no-track")
     model = load_model_dir(root / "model")

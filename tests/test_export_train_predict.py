@@ -156,6 +156,9 @@ def test_evaluate_config_reruns_the_trials_cv(flow, capsys):
     edited.write_text(re.sub(r"cv_score: .*", f"cv_score: {p.cv_score + 0.01!r}", flow["best.yaml"].read_text()))
     rc, out, err = run_cli(capsys, "evaluate", "--config", edited)
     assert rc == 0 and "not the same figures: the search trained this trial in a stack" in out, err + out
+    # a data option makes it another evaluation, whatever the file's bytes: no blame on the stack then
+    rc, out, err = run_cli(capsys, "evaluate", "--config", edited, "--na-value", "n/a")
+    assert rc == 0 and "(same data)" in out and "not the same figures" not in out, err + out
 
     rc, out, err = run_cli(capsys, "evaluate", "--config", flow["best.yaml"], "--folds", "2", "--epochs", "1", "--json")
     assert rc == 0, err

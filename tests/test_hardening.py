@@ -117,6 +117,8 @@ def test_command_line_counts_are_bounded_and_a_usage_error_is_one_line(tmp_path,
 def test_an_unknown_option_is_named_by_its_command(tmp_path, command):
     err = refused([command, "s.yaml", "--bogus"], [tmp_path], "unrecognized arguments: --bogus")
     assert err.strip() == f"losstune {command}: error: unrecognized arguments: --bogus; see losstune {command} --help"
+    err = refused([command, "s.yaml", "-v"], [tmp_path], "-v/--verbose goes before the command")
+    assert f"losstune -v {command} ...; see losstune {command} --help" in err, err
 
 
 # ---------------------------------------------------------------- 2. options that reached a library unchecked

@@ -85,8 +85,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
             f"exported trial {p.trial} of {p.study!r}: OOF {p.cv_score:.4f}  honest {honest}  "
             f"threshold {exported.threshold:.4f}  ({data})"
         )
-        rerun = data == "same data" and not trial_overrides(args)  # the trial's own settings, on its own rows
-        if rerun and abs(result.oof_score - p.cv_score) > 1e-6:
+        if _reruns_the_trial(exported, spec, config, data == "same data") and (
+            f"{result.oof_score:.4f}" != f"{p.cv_score:.4f}"  # as the two lines print them
+        ):
             # a user comparing the two lines would otherwise suspect a broken export
             print(
                 "  not the same figures: the search trained this trial in a stack with other trials, whose random "
@@ -94,6 +95,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 "not exactly (docs/concepts/engine.md)"
             )
     return 0
+
+
+def _reruns_the_trial(exported: ExportedConfig, spec: DataSpec, config: TrialConfig, same_bytes: bool) -> bool:
+    """Whether this evaluation is the exported trial's own: one trial (an ensemble's score is not its lead
+    member's), the same file's bytes read the same way (no data option changed it: the path may differ), and no
+    trial option changed."""
+    if exported.ensemble is not None or not same_bytes:
+        return False
+    read_as = {k: v for k, v in spec.model_dump().items() if k != "path"}
+    exported_as = {k: v for k, v in exported.data.model_dump().items() if k != "path"}
+    return read_as == exported_as and config == exported.trial_config
 
 
 def _baseline(dataset: Dataset, config: TrialConfig, result: EvaluationResult) -> dict:
