@@ -160,3 +160,24 @@ def test_export_by_ensemble_needs_stored_oof(tmp_path):
     (tmp_path / "s.yaml").write_text(STUDY.replace("train.csv", str(tmp_path / "none.csv")))
     with pytest.raises(LosstuneError):
         export_ensemble(tmp_path / "s.yaml", tmp_path / "e.yaml", log_to_mlflow=False)
+
+
+@pytest.mark.slow
+def test_a_summary_reads_the_kept_ensemble_and_never_computes_a_stale_one(study, tmp_path):
+    """search's closing summary asks with compute_stale=False: the kept ensemble, or None with nothing written
+    (computing there would run outside the search's storage-fault handling)."""
+    from search.run.session import StudySession
+    from search.study.results import plan_trials
+    from search.study.study_ensemble import CACHE, study_ensemble
+
+    session = StudySession(study["root"] / "study.yaml", with_data=False, create=False)
+    records = plan_trials(session.study)
+    cache = oof_dir(study["root"], "ens") / CACHE
+    kept = study_ensemble(records, session.file, compute_stale=False)
+    assert kept is not None and kept.to_dict() == json.loads(cache.read_text())["ensemble"]
+    saved = cache.read_bytes()
+    cache.unlink()
+    try:
+        assert study_ensemble(records, session.file, compute_stale=False) is None and not cache.exists()
+    finally:
+        cache.write_bytes(saved)

@@ -283,7 +283,9 @@ def _print_summary(session: StudySession, tracker: StudyTracker, week: str, budg
         sure = confidence(best, choice.rule, trials, config_key(session.file.reference_loss), choice.why)
         for line in format_confidence(sure, session.file.trial_config().metric.label):
             echo("  " + line)
-        kept = study_ensemble(records, session.file)  # the one _log_ensemble kept: read, not computed again
+        # the one _log_ensemble kept, read only: a worker elsewhere may have added a trial since, and a summary
+        # line is no reason to compute (and write) outside the search's storage-fault handling
+        kept = study_ensemble(records, session.file, compute_stale=False)
         corrected = None if kept is None else format_best_corrected(kept, best.number)
         if corrected is not None:
             echo("  " + corrected)

@@ -144,9 +144,12 @@ def compute(records: list[PlanTrial], file: StudyFile, metric: MetricConfig) -> 
     )
 
 
-def study_ensemble(records: list[PlanTrial], file: StudyFile, refresh: bool = False) -> StudyEnsemble | None:
+def study_ensemble(
+    records: list[PlanTrial], file: StudyFile, refresh: bool = False, compute_stale: bool = True
+) -> StudyEnsemble | None:
     """The study's ensemble: the kept one while it was made from the trials the study now has (same pool, same
-    splits), else computed now and kept (``refresh``: always computed)."""
+    splits), else computed now and kept (``refresh``: always computed; ``compute_stale`` False: None instead,
+    nothing computed or written)."""
     metric = file.trial_config().metric
     directory = oof_dir(file.base_dir, file.name)
     cache = directory / CACHE
@@ -158,6 +161,8 @@ def study_ensemble(records: list[PlanTrial], file: StudyFile, refresh: bool = Fa
         same = all(kept.get(k) == v for k, v in made_for.items())
         if same and kept["ensemble"]["pool"] == pool and kept["ensemble"]["key"] == key:
             return StudyEnsemble(**kept["ensemble"])
+    if not compute_stale:
+        return None
     found = compute(records, file, metric)
     if found is not None:
         write_text_atomic(cache, json.dumps({**made_for, "ensemble": found.to_dict()}, indent=1))
