@@ -179,5 +179,9 @@ def test_a_summary_reads_the_kept_ensemble_and_never_computes_a_stale_one(study,
     cache.unlink()
     try:
         assert study_ensemble(records, session.file, compute_stale=False) is None and not cache.exists()
+        # the report opens the study read-only: without a kept ensemble it shows none and writes none
+        page = cli("report", study["root"] / "study.yaml", "-o", tmp_path / "report.html")
+        assert "wrote" in page and not cache.exists()
+        assert "ensemble of" not in (tmp_path / "report.html").read_text(encoding="utf-8")
     finally:
         cache.write_bytes(saved)

@@ -2,8 +2,8 @@
 trial by the one rule (:func:`search.study.ranking.choose`, export's default) and how sure it is, the reference,
 the week's ensemble with the best trial's selection-corrected estimate, and the yardstick.
 
-Reads the study's database and its kept ensemble (computed again, in seconds, when a trial was added since): no
-data, no torch, no MLflow."""
+Reads the study's database and its kept ensemble (``status`` computes it again, in seconds, when a trial was added
+since; the report does not): no data, no torch, no MLflow."""
 
 from __future__ import annotations
 
@@ -25,15 +25,16 @@ if TYPE_CHECKING:
     from search.study.study_file import StudyFile
 
 
-def week_summary(file: StudyFile, study: optuna.Study) -> dict:
+def week_summary(file: StudyFile, study: optuna.Study, compute_stale: bool = True) -> dict:
     """What the study's trials say, as ``status`` and the study report show it: the best trial by the one rule
-    (export's default) with its confidence, the reference, the week's ensemble and the yardstick."""
+    (export's default) with its confidence, the reference, the week's ensemble and the yardstick (``compute_stale``
+    False: only a kept ensemble, nothing computed or written; the report, which opens the study read-only)."""
     records = plan_trials(study)
     trials = study.get_trials(deepcopy=False)
     choice = choose(trials)
     best = None if choice is None else choice.trial
     reference = file.reference_loss
-    ensemble = study_ensemble(records, file)
+    ensemble = study_ensemble(records, file, compute_stale=compute_stale)
     return {
         "metric": file.trial_config().metric.label,
         "best": None

@@ -76,7 +76,7 @@ def study_report(file: StudyFile, study: optuna.Study, client: MlflowClient | No
         choices=phase_choices(file.phases, plan_trials(study), reference),
         curves=curves,
         data_lines=data_lines,
-        summary=summary_lines(week_summary(file, study)),
+        summary=summary_lines(week_summary(file, study, compute_stale=False)),
     )
     return page(data)
 
