@@ -109,6 +109,9 @@ def test_search_with_the_budget_spent_does_not_read_the_data(used_study, tmp_pat
     try:
         proc, names = imported("search", str(used_study), "--no-progress", cwd=used_study.parent)
         assert (proc.returncode, proc.stdout.strip().splitlines()[-1]) == (0, "budget for 2026-W47 spent: 2/2")
+        proc, names = imported("search", str(used_study), "--budget", "1", "--no-progress", cwd=used_study.parent)
+        last = proc.stdout.strip().splitlines()[-1]
+        assert last == "budget for 2026-W47 spent: 2/1 (--budget 1; the study file's trials_per_week is 2)"
         proc, names = imported("search", str(used_study), "--budget", "3", "--no-progress", cwd=used_study.parent)
         assert proc.returncode == 2 and "data file not found" in proc.stderr  # budget left: the data is needed
         assert not names & HEAVY  # the path is checked before pandas is imported

@@ -95,7 +95,7 @@ def _open_parent_run(session: StudySession, options: SearchOptions, week: str, e
         spent = session.ledger.spent(week)
         if spent >= budget:  # spent by another machine since the first look
             _close_abandoned_parent(session, tracker, echo)
-            echo(f"budget for {week} spent: {spent}/{budget}")
+            echo(f"budget for {week} spent: {spent}/{budget}{_budget_override(session, budget)}")
             return None
         if plan_step(session.file, plan_trials(session.study)) is None:
             _close_abandoned_parent(session, tracker, echo)
@@ -192,7 +192,7 @@ def _budget_spent(study_path: Path, options: SearchOptions, week: str, echo: Ech
             if closed:
                 echo(f"closed {closed} MLflow run(s) left RUNNING by stopped workers")
             _close_abandoned_parent(session, None, echo)
-        echo(f"budget for {week} spent: {spent}/{budget}")
+        echo(f"budget for {week} spent: {spent}/{budget}{_budget_override(session, budget)}")
         return True
     finally:
         session.close()
@@ -256,11 +256,14 @@ def _print_interrupted(
 
 
 def _budget_used(session: StudySession, week: str, budget: int) -> str:
-    """What this run's budget left, saying when ``--budget`` replaced the study file's: ``status`` and the next
-    ``search`` go by the study file's again, and would otherwise seem to disagree with this line."""
-    line = f"budget {session.ledger.spent(week)}/{budget} used in {week}"
+    return f"budget {session.ledger.spent(week)}/{budget} used in {week}{_budget_override(session, budget)}"
+
+
+def _budget_override(session: StudySession, budget: int) -> str:
+    """`` (--budget N; ...)`` when ``--budget`` replaced the study file's: ``status`` and the next ``search`` go by
+    the study file's again, and would otherwise seem to disagree with this run's lines."""
     own = session.file.budget.trials_per_week
-    return line if budget == own else f"{line} (--budget {budget}; the study file's trials_per_week is {own})"
+    return "" if budget == own else f" (--budget {budget}; the study file's trials_per_week is {own})"
 
 
 def _print_summary(session: StudySession, tracker: StudyTracker, week: str, budget: int, echo: Echo) -> None:
