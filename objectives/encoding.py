@@ -21,7 +21,7 @@ from objectives.errors import DataError
 
 SUPPORTED = ("utf-8", "utf-8-sig", "utf-16", "cp932")
 # where a user sets it: messages are raised below the command line and the study file, so they name both
-_HOW = "set the file's encoding (data.encoding in a study file, --encoding on the command line)"
+_HOW = "set the file's encoding (data.encoding in a study or exported file, --encoding on the command line)"
 BLOCK = 1 << 20
 # C1 controls (cp932's 0x80), and the private-use area (cp932's user-defined characters and its 0xa0, 0xfd-0xff)
 _CP932_ODD = re.compile("[\x80-\x9f\ue000-\uf8ff]")

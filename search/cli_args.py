@@ -290,4 +290,8 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
         default="01",
         help="labels written as 0/1 or as the target's original values (default: 01)",
     )
+    p.add_argument(
+        "--encoding",
+        help="the test file's encoding: utf-8, utf-8-sig, utf-16 or cp932 (default: the training data's, or detected)",
+    )
     p.set_defaults(run=commands.predict)

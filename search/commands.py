@@ -61,7 +61,13 @@ def predict(args: argparse.Namespace) -> int:
     from search.model.predict import format_predict, predict_file
 
     outcome = predict_file(
-        args.model_dir, args.test, args.output, id_col=args.id_col, proba=args.proba, labels=args.labels
+        args.model_dir,
+        args.test,
+        args.output,
+        id_col=args.id_col,
+        proba=args.proba,
+        labels=args.labels,
+        encoding=args.encoding,
     )
     print(format_predict(outcome))
     return 0

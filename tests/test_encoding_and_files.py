@@ -85,7 +85,7 @@ def test_a_study_file_names_any_encoding_losstune_reads_and_a_wrong_one_says_whe
         else:
             with pytest.raises(DataError) as exc:
                 load_dataset(spec)
-            assert "not valid utf-8" in str(exc.value) and "data.encoding in a study file" in str(exc.value)
+            assert "not valid utf-8" in str(exc.value) and "data.encoding in a study or exported file" in str(exc.value)
 
 
 def test_utf32_is_refused_by_name(write_text):

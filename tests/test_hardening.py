@@ -155,6 +155,40 @@ def test_predict_finds_a_duplicate_name_beyond_the_first_64_kb(tiny, tmp_path):
     refused(["predict", tiny["model"], tmp_path / "t.csv", "-o", tmp_path / "o.csv"], [tmp_path], "duplicate column")
 
 
+def test_predict_reads_the_test_file_in_the_encoding_given(tiny, tmp_path):
+    """A test file in another encoding than the training data's: --encoding names it; a wrong one is one line
+    that says where to set it, and an unknown name is refused before the file is read."""
+    from search.cli import main
+
+    text = (tiny["test"].parent / "test.csv").read_text().replace("green", "緑")  # a category unseen in training
+    (tmp_path / "t.csv").write_bytes(text.encode("cp932"))
+    outputs = {}
+    for encoding in (None, "cp932"):
+        out = tmp_path / f"o_{encoding}.csv"
+        argv = [
+            "predict",
+            tiny["model"],
+            tmp_path / "t.csv",
+            "-o",
+            out,
+            *(["--encoding", encoding] if encoding else []),
+        ]
+        assert main([str(a) for a in argv]) == 0
+        outputs[encoding] = out.read_text()
+    assert outputs[None] == outputs["cp932"] and len(outputs[None].splitlines()) == 51
+    err = refused(
+        ["predict", tiny["model"], tmp_path / "t.csv", "-o", tmp_path / "o.csv", "--encoding", "utf-8"],
+        [tmp_path],
+        "is not valid utf-8",
+    )
+    assert "--encoding on the command line" in err
+    refused(
+        ["predict", tiny["model"], tmp_path / "t.csv", "-o", tmp_path / "o.csv", "--encoding", "rot13"],
+        [tmp_path],
+        "encoding 'rot13' is not supported",
+    )
+
+
 @pytest.mark.parametrize("what", ["data", "study"])
 def test_a_huge_sparse_file_is_one_line_not_a_memory_error(tmp_path, what):
     big = tmp_path / "big.csv"

@@ -1,9 +1,10 @@
 """``losstune predict``: a model directory applied to a CSV, written as a submission file.
 
-The test file is read like the training data (the config's separator, encoding and missing-value strings),
-checked against the columns the model needs, and given one output row per input row: the id column (``--id-col``,
-or by default the ID-like column excluded in training when the file has it), the label named after the target
-(0/1 at the saved threshold, or the original labels) and optionally the probability of the positive class.
+The test file is read like the training data (the config's separator, encoding unless ``--encoding`` names
+another, and missing-value strings), checked against the columns the model needs, and given one output row per
+input row: the id column (``--id-col``, or by default the ID-like column excluded in training when the file has
+it), the label named after the target (0/1 at the saved threshold, or the original labels) and optionally the
+probability of the positive class.
 
 The file is streamed in chunks of :data:`CHUNK_ROWS` rows (:func:`objectives.data.iter_table`), so memory stays
 flat with the row count; the output is written by :func:`search.formats.atomic_write.atomic_file` (a temporary
@@ -72,6 +73,7 @@ def predict_file(
     id_col: str | None = None,
     proba: bool = False,
     labels: Literal["01", "original"] = "01",
+    encoding: str | None = None,
 ) -> PredictOutcome:
     out = Path(out)
     if not out.parent.is_dir():  # before the model is read
@@ -81,9 +83,10 @@ def predict_file(
         raise LosstuneError(f"the output {out} is inside the model directory {model_dir}: write it elsewhere")
     model = load_model_dir(model_dir)
     data = model.config.data
-    spec = DataSpec(
-        path=Path(test_path), target=model.target, sep=data.sep, encoding=data.encoding, na_values=data.na_values
-    )
+    from search.formats.validation import validated
+
+    read_as = {"sep": data.sep, "encoding": encoding or data.encoding, "na_values": data.na_values}  # --encoding wins
+    spec = validated(DataSpec, "predict", {"path": Path(test_path), "target": model.target, **read_as})
     source = Path(test_path).name
     unusual, n_rows, n_positive = _Unusual(), 0, 0
     label_col = model.target
