@@ -130,6 +130,10 @@ def test_every_view_names_the_same_best_trial_and_reference_after_two_weeks(tmp_
     assert main(["status", str(path)]) == 0
     text = capsys.readouterr().out
     assert re.search(rf"^best: trial {best} \(", text, re.M) and f"reference: trial {ref} " in text
+    # search's closing summary is status's, line for line (best, how sure, reference, ensemble, yardstick)
+    said = out[out.index(f"best: trial {best} (") :].split("\nbudget ")[0].splitlines()
+    shown = text[text.index(f"best: trial {best} (") :].split("\nchoices (")[0].splitlines()
+    assert said == shown and any(line.startswith("baseline gradient boosting") for line in said), (said, shown)
     assert main(["status", str(path), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert (status["best"]["trial"], status["best"]["rule"], status["reference_trial"]) == (best, rule, ref)

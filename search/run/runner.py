@@ -23,10 +23,8 @@ from search.run.options import SearchOptions
 from search.run.processes import run_workers
 from search.run.session import StudySession
 from search.run.storage import init_lock, storage_fault
-from search.study.loss_params import loss_words
 from search.study.plan import plan_step
 from search.study.results import plan_trials
-from search.study.stored_config import stored_loss
 from search.study.study_record import read_study, write_study
 from search.study.trial_record import read_trial
 from search.tracking.run_params import study_params
@@ -73,8 +71,8 @@ def run_search(study_path: Path, options: SearchOptions, echo: Echo = print) -> 
 
     echo(report_study_baseline(session, run.tracker, run.parent))  # once per study: no budget slot
     _work(study_path, options, run, echo)
-    _print_summary(session, run.tracker, week, run.budget, echo)
-    echo(report_study_baseline(session, run.tracker, run.parent))
+    report_study_baseline(session, run.tracker, run.parent)  # beside the best trial on the parent run; its line
+    _print_summary(session, run.tracker, week, run.budget, echo)  # is in the summary, as status shows it
     from search.tracking.study_report import REPORT_HTML, log_report
 
     log_report(session.file, session.study, run.tracker.client, run.parent)
@@ -125,7 +123,7 @@ def _work(study_path: Path, options: SearchOptions, run: _ThisRun, echo: Echo) -
                 _run_in_process(session, options, run.week, run.parent, run.budget - run.spent, metric, echo)
             else:
                 run_workers(study_path, options, run.week, run.parent, workers)
-            _log_ensemble(run, echo)
+            _log_ensemble(run)
         status = "FINISHED"
     except Exception as exc:  # a full disk, a read-only directory: one line, not a traceback
         fault = storage_fault(exc)
@@ -146,14 +144,15 @@ def _work(study_path: Path, options: SearchOptions, run: _ThisRun, echo: Echo) -
             log.info("could not set the MLflow parent run %s to %s", run.parent, status)
 
 
-def _log_ensemble(run: _ThisRun, echo: Echo) -> None:
+def _log_ensemble(run: _ThisRun) -> None:
     """The week's trials as one model, once the trials are trained (never during training): selected from their
-    stored OOF probabilities, kept beside the study, shown as a row of the parent run's results table."""
+    stored OOF probabilities, kept beside the study, shown as a row of the parent run's results table (and in the
+    closing summary, which reads the kept one)."""
     import pandas as pd
 
     from search.study.choices import phase_choices
     from search.study.results import results_table
-    from search.study.study_ensemble import ensemble_row, format_ensemble, study_ensemble
+    from search.study.study_ensemble import ensemble_row, study_ensemble
 
     study, file = run.session.study, run.session.file
     records = plan_trials(study)
@@ -164,8 +163,6 @@ def _log_ensemble(run: _ThisRun, echo: Echo) -> None:
     notes = phase_choices(run.session.phases, records, file.reference_loss)
     run.tracker.log_study_summary(run.parent, table, study, notes=notes)
     run.tracker.log_ensemble(run.parent, found.to_dict())
-    for line in format_ensemble(found):
-        echo(line)
 
 
 def _budget_spent(study_path: Path, options: SearchOptions, week: str, echo: Echo) -> bool:
@@ -267,31 +264,14 @@ def _budget_override(session: StudySession, budget: int) -> str:
 
 
 def _print_summary(session: StudySession, tracker: StudyTracker, week: str, budget: int, echo: Echo) -> None:
-    from search.study.plan import config_key
-    from search.study.ranking import choose
-    from search.study.study_ensemble import format_best_corrected, study_ensemble
-    from search.study.verdict import confidence, format_confidence
+    """What the trials say, in status's own lines (search.study.week_summary), then the plan's phase and the
+    budget. The ensemble is the one _log_ensemble kept, read only: a worker elsewhere may have added a trial since,
+    and a summary is no reason to compute (and write) outside the search's storage-fault handling."""
+    from search.study.week_summary import summary_lines, week_summary
 
+    for line in summary_lines(week_summary(session.file, session.study, compute_stale=False)):
+        echo(line)
     records = plan_trials(session.study)
-    trials = session.study.get_trials(deepcopy=False)
-    choice = choose(trials)  # the one rule: what status and export name, with the same verdict
-    if choice is not None:
-        best = choice.trial
-        record = read_trial(best)
-        echo(
-            f"best: trial {best.number} ({record.phase}) "
-            + loss_words(stored_loss(best, record))
-            + f"  score {best.value:.4f}"
-        )
-        sure = confidence(best, choice.rule, trials, config_key(session.file.reference_loss), choice.why)
-        for line in format_confidence(sure, session.file.trial_config().metric.label):
-            echo("  " + line)
-        # the one _log_ensemble kept, read only: a worker elsewhere may have added a trial since, and a summary
-        # line is no reason to compute (and write) outside the search's storage-fault handling
-        kept = study_ensemble(records, session.file, compute_stale=False)
-        corrected = None if kept is None else format_best_corrected(kept, best.number)
-        if corrected is not None:
-            echo("  " + corrected)
     step = plan_step(session.file, records)
     phase = "complete" if step is None else step.phase.name
     echo(f"{_budget_used(session, week, budget)}; plan phase: {phase}")
