@@ -185,3 +185,27 @@ def test_a_summary_reads_the_kept_ensemble_and_never_computes_a_stale_one(study,
         assert "ensemble of" not in (tmp_path / "report.html").read_text(encoding="utf-8")
     finally:
         cache.write_bytes(saved)
+
+
+@pytest.mark.slow
+def test_status_answers_when_the_ensemble_cannot_be_kept(study, monkeypatch, caplog):
+    """A study directory this user may only read: status computes the ensemble, shows it, and warns that it is
+    not kept (the real refusal is atomic_write's one line; root cannot be refused a write, so it is simulated)."""
+    import search.study.study_ensemble as study_ensemble_module
+    from search.study.study_ensemble import CACHE
+
+    cache = oof_dir(study["root"], "ens") / CACHE
+    saved = cache.read_bytes()
+    cache.unlink()
+
+    def refused(out, text, **kw):
+        raise LosstuneError(f"cannot write {out}: directory {out.parent} is not writable")
+
+    monkeypatch.setattr(study_ensemble_module, "write_text_atomic", refused)
+    try:
+        with caplog.at_level("WARNING", logger="search.study.study_ensemble"):
+            text = cli("status", study["root"] / "study.yaml")
+        assert "ensemble of" in text and not cache.exists()
+        assert any("the week's ensemble is not kept (cannot write" in r.getMessage() for r in caplog.records)
+    finally:
+        cache.write_bytes(saved)

@@ -24,6 +24,7 @@ Which numbers mean what:
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,9 +33,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from objectives.config import MetricConfig
+from objectives.errors import LosstuneError
 from search.formats.atomic_write import write_text_atomic
 from search.study.oof_store import load_oof_set, oof_dir, oof_path
 from search.study.steps import PlanTrial, config_key
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from search.study.study_file import StudyFile
@@ -165,7 +169,12 @@ def study_ensemble(
         return None
     found = compute(records, file, metric)
     if found is not None:
-        write_text_atomic(cache, json.dumps({**made_for, "ensemble": found.to_dict()}, indent=1))
+        try:
+            write_text_atomic(cache, json.dumps({**made_for, "ensemble": found.to_dict()}, indent=1))
+        except LosstuneError as exc:
+            # the file is a cache: a study directory this user may only read (a teammate's, a read-only mount)
+            # still gets its answer, and is told why the next one will take seconds again
+            log.warning("the week's ensemble is not kept (%s): it is computed again next time", exc)
     return found
 
 
