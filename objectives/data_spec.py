@@ -71,7 +71,8 @@ def check_regular_file(path: Path) -> None:
         mode = path.stat().st_mode
     except FileNotFoundError:
         raise DataError(
-            f"data file not found: {path} (check the path; in a study file it is relative to the study)"
+            f"data file not found: {path} (check the path: in a study or exported file it is relative to that "
+            "file, on the command line to the current directory)"
         ) from None
     except OSError as exc:
         raise DataError(f"cannot read data file {path}: {exc.strerror}") from None
