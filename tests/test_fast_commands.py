@@ -140,4 +140,5 @@ def test_missing_data_file(tmp_path):
 def test_evaluate_with_a_missing_data_file(tmp_path):
     proc, names = imported("evaluate", "--data", str(tmp_path / "nope.csv"), "--target", "y", cwd=tmp_path)
     assert proc.returncode == 2 and "data file not found" in proc.stderr
+    assert "on the command line to the current directory" in proc.stderr  # where a --data path is looked for
     assert not names & (HEAVY | {"optuna"})
