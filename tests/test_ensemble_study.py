@@ -114,6 +114,8 @@ def test_a_search_keeps_every_trials_oof_and_shows_the_ensemble(study):
     runs = client.search_runs([client.get_experiment_by_name("ens").experiment_id])
     parent = next(r for r in runs if "losstune.ensemble" in r.data.tags)
     assert parent.data.metrics["ensemble_cv_score"] == pytest.approx(e["oof_score"])
+    # the ensemble's row in the results table is no trial: the parent run's note counts the four trials
+    assert parent.data.tags["mlflow.note.content"].startswith("**4 trial(s)**: 4 complete, 0 failed.")
     table = json.loads((Path(client.download_artifacts(parent.info.run_id, "results_table.json"))).read_text())
     assert any(row[0] == "ensemble" for row in table["data"])
     trial_run = next(r for r in runs if r.data.tags.get("losstune.trial") == "0")

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from search.study.study_file import StudyFile
 
 CACHE = "ensemble.json"
+ENSEMBLE_STATE = "ENSEMBLE"  # the state of its row in the results table: no trial, not counted as one
 BOOTSTRAPS = 50  # BBC-CV's bootstraps: Monte Carlo error about a seventh of the out-of-bag spread; seconds to run
 VERSION = 1
 
@@ -190,7 +191,7 @@ def ensemble_row(e: StudyEnsemble) -> dict[str, Any]:
         "cv_score": e.oof_score,
         "honest_score": e.honest_score,
         "threshold": e.threshold,
-        "state": "ENSEMBLE",
+        "state": ENSEMBLE_STATE,
         "week": None,
         "memo": f"{e.members_text()}; estimate {e.estimate:.4f} (BBC-CV)",
         "cv_score_se": e.oof_se,

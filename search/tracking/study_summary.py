@@ -15,6 +15,7 @@ from mlflow.entities import Metric, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS, MLFLOW_PARENT_RUN_ID
 
 from search.study.results import for_people as table_for_people
+from search.study.study_ensemble import ENSEMBLE_STATE
 from search.tracking.mlflow_store import STATE_COMPLETE, TAG_TRIAL, now_ms, truncate
 from search.tracking.study_run import (
     TAG_BEST_RULE,
@@ -55,7 +56,7 @@ class StudySummary:
         ``table`` needs a ``cv_score`` column (NaN for trials without a score); a ``state`` column, when
         present, decides which rows count as complete (``COMPLETE``), otherwise every row with a ``cv_score``
         does. Logged: ``results_table.json`` (the ``mlflow.log_table`` format, so the UI shows it as a table)
-        and ``results_table.csv``; metrics ``best_cv_score`` and ``n_complete`` (step = rows in the table);
+        and ``results_table.csv``; metrics ``best_cv_score`` and ``n_complete`` (step = trial rows in the table);
         with ``study``, ``optimization_history.png`` and, when it can be computed, ``param_importances.png``.
         """
         if "cv_score" not in table.columns:
@@ -65,7 +66,8 @@ class StudySummary:
         finite = scores[complete & np.isfinite(scores)]
 
         now = now_ms()
-        step = len(table)
+        ensemble_rows = int(table["state"].astype(str).eq(ENSEMBLE_STATE).sum()) if "state" in table.columns else 0
+        step = len(table) - ensemble_rows  # the trials so far: the ensemble's row is none
         metrics = [Metric("n_complete", float(complete.sum()), now, step)]
         if len(finite):
             metrics.append(Metric("best_cv_score", float(finite.max()), now, step))
