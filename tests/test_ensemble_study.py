@@ -211,3 +211,21 @@ def test_status_answers_when_the_ensemble_cannot_be_kept(study, monkeypatch, cap
         assert any("the week's ensemble is not kept (cannot write" in r.getMessage() for r in caplog.records)
     finally:
         cache.write_bytes(saved)
+
+
+@pytest.mark.slow
+def test_no_ensemble_where_the_oof_store_is_not_says_where_it_looked(study, capsys):
+    """Another machine of a team (no shared study directory) has no OOF store: export --by ensemble names the
+    directory it read and what to do, in one line."""
+    store = oof_dir(study["root"], "ens")
+    elsewhere = store.with_name("ens.oof.elsewhere")
+    store.rename(elsewhere)
+    try:
+        rc = main(
+            ["export", str(study["root"] / "study.yaml"), "--by", "ensemble", "-o", str(study["root"] / "x.yaml")]
+        )
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and f"stored OOF predictions in {store} " in err, err
+        assert "export on the machine that ran the trials" in err and not (study["root"] / "x.yaml").exists()
+    finally:
+        elsewhere.rename(store)

@@ -20,6 +20,7 @@ from objectives.config import TrialConfig
 from objectives.errors import LosstuneError
 from search.model.export_trial import load_study, module_dir_of, versions
 from search.model.exported_config import EnsembleMember, EnsembleSpec, ExportedConfig, Provenance, dump_exported
+from search.study.oof_store import oof_dir
 from search.study.results import plan_trials
 from search.study.stored_config import stored_config
 from search.study.study_ensemble import StudyEnsemble, study_ensemble
@@ -54,8 +55,10 @@ def export_ensemble(
     found = study_ensemble(plan_trials(study), file)
     if found is None:
         raise LosstuneError(
-            "no ensemble: fewer than two complete trials on the study's splits have stored OOF predictions "
-            "(trials recorded by this version keep them): run `losstune search`, or export one trial with --by mean"
+            "no ensemble: fewer than two complete trials on the study's splits have stored OOF predictions in "
+            f"{oof_dir(file.base_dir, file.name)} (each trial keeps them beside the study file of the machine that "
+            "ran it; trials recorded by an older losstune have none): run `losstune search` here, export on the "
+            "machine that ran the trials, or export one trial with --by mean"
         )
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     configs = [stored_config(trials[n]) for n in found.trials]
