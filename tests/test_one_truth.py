@@ -216,3 +216,14 @@ def test_a_drop_column_that_is_missing_names_the_study_file_key(tmp_path):
     (tmp_path / "t.csv").write_text("a,y\n1,0\n2,1\n3,0\n4,1\n")
     with pytest.raises(LosstuneError, match=r"data\.drop in a study file, --drop on the command line"):
         load_dataset(DataSpec(path=tmp_path / "t.csv", target="y", drop=("customer_id",)))
+
+
+def test_the_summary_says_when_trials_are_still_running_elsewhere():
+    """A worker that ran nothing (another took the batch) names the best so far, and says so."""
+    from search.study.week_summary import summary_lines
+
+    quiet = {"metric": "f1", "best": None, "reference_trial": None, "ensemble": None, "baseline": None, "running": 0}
+    assert summary_lines(quiet) == []
+    busy = summary_lines({**quiet, "running": 3, "reference_trial": 0})
+    assert busy[0].startswith("3 trial(s) still running (other workers") and "best so far" in busy[0]
+    assert busy[1] == "reference: trial 0 (every verdict is against it)"

@@ -51,6 +51,7 @@ def week_summary(file: StudyFile, study: optuna.Study, compute_stale: bool = Tru
         "reference_trial": reference_trial(trials, config_key(reference)),
         "ensemble": None if ensemble is None else ensemble.to_dict(),
         "baseline": baseline_versus_best(study, best),
+        "running": sum(t.state.name == "RUNNING" for t in trials),
     }
 
 
@@ -60,6 +61,12 @@ def summary_lines(summary: dict) -> list[str]:
     ensemble = None if summary.get("ensemble") is None else StudyEnsemble(**summary["ensemble"])
     lines = []
     best = summary["best"]
+    if summary.get("running"):
+        # a worker that ran nothing (another took the batch) would otherwise name a best that is about to change
+        lines.append(
+            f"{summary['running']} trial(s) still running (other workers, or a stopped one not yet detected): "
+            "what follows is the best so far"
+        )
     if best:
         params = " ".join(f"{k}={UNWEIGHTED if best[k] is None else f'{best[k]:g}'}" for k in LOSS_PARAMS)
         lines.append(f"best: trial {best['trial']} ({best['phase']}) {params}  score {best['score']:.4f}")
