@@ -229,3 +229,23 @@ def test_no_ensemble_where_the_oof_store_is_not_says_where_it_looked(study, caps
         assert "export on the machine that ran the trials" in err and not (study["root"] / "x.yaml").exists()
     finally:
         elsewhere.rename(store)
+
+
+@pytest.mark.slow
+def test_search_shows_the_ensemble_it_made_even_when_it_cannot_keep_it(tmp_path, monkeypatch, caplog):
+    """The closing summary shows the ensemble this search made and logged, not the kept file (which a failed
+    write, or another machine, may have left missing or different)."""
+    import search.study.study_ensemble as study_ensemble_module
+    from tests.conftest import tiny_study
+
+    def refused(out, text, **kw):
+        raise LosstuneError(f"cannot write {out}: no space left on device; {out} is unchanged")
+
+    monkeypatch.setattr(study_ensemble_module, "write_text_atomic", refused)
+    monkeypatch.setenv("LOSSTUNE_NOW", "2026-11-18T10:00:00")
+    path = tiny_study(tmp_path, "unkept", budget=4)
+    with caplog.at_level("WARNING", logger="search.study.study_ensemble"):
+        out = cli("search", path, "--no-progress")
+    summary = out[out.index("best: trial") :]
+    assert "ensemble of " in summary and "baseline gradient boosting" in summary, out
+    assert any("the week's ensemble is not kept" in r.getMessage() for r in caplog.records)

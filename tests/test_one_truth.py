@@ -224,6 +224,11 @@ def test_the_summary_says_when_trials_are_still_running_elsewhere():
 
     quiet = {"metric": "f1", "best": None, "reference_trial": None, "ensemble": None, "baseline": None, "running": 0}
     assert summary_lines(quiet) == []
-    busy = summary_lines({**quiet, "running": 3, "reference_trial": 0})
-    assert busy[0].startswith("3 trial(s) still running (other workers") and "best so far" in busy[0]
-    assert busy[1] == "reference: trial 0 (every verdict is against it)"
+    sure = {"selected_by": "mean", "score": 0.5, "verdict": "is the reference", "verdict_text": "the reference"}
+    sure |= {"estimate_basis": "honest", "n_trials": 1}
+    best = {"trial": 0, "phase": "balance", "score": 0.5, "alpha": None, "gamma": 3.0, "bce_weight": 0.5}
+    best |= {"focal_weight": 0.5, "confidence": sure}
+    busy = summary_lines({**quiet, "running": 3, "reference_trial": 0, "best": best})
+    assert busy[0].startswith("3 trial(s) still running (other workers") and busy[0].endswith("the best so far")
+    assert busy[1].startswith("best: trial 0 (balance)") and busy[-1].startswith("reference: trial 0")
+    assert summary_lines({**quiet, "running": 1})[0].endswith(": no complete trial yet")  # nothing follows

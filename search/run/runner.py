@@ -31,6 +31,7 @@ from search.tracking.run_params import study_params
 
 if TYPE_CHECKING:
     from search.run.trial_outcome import TrialOutcome
+    from search.study.study_ensemble import StudyEnsemble
     from search.tracking.tracker import StudyTracker
 
 # Imported when a trial is about to run, not before: the worker brings torch, the tracker MLflow. A week whose
@@ -70,9 +71,9 @@ def run_search(study_path: Path, options: SearchOptions, echo: Echo = print) -> 
     from search.study.baseline_record import report_study_baseline
 
     echo(report_study_baseline(session, run.tracker, run.parent))  # once per study: no budget slot
-    _work(study_path, options, run, echo)
+    ensemble = _work(study_path, options, run, echo)
     report_study_baseline(session, run.tracker, run.parent)  # beside the best trial on the parent run; its line
-    _print_summary(session, run.tracker, week, run.budget, echo)  # is in the summary, as status shows it
+    _print_summary(session, run.tracker, week, run.budget, ensemble, echo)  # is in the summary, as status has it
     from search.tracking.study_report import REPORT_HTML, log_report
 
     log_report(session.file, session.study, run.tracker.client, run.parent)
@@ -108,14 +109,15 @@ def _open_parent_run(session: StudySession, options: SearchOptions, week: str, e
     return _ThisRun(session, tracker, week, budget, spent, parent)
 
 
-def _work(study_path: Path, options: SearchOptions, run: _ThisRun, echo: Echo) -> None:
-    """The week's trials, in this process or in ``--workers`` processes; the parent run then ends FINISHED, KILLED
-    (Ctrl-C, SIGTERM: what was done is reported) or FAILED."""
+def _work(study_path: Path, options: SearchOptions, run: _ThisRun, echo: Echo) -> StudyEnsemble | None:
+    """The week's trials, in this process or in ``--workers`` processes, then the week's ensemble (returned);
+    the parent run then ends FINISHED, KILLED (Ctrl-C, SIGTERM: what was done is reported) or FAILED."""
     session = run.session
     metric = session.file.trial_config().metric.label
     first_trial = len(session.study.get_trials(deepcopy=False))
     workers: set[str] = set()  # the worker ids of this run, for the report after an interrupt
     status = "FAILED"
+    ensemble = None
     try:
         with stop_signals_as_interrupt():
             if options.workers <= 1:
@@ -123,7 +125,7 @@ def _work(study_path: Path, options: SearchOptions, run: _ThisRun, echo: Echo) -
                 _run_in_process(session, options, run.week, run.parent, run.budget - run.spent, metric, echo)
             else:
                 run_workers(study_path, options, run.week, run.parent, workers)
-            _log_ensemble(run)
+            ensemble = _log_ensemble(run)
         status = "FINISHED"
     except Exception as exc:  # a full disk, a read-only directory: one line, not a traceback
         fault = storage_fault(exc)
@@ -142,12 +144,14 @@ def _work(study_path: Path, options: SearchOptions, run: _ThisRun, echo: Echo) -
         except Exception:
             # the study still records its parent run as open: the next search closes it
             log.info("could not set the MLflow parent run %s to %s", run.parent, status)
+    return ensemble
 
 
-def _log_ensemble(run: _ThisRun) -> None:
+def _log_ensemble(run: _ThisRun) -> StudyEnsemble | None:
     """The week's trials as one model, once the trials are trained (never during training): selected from their
-    stored OOF probabilities, kept beside the study, shown as a row of the parent run's results table (and in the
-    closing summary, which reads the kept one)."""
+    stored OOF probabilities, kept beside the study, shown as a row of the parent run's results table; returned
+    for the closing summary, which shows this one (not one kept later by another machine, nor none when it could
+    not be kept)."""
     import pandas as pd
 
     from search.study.choices import phase_choices
@@ -158,11 +162,12 @@ def _log_ensemble(run: _ThisRun) -> None:
     records = plan_trials(study)
     found = study_ensemble(records, file)  # the kept one while no trial was added since
     if found is None:
-        return
+        return None
     table = pd.concat([results_table(study), pd.DataFrame([ensemble_row(found)])], ignore_index=True)
     notes = phase_choices(run.session.phases, records, file.reference_loss)
     run.tracker.log_study_summary(run.parent, table, study, notes=notes)
     run.tracker.log_ensemble(run.parent, found.to_dict())
+    return found
 
 
 def _budget_spent(study_path: Path, options: SearchOptions, week: str, echo: Echo) -> bool:
@@ -263,13 +268,14 @@ def _budget_override(session: StudySession, budget: int) -> str:
     return "" if budget == own else f" (--budget {budget}; the study file's trials_per_week is {own})"
 
 
-def _print_summary(session: StudySession, tracker: StudyTracker, week: str, budget: int, echo: Echo) -> None:
-    """What the trials say, in status's own lines (search.study.week_summary), then the plan's phase and the
-    budget. The ensemble is the one _log_ensemble kept, read only: a worker elsewhere may have added a trial since,
-    and a summary is no reason to compute (and write) outside the search's storage-fault handling."""
+def _print_summary(
+    session: StudySession, tracker: StudyTracker, week: str, budget: int, ensemble: StudyEnsemble | None, echo: Echo
+) -> None:
+    """What the trials say, in status's own lines (search.study.week_summary), with the ensemble this search made
+    and logged, then the plan's phase and the budget."""
     from search.study.week_summary import summary_lines, week_summary
 
-    for line in summary_lines(week_summary(session.file, session.study, compute_stale=False)):
+    for line in summary_lines(week_summary(session.file, session.study, compute_stale=False, ensemble=ensemble)):
         echo(line)
     records = plan_trials(session.study)
     step = plan_step(session.file, records)

@@ -25,16 +25,20 @@ if TYPE_CHECKING:
     from search.study.study_file import StudyFile
 
 
-def week_summary(file: StudyFile, study: optuna.Study, compute_stale: bool = True) -> dict:
+def week_summary(
+    file: StudyFile, study: optuna.Study, compute_stale: bool = True, ensemble: StudyEnsemble | None = None
+) -> dict:
     """What the study's trials say, as ``status`` and the study report show it: the best trial by the one rule
-    (export's default) with its confidence, the reference, the week's ensemble and the yardstick (``compute_stale``
-    False: only a kept ensemble, nothing computed or written; the report, which opens the study read-only)."""
+    (export's default) with its confidence, the reference, the week's ensemble and the yardstick. The ensemble is
+    ``ensemble`` when given (the one a search just made and logged), else the study's (``compute_stale`` False:
+    only a kept one, nothing computed or written; the report, which opens the study read-only)."""
     records = plan_trials(study)
     trials = study.get_trials(deepcopy=False)
     choice = choose(trials)
     best = None if choice is None else choice.trial
     reference = file.reference_loss
-    ensemble = study_ensemble(records, file, compute_stale=compute_stale)
+    if ensemble is None:
+        ensemble = study_ensemble(records, file, compute_stale=compute_stale)
     return {
         "metric": file.trial_config().metric.label,
         "best": None
@@ -63,9 +67,9 @@ def summary_lines(summary: dict) -> list[str]:
     best = summary["best"]
     if summary.get("running"):
         # a worker that ran nothing (another took the batch) would otherwise name a best that is about to change
+        so_far = "what follows is the best so far" if best else "no complete trial yet"
         lines.append(
-            f"{summary['running']} trial(s) still running (other workers, or a stopped one not yet detected): "
-            "what follows is the best so far"
+            f"{summary['running']} trial(s) still running (other workers, or a stopped one not yet detected): {so_far}"
         )
     if best:
         params = " ".join(f"{k}={UNWEIGHTED if best[k] is None else f'{best[k]:g}'}" for k in LOSS_PARAMS)
