@@ -227,25 +227,31 @@ def _fold_preprocessor(has_missing: list[bool], n_categorical: int, numeric: Num
 
 def _numeric_order(pre: ColumnTransformer) -> np.ndarray:
     """The output columns of a fitted :func:`_fold_preprocessor` in :func:`make_preprocessor`'s layout: each
-    numeric column's block (its :func:`_block_widths` columns) back in the table's order."""
-    parts = [(name, cols) for name, _, cols in pre.transformers_ if name in ("numeric", "numeric_complete")]
-    inputs = np.concatenate([np.asarray(cols, dtype=np.int64) for _, cols in parts])
-    widths = np.concatenate([_block_widths(pre.named_transformers_[name], len(cols)) for name, cols in parts])
+    numeric column's block back in the table's order."""
+    inputs, widths = _numeric_blocks(pre, ("numeric", "numeric_complete"))
     starts = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
-    order = np.argsort(inputs, kind="stable")
+    order = np.argsort(np.asarray(inputs, dtype=np.int64), kind="stable")
     return np.concatenate([np.arange(starts[i], starts[i] + widths[i]) for i in order] or [np.zeros(0, np.int64)])
 
 
 def numeric_block_widths(pre: ColumnTransformer) -> np.ndarray:
     """Output columns per numeric column of a fitted :func:`make_preprocessor` (numeric columns come first)."""
-    columns = next(cols for name, _, cols in pre.transformers_ if name == "numeric")
-    return _block_widths(pre.named_transformers_["numeric"], len(columns))
+    return _numeric_blocks(pre, ("numeric",))[1]
 
 
-def _block_widths(fitted: object, n_columns: int) -> np.ndarray:
-    """Output columns per input column of a fitted numeric pipeline: 1 each, unless it embeds them."""
-    embedding = _embedding(fitted)
-    return embedding.column_widths() if embedding is not None and n_columns else np.ones(n_columns, dtype=np.int64)
+def _numeric_blocks(pre: ColumnTransformer, names: tuple[str, ...]) -> tuple[list, np.ndarray]:
+    """(input columns, output width of each) of the numeric columns of the fitted transformers ``names``, in
+    output order: 1 column each, unless the pipeline embeds them (:meth:`PiecewiseLinearEncoder.column_widths`)."""
+    inputs: list = []
+    widths = [np.zeros(0, np.int64)]
+    for name, _, cols in pre.transformers_:
+        if name in names:
+            embedding = _embedding(pre.named_transformers_[name])
+            inputs += list(cols)
+            widths.append(
+                embedding.column_widths() if embedding is not None and len(cols) else np.ones(len(cols), np.int64)
+            )
+    return inputs, np.concatenate(widths)
 
 
 def _embedding(fitted: object) -> PiecewiseLinearEncoder | None:

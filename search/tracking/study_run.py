@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, SupportsFloat
 
 from search.study.loss_params import LOSS_PARAMS, UNWEIGHTED
 from search.study.ranking import best
-from search.study.study_ensemble import ENSEMBLE_STATE
 
 if TYPE_CHECKING:
     import pandas
@@ -138,10 +137,8 @@ def parent_note(
     best_run: Run | None,
 ) -> str:
     """The parent run's description (markdown): trials so far, the best one with a link to its run."""
-    states = table["state"].astype(str) if "state" in table.columns else None
-    failed = 0 if states is None else int(states.eq("FAIL").sum())
-    trials = len(table) if states is None else int(states.ne(ENSEMBLE_STATE).sum())  # the ensemble's row is none
-    lines = [f"**{trials} trial(s)**: {int(complete.sum())} complete, {failed} failed.", ""]
+    failed = int(table["state"].astype(str).eq("FAIL").sum()) if "state" in table.columns else 0
+    lines = [f"**{len(table)} trial(s)**: {int(complete.sum())} complete, {failed} failed.", ""]
     if best is None:
         if not complete.any():
             lines.append("No complete trial yet.")

@@ -61,20 +61,21 @@ class StudySummary:
         """
         if "cv_score" not in table.columns:
             raise ValueError(f"the results table needs a 'cv_score' column; it has {list(table.columns)}")
-        scores = table["cv_score"].astype("float64")
-        complete = table["state"].astype(str).eq(STATE_COMPLETE) if "state" in table.columns else scores.notna()
+        # the rows that are trials: the ensemble's row is uploaded with the table but counted nowhere
+        trials = table[table["state"].astype(str).ne(ENSEMBLE_STATE)] if "state" in table.columns else table
+        scores = trials["cv_score"].astype("float64")
+        complete = trials["state"].astype(str).eq(STATE_COMPLETE) if "state" in trials.columns else scores.notna()
         finite = scores[complete & np.isfinite(scores)]
 
         now = now_ms()
-        ensemble_rows = int(table["state"].astype(str).eq(ENSEMBLE_STATE).sum()) if "state" in table.columns else 0
-        step = len(table) - ensemble_rows  # the trials so far: the ensemble's row is none
+        step = len(trials)
         metrics = [Metric("n_complete", float(complete.sum()), now, step)]
         if len(finite):
             metrics.append(Metric("best_cv_score", float(finite.max()), now, step))
 
         self._upload_summary_files(parent_run_id, table, study, notes)
 
-        tags = self._best_trial_tags(parent_run_id, table, complete)
+        tags = self._best_trial_tags(parent_run_id, trials, complete)
         logged = json.loads(self.client.get_run(parent_run_id).data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
         entry = {"path": RESULTS_TABLE_JSON, "type": "table"}
         if entry not in logged:  # what log_table records, so the UI lists the file among the run's tables
