@@ -11,14 +11,8 @@ from pydantic import ValidationError
 from objectives.config import MetricConfig, ModelConfig, NumericEncoding, TrainConfig
 from objectives.epochs import checkpoint_scores, choose_epochs
 from objectives.evaluate import evaluate, stratified_folds
-from objectives.preprocess import (
-    KEPT_VALUE_CLIP,
-    SMOOTH_CLIP,
-    PiecewiseLinearEncoder,
-    category_codes,
-    fit_fold_preprocessors,
-    smooth_clip,
-)
+from objectives.numeric_encoders import KEPT_VALUE_CLIP, SMOOTH_CLIP, PiecewiseLinearEncoder, smooth_clip
+from objectives.preprocess import category_codes, fit_fold_preprocessors
 from objectives.schedule import checkpoint_epochs, make_optimizer, make_scheduler
 
 ENCODINGS = [
@@ -308,3 +302,34 @@ def test_numeric_blocks_of_the_final_preprocessing_follow_the_trees(dataset_900)
     assert x.shape[1] == widths.sum() + n_cat == len(pre.get_feature_names_out())
     ends = np.cumsum(widths) - 1  # each block's last column is the kept value, clipped
     assert np.abs(x[:, ends]).max() <= KEPT_VALUE_CLIP and np.abs(x[:, ends]).max() > 0.5
+
+
+def test_a_model_saved_when_the_encoders_lived_in_preprocess_still_loads_and_predicts(tmp_path, monkeypatch):
+    """A model directory saved before objectives.numeric_encoders existed names its robust scaling's clip and its
+    embedding objectives.preprocess.*: both names are still trusted and found, and it predicts as a new one."""
+    import pandas as pd
+    import skops.io as sio
+
+    import objectives.numeric_encoders as encoders
+    from search.model.model_dir_loading import load_model_dir
+    from tests.model_fixture import make_model_dir
+
+    settings = {"numeric_scaling": "robust", "numeric_embedding": "piecewise_linear_target"}
+    (tmp_path / "new").mkdir()
+    (tmp_path / "old").mkdir()
+    new = make_model_dir(tmp_path / "new", **settings)
+    with monkeypatch.context() as old_names:  # save as the code did then: the same objects, the old module
+        old_names.setattr(encoders.PiecewiseLinearEncoder, "__module__", "objectives.preprocess")
+        old_names.setattr(encoders.smooth_clip, "__module__", "objectives.preprocess")
+        old = make_model_dir(tmp_path / "old", **settings)
+    named = {
+        which: set(sio.get_untrusted_types(file=paths["model"] / "artifacts" / "preprocessing.skops"))
+        for which, paths in (("new", new), ("old", old))
+    }
+    assert {"objectives.preprocess.smooth_clip", "objectives.preprocess.PiecewiseLinearEncoder"} <= named["old"]
+    assert {"objectives.numeric_encoders.smooth_clip", "objectives.numeric_encoders.PiecewiseLinearEncoder"} <= named[
+        "new"
+    ]
+    test = pd.read_csv(new["test"])
+    predicted = {which: load_model_dir(paths["model"]).predict(test) for which, paths in (("new", new), ("old", old))}
+    np.testing.assert_allclose(predicted["old"]["proba"], predicted["new"]["proba"], rtol=1e-6)

@@ -62,8 +62,15 @@ MODULE = "module"  # the artifact of a user model's bundled source (``model_modu
 # types skops does not trust by default that a fitted make_preprocessor() legitimately holds (OneHotEncoder's
 # dtype=np.float32), model.numeric_scaling robust's smooth clipping and model.numeric_embedding's encoder (a
 # function and a class of this package, the latter holding one float array); anything else in the file is refused
+# (each under objectives.numeric_encoders, and under objectives.preprocess, where models saved before that module
+# existed name them)
 TRUSTED_SKOPS_TYPES = frozenset(
-    {"numpy.dtype", "objectives.preprocess.smooth_clip", "objectives.preprocess.PiecewiseLinearEncoder"}
+    {"numpy.dtype"}
+    | {
+        f"objectives.{module}.{name}"
+        for module in ("numeric_encoders", "preprocess")
+        for name in ("smooth_clip", "PiecewiseLinearEncoder")
+    }
 )
 ENTRY_FILE = "losstune_pyfunc.py"
 ENTRY_CODE = '''"""losstune model, loaded by MLflow as a model from code; the weights etc. are in artifacts/."""
