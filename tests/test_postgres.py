@@ -64,8 +64,22 @@ def databases(pg_url):
     finally:
         with admin.connect() as conn:
             for name in names:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                _drop_database(conn, name)
         admin.dispose()
+
+
+def _drop_database(conn: sa.Connection, name: str, tries: int = 20) -> None:
+    """DROP DATABASE ... WITH (FORCE), retried while it fails for want of the right to end a session that is not
+    ours: an autovacuum worker (the server's own role) that started on the database the test just wrote to. The
+    test's role may end its own sessions, not that one; autovacuum leaves within a second or so."""
+    for attempt in range(tries):
+        try:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except sa.exc.ProgrammingError as exc:
+            if "pg_signal_backend" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(0.5)
 
 
 def wait_for_lock_waiters(engine: sa.Engine, count: int, procs, timeout: float = 300.0) -> None:
